@@ -1,0 +1,67 @@
+"""The gpu_seg exception hierarchy.
+
+Every error gpu_seg raises on purpose derives from :class:`GpuSegError`. Argument errors are
+also :class:`ValueError` subclasses, so ``except ValueError`` keeps working for callers that do
+not know gpu_seg.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClosedError",
+    "ContextLostError",
+    "GLUnavailableError",
+    "GpuSegError",
+    "InputError",
+    "ShaderBuildError",
+]
+
+
+class GpuSegError(Exception):
+    """Base class of every exception raised by gpu_seg."""
+
+
+class InputError(GpuSegError, ValueError):
+    """An argument is invalid: wrong shape, dtype, size or option.
+
+    ``argument`` names the offending argument (``"tensor"``, ``"output_size"``, ...).
+    """
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"{argument}: {message}")
+        self.argument = argument
+
+
+class ClosedError(GpuSegError, RuntimeError):
+    """The processor was used after :meth:`close`."""
+
+
+class GLUnavailableError(GpuSegError, RuntimeError):
+    """No usable OpenGL context could be created or attached."""
+
+
+class ContextLostError(GpuSegError, RuntimeError):
+    """The GL context was lost and the frame could not be recomputed on the GPU.
+
+    ``reason`` says how the loss was detected.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ShaderBuildError(GpuSegError, RuntimeError):
+    """A shader failed to compile or link on a healthy context.
+
+    ``log`` holds the driver's info log and ``source`` the line-numbered source.
+    """
+
+    def __init__(self, program: str, log: str, source: str = "") -> None:
+        message = f"program {program!r} failed to build on a healthy context:\n{log}"
+        if source:
+            message += f"\n--- source ---\n{source}"
+        super().__init__(message)
+        self.program = program
+        self.log = log
+        self.source = source

@@ -1,0 +1,189 @@
+"""MediaPipe's CPU segmentation post-processing, in numpy.
+
+This module is the readable specification of what gpu_seg computes and the CPU fallback of
+:class:`~gpu_seg.SegmentationPostprocessor`. It follows
+``mediapipe/tasks/cc/vision/image_segmenter/calculators/tensors_to_segmentation_calculator.cc``
+(CPU path, MediaPipe 0.10.13 - 1.2.3), operation by operation, in float32:
+
+Convention:
+    * Input: float32 ``(H, W, C)`` logits, channel-interleaved, row 0 = top (``(H, W)`` and
+      ``(1, H, W, C)`` are accepted). Output size is ``(width, height)``. Nothing is flipped or
+      rotated.
+    * Confidence masks ``(C, height, width)``: the activation at tensor resolution (sigmoid
+      ``1 / (1 + exp(-x))``; softmax: subtract the first maximum, ``exp``, sum the channels in
+      order 0..C-1, divide; none: copy), then OpenCV ``INTER_LINEAR`` (half-pixel centres,
+      clamped borders) per channel, see :mod:`gpu_seg.sampling`. No resize when the output size
+      equals the tensor size.
+    * Category mask ``(height, width)`` uint8: bilinear interpolation of the **raw logits** with
+      the **align-corners** mapping, vertical lerp first (``a + (b - a) * t``), sigmoid when the
+      activation is sigmoid (softmax is skipped: it does not change the argmax), then the index of
+      the first maximum (ties go to the lowest index; indices wrap modulo 256). One channel:
+      0 where the value is > 0.5 (foreground), else 255.
+    * NaN/inf follow IEEE float32 and C++ ``std::max_element``: softmax turns a pixel with any NaN
+      or +inf into NaN in every channel; a NaN channel never wins the argmax unless it is channel
+      0; a NaN one-class value gives 255. Resizing spreads a NaN to every output pixel whose taps
+      read it, even with a zero weight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .inputs import (
+    as_hwc_float32,
+    check_output_array,
+    check_requested_outputs,
+    parse_activation,
+    parse_output_size,
+)
+from .sampling import SINGLE_TAP, align_corners_taps, resize_taps
+from .types import Activation, Result
+
+__all__ = ["activate", "category_mask", "confidence_masks", "reference_postprocess", "resize_plane"]
+
+#: Bytes of float32 scratch per block of rows in :func:`category_mask`.
+_CATEGORY_BLOCK_BYTES = 8 << 20
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return (np.float32(1.0) / (np.float32(1.0) + np.exp(-x))).astype(np.float32, copy=False)
+
+
+def _first_max(values: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """Value and index of the first maximum along ``axis``, with ``std::max_element`` semantics.
+
+    The scan keeps the current best unless ``best < v`` holds, so a NaN is never taken over,
+    and a NaN at index 0 keeps index 0.
+    """
+    values = np.moveaxis(values, axis, 0)
+    best = values[0].copy()
+    index = np.zeros(best.shape, np.int64)
+    for c in range(1, values.shape[0]):
+        take = best < values[c]
+        np.copyto(best, values[c], where=take)
+        index[take] = c
+    return best, index
+
+
+def activate(tensor: np.ndarray, activation: Activation | str) -> np.ndarray:
+    """Apply ``activation`` at tensor resolution; returns float32 planes ``(C, H, W)``."""
+    tensor = as_hwc_float32(tensor)
+    activation = parse_activation(activation)
+    planes = np.ascontiguousarray(np.moveaxis(tensor, -1, 0))
+    if activation is Activation.SIGMOID:
+        return _sigmoid(planes)
+    if activation is Activation.SOFTMAX:
+        peak, _ = _first_max(planes, axis=0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            exps = np.exp(planes - peak[None]).astype(np.float32, copy=False)
+            total = exps[0].copy()
+            for c in range(1, exps.shape[0]):
+                total += exps[c]  # sequential float32 sum, channel 0 first
+            exps /= total[None]
+        return exps
+    return planes
+
+
+def resize_plane(plane: np.ndarray, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
+    """OpenCV ``INTER_LINEAR`` resize of one float32 ``(H, W)`` plane (generic, non-IPP path)."""
+    in_h, in_w = plane.shape
+    if out is None:
+        out = np.empty((height, width), np.float32)
+    same = (in_w, in_h) == (width, height)
+    tx = resize_taps(in_w, width if not same else in_w, "x")
+    ty = resize_taps(in_h, height if not same else in_h, "y")
+    with np.errstate(invalid="ignore", over="ignore"):
+        single = tx.i1 == SINGLE_TAP
+        rows = plane[:, tx.i0] * tx.w0 + plane[:, np.where(single, tx.i0, tx.i1)] * tx.w1
+        rows[:, single] = plane[:, tx.i0[single]]
+        if np.all(ty.i1 == SINGLE_TAP):
+            out[...] = rows[ty.i0]
+        else:
+            np.multiply(rows[ty.i0], ty.w0[:, None], out=out)
+            out += rows[ty.i1] * ty.w1[:, None]
+    return out
+
+
+def confidence_masks(
+    tensor: np.ndarray,
+    activation: Activation | str,
+    output_size: tuple[int, int] | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Float32 confidence masks ``(C, height, width)``."""
+    tensor = as_hwc_float32(tensor)
+    width, height = parse_output_size(output_size, tensor.shape[:2])
+    planes = activate(tensor, activation)
+    out = check_output_array(out, "out", (planes.shape[0], height, width), np.dtype(np.float32))
+    for c, plane in enumerate(planes):
+        resize_plane(plane, width, height, out=out[c])
+    return out
+
+
+def category_mask(
+    tensor: np.ndarray,
+    activation: Activation | str,
+    output_size: tuple[int, int] | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """uint8 category mask ``(height, width)``."""
+    tensor = as_hwc_float32(tensor)
+    activation = parse_activation(activation)
+    in_h, in_w, channels = tensor.shape
+    width, height = parse_output_size(output_size, (in_h, in_w))
+    out = check_output_array(out, "out", (height, width), np.dtype(np.uint8))
+    tx = align_corners_taps(in_w, width)
+    ty = align_corners_taps(in_h, height)
+    block = max(1, _CATEGORY_BLOCK_BYTES // (4 * width * channels))
+    t1 = tx.t[None, :, None]
+    for r0 in range(0, height, block):
+        rows = slice(r0, min(height, r0 + block))
+        y0, y1, t0 = ty.i0[rows, None], ty.i1[rows, None], ty.t[rows, None, None]
+        with np.errstate(invalid="ignore", over="ignore"):
+            a = tensor[y0, tx.i0[None, :]]
+            b = tensor[y1, tx.i0[None, :]]
+            left = a + (b - a) * t0
+            a = tensor[y0, tx.i1[None, :]]
+            b = tensor[y1, tx.i1[None, :]]
+            right = a + (b - a) * t0
+            value = left + (right - left) * t1
+        if activation is Activation.SIGMOID:
+            value = _sigmoid(value)
+        if channels == 1:
+            out[rows] = np.where(value[..., 0] > np.float32(0.5), 0, 255)
+        elif np.isnan(value).any():
+            out[rows] = _first_max(value, axis=-1)[1].astype(np.uint8)
+        else:
+            out[rows] = np.argmax(value, axis=-1).astype(np.uint8)  # first maximum, like max_element
+    return out
+
+
+def reference_postprocess(
+    tensor: np.ndarray,
+    activation: Activation | str = Activation.NONE,
+    output_size: tuple[int, int] | None = None,
+    output_confidence_masks: bool = True,
+    output_category_mask: bool = True,
+) -> Result:
+    """MediaPipe's CPU post-processing of ``tensor`` in numpy; see the module docstring.
+
+    Args:
+        tensor: model output, float32 ``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)``.
+        activation: ``"none"``, ``"sigmoid"``, ``"softmax"`` or an :class:`Activation`.
+        output_size: ``(width, height)``; defaults to the tensor size.
+        output_confidence_masks: compute the float32 ``(C, height, width)`` masks.
+        output_category_mask: compute the uint8 ``(height, width)`` mask.
+
+    Returns:
+        A :class:`Result` with ``backend == "cpu"``.
+    """
+    check_requested_outputs(output_confidence_masks, output_category_mask)
+    tensor = as_hwc_float32(tensor)
+    activation = parse_activation(activation)
+    size = parse_output_size(output_size, tensor.shape[:2])
+    return Result(
+        confidence_masks=confidence_masks(tensor, activation, size) if output_confidence_masks else None,
+        category_mask=category_mask(tensor, activation, size) if output_category_mask else None,
+        backend="cpu",
+    )

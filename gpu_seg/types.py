@@ -1,0 +1,42 @@
+"""Options and result types shared by every backend."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["Activation", "Backend", "Result"]
+
+Backend = Literal["gl", "cpu"]
+
+
+class Activation(str, enum.Enum):
+    """The activation MediaPipe applies to the model output (``SegmenterOptions.activation``)."""
+
+    NONE = "none"
+    SIGMOID = "sigmoid"
+    SOFTMAX = "softmax"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Result:
+    """Masks for one frame.
+
+    Attributes:
+        confidence_masks: float32 ``(C, height, width)``, C-contiguous, one mask per model channel;
+            ``None`` when not requested. With ``Activation.NONE`` the values are raw logits.
+        category_mask: uint8 ``(height, width)``; ``None`` when not requested. Multi-class: index of
+            the first maximum (wraps modulo 256 above 256 classes). One class: 0 = foreground,
+            255 = background.
+        backend: ``"gl"`` or ``"cpu"``: where this frame was computed.
+    """
+
+    confidence_masks: np.ndarray | None
+    category_mask: np.ndarray | None
+    backend: Backend
