@@ -1,0 +1,56 @@
+"""gpu_seg: MediaPipe's image-segmentation post-processing on the GPU (GLSL, moderngl).
+
+``SegmentationPostprocessor`` turns a segmentation model's output tensor into the masks that
+MediaPipe's CPU path produces (confidence masks and a category mask), computed with GLSL
+programs on a headless EGL context, recovering from context loss and falling back to the CPU.
+``reference_postprocess`` is the same computation in numpy, and ``gpu_seg.oracle`` runs real
+MediaPipe for comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .errors import (
+    ClosedError,
+    ContextLostError,
+    GLUnavailableError,
+    GpuSegError,
+    InputError,
+    ShaderBuildError,
+)
+from .postprocessor import Event, SegmentationPostprocessor
+from .reference import reference_postprocess
+from .resilience import Backoff, LossBudget, RecoveryPolicy
+from .types import Activation, Result
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "Activation",
+    "Backoff",
+    "ClosedError",
+    "ContextLostError",
+    "Event",
+    "GLUnavailableError",
+    "GpuSegError",
+    "InputError",
+    "LossBudget",
+    "RecoveryPolicy",
+    "Result",
+    "SegmentationPostprocessor",
+    "ShaderBuildError",
+    "__version__",
+    "reference_postprocess",
+]
+
+
+def __getattr__(name: str):
+    # `gpu_seg.oracle` and `gpu_seg.testing` are imported on first use (mediapipe is optional).
+    if name in ("oracle", "testing"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

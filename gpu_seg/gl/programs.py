@@ -1,0 +1,206 @@
+"""GLSL sources and the program cache.
+
+Shaders live as ``.glsl`` files in the ``gpu_seg.shaders`` package (the repository's
+``shaders/`` folder) and are loaded with :mod:`importlib.resources`. A small, strict template
+step runs before compilation:
+
+* ``#include "name.glsl"`` on a line of its own is replaced by that file (each file once);
+* ``{{NAME}}`` is replaced by the value of ``NAME`` in the definition's parameters; a
+  placeholder without a value, or a value that no placeholder uses, is an error.
+
+:class:`ProgramCache` builds each program once per context generation, keyed by its definition
+(shader files, parameters, GLSL version). Every build checks compile and link status. A failure
+is classified: on a lost context it is a :class:`~gpu_seg.errors.ContextLostError`; on a healthy
+one a :class:`~gpu_seg.errors.ShaderBuildError` carrying the driver log and the line-numbered
+source, and the same definition is not rebuilt again on that context.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import moderngl
+
+from ..errors import ContextLostError, GpuSegError, ShaderBuildError
+
+__all__ = ["ProgramCache", "ProgramDefinition", "line_numbered", "load_source", "render_source"]
+
+log = logging.getLogger("gpu_seg")
+
+_INCLUDE = re.compile(r'^[ \t]*#include[ \t]+"([A-Za-z0-9_.]+)"[ \t]*$', re.MULTILINE)
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+class TemplateError(GpuSegError, ValueError):
+    """A shader template could not be rendered (unknown include, missing or unused parameter)."""
+
+
+@functools.lru_cache(maxsize=None)
+def load_source(name: str) -> str:
+    """Text of ``shaders/<name>`` from the installed package."""
+    resource = importlib.resources.files("gpu_seg.shaders").joinpath(name)
+    if not resource.is_file():
+        raise TemplateError(f"shader file {name!r} not found in gpu_seg.shaders")
+    return resource.read_text(encoding="utf-8")
+
+
+def _expand_includes(name: str, seen: set[str]) -> str:
+    if name in seen:
+        return ""
+    seen.add(name)
+    return _INCLUDE.sub(lambda m: _expand_includes(m.group(1), seen), load_source(name))
+
+
+def render_source(name: str, params: Mapping[str, object]) -> str:
+    """Expand includes and placeholders of ``shaders/<name>``; strict about names."""
+    text = _expand_includes(name, set())
+    used: set[str] = set()
+
+    def substitute(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in params:
+            raise TemplateError(f"{name}: placeholder {{{{{key}}}}} has no value")
+        used.add(key)
+        value = params[key]
+        return str(int(value)) if isinstance(value, bool) else str(value)
+
+    text = _PLACEHOLDER.sub(substitute, text)
+    unused = sorted(set(params) - used)
+    if unused:
+        raise TemplateError(f"{name}: parameters {unused} are not used by the template")
+    return text
+
+
+def line_numbered(source: str) -> str:
+    """``source`` with 1-based line numbers, as drivers report them."""
+    return "\n".join(f"{i:4d}| {line}" for i, line in enumerate(source.splitlines(), 1))
+
+
+@dataclass(frozen=True)
+class ProgramDefinition:
+    """What a program is made of; its hash is the cache key (with the GLSL version)."""
+
+    vertex: str
+    fragment: str
+    params: tuple[tuple[str, object], ...] = ()
+
+    @classmethod
+    def of(cls, vertex: str, fragment: str, **params: object) -> ProgramDefinition:
+        return cls(vertex, fragment, tuple(sorted(params.items())))
+
+    @property
+    def name(self) -> str:
+        return self.fragment.removesuffix(".frag.glsl")
+
+
+@dataclass
+class BuildCounters:
+    """Counts kept by the cache (surfaced in ``SegmentationPostprocessor.stats``)."""
+
+    program_builds: int = 0
+    link_failures: int = 0
+    failed_definitions: dict[ProgramDefinition, ShaderBuildError] = field(default_factory=dict)
+
+
+class ProgramCache:
+    """Programs of one GL context generation, keyed by definition.
+
+    Args:
+        ctx: the moderngl context of this generation.
+        generation: the context generation these programs belong to.
+        glsl_version: the ``#version`` to compile with.
+        is_context_lost: returns a reason string when the context is lost, else ``None``;
+            asked whenever a build fails, to tell a lost context from a broken shader.
+        counters: shared counters (kept across generations by the owner).
+        fault_hook: called before each build; returning a string makes that build fail as a
+            link failure on a lost context would (used by :mod:`gpu_seg.testing`).
+    """
+
+    def __init__(
+        self,
+        ctx: moderngl.Context,
+        generation: int,
+        glsl_version: int,
+        is_context_lost: Callable[[], str | None],
+        counters: BuildCounters | None = None,
+        fault_hook: Callable[[], str | None] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.generation = generation
+        self.glsl_version = glsl_version
+        self._is_context_lost = is_context_lost
+        self.counters = counters if counters is not None else BuildCounters()
+        self._fault_hook = fault_hook
+        self._programs: dict[ProgramDefinition, moderngl.Program] = {}
+        self._failed: dict[ProgramDefinition, ShaderBuildError] = {}
+
+    def __len__(self) -> int:
+        return len(self._programs)
+
+    def get(self, definition: ProgramDefinition) -> moderngl.Program:
+        """The program for ``definition``, built on first use."""
+        program = self._programs.get(definition)
+        if program is not None:
+            return program
+        if definition in self._failed:
+            raise self._failed[definition]
+        program = self._build(definition)
+        self._programs[definition] = program
+        return program
+
+    def _build(self, definition: ProgramDefinition) -> moderngl.Program:
+        params = dict(definition.params, GLSL_VERSION=self.glsl_version)
+        vertex_params = _params_for(definition.vertex, params)
+        fragment_params = _params_for(definition.fragment, params)
+        unused = sorted(set(params) - set(vertex_params) - set(fragment_params))
+        if unused:
+            raise TemplateError(f"{definition.name}: parameters {unused} are used by no shader")
+        sources = {
+            "vertex": render_source(definition.vertex, vertex_params),
+            "fragment": render_source(definition.fragment, fragment_params),
+        }
+        self.counters.program_builds += 1
+        injected = self._fault_hook() if self._fault_hook else None
+        if injected:
+            self.counters.link_failures += 1
+            raise ContextLostError(f"building {definition.name!r}: {injected}", reason=injected)
+        try:
+            return self.ctx.program(vertex_shader=sources["vertex"], fragment_shader=sources["fragment"])
+        except moderngl.Error as exc:
+            self.counters.link_failures += 1
+            lost = self._is_context_lost()
+            if lost:
+                raise ContextLostError(
+                    f"building {definition.name!r} failed on a lost context ({lost})", reason=lost
+                ) from exc
+            failing = "fragment" if "fragment" in str(exc).lower() else "vertex"
+            error = ShaderBuildError(definition.name, str(exc), line_numbered(sources[failing]))
+            self._failed[definition] = error
+            self.counters.failed_definitions[definition] = error
+            log.error("shader build failed on a healthy context: %s", error)
+            if os.environ.get("GPU_SEG_PRINT_GLSL_ON_ERROR"):
+                print(error.source)
+            raise error from exc
+
+    def release(self) -> None:
+        """Release every program (the context must be alive and current)."""
+        for program in self._programs.values():
+            program.release()
+        self._programs.clear()
+
+    def abandon(self) -> None:
+        """Forget every program without GL calls (the context is gone)."""
+        self._programs.clear()
+        self._failed.clear()
+
+
+def _params_for(name: str, params: Mapping[str, object]) -> dict[str, object]:
+    """The subset of ``params`` that the template ``name`` (with its includes) uses."""
+    wanted = set(_PLACEHOLDER.findall(_expand_includes(name, set())))
+    return {k: v for k, v in params.items() if k in wanted}

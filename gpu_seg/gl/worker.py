@@ -1,0 +1,91 @@
+"""The thread that owns an owned GL context.
+
+Threading model: a context that gpu_seg creates (``OwnedContext``) lives on one dedicated
+thread for its whole life: it is created, made current, used and destroyed there. Callers on any
+thread hand work to it with :meth:`GLThread.call` and wait for the result, so
+``SegmentationPostprocessor.process`` may be called from several threads at once (calls are
+served one at a time, in arrival order). A call that does not finish within its timeout (a hung
+driver) is reported as a context loss; the stuck thread is abandoned, never joined, and the
+next generation gets a new thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TypeVar
+
+from ..errors import ContextLostError
+
+__all__ = ["GLThread"]
+
+T = TypeVar("T")
+_STOP = object()
+
+
+class GLThread:
+    """A daemon thread that runs callables in order."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._stopped = False
+        self._thread.start()
+
+    @property
+    def ident(self) -> int | None:
+        return self._thread.ident
+
+    def is_current_thread(self) -> bool:
+        return threading.get_ident() == self._thread.ident
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            future, fn = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+        """Run ``fn`` on the thread and return its result (its exception is re-raised here).
+
+        Raises:
+            ContextLostError: ``fn`` did not finish within ``timeout`` seconds.
+        """
+        if self.is_current_thread():
+            return fn()
+        if self._stopped:
+            raise ContextLostError("the GL thread was stopped", reason="gl thread stopped")
+        future: Future = Future()
+        self._queue.put((future, fn))
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            self.abandon()
+            raise ContextLostError(
+                f"GL work did not finish within {timeout:g} s; the driver is considered hung",
+                reason="gl call timed out",
+            ) from None
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Finish queued work, then end the thread."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._queue.put(_STOP)
+        if not self.is_current_thread():
+            self._thread.join(timeout)
+
+    def abandon(self) -> None:
+        """Stop accepting work without waiting (the thread may be stuck in a driver call)."""
+        self._stopped = True
+        self._queue.put(_STOP)
