@@ -66,7 +66,8 @@ def as_hwc_float32(tensor: object) -> np.ndarray:
         tensor = tensor[0]
     elif tensor.ndim != 3:
         raise InputError(
-            "tensor", f"shape {tensor.shape} has rank {tensor.ndim}; expected (H, W), (H, W, C) or (1, H, W, C)"
+            "tensor",
+            f"shape {tensor.shape} has rank {tensor.ndim}; expected (H, W), (H, W, C) or (1, H, W, C)",
         )
     h, w, c = tensor.shape
     if h == 0 or w == 0:
@@ -100,9 +101,7 @@ def parse_output_size(
         try:
             width_obj, height_obj = output_size  # type: ignore[misc]
         except (TypeError, ValueError):
-            raise InputError(
-                "output_size", f"{output_size!r} is not a (width, height) pair"
-            ) from None
+            raise InputError("output_size", f"{output_size!r} is not a (width, height) pair") from None
         width = _positive_int(width_obj, "output_size")
         height = _positive_int(height_obj, "output_size")
     for name, value in (("width", width), ("height", height)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -189,7 +190,9 @@ class SegmentationPostprocessor:
             TensorLayout.for_tensor(*tensor.shape, self._gl_max_dim)  # too big for GL: InputError now
         channels = tensor.shape[2]
         confidence = (
-            check_output_array(confidence_out, "confidence_out", (channels, height, width), np.dtype(np.float32))
+            check_output_array(
+                confidence_out, "confidence_out", (channels, height, width), np.dtype(np.float32)
+            )
             if self.output_confidence_masks
             else None
         )
@@ -298,7 +301,8 @@ class SegmentationPostprocessor:
             pending = self._pending_attach
             if pending is None:
                 raise ContextLostError(
-                    "the application's context was lost; attach a new one with attach()", reason="no context attached"
+                    "the application's context was lost; attach a new one with attach()",
+                    reason="no context attached",
                 )
             context: GLContext = AttachedContext(generation, None if pending == "current" else pending)
             self._pending_attach = None
@@ -351,7 +355,12 @@ class SegmentationPostprocessor:
 
     # ----------------------------------------------------------------------------- frames
     def _cpu_frame(
-        self, tensor: np.ndarray, width: int, height: int, confidence: np.ndarray | None, category: np.ndarray | None
+        self,
+        tensor: np.ndarray,
+        width: int,
+        height: int,
+        confidence: np.ndarray | None,
+        category: np.ndarray | None,
     ) -> None:
         if confidence is not None:
             reference.confidence_masks(tensor, self.activation, (width, height), out=confidence)
@@ -359,7 +368,12 @@ class SegmentationPostprocessor:
             reference.category_mask(tensor, self.activation, (width, height), out=category)
 
     def _gl_frame(
-        self, tensor: np.ndarray, width: int, height: int, confidence: np.ndarray | None, category: np.ndarray | None
+        self,
+        tensor: np.ndarray,
+        width: int,
+        height: int,
+        confidence: np.ndarray | None,
+        category: np.ndarray | None,
     ) -> bool:
         """Run the frame on GL; returns False when it must go to the CPU (auto backend only)."""
         probing = self.policy.fallback_active
@@ -368,7 +382,8 @@ class SegmentationPostprocessor:
         if self._gl is None and self._attached_mode and self._pending_attach is None:
             if self.backend == "gl":
                 raise ContextLostError(
-                    "the application's context was lost; attach a new one with attach()", reason="no context attached"
+                    "the application's context was lost; attach a new one with attach()",
+                    reason="no context attached",
                 )
             return False
         while True:
@@ -378,7 +393,9 @@ class SegmentationPostprocessor:
                     self._needs_rebuild_event = self._needs_rebuild_event or not probing
                 gl = self._gl
                 gl.context.run(
-                    lambda: gl.pipeline.process(tensor, self.activation, width, height, confidence, category)
+                    functools.partial(
+                        gl.pipeline.process, tensor, self.activation, width, height, confidence, category
+                    )
                 )
             except ContextLostError as exc:
                 if not self._handle_loss(exc):

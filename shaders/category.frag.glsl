@@ -5,7 +5,7 @@
 // weights from u_cat_x / u_cat_y = (i0, i1, t) per output column / row
 // (gpu_seg.sampling.align_corners_taps); sigmoid when ACTIVATION == 1 (softmax is skipped: it
 // keeps the argmax); then one class: 0 if value > 0.5 else 255; several classes: index of the
-// first maximum (best < v takes over, so ties keep the lowest index and a NaN never takes over),
+// first maximum (see takes_over: ties keep the lowest index, a NaN never takes over),
 // modulo 256.
 #define ACTIVATION {{ACTIVATION}}
 
@@ -50,14 +50,14 @@ void main() {
             if (channel == 0) {
                 best = v[k];
                 first = v[k];
-            } else if (channel < CHANNELS && best < v[k]) {
+            } else if (channel < CHANNELS && takes_over(best, v[k])) {
                 best = v[k];
                 index = channel;
             }
         }
     }
 #if {{ONE_CLASS}}
-    o_category = first > 0.5 ? 0u : 255u;
+    o_category = (!is_nan(first) && first > 0.5) ? 0u : 255u;
 #else
     o_category = uint(index & 255);
 #endif

@@ -7,3 +7,14 @@
 #else
 #define PRECISE
 #endif
+
+// NaN test on the bits, so that no fast-math folding of comparisons can change it.
+bool is_nan(float x) {
+    return (floatBitsToUint(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// std::max_element's step: does v take over from the current best? Never for a NaN v, and
+// never while best is NaN (a NaN in channel 0 keeps channel 0).
+bool takes_over(float best, float v) {
+    return !is_nan(v) && !is_nan(best) && best < v;
+}

@@ -14,7 +14,7 @@ void main() {
     for (int n = 0; n < GROUPS; ++n) {
         vec4 v = texelFetch(u_tensor, base + ivec2(n, 0), 0);
         for (int k = 0; k < LANES; ++k) {
-            if (is_channel(n, k) && peak < v[k]) peak = v[k];
+            if (is_channel(n, k) && takes_over(peak, v[k])) peak = v[k];
         }
     }
     PRECISE float total = 0.0;

@@ -49,7 +49,11 @@ T = TypeVar("T")
 
 GL_NO_ERROR = 0
 GL_CONTEXT_LOST = 0x0507
-_RESET_NAMES = {0x8253: "GL_GUILTY_CONTEXT_RESET", 0x8254: "GL_INNOCENT_CONTEXT_RESET", 0x8255: "GL_UNKNOWN_CONTEXT_RESET"}
+_RESET_NAMES = {
+    0x8253: "GL_GUILTY_CONTEXT_RESET",
+    0x8254: "GL_INNOCENT_CONTEXT_RESET",
+    0x8255: "GL_UNKNOWN_CONTEXT_RESET",
+}
 
 
 class GLError(GpuSegError, RuntimeError):
@@ -213,7 +217,9 @@ class OwnedContext(GLContext):
                 except moderngl.Error as exc:
                     reason = self.check()
                     if reason:
-                        raise ContextLostError(f"GL failed on a lost context: {reason}", reason=reason) from exc
+                        raise ContextLostError(
+                            f"GL failed on a lost context: {reason}", reason=reason
+                        ) from exc
                     raise GLError(f"GL call failed on a healthy context: {exc}") from exc
                 reason = self.check()
                 if reason:

@@ -48,7 +48,9 @@ class GLLimits:
         info = ctx.info
         viewport = info.get("GL_MAX_VIEWPORT_DIMS", (1 << 30, 1 << 30))
         size = min(int(info["GL_MAX_TEXTURE_SIZE"]), int(min(viewport)))
-        outputs = min(8, int(info.get("GL_MAX_DRAW_BUFFERS", 8)), int(info.get("GL_MAX_COLOR_ATTACHMENTS", 8)))
+        outputs = min(
+            8, int(info.get("GL_MAX_DRAW_BUFFERS", 8)), int(info.get("GL_MAX_COLOR_ATTACHMENTS", 8))
+        )
         return cls(max_texture_size=size, max_outputs_per_pass=outputs)
 
 
@@ -126,7 +128,9 @@ class _TensorSlot:
     stats_fbo: moderngl.Framebuffer | None = None
 
     def objects(self) -> list:
-        return [o for o in (self.stats_fbo, self.stats, self.activated_fbo, self.activated, self.texture) if o]
+        return [
+            o for o in (self.stats_fbo, self.stats, self.activated_fbo, self.activated, self.texture) if o
+        ]
 
 
 @dataclass
@@ -156,10 +160,20 @@ class GLPipeline:
     without GL calls after a loss.
     """
 
-    def __init__(self, ctx: moderngl.Context, programs: ProgramCache) -> None:
+    def __init__(
+        self, ctx: moderngl.Context, programs: ProgramCache, max_texture_size: int | None = None
+    ) -> None:
         self.ctx = ctx
         self.programs = programs
         self.limits = GLLimits.query(ctx)
+        if max_texture_size is not None:  # tests force the wrapped tensor layout with a small limit
+            self.limits = GLLimits(
+                min(max_texture_size, self.limits.max_texture_size), self.limits.max_outputs_per_pass
+            )
+        # moderngl re-binds "the last bound framebuffer" when it creates one; if that one was
+        # released meanwhile, the bind fails (GL_INVALID_OPERATION). Framebuffer 0 is always a
+        # valid name, so frames end on it and nothing is released while one of ours is bound.
+        self._idle = ctx.detect_framebuffer(0)
         self._vaos: dict[ProgramDefinition, moderngl.VertexArray] = {}
         self._tensor_slots: OrderedDict[TensorLayout, _TensorSlot] = OrderedDict()
         self._output_slots: OrderedDict[tuple[TensorLayout, int, int], _OutputSlot] = OrderedDict()
@@ -184,6 +198,7 @@ class GLPipeline:
         if confidence_out is not None:
             source = self._draw_activation(slot, activation)
             self._draw_confidence(slot, output, source, width, height)
+        self._idle.use()
         if category_out is not None:
             output.category.read_into(category_out, alignment=1)
         if confidence_out is not None:
@@ -210,7 +225,9 @@ class GLPipeline:
             return
         layout = slot.layout
         pixels = slot.staging[: layout.height * layout.width * layout.groups * layout.lanes]
-        pixels.reshape(layout.height, layout.width, layout.groups * layout.lanes)[..., : layout.channels] = tensor
+        pixels.reshape(layout.height, layout.width, layout.groups * layout.lanes)[..., : layout.channels] = (
+            tensor
+        )
         slot.texture.write(slot.staging)
 
     def _draw_category(
@@ -234,7 +251,9 @@ class GLPipeline:
             **layout.params(),
         )
         lut_x, lut_y = output.category_luts
-        self._draw(definition, output.category_fbo, {"u_tensor": slot.texture, "u_cat_x": lut_x, "u_cat_y": lut_y})
+        self._draw(
+            definition, output.category_fbo, {"u_tensor": slot.texture, "u_cat_x": lut_x, "u_cat_y": lut_y}
+        )
 
     def _draw_activation(self, slot: _TensorSlot, activation: Activation) -> moderngl.Texture:
         """Activated values at tensor resolution, in the tensor's layout (the tensor itself for none)."""
@@ -326,6 +345,7 @@ class GLPipeline:
         return slot
 
     def _evict(self, pool: OrderedDict) -> None:
+        self._idle.use()
         while len(pool) > POOL_SIZE:
             _, slot = pool.popitem(last=False)
             for obj in slot.objects():
@@ -340,6 +360,7 @@ class GLPipeline:
 
     def release(self) -> None:
         """Free every GL object (context alive and current)."""
+        self._idle.use()
         for pool in (self._output_slots, self._tensor_slots):
             for slot in pool.values():
                 for obj in slot.objects():

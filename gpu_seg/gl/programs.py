@@ -41,7 +41,7 @@ class TemplateError(GpuSegError, ValueError):
     """A shader template could not be rendered (unknown include, missing or unused parameter)."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_source(name: str) -> str:
     """Text of ``shaders/<name>`` from the installed package."""
     resource = importlib.resources.files("gpu_seg.shaders").joinpath(name)
