@@ -1,0 +1,49 @@
+"""The ``gpu-seg`` command line: ``info``, ``bench``, ``verify``, ``soak``.
+
+Each command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS = {
+    "info": "print the GL renderer, version, limits and extensions of the owned EGL context",
+    "bench": "time gpu_seg against MediaPipe CPU, OpenCV and PyTorch on model-like presets",
+    "verify": "check the GL path and the numpy reference against real MediaPipe on a random battery",
+    "soak": "run many frames with injected context losses and check every frame",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpu-seg",
+        description="MediaPipe-exact segmentation post-processing on the GPU (GLSL, moderngl).",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"gpu_seg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"{__name__}.{name}")
+        command = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gpu-seg`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
