@@ -1,0 +1,154 @@
+"""Attached contexts: gpu_seg inside an application's glfw window on a virtual X server (Xvfb).
+
+The application owns the context. When it destroys its window, gpu_seg reports the loss and
+(auto) computes on the CPU; when the application hands over a new window's context, gpu_seg
+rebuilds its programs and objects there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import gpu_seg
+
+SIZE = (40, 30)
+
+
+@pytest.fixture(scope="module")
+def display():
+    """An X display: $DISPLAY if set (``.ci/run`` starts Xvfb), else a private Xvfb."""
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    if shutil.which("Xvfb") is None:
+        pytest.fail(
+            "attached-context tests need an X server: install Xvfb (apt-get install xvfb) or set DISPLAY"
+        )
+    read, write = os.pipe()
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "320x240x24", "-nolisten", "tcp"],
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        number = pipe.readline().strip()
+    os.environ["DISPLAY"] = f":{number}"
+    try:
+        yield os.environ["DISPLAY"]
+    finally:
+        del os.environ["DISPLAY"]
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture
+def glfw_windows(display):
+    import glfw
+
+    if not glfw.init():
+        pytest.fail(f"glfw could not initialise on {display}")
+    windows = []
+
+    def open_window():
+        glfw.default_window_hints()
+        glfw.window_hint(glfw.VISIBLE, glfw.FALSE)
+        glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 3)
+        glfw.window_hint(glfw.CONTEXT_VERSION_MINOR, 3)
+        glfw.window_hint(glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE)
+        glfw.window_hint(glfw.OPENGL_FORWARD_COMPAT, True)
+        window = glfw.create_window(64, 64, "gpu_seg test", None, None)
+        assert window, "glfw could not create a window"
+        glfw.make_context_current(window)
+        windows.append(window)
+        return window
+
+    def close_window(window):
+        windows.remove(window)
+        glfw.destroy_window(window)
+
+    yield open_window, close_window
+    for window in windows:
+        glfw.destroy_window(window)
+    glfw.terminate()
+
+
+def _tensor(seed):
+    return (np.random.default_rng(seed).standard_normal((16, 12, 4)) * 3).astype(np.float32)
+
+
+def _assert_correct(result, tensor):
+    want = gpu_seg.reference_postprocess(tensor, "softmax", SIZE)
+    np.testing.assert_allclose(result.confidence_masks, want.confidence_masks, rtol=2e-6, atol=2e-6)
+    np.testing.assert_array_equal(result.category_mask, want.category_mask)
+
+
+def test_window_destroyed_then_new_window_attached(glfw_windows):
+    import moderngl
+
+    open_window, close_window = glfw_windows
+    window = open_window()
+    app_ctx = moderngl.create_context(require=330)
+    events = []
+    with gpu_seg.SegmentationPostprocessor("softmax", context=app_ctx, on_event=events.append) as pp:
+        assert pp.context_info.kind.startswith("attached")
+        result = pp.process(_tensor(1), SIZE)
+        assert result.backend == "gl"
+        _assert_correct(result, _tensor(1))
+        assert app_ctx.error == "GL_NO_ERROR"  # the application's context is left clean
+
+        close_window(window)  # the application tears its context down
+        result = pp.process(_tensor(2), SIZE)
+        assert result.backend == "cpu"  # reported, never fabricated
+        _assert_correct(result, _tensor(2))
+        assert [e.kind for e in events] == ["context_lost"]
+
+        open_window()  # a new window, its context current
+        pp.attach()
+        result = pp.process(_tensor(3), SIZE)
+        assert result.backend == "gl"
+        _assert_correct(result, _tensor(3))
+        assert [e.kind for e in events] == ["context_lost", "rebuilt"]
+        assert pp.stats["generation"] == 2 and pp.stats["rebuilds"] == 1
+
+
+def test_gl_backend_raises_until_a_new_context_is_attached(glfw_windows):
+    open_window, close_window = glfw_windows
+    window = open_window()
+    with gpu_seg.SegmentationPostprocessor("softmax", backend="gl", context="current") as pp:
+        pp.process(_tensor(4), SIZE)
+        close_window(window)
+        with pytest.raises(gpu_seg.ContextLostError):
+            pp.process(_tensor(5), SIZE)
+        with pytest.raises(gpu_seg.ContextLostError, match="attach"):
+            pp.process(_tensor(5), SIZE)
+        open_window()
+        pp.attach("current")
+        _assert_correct(pp.process(_tensor(6), SIZE), _tensor(6))
+
+
+def test_attached_context_used_from_another_thread_is_refused(glfw_windows):
+    import threading
+
+    open_window, _ = glfw_windows
+    open_window()
+    with gpu_seg.SegmentationPostprocessor("softmax", backend="gl", context="current") as pp:
+        errors = []
+
+        def other_thread():
+            try:
+                pp.process(_tensor(7), SIZE)
+            except gpu_seg.GpuSegError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        assert errors and "thread" in str(errors[0])
+        _assert_correct(pp.process(_tensor(7), SIZE), _tensor(7))
