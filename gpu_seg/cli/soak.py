@@ -1,14 +1,518 @@
-"""Not implemented yet."""
+"""Soak test: run many frames through one processor, destroying its GL context every K frames.
+
+Every frame gets a fresh seeded random tensor and is checked against the numpy reference
+(``gpu_seg.reference_postprocess``): confidence masks within 2e-5 (plus 1e-5 relative with
+``--activation none``), category masks identical except at near ties (output pixels whose top two
+align-corners-interpolated values differ by less than 1e-5). The result of the previous frame is
+checked again after each frame, so a mask that a later frame overwrote is caught too.
+
+Before frame i (i > 0, i % K == 0) the processor's real EGL context is destroyed
+(``gpu_seg.testing.lose_context``); the processor must notice, rebuild and recompute the frame.
+The report gives frames, losses, rebuilds, GL and CPU (fallback) frames, mismatched frames, and the
+resident memory (VmRSS) and live GL objects after warm-up, in the middle and at the end, and checks
+that the live GL objects return to the warm-up count after every rebuild.
+
+Exit status: 0 when no frame mismatched and every frame returned; 1 otherwise; 2 for bad arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import GpuSegError
+from ..postprocessor import Event, SegmentationPostprocessor
+from ..reference import reference_postprocess
+from ..resilience import Backoff, LossBudget, RecoveryPolicy
+from ..sampling import align_corners_taps
+from ..testing import lose_context
+from ..types import Activation, Result
+from .progress import Progress
+
+CONFIDENCE_ATOL = 2e-5
+#: Extra relative tolerance for ``activation="none"`` (raw logits of large magnitude).
+CONFIDENCE_RTOL_NONE = 1e-5
+#: Category pixels may differ where the top two interpolated values are closer than this.
+NEAR_TIE = 1e-5
+#: Standard deviation of the random logits: wide enough for confident pixels and near ties both.
+LOGIT_SCALE = 4.0
+#: Frames run (and checked) before the baseline RSS and GL-object figures are taken.
+DEFAULT_WARMUP = 10
+
+
+@dataclass
+class Snapshot:
+    """Resident memory (KiB) and live GL objects at one point of the run."""
+
+    frame: int
+    rss_kib: int
+    live_gl_objects: int
+
+
+@dataclass
+class SoakReport:
+    """Everything a soak run measured (``asdict`` gives the ``--json`` document)."""
+
+    frames: int
+    lose_every: int
+    output_size: tuple[int, int]
+    tensor_shape: tuple[int, int, int]
+    activation: str
+    seed: int
+    budget: int
+    backoff: float
+    warmup_frames: int
+    frames_returned: int = 0
+    losses: int = 0
+    losses_skipped: int = 0
+    context_losses: int = 0
+    rebuilds: int = 0
+    gl_frames: int = 0
+    cpu_frames: int = 0
+    mismatched_frames: int = 0
+    overwritten_frames: int = 0
+    near_tie_pixels: int = 0
+    worst_confidence_error: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    first_mismatches: list[str] = field(default_factory=list)
+    events: dict[str, int] = field(default_factory=dict)
+    rss_source: str = "VmRSS"
+    before: Snapshot | None = None
+    start: Snapshot | None = None
+    middle: Snapshot | None = None
+    end: Snapshot | None = None
+    live_gl_objects_after_close: int = -1
+    baseline_gl_objects: int = 0
+    gl_objects_after_rebuilds: list[int] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def rebuilds_back_to_baseline(self) -> bool:
+        """Every rebuild left exactly the warm-up count of live GL objects after its frame."""
+        return all(n == self.baseline_gl_objects for n in self.gl_objects_after_rebuilds)
+
+    @property
+    def rss_growth_kib(self) -> int:
+        """VmRSS at the end minus VmRSS after warm-up."""
+        if self.start is None or self.end is None:
+            return 0
+        return self.end.rss_kib - self.start.rss_kib
+
+    @property
+    def ok(self) -> bool:
+        """No mismatched or overwritten frame, no exception, every frame returned."""
+        return (
+            self.mismatched_frames == 0
+            and self.overwritten_frames == 0
+            and not self.errors
+            and self.frames_returned == self.frames + self.warmup_frames
+        )
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["rebuilds_back_to_baseline"] = self.rebuilds_back_to_baseline
+        data["rss_growth_kib"] = self.rss_growth_kib
+        data["ok"] = self.ok
+        return data
+
+
+# ----------------------------------------------------------------------------- measurements
+def rss_kib() -> tuple[int, str]:
+    """Current resident set size in KiB and where it came from.
+
+    ``VmRSS`` from ``/proc/self/status``; without procfs, the peak RSS from ``getrusage``
+    (``ru_maxrss``, KiB on Linux), which can only grow.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]), "VmRSS"
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), "ru_maxrss (peak)"
+
+
+def _snapshot(frame: int, pp: SegmentationPostprocessor) -> tuple[Snapshot, str]:
+    gc.collect()
+    rss, source = rss_kib()
+    return Snapshot(frame, rss, pp.live_gl_objects()), source
+
+
+def category_margin(tensor: np.ndarray, activation: Activation, size: tuple[int, int]) -> np.ndarray:
+    """Per output pixel, the gap between the top two interpolated values (one class: to 0.5).
+
+    The align-corners interpolation of the raw logits that the category mask uses, in float64
+    (sigmoid applied when the activation is sigmoid; softmax does not change the order).
+    """
+    width, height = size
+    in_h, in_w, channels = tensor.shape
+    tx, ty = align_corners_taps(in_w, width), align_corners_taps(in_h, height)
+    t = tensor.astype(np.float64)
+    y0, y1, t0 = ty.i0[:, None], ty.i1[:, None], ty.t.astype(np.float64)[:, None, None]
+    x0, x1, t1 = tx.i0[None, :], tx.i1[None, :], tx.t.astype(np.float64)[None, :, None]
+    left = t[y0, x0] + (t[y1, x0] - t[y0, x0]) * t0
+    right = t[y0, x1] + (t[y1, x1] - t[y0, x1]) * t0
+    value = left + (right - left) * t1
+    if activation is Activation.SIGMOID:
+        with np.errstate(over="ignore"):
+            value = 1.0 / (1.0 + np.exp(-value))
+    if channels == 1:
+        return np.abs(value[..., 0] - 0.5)
+    top2 = np.sort(value, axis=-1)[..., -2:]
+    return top2[..., 1] - top2[..., 0]
+
+
+def compare(
+    result: Result, expected: Result, tensor: np.ndarray, activation: Activation, size: tuple[int, int]
+) -> tuple[str | None, float, int]:
+    """Check one frame. Returns ``(problem or None, confidence max |diff|, near-tie pixels)``."""
+    got, want = result.confidence_masks, expected.confidence_masks
+    if got is None or got.shape != want.shape or got.dtype != np.float32:
+        shape = None if got is None else (got.shape, got.dtype)
+        return f"confidence masks {shape}, expected {(want.shape, want.dtype)}", float("inf"), 0
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    allowed = CONFIDENCE_ATOL
+    if activation is Activation.NONE:
+        allowed = np.maximum(CONFIDENCE_ATOL, CONFIDENCE_RTOL_NONE * np.abs(want.astype(np.float64)))
+    error = float(diff.max()) if diff.size else 0.0
+    bad = ~(diff <= allowed)
+    if bad.any():
+        return f"{int(bad.sum())} confidence values off (worst |diff| {error:.3g})", error, 0
+    got, want = result.category_mask, expected.category_mask
+    if got is None or got.shape != want.shape or got.dtype != np.uint8:
+        shape = None if got is None else (got.shape, got.dtype)
+        return f"category mask {shape}, expected {(want.shape, want.dtype)}", error, 0
+    differs = got != want
+    if not differs.any():
+        return None, error, 0
+    if tensor.shape[2] == 1:
+        return f"{int(differs.sum())} one-class category pixels differ", error, 0
+    far = differs & (category_margin(tensor, activation, size) >= NEAR_TIE)
+    if far.any():
+        return f"{int(far.sum())} category pixels differ away from near ties", error, 0
+    return None, error, int(differs.sum())
+
+
+# ----------------------------------------------------------------------------- the run
+def default_budget(frames: int, lose_every: int) -> int:
+    """A loss budget that rebuilds every injected loss: ``max(3, frames // lose_every + 1)``."""
+    return max(3, frames // lose_every + 1) if lose_every > 0 else 3
+
+
+def soak(
+    frames: int = 2000,
+    lose_every: int = 250,
+    output_size: tuple[int, int] = (160, 120),
+    tensor_shape: tuple[int, int, int] = (32, 32, 6),
+    activation: Activation | str = Activation.SOFTMAX,
+    seed: int = 0,
+    budget: int | None = None,
+    backoff: float | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    progress: Progress | None = None,
+) -> SoakReport:
+    """Run ``frames`` checked frames with a context loss before every ``lose_every``-th one.
+
+    Args:
+        frames: frames in the soak proper (after ``warmup`` checked warm-up frames).
+        lose_every: destroy the GL context before soak frame ``i`` when ``i % lose_every == 0``
+            and ``i > 0``; 0 never does.
+        output_size: ``(width, height)`` of the masks.
+        tensor_shape: ``(H, W, C)`` of the random logits (a new tensor every frame).
+        activation: the processor's activation.
+        seed: seed of the random tensors.
+        budget: loss-budget capacity (:class:`~gpu_seg.resilience.LossBudget`); ``None`` gives
+            :func:`default_budget`, enough to rebuild every injected loss instead of falling back.
+        backoff: base delay in seconds of the rebuild backoff for losses in quick succession
+            (:class:`~gpu_seg.resilience.Backoff`); ``None`` keeps the library default (50 ms,
+            doubling up to 2 s).
+        warmup: checked frames before the baseline figures (RSS, live GL objects) are taken.
+        progress: advanced by one per soak frame, if given.
+
+    Returns:
+        The :class:`SoakReport`. Exceptions from ``process()`` are recorded, not raised.
+    """
+    activation = Activation(str(activation).lower()) if not isinstance(activation, Activation) else activation
+    width, height = (int(v) for v in output_size)
+    shape = tuple(int(v) for v in tensor_shape)
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
+    if lose_every < 0:
+        raise ValueError(f"lose_every must not be negative, got {lose_every}")
+    if width < 1 or height < 1:
+        raise ValueError(f"output size must be positive, got {width}x{height}")
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"tensor shape must be three positive sizes (H, W, C), got {tensor_shape}")
+    if warmup < 1:
+        raise ValueError(f"warmup must be at least 1, got {warmup}")
+    if budget is None:
+        budget = default_budget(frames, lose_every)
+    if budget < 0:
+        raise ValueError(f"budget must not be negative, got {budget}")
+    policy_backoff = Backoff() if backoff is None else Backoff(base=backoff)
+    policy = RecoveryPolicy(budget=LossBudget(capacity=budget), backoff=policy_backoff)
+
+    report = SoakReport(
+        frames=frames,
+        lose_every=lose_every,
+        output_size=(width, height),
+        tensor_shape=shape,  # type: ignore[arg-type]
+        activation=activation.value,
+        seed=seed,
+        budget=budget,
+        backoff=policy_backoff.base,
+        warmup_frames=warmup,
+    )
+    rebuilt_pending = False
+
+    def on_event(event: Event) -> None:
+        nonlocal rebuilt_pending
+        report.events[event.kind] = report.events.get(event.kind, 0) + 1
+        if event.kind == "rebuilt":
+            rebuilt_pending = True
+
+    rng = np.random.default_rng(seed)
+    size = (width, height)
+    previous: tuple[Result, Result, np.ndarray] | None = None
+    gc.collect()
+    report.before = Snapshot(0, rss_kib()[0], 0)
+    started = time.perf_counter()
+    pp = SegmentationPostprocessor(activation, backend="auto", on_event=on_event, policy=policy)
+    try:
+
+        def frame(label: str) -> None:
+            nonlocal previous, rebuilt_pending
+            tensor = (rng.standard_normal(shape) * LOGIT_SCALE).astype(np.float32)
+            try:
+                result = pp.process(tensor, size)
+            except Exception as exc:  # recorded: the soak reports, it does not stop
+                report.errors.append(f"{label}: {type(exc).__name__}: {exc}")
+                previous = None
+                return
+            report.frames_returned += 1
+            if rebuilt_pending:
+                rebuilt_pending = False
+                report.gl_objects_after_rebuilds.append(pp.live_gl_objects())
+            expected = reference_postprocess(tensor, activation, size)
+            problem, error, near = compare(result, expected, tensor, activation, size)
+            report.worst_confidence_error = max(report.worst_confidence_error, error)
+            report.near_tie_pixels += near
+            if problem is not None:
+                report.mismatched_frames += 1
+                if len(report.first_mismatches) < 10:
+                    report.first_mismatches.append(f"{label} ({result.backend}): {problem}")
+            if previous is not None:  # the previous frame passed: its arrays must not have changed
+                old_result, old_expected, old_tensor = previous
+                old_problem, _, _ = compare(old_result, old_expected, old_tensor, activation, size)
+                if old_problem is not None:
+                    report.overwritten_frames += 1
+                    if len(report.first_mismatches) < 10:
+                        report.first_mismatches.append(f"{label}: previous frame's result changed: {old_problem}")
+            previous = (result, expected, tensor) if problem is None else None
+
+        for w in range(warmup):
+            frame(f"warm-up frame {w}")
+        report.start, report.rss_source = _snapshot(0, pp)
+        report.baseline_gl_objects = report.start.live_gl_objects
+        for i in range(frames):
+            if lose_every and i > 0 and i % lose_every == 0:
+                try:
+                    lose_context(pp)
+                    report.losses += 1
+                except GpuSegError:  # no owned context now (CPU fallback): nothing to lose
+                    report.losses_skipped += 1
+            frame(f"frame {i}")
+            if i == frames // 2:
+                report.middle, _ = _snapshot(i + 1, pp)
+            if progress is not None:
+                progress.advance(1, f"losses={report.losses} rebuilds={pp.stats['rebuilds']} "
+                                 f"bad={report.mismatched_frames + len(report.errors)}")
+        report.end, _ = _snapshot(frames, pp)
+        stats = pp.stats
+        report.context_losses = int(stats["context_losses"])  # type: ignore[call-overload]
+        report.rebuilds = int(stats["rebuilds"])  # type: ignore[call-overload]
+        report.gl_frames = int(stats["gl_frames"])  # type: ignore[call-overload]
+        report.cpu_frames = int(stats["cpu_frames"])  # type: ignore[call-overload]
+    finally:
+        pp.close()
+    report.live_gl_objects_after_close = pp.live_gl_objects()
+    report.duration_s = time.perf_counter() - started
+    return report
+
+
+# ----------------------------------------------------------------------------- command line
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite non-negative number")
+    return value
+
+
+def _sizes(text: str, count: int, form: str) -> tuple[int, ...]:
+    parts = text.lower().split("x")
+    if len(parts) != count:
+        raise argparse.ArgumentTypeError(f"{text!r} is not of the form {form}")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not of the form {form} (integers)") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every size must be positive")
+    return values
+
+
+def _output_size(text: str) -> tuple[int, int]:
+    width, height = _sizes(text, 2, "WxH")
+    return width, height
+
+
+def _tensor_shape(text: str) -> tuple[int, int, int]:
+    h, w, c = _sizes(text, 3, "HxWxC")
+    return h, w, c
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--frames", type=_positive, default=2000, help="frames to run and check (default 2000)")
+    parser.add_argument(
+        "--lose-every",
+        type=_non_negative,
+        default=250,
+        metavar="K",
+        help="destroy the GL context before every K-th frame (default 250; 0 = never)",
+    )
+    parser.add_argument(
+        "--output-size", type=_output_size, default=(160, 120), metavar="WxH", help="mask size (default 160x120)"
+    )
+    parser.add_argument(
+        "--tensor",
+        type=_tensor_shape,
+        default=(32, 32, 6),
+        metavar="HxWxC",
+        help="shape of the random logits, a new tensor every frame (default 32x32x6)",
+    )
+    parser.add_argument(
+        "--activation",
+        choices=[a.value for a in Activation],
+        default=Activation.SOFTMAX.value,
+        help="the processor's activation (default softmax)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random tensors (default 0)")
+    parser.add_argument(
+        "--budget",
+        type=_non_negative,
+        default=None,
+        help="loss-budget capacity: losses rebuilt before falling back to the CPU (default "
+        "max(3, frames // K + 1), so every injected loss is rebuilt; 0 = fall back at the first loss)",
+    )
+    parser.add_argument(
+        "--backoff",
+        type=_non_negative_float,
+        default=None,
+        metavar="SECONDS",
+        help="base delay of the rebuild backoff for losses less than 5 s apart, doubling up to 2 s "
+        "(default: the library's 0.05; 0 = rebuild at once)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=_positive,
+        default=DEFAULT_WARMUP,
+        help=f"checked frames before the baseline RSS and GL-object figures (default {DEFAULT_WARMUP})",
+    )
+    parser.add_argument("--json", metavar="PATH", default=None, help="also write the figures to PATH as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _format(report: SoakReport) -> str:
+    rows = [
+        ("frames", f"{report.frames} (+{report.warmup_frames} warm-up), {report.frames_returned} returned"),
+        ("losses", f"{report.losses} injected, {report.context_losses} detected, {report.losses_skipped} skipped"),
+        ("rebuilds", str(report.rebuilds)),
+        ("GL frames", str(report.gl_frames)),
+        ("fallback (CPU) frames", str(report.cpu_frames)),
+        ("mismatched frames", str(report.mismatched_frames)),
+        ("overwritten results", str(report.overwritten_frames)),
+        ("errors", str(len(report.errors))),
+        ("worst confidence |diff|", f"{report.worst_confidence_error:.3g}"),
+        ("near-tie category pixels", str(report.near_tie_pixels)),
+    ]
+    for name, snap in (("before", report.before), ("start", report.start), ("middle", report.middle),
+                       ("end", report.end)):
+        if snap is not None:
+            objects = "" if name == "before" else f", {snap.live_gl_objects} live GL objects"
+            rows.append((f"{name} (frame {snap.frame})", f"RSS {snap.rss_kib / 1024:.1f} MiB{objects}"))
+    rows.append(("RSS growth start -> end", f"{report.rss_growth_kib / 1024:+.2f} MiB ({report.rss_source})"))
+    after = sorted(set(report.gl_objects_after_rebuilds))
+    rows.append((
+        "GL objects after rebuilds",
+        f"{after or '-'} vs baseline {report.baseline_gl_objects}: "
+        + ("back to baseline" if report.rebuilds_back_to_baseline else "NOT back to baseline"),
+    ))
+    rows.append(("GL objects after close", str(report.live_gl_objects_after_close)))
+    rows.append(("events", ", ".join(f"{k}={v}" for k, v in sorted(report.events.items())) or "-"))
+    rows.append(("time", f"{report.duration_s:.1f} s"))
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    lines.extend(f"  {line}" for line in report.first_mismatches)
+    lines.extend(f"  {line}" for line in report.errors[:10])
+    lines.append("OK" if report.ok else "FAILED")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("not implemented yet")
-    return 2
+    bar = None if args.quiet else Progress(args.frames, "soak")
+    try:
+        report = soak(
+            frames=args.frames,
+            lose_every=args.lose_every,
+            output_size=args.output_size,
+            tensor_shape=args.tensor,
+            activation=args.activation,
+            seed=args.seed,
+            budget=args.budget,
+            backoff=args.backoff,
+            warmup=args.warmup,
+            progress=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.finish()
+    print(_format(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(report.to_dict(), out, indent=2)
+            out.write("\n")
+    if not report.ok:
+        print("soak failed: mismatched frames or frames that did not return", file=sys.stderr)
+    return 0 if report.ok else 1
