@@ -36,7 +36,7 @@ from .inputs import (
     parse_activation,
     parse_output_size,
 )
-from .sampling import SINGLE_TAP, align_corners_taps, resize_taps
+from .sampling import SINGLE_TAP, align_corners_taps, identity_taps, resize_taps
 from .types import Activation, Result
 
 __all__ = ["activate", "category_mask", "confidence_masks", "reference_postprocess", "resize_plane"]
@@ -90,9 +90,10 @@ def resize_plane(plane: np.ndarray, width: int, height: int, out: np.ndarray | N
     in_h, in_w = plane.shape
     if out is None:
         out = np.empty((height, width), np.float32)
-    same = (in_w, in_h) == (width, height)
-    tx = resize_taps(in_w, width if not same else in_w, "x")
-    ty = resize_taps(in_h, height if not same else in_h, "y")
+    if (in_w, in_h) == (width, height):
+        tx, ty = identity_taps(width), identity_taps(height)
+    else:
+        tx, ty = resize_taps(in_w, width, "x"), resize_taps(in_h, height, "y")
     with np.errstate(invalid="ignore", over="ignore"):
         single = tx.i1 == SINGLE_TAP
         rows = plane[:, tx.i0] * tx.w0 + plane[:, np.where(single, tx.i0, tx.i1)] * tx.w1

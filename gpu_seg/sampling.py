@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AlignCornersTaps", "ResizeTaps", "align_corners_taps", "resize_taps"]
+__all__ = ["AlignCornersTaps", "ResizeTaps", "align_corners_taps", "identity_taps", "resize_taps"]
 
 #: Marks a single-tap entry in :attr:`ResizeTaps.i1`: the output equals source ``i0`` exactly.
 SINGLE_TAP = -1
@@ -50,7 +50,8 @@ class AlignCornersTaps:
     t: np.ndarray  # float32
 
 
-def _identity_taps(n: int) -> ResizeTaps:
+def identity_taps(n: int) -> ResizeTaps:
+    """Taps that copy: used on both axes when the output size equals the tensor size."""
     index = np.arange(n, dtype=np.int32)
     return ResizeTaps(
         index,
@@ -63,13 +64,12 @@ def _identity_taps(n: int) -> ResizeTaps:
 def resize_taps(in_size: int, out_size: int, axis: str) -> ResizeTaps:
     """OpenCV ``INTER_LINEAR`` taps along ``axis`` (``"x"`` or ``"y"``) for ``in_size -> out_size``.
 
-    MediaPipe skips the resize when the output size equals the tensor size; callers pass
-    ``in_size == out_size`` for both axes in that case and get identity taps.
+    MediaPipe skips the resize only when *both* output dimensions equal the tensor's; callers use
+    :func:`identity_taps` then. When only one axis keeps its size, OpenCV still resamples it with
+    weights (1, 0), which matters for NaN/inf neighbours (NaN * 0 is NaN).
     """
     if axis not in ("x", "y"):
         raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
-    if in_size == out_size:
-        return _identity_taps(out_size)
     scale = 1.0 / (out_size / in_size)  # float64, as OpenCV computes it
     pos = ((np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
     start = np.floor(pos).astype(np.int64)

@@ -10,7 +10,7 @@ import numpy as np
 
 __all__ = ["Activation", "Backend", "Result"]
 
-Backend = Literal["gl", "cpu"]
+Backend = Literal["gl", "cpu", "mediapipe"]
 
 
 class Activation(str, enum.Enum):
@@ -34,7 +34,8 @@ class Result:
         category_mask: uint8 ``(height, width)``; ``None`` when not requested. Multi-class: index of
             the first maximum (wraps modulo 256 above 256 classes). One class: 0 = foreground,
             255 = background.
-        backend: ``"gl"`` or ``"cpu"``: where this frame was computed.
+        backend: ``"gl"`` or ``"cpu"``: where this frame was computed (``"mediapipe"`` for
+            :func:`gpu_seg.oracle.mediapipe_postprocess`).
     """
 
     confidence_masks: np.ndarray | None

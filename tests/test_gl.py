@@ -89,7 +89,7 @@ def test_nan_and_inf_agree_with_reference(gl_clean, activation, channels):
     tensor[4, 4, channels - 1] = np.inf
     tensor[6, 1, 0] = -np.inf
     tensor[2, 7, channels // 2] = np.nan
-    for size in ((9, 8), (23, 17), (4, 3)):
+    for size in ((9, 8), (23, 17), (4, 3), (9, 20), (15, 8)):
         got = _run_pipeline(gl_clean, gl_clean.pipeline, tensor, activation, size)
         want = reference_postprocess(tensor, activation, size)
         np.testing.assert_array_equal(np.isnan(got.confidence_masks), np.isnan(want.confidence_masks))

@@ -86,3 +86,24 @@ def test_very_negative_logits(activation, channels, processors, parity):
     rng = np.random.default_rng(channels)
     tensor = (rng.uniform(-400.0, -100.0, (10, 8, channels))).astype(np.float32)
     _check(tensor, activation, (19, 21), processors, parity)
+
+
+@pytest.mark.parametrize("size", [(9, 8), (23, 17), (4, 3), (9, 20)])
+@pytest.mark.parametrize("channels", [1, 3, 6])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_nan_and_inf_match_mediapipe(activation, channels, size, processors):
+    rng = np.random.default_rng(channels * 31 + size[0])
+    tensor = (rng.standard_normal((8, 9, channels)) * 3).astype(np.float32)
+    tensor[1, 2, 0] = np.nan
+    tensor[4, 4, channels - 1] = np.inf
+    tensor[6, 1, 0] = -np.inf
+    tensor[2, 7, channels // 2] = np.nan
+    expected = mediapipe_postprocess(tensor, activation=activation, output_size=size)
+    for result in (processors(activation).process(tensor, size), reference_postprocess(tensor, activation, size)):
+        got, want = result.confidence_masks, expected.confidence_masks
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+        np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=2e-5)
+        np.testing.assert_array_equal(result.category_mask, expected.category_mask)

@@ -24,7 +24,7 @@ import moderngl
 import numpy as np
 
 from ..errors import InputError
-from ..sampling import align_corners_taps, resize_taps
+from ..sampling import align_corners_taps, identity_taps, resize_taps
 from ..types import Activation
 from .programs import ProgramCache, ProgramDefinition
 
@@ -289,9 +289,10 @@ class GLPipeline:
                 self.ctx.framebuffer(color_attachments=output.confidence[first : first + per_pass])
                 for first in range(0, layout.channels, per_pass)
             ]
-            same = (layout.width, layout.height) == (width, height)
-            tx = resize_taps(layout.width, layout.width if same else width, "x")
-            ty = resize_taps(layout.height, layout.height if same else height, "y")
+            if (layout.width, layout.height) == (width, height):
+                tx, ty = identity_taps(width), identity_taps(height)
+            else:
+                tx, ty = resize_taps(layout.width, width, "x"), resize_taps(layout.height, height, "y")
             output.resize_luts = (
                 self._lut_texture(_lut([tx.i0, tx.i1, tx.w0, tx.w1])),
                 self._lut_texture(_lut([ty.i0, ty.i1, ty.w0, ty.w1])),
