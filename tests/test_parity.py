@@ -99,7 +99,8 @@ def test_nan_and_inf_match_mediapipe(activation, channels, size, processors):
     tensor[6, 1, 0] = -np.inf
     tensor[2, 7, channels // 2] = np.nan
     expected = mediapipe_postprocess(tensor, activation=activation, output_size=size)
-    for result in (processors(activation).process(tensor, size), reference_postprocess(tensor, activation, size)):
+    results = (processors(activation).process(tensor, size), reference_postprocess(tensor, activation, size))
+    for result in results:
         got, want = result.confidence_masks, expected.confidence_masks
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
