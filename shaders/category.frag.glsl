@@ -1,29 +1,33 @@
 #include "prelude.glsl"
 #include "tensor_layout.glsl"
 // Category mask at output resolution, one fragment per output pixel, from the RAW logits:
-// align-corners bilinear interpolation, vertical lerp first, a + (b - a) * t, with the taps and
-// weights from u_cat_x / u_cat_y = (i0, i1, t) per output column / row
-// (gpu_seg.sampling.align_corners_taps); sigmoid when ACTIVATION == 1 (softmax is skipped: it
-// keeps the argmax); then one class: 0 if value > 0.5 else 255; several classes: index of the
-// first maximum (see takes_over: ties keep the lowest index, a NaN never takes over),
-// modulo 256.
+// align-corners bilinear interpolation, vertical lerp first, a + (b - a) * t; sigmoid when
+// ACTIVATION == 1 (softmax is skipped: it keeps the argmax); then one class: 0 if value > 0.5
+// else 255; several classes: index of the first maximum (see takes_over: ties keep the lowest
+// index, a NaN never takes over), modulo 256.
+// The taps are computed here in float32 exactly as gpu_seg.sampling.align_corners_taps does
+// (u_scale = float32(in - 1) / float32(out - 1), or 0 for an output of one pixel); PRECISE keeps
+// the compiler from fusing the multiplication into the subtraction. Drawn full-screen, or only
+// over the cells whose class is not certain (rectangles.vert.glsl, see cell_class.frag.glsl).
 #define ACTIVATION {{ACTIVATION}}
 
 uniform sampler2D u_tensor;
-uniform sampler2D u_cat_x;
-uniform sampler2D u_cat_y;
+uniform float u_scale_x;
+uniform float u_scale_y;
 out uint o_category;
 
 void main() {
-    ivec2 p = ivec2(gl_FragCoord.xy);
-    vec3 mx = texelFetch(u_cat_x, ivec2(p.x, 0), 0).xyz;
-    vec3 my = texelFetch(u_cat_y, ivec2(p.y, 0), 0).xyz;
-    int x0 = int(mx.x);
-    int x1 = int(mx.y);
-    int y0 = int(my.x);
-    int y1 = int(my.y);
-    float t1 = mx.z;
-    float t0 = my.z;
+    PRECISE vec2 pos = vec2(ivec2(gl_FragCoord.xy)) * vec2(u_scale_x, u_scale_y);
+    vec2 start = max(floor(pos), 0.0);
+    ivec2 p0 = ivec2(start);
+    ivec2 p1 = ivec2(min(ceil(pos), vec2(TENSOR_W - 1, TENSOR_H - 1)));
+    PRECISE vec2 t = clamp(pos - start, 0.0, 1.0);
+    int x0 = p0.x;
+    int x1 = p1.x;
+    int y0 = p0.y;
+    int y1 = p1.y;
+    float t1 = t.x;
+    float t0 = t.y;
     ivec2 b00 = tensor_base(x0, y0);
     ivec2 b01 = tensor_base(x0, y1);
     ivec2 b10 = tensor_base(x1, y0);

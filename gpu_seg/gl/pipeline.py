@@ -78,6 +78,8 @@ class TensorLayout:
         lanes = channels if channels <= 2 else 4
         groups = math.ceil(channels / lanes)
         texels = width * groups
+        if height > max_texture_size:
+            raise InputError("tensor", f"height {height} exceeds the GL texture limit of {max_texture_size}")
         if texels <= max_texture_size:
             return cls(width, height, channels, lanes, groups, texels, height, False)
         line = (max_texture_size // groups) * groups
@@ -115,6 +117,45 @@ def _lut(columns: list[np.ndarray]) -> np.ndarray:
     return table
 
 
+def _align_corners_scale(in_size: int, out_size: int) -> float:
+    """The float32 scale of :func:`gpu_seg.sampling.align_corners_taps`, as the shader gets it."""
+    return 0.0 if out_size == 1 else float(np.float32(in_size - 1) / np.float32(out_size - 1))
+
+
+@dataclass(frozen=True)
+class _ConfidencePlan:
+    """How the separable resize is split: chunks of groups (one horizontal pass each) and MRT passes.
+
+    The horizontal pass writes ``chunk_groups`` groups of tensor rows into one texture of
+    ``height * chunk_groups`` rows; each vertical pass reads ``pass_groups`` of them and writes
+    their channels to up to 8 attachments.
+    """
+
+    chunk_groups: int
+    pass_groups: int
+
+    @classmethod
+    def for_layout(cls, layout: TensorLayout, limits: GLLimits) -> _ConfidencePlan:
+        pass_groups = max(1, limits.max_outputs_per_pass // layout.lanes)
+        chunk = min(layout.groups, limits.max_texture_size // layout.height)
+        if chunk >= pass_groups:
+            chunk -= chunk % pass_groups
+        else:
+            pass_groups = chunk
+        return cls(chunk, pass_groups)
+
+    def passes(self, layout: TensorLayout) -> list[tuple[int, int, int, int]]:
+        """``(chunk_first_group, local_first_group, first_channel, channel_count)`` per vertical pass."""
+        result = []
+        for chunk_first in range(0, layout.groups, self.chunk_groups):
+            chunk_end = min(layout.groups, chunk_first + self.chunk_groups)
+            for first in range(chunk_first, chunk_end, self.pass_groups):
+                first_channel = first * layout.lanes
+                last_channel = min(layout.channels, min(chunk_end, first + self.pass_groups) * layout.lanes)
+                result.append((chunk_first, first - chunk_first, first_channel, last_channel - first_channel))
+        return result
+
+
 @dataclass
 class _TensorSlot:
     """GL objects sized by the tensor layout."""
@@ -126,11 +167,18 @@ class _TensorSlot:
     activated_fbo: moderngl.Framebuffer | None = None
     stats: moderngl.Texture | None = None
     stats_fbo: moderngl.Framebuffer | None = None
+    classes: moderngl.Texture | None = None
+    classes_fbo: moderngl.Framebuffer | None = None
+    cells: moderngl.Texture | None = None
+    cells_fbo: moderngl.Framebuffer | None = None
+    cells_host: np.ndarray | None = None
 
     def objects(self) -> list:
-        return [
-            o for o in (self.stats_fbo, self.stats, self.activated_fbo, self.activated, self.texture) if o
-        ]
+        objects = (
+            self.cells_fbo, self.cells, self.classes_fbo, self.classes,
+            self.stats_fbo, self.stats, self.activated_fbo, self.activated, self.texture,
+        )  # fmt: skip
+        return [o for o in objects if o]
 
 
 @dataclass
@@ -139,16 +187,19 @@ class _OutputSlot:
 
     category: moderngl.Texture | None = None
     category_fbo: moderngl.Framebuffer | None = None
-    category_luts: tuple[moderngl.Texture, moderngl.Texture] | None = None
+    cell_ranges: tuple[np.ndarray, np.ndarray] | None = None
+    rects: moderngl.Buffer | None = None
+    rects_vao: moderngl.VertexArray | None = None
     confidence: list[moderngl.Texture] = field(default_factory=list)
     confidence_fbos: list[moderngl.Framebuffer] = field(default_factory=list)
     resize_luts: tuple[moderngl.Texture, moderngl.Texture] | None = None
+    rows: moderngl.Texture | None = None
+    rows_fbo: moderngl.Framebuffer | None = None
+    plan: _ConfidencePlan | None = None
 
     def objects(self) -> list:
-        objects: list = [*self.confidence_fbos, *self.confidence, self.category_fbo, self.category]
-        for luts in (self.category_luts, self.resize_luts):
-            if luts:
-                objects.extend(luts)
+        objects: list = [self.rects_vao, self.rects, *self.confidence_fbos, *self.confidence]
+        objects += [self.rows_fbo, self.rows, self.category_fbo, self.category, *(self.resize_luts or ())]
         return [o for o in objects if o]
 
 
@@ -158,7 +209,18 @@ class GLPipeline:
     The caller makes the context current and checks its health; the pipeline only issues GL
     calls. ``release()`` frees everything on a live context; ``abandon()`` forgets everything
     without GL calls after a loss.
+
+    Attributes:
+        category_shortcut: draw input cells whose class is certain as flat rectangles and
+            interpolate only the other cells (exact; see ``shaders/cell_class.frag.glsl``). Used
+            when the output has at least ``SHORTCUT_MIN_UPSCALE`` times the tensor's pixels.
     """
+
+    SHORTCUT_MIN_UPSCALE = 2.0
+    #: Above this fraction of unsure output pixels the plain full-screen pass is cheaper.
+    SHORTCUT_MAX_UNSURE = 0.35
+    #: Target size in output pixels (x, y) of the blocks of cells that are drawn as one rectangle.
+    SHORTCUT_BLOCK = (32, 8)
 
     def __init__(
         self, ctx: moderngl.Context, programs: ProgramCache, max_texture_size: int | None = None
@@ -177,6 +239,9 @@ class GLPipeline:
         self._vaos: dict[ProgramDefinition, moderngl.VertexArray] = {}
         self._tensor_slots: OrderedDict[TensorLayout, _TensorSlot] = OrderedDict()
         self._output_slots: OrderedDict[tuple[TensorLayout, int, int], _OutputSlot] = OrderedDict()
+        self.category_shortcut = True
+        #: What the last category pass did: "full", or "cells" with the unsure pixel fraction.
+        self.last_category_strategy: tuple[str, float] = ("full", 1.0)
 
     # ----------------------------------------------------------------------------- frame
     def process(
@@ -206,17 +271,38 @@ class GLPipeline:
                 texture.read_into(confidence_out[c], alignment=1)
 
     # ----------------------------------------------------------------------------- passes
-    def _draw(self, definition: ProgramDefinition, fbo: moderngl.Framebuffer, textures: dict) -> None:
+    def _program(self, definition: ProgramDefinition) -> tuple[moderngl.Program, moderngl.VertexArray]:
         program = self.programs.get(definition)
         vao = self._vaos.get(definition)
         if vao is None:
             vao = self._vaos[definition] = self.ctx.vertex_array(program, [])
+        return program, vao
+
+    @staticmethod
+    def _bind(program: moderngl.Program, textures: dict, uniforms: dict | None = None) -> None:
         for unit, (name, texture) in enumerate(textures.items()):
             texture.use(location=unit)
             uniform = program.get(name, None)
             if uniform is not None:
                 uniform.value = unit
-        fbo.use()
+        for name, value in (uniforms or {}).items():
+            uniform = program.get(name, None)
+            if uniform is not None:
+                uniform.value = value
+
+    def _draw(
+        self,
+        definition: ProgramDefinition,
+        fbo: moderngl.Framebuffer,
+        textures: dict,
+        keep_viewport: bool = False,
+        **uniforms,
+    ) -> None:
+        """A full-screen pass (one triangle) into ``fbo`` (or into the viewport already set on it)."""
+        program, vao = self._program(definition)
+        self._bind(program, textures, uniforms)
+        if not keep_viewport:
+            fbo.use()
         vao.render(moderngl.TRIANGLES, vertices=3)
 
     def _upload(self, slot: _TensorSlot, tensor: np.ndarray) -> None:
@@ -230,6 +316,7 @@ class GLPipeline:
         )
         slot.texture.write(slot.staging)
 
+    # ----------------------------------------------------------------------------- category
     def _draw_category(
         self, slot: _TensorSlot, output: _OutputSlot, activation: Activation, width: int, height: int
     ) -> None:
@@ -237,24 +324,122 @@ class GLPipeline:
         if output.category is None:
             output.category = self.ctx.texture((width, height), 1, dtype="u1")
             output.category_fbo = self.ctx.framebuffer(color_attachments=[output.category])
-            tx = align_corners_taps(layout.width, width)
-            ty = align_corners_taps(layout.height, height)
-            output.category_luts = (
-                self._lut_texture(_lut([tx.i0, tx.i1, tx.t])),
-                self._lut_texture(_lut([ty.i0, ty.i1, ty.t])),
-            )
-        definition = ProgramDefinition.of(
+        uniforms = {
+            "u_scale_x": _align_corners_scale(layout.width, width),
+            "u_scale_y": _align_corners_scale(layout.height, height),
+        }
+        full = ProgramDefinition.of(
             _VERTEX,
             "category.frag.glsl",
             ACTIVATION=_ACTIVATION_CODE[activation],
             ONE_CLASS=layout.channels == 1,
             **layout.params(),
         )
-        lut_x, lut_y = output.category_luts
-        self._draw(
-            definition, output.category_fbo, {"u_tensor": slot.texture, "u_cat_x": lut_x, "u_cat_y": lut_y}
-        )
+        self.last_category_strategy = ("full", 1.0)
+        if self._use_category_shortcut(layout, activation, width, height):
+            cells = self._draw_cell_classes(slot, activation)
+            rects, unsure = self._unsure_rectangles(slot, output, width, height)
+            if unsure <= self.SHORTCUT_MAX_UNSURE:
+                self.last_category_strategy = ("cells", unsure)
+                fill = ProgramDefinition.of(
+                    _VERTEX, "category_fill.frag.glsl", TENSOR_W=layout.width, TENSOR_H=layout.height
+                )
+                self._draw(fill, output.category_fbo, {"u_cells": cells}, **uniforms)
+                if rects:
+                    self._draw_rectangles(
+                        full, output, rects, {"u_tensor": slot.texture}, uniforms, width, height
+                    )
+                return
+        self._draw(full, output.category_fbo, {"u_tensor": slot.texture}, **uniforms)
 
+    def _use_category_shortcut(
+        self, layout: TensorLayout, activation: Activation, width: int, height: int
+    ) -> bool:
+        """Whether to try the cell shortcut (see ``shaders/cell_class.frag.glsl``)."""
+        if not self.category_shortcut:
+            return False
+        if layout.channels > 1 and activation is Activation.SIGMOID:
+            return False  # sigmoid saturation breaks the strict order the proof needs
+        return width * height >= self.SHORTCUT_MIN_UPSCALE * layout.width * layout.height
+
+    def _draw_cell_classes(self, slot: _TensorSlot, activation: Activation) -> moderngl.Texture:
+        """Per input cell: the class all its output pixels get, or -1; also read back to the CPU."""
+        layout = slot.layout
+        if slot.classes is None:
+            size = (layout.width, layout.height)
+            slot.classes = self.ctx.texture(size, 1, dtype="i4")
+            slot.classes_fbo = self.ctx.framebuffer(color_attachments=[slot.classes])
+            slot.cells = self.ctx.texture(size, 1, dtype="i4")
+            slot.cells_fbo = self.ctx.framebuffer(color_attachments=[slot.cells])
+            slot.cells_host = np.empty((layout.height, layout.width), np.int32)
+        classes = ProgramDefinition.of(
+            _VERTEX,
+            "cell_class.frag.glsl",
+            ACTIVATION=_ACTIVATION_CODE[activation],
+            ONE_CLASS=layout.channels == 1,
+            **layout.params(),
+        )
+        self._draw(classes, slot.classes_fbo, {"u_tensor": slot.texture})
+        cells = ProgramDefinition.of(
+            _VERTEX, "cell_uniform.frag.glsl", TENSOR_W=layout.width, TENSOR_H=layout.height
+        )
+        self._draw(cells, slot.cells_fbo, {"u_classes": slot.classes})
+        slot.cells.read_into(slot.cells_host)
+        return slot.cells
+
+    def _unsure_rectangles(
+        self, slot: _TensorSlot, output: _OutputSlot, width: int, height: int
+    ) -> tuple[int, float]:
+        """Write rectangles covering the unsure cells' output pixels into the pooled vertex buffer.
+
+        Cells are grouped into blocks of about ``SHORTCUT_BLOCK`` output pixels and horizontally
+        adjacent unsure blocks are merged: llvmpipe shades 4x4-pixel blocks and pays per triangle,
+        so a few wide rectangles cost far less than many cell-sized ones. Returns the number of
+        rectangles and the fraction of output pixels they cover.
+        """
+        layout = slot.layout
+        if output.cell_ranges is None:
+            output.cell_ranges = _block_ranges(layout, width, height, self.SHORTCUT_BLOCK)
+        (bx, xr), (by, yr) = output.cell_ranges
+        unsure = slot.cells_host < 0
+        blocks = np.logical_or.reduceat(np.logical_or.reduceat(unsure, by, axis=0), bx, axis=1)
+        row, start, end = _runs(blocks)
+        if not len(row):
+            return 0, 0.0
+        x0, x1 = xr[start, 0], xr[end - 1, 1]
+        y0, y1 = yr[row, 0], yr[row, 1]
+        covered = float(np.sum((x1 - x0) * (y1 - y0))) / (width * height)
+        if covered > self.SHORTCUT_MAX_UNSURE:
+            return 0, covered
+        x0, x1, y0, y1 = (a.astype(np.float32) for a in (x0, x1, y0, y1))
+        corners = np.stack([x0, y0, x1, y0, x0, y1, x0, y1, x1, y0, x1, y1], axis=-1)  # two triangles each
+        if output.rects is None:
+            output.rects = self.ctx.buffer(reserve=blocks.size * 12 * 4)
+        output.rects.write(np.ascontiguousarray(corners, np.float32))
+        return len(row), covered
+
+    def _draw_rectangles(
+        self,
+        definition: ProgramDefinition,
+        output: _OutputSlot,
+        count: int,
+        textures: dict,
+        uniforms: dict,
+        width: int,
+        height: int,
+    ) -> None:
+        """Run ``definition``'s fragment shader over the pooled rectangles (pixel coordinates)."""
+        rect_definition = ProgramDefinition("rectangles.vert.glsl", definition.fragment, definition.params)
+        program = self.programs.get(rect_definition)
+        if output.rects_vao is None or output.rects_vao.program is not program:
+            if output.rects_vao is not None:
+                output.rects_vao.release()
+            output.rects_vao = self.ctx.vertex_array(program, [(output.rects, "2f", "a_pixel")])
+        self._bind(program, textures, {**uniforms, "u_target_size": (float(width), float(height))})
+        output.category_fbo.use()
+        output.rects_vao.render(moderngl.TRIANGLES, vertices=6 * count)
+
+    # ----------------------------------------------------------------------------- confidence
     def _draw_activation(self, slot: _TensorSlot, activation: Activation) -> moderngl.Texture:
         """Activated values at tensor resolution, in the tensor's layout (the tensor itself for none)."""
         if activation is Activation.NONE:
@@ -277,40 +462,49 @@ class GLPipeline:
         self._draw(definition, slot.activated_fbo, textures)
         return slot.activated
 
+    def _prepare_confidence(self, layout: TensorLayout, output: _OutputSlot, width: int, height: int) -> None:
+        plan = output.plan = _ConfidencePlan.for_layout(layout, self.limits)
+        output.confidence = [self._float_texture((width, height), 1) for _ in range(layout.channels)]
+        output.confidence_fbos = [
+            self.ctx.framebuffer(color_attachments=output.confidence[first : first + count])
+            for _, _, first, count in plan.passes(layout)
+        ]
+        output.rows = self._float_texture((width, layout.height * plan.chunk_groups), layout.lanes)
+        output.rows_fbo = self.ctx.framebuffer(color_attachments=[output.rows])
+        if (layout.width, layout.height) == (width, height):
+            tx, ty = identity_taps(width), identity_taps(height)
+        else:
+            tx, ty = resize_taps(layout.width, width, "x"), resize_taps(layout.height, height, "y")
+        output.resize_luts = (
+            self._lut_texture(_lut([tx.i0, tx.i1, tx.w0, tx.w1])),
+            self._lut_texture(_lut([ty.i0, ty.i1, ty.w0, ty.w1])),
+        )
+
     def _draw_confidence(
         self, slot: _TensorSlot, output: _OutputSlot, source: moderngl.Texture, width: int, height: int
     ) -> None:
+        """Separable OpenCV resize: rows first (per chunk of groups), then columns, up to 8 masks a pass."""
         layout = slot.layout
-        per_pass = self.limits.max_outputs_per_pass
-        per_pass -= per_pass % layout.lanes  # a pass starts on a group boundary
         if not output.confidence:
-            output.confidence = [self._float_texture((width, height), 1) for _ in range(layout.channels)]
-            output.confidence_fbos = [
-                self.ctx.framebuffer(color_attachments=output.confidence[first : first + per_pass])
-                for first in range(0, layout.channels, per_pass)
-            ]
-            if (layout.width, layout.height) == (width, height):
-                tx, ty = identity_taps(width), identity_taps(height)
-            else:
-                tx, ty = resize_taps(layout.width, width, "x"), resize_taps(layout.height, height, "y")
-            output.resize_luts = (
-                self._lut_texture(_lut([tx.i0, tx.i1, tx.w0, tx.w1])),
-                self._lut_texture(_lut([ty.i0, ty.i1, ty.w0, ty.w1])),
-            )
+            self._prepare_confidence(layout, output, width, height)
+        plan = output.plan
         lut_x, lut_y = output.resize_luts
-        for index, first in enumerate(range(0, layout.channels, per_pass)):
-            definition = ProgramDefinition.of(
-                _VERTEX,
-                "confidence.frag.glsl",
-                FIRST_GROUP=first // layout.lanes,
-                PASS_OUTPUTS=min(per_pass, layout.channels - first),
-                **layout.params(),
-            )
-            self._draw(
-                definition,
-                output.confidence_fbos[index],
-                {"u_source": source, "u_resize_x": lut_x, "u_resize_y": lut_y},
-            )
+        chunk_done = -1
+        for index, (chunk_first, local_first, _, count) in enumerate(plan.passes(layout)):
+            if chunk_first != chunk_done:
+                chunk_done = chunk_first
+                groups = min(plan.chunk_groups, layout.groups - chunk_first)
+                rows = ProgramDefinition.of(
+                    _VERTEX, "resize_rows.frag.glsl", CHUNK_FIRST=chunk_first, **layout.params()
+                )
+                output.rows_fbo.use()
+                self.ctx.viewport = (0, 0, width, layout.height * groups)
+                self._draw(rows, output.rows_fbo, {"u_source": source, "u_taps": lut_x}, keep_viewport=True)
+            columns = ProgramDefinition.of(
+                _VERTEX, "resize_columns.frag.glsl", TENSOR_H=layout.height, LANES=layout.lanes,
+                FIRST_GROUP=local_first, PASS_OUTPUTS=count,
+            )  # fmt: skip
+            self._draw(columns, output.confidence_fbos[index], {"u_rows": output.rows, "u_taps": lut_y})
 
     # ----------------------------------------------------------------------------- pools
     def _float_texture(self, size: tuple[int, int], components: int) -> moderngl.Texture:
@@ -353,7 +547,7 @@ class GLPipeline:
                 obj.release()
 
     def live_objects(self) -> int:
-        """GL objects this pipeline holds (textures, framebuffers, vertex arrays, programs)."""
+        """GL objects this pipeline holds (textures, framebuffers, buffers, vertex arrays, programs)."""
         count = len(self._vaos) + len(self.programs)
         for pool in (self._tensor_slots, self._output_slots):
             count += sum(len(slot.objects()) for slot in pool.values())
@@ -378,3 +572,37 @@ class GLPipeline:
         self._tensor_slots.clear()
         self._vaos.clear()
         self.programs.abandon()
+
+
+def _block_ranges(
+    layout: TensorLayout, width: int, height: int, block_pixels: tuple[int, int]
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Per axis: first cell of each block of cells, and the output pixels ``[start, end)`` of each block.
+
+    Output pixel p belongs to the cell of its first align-corners tap; a block groups enough
+    consecutive cells to span about ``block_pixels`` output pixels.
+    """
+    result = []
+    for cells, out, target in (
+        (layout.width, width, block_pixels[0]),
+        (layout.height, height, block_pixels[1]),
+    ):
+        first_tap = align_corners_taps(cells, out).i0
+        per_block = max(1, round(target * cells / out))
+        starts = np.arange(0, cells, per_block)
+        ends = np.minimum(starts + per_block, cells)
+        ranges = np.stack(
+            [np.searchsorted(first_tap, starts, "left"), np.searchsorted(first_tap, ends, "left")], -1
+        )
+        result.append((starts, ranges.astype(np.int64)))
+    return result[0], result[1]
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row, start and end (exclusive) of every horizontal run of True in a 2-D bool array."""
+    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)
+    return rows, starts, ends
