@@ -11,7 +11,9 @@ from ..gl.context import OwnedContext
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--device", type=int, default=None, help="EGL device index (default: $GPU_SEG_EGL_DEVICE or 0)")
+    parser.add_argument(
+        "--device", type=int, default=None, help="EGL device index (default: $GPU_SEG_EGL_DEVICE or 0)"
+    )
 
 
 def collect(device_index: int | None = None) -> dict:
