@@ -18,6 +18,8 @@ __all__ = [
     "check_output_array",
     "check_requested_outputs",
     "parse_activation",
+    "parse_channels",
+    "parse_confidence_dtype",
     "parse_output_size",
 ]
 
@@ -108,6 +110,38 @@ def parse_output_size(
         if value > max_dim:
             raise InputError("output_size", f"{name} {value} exceeds the limit of {max_dim} for this backend")
     return width, height
+
+
+CONFIDENCE_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
+
+
+def parse_confidence_dtype(dtype: object) -> np.dtype:
+    """The dtype confidence masks are stored as: float32, float16 or uint8 (names or numpy dtypes)."""
+    try:
+        name = np.dtype(dtype).name  # type: ignore[call-overload]
+    except TypeError:
+        name = None
+    if dtype is None or name not in CONFIDENCE_DTYPES:
+        raise InputError("confidence_dtype", f"{dtype!r} is not one of 'float32', 'float16', 'uint8'")
+    return np.dtype(CONFIDENCE_DTYPES[name])
+
+
+def parse_channels(channels: object, count: int) -> tuple[int, ...]:
+    """The confidence channels to return (all when ``channels`` is None), checked against ``count``."""
+    if channels is None:
+        return tuple(range(count))
+    if isinstance(channels, (str, bytes)) or not hasattr(channels, "__iter__"):
+        raise InputError("confidence_channels", f"{channels!r} is not a sequence of channel indices")
+    selected = []
+    for channel in channels:  # type: ignore[union-attr]
+        if isinstance(channel, bool) or not isinstance(channel, numbers.Integral):
+            raise InputError("confidence_channels", f"{channel!r} is not an integer channel index")
+        if not 0 <= int(channel) < count:
+            raise InputError("confidence_channels", f"channel {channel} is out of range for {count} channels")
+        selected.append(int(channel))
+    if not selected:
+        raise InputError("confidence_channels", "is empty; pass None for every channel")
+    return tuple(selected)
 
 
 def check_requested_outputs(confidence: bool, category: bool) -> None:

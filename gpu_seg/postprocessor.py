@@ -6,7 +6,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,6 +17,7 @@ from . import reference
 from .errors import ClosedError, ContextLostError, GLUnavailableError, InputError, ShaderBuildError
 from .gl.context import AttachedContext, GLContext, GLError, OwnedContext
 from .gl.pipeline import GLPipeline, TensorLayout
+from .gl.worker import GLThread
 from .gl.programs import BuildCounters, ProgramCache
 from .inputs import (
     CPU_MAX_OUTPUT_DIM,
@@ -24,6 +25,8 @@ from .inputs import (
     check_output_array,
     check_requested_outputs,
     parse_activation,
+    parse_channels,
+    parse_confidence_dtype,
     parse_output_size,
 )
 from .resilience import RecoveryPolicy
@@ -103,6 +106,12 @@ class SegmentationPostprocessor:
         policy: loss budget, backoff and re-probe settings (:class:`~gpu_seg.resilience.RecoveryPolicy`).
         device_index: EGL device for the owned context (default: env ``GPU_SEG_EGL_DEVICE`` or 0).
         gl_timeout: seconds a frame may take on the GL thread before the driver is considered hung.
+        confidence_dtype: ``"float32"`` (default), ``"float16"`` (round to nearest even) or
+            ``"uint8"`` (``floor(v * 255 + 0.5)`` clamped to [0, 255], NaN -> 0). The values are
+            quantised after the resize; MediaPipe's own uint8 option (0.10.32+) quantises before
+            it, so its uint8 masks can differ by one step.
+        confidence_channels: indices of the confidence masks to compute and return, in that order
+            (default: every channel). The activation still uses every channel.
 
     Convention:
         ``tensor`` is float32 ``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)``, channel-interleaved
@@ -129,8 +138,14 @@ class SegmentationPostprocessor:
         policy: RecoveryPolicy | None = None,
         device_index: int | None = None,
         gl_timeout: float | None = 60.0,
+        confidence_dtype: str = "float32",
+        confidence_channels: Sequence[int] | None = None,
     ) -> None:
         self.activation = parse_activation(activation)
+        self.confidence_dtype = parse_confidence_dtype(confidence_dtype)
+        if confidence_channels is not None:
+            parse_channels(confidence_channels, 1 << 30)  # shape and type now; range per frame
+        self.confidence_channels = None if confidence_channels is None else tuple(confidence_channels)
         check_requested_outputs(bool(output_confidence_masks), bool(output_category_mask))
         if backend not in ("auto", "gl", "cpu"):
             raise InputError("backend", f"unknown backend {backend!r}; expected 'auto', 'gl' or 'cpu'")
@@ -148,6 +163,7 @@ class SegmentationPostprocessor:
         self._lock = threading.RLock()
         self._closed = False
         self._gl: _Generation | None = None
+        self._gl_thread: GLThread | None = None  # kept across generations unless it hangs
         self._generation = 0
         self._counters = _Counters()
         self._faults = _Faults()
@@ -188,10 +204,10 @@ class SegmentationPostprocessor:
         width, height = parse_output_size(output_size, tensor.shape[:2], max_dim)
         if self.backend != "cpu" and self._gl_max_dim:
             TensorLayout.for_tensor(*tensor.shape, self._gl_max_dim)  # too big for GL: InputError now
-        channels = tensor.shape[2]
+        selected = parse_channels(self.confidence_channels, tensor.shape[2])
         confidence = (
             check_output_array(
-                confidence_out, "confidence_out", (channels, height, width), np.dtype(np.float32)
+                confidence_out, "confidence_out", (len(selected), height, width), self.confidence_dtype
             )
             if self.output_confidence_masks
             else None
@@ -265,6 +281,9 @@ class SegmentationPostprocessor:
                 return
             self._closed = True
             self._drop_generation(release=True)
+            if self._gl_thread is not None:
+                self._gl_thread.stop()
+                self._gl_thread = None
 
     def __enter__(self) -> SegmentationPostprocessor:
         return self
@@ -307,7 +326,11 @@ class SegmentationPostprocessor:
             context: GLContext = AttachedContext(generation, None if pending == "current" else pending)
             self._pending_attach = None
         else:
-            context = OwnedContext.create(generation, self._device_index, timeout=self._gl_timeout)
+            if self._gl_thread is None or not self._gl_thread.usable:
+                self._gl_thread = GLThread("gpu_seg-gl")
+            context = OwnedContext.create(
+                generation, self._device_index, timeout=self._gl_timeout, thread=self._gl_thread
+            )
         self._generation = generation
         programs = ProgramCache(
             context.ctx,
@@ -363,7 +386,14 @@ class SegmentationPostprocessor:
         category: np.ndarray | None,
     ) -> None:
         if confidence is not None:
-            reference.confidence_masks(tensor, self.activation, (width, height), out=confidence)
+            reference.confidence_masks(
+                tensor,
+                self.activation,
+                (width, height),
+                out=confidence,
+                dtype=self.confidence_dtype.name,
+                channels=self.confidence_channels,
+            )
         if category is not None:
             reference.category_mask(tensor, self.activation, (width, height), out=category)
 
@@ -394,7 +424,15 @@ class SegmentationPostprocessor:
                 gl = self._gl
                 gl.context.run(
                     functools.partial(
-                        gl.pipeline.process, tensor, self.activation, width, height, confidence, category
+                        gl.pipeline.process,
+                        tensor,
+                        self.activation,
+                        width,
+                        height,
+                        confidence,
+                        category,
+                        self.confidence_dtype.name,
+                        self.confidence_channels,
                     )
                 )
             except ContextLostError as exc:

@@ -27,6 +27,8 @@ Convention:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .inputs import (
@@ -34,6 +36,8 @@ from .inputs import (
     check_output_array,
     check_requested_outputs,
     parse_activation,
+    parse_channels,
+    parse_confidence_dtype,
     parse_output_size,
 )
 from .sampling import SINGLE_TAP, align_corners_taps, identity_taps, resize_taps
@@ -106,19 +110,44 @@ def resize_plane(plane: np.ndarray, width: int, height: int, out: np.ndarray | N
     return out
 
 
+def encode_confidence(values: np.ndarray, dtype: str, out: np.ndarray) -> np.ndarray:
+    """Store float32 confidences as ``dtype``: float32 as is; float16 rounded to nearest even;
+    uint8 as ``floor(v * 255 + 0.5)`` clamped to [0, 255] (round half up), NaN -> 0."""
+    if dtype == "float32":
+        out[...] = values
+    elif dtype == "float16":
+        with np.errstate(over="ignore"):
+            out[...] = values.astype(np.float16)
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            scaled = np.floor(values * np.float32(255.0) + np.float32(0.5))
+            out[...] = np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255).astype(np.uint8)
+    return out
+
+
 def confidence_masks(
     tensor: np.ndarray,
     activation: Activation | str,
     output_size: tuple[int, int] | None = None,
     out: np.ndarray | None = None,
+    dtype: str = "float32",
+    channels: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """Float32 confidence masks ``(C, height, width)``."""
+    """Confidence masks ``(len(channels), height, width)`` as ``dtype`` (default: all, float32).
+
+    ``channels`` selects and orders the masks; the activation still sees every channel.
+    """
     tensor = as_hwc_float32(tensor)
     width, height = parse_output_size(output_size, tensor.shape[:2])
+    selected = parse_channels(channels, tensor.shape[2])
     planes = activate(tensor, activation)
-    out = check_output_array(out, "out", (planes.shape[0], height, width), np.dtype(np.float32))
-    for c, plane in enumerate(planes):
-        resize_plane(plane, width, height, out=out[c])
+    out = check_output_array(out, "out", (len(selected), height, width), parse_confidence_dtype(dtype))
+    scratch = np.empty((height, width), np.float32) if dtype != "float32" else None
+    for index, channel in enumerate(selected):
+        if scratch is None:
+            resize_plane(planes[channel], width, height, out=out[index])
+        else:
+            encode_confidence(resize_plane(planes[channel], width, height, out=scratch), dtype, out[index])
     return out
 
 
@@ -166,6 +195,8 @@ def reference_postprocess(
     output_size: tuple[int, int] | None = None,
     output_confidence_masks: bool = True,
     output_category_mask: bool = True,
+    confidence_dtype: str = "float32",
+    confidence_channels: Sequence[int] | None = None,
 ) -> Result:
     """MediaPipe's CPU post-processing of ``tensor`` in numpy; see the module docstring.
 
@@ -175,6 +206,9 @@ def reference_postprocess(
         output_size: ``(width, height)``; defaults to the tensor size.
         output_confidence_masks: compute the float32 ``(C, height, width)`` masks.
         output_category_mask: compute the uint8 ``(height, width)`` mask.
+        confidence_dtype: ``"float32"``, ``"float16"`` (round to nearest even) or ``"uint8"``
+            (``floor(v * 255 + 0.5)`` clamped, NaN -> 0; quantised after the resize).
+        confidence_channels: indices of the confidence masks to return, in that order.
 
     Returns:
         A :class:`Result` with ``backend == "cpu"``.
@@ -184,7 +218,11 @@ def reference_postprocess(
     activation = parse_activation(activation)
     size = parse_output_size(output_size, tensor.shape[:2])
     return Result(
-        confidence_masks=confidence_masks(tensor, activation, size) if output_confidence_masks else None,
+        confidence_masks=(
+            confidence_masks(tensor, activation, size, dtype=confidence_dtype, channels=confidence_channels)
+            if output_confidence_masks
+            else None
+        ),
         category_mask=category_mask(tensor, activation, size) if output_category_mask else None,
         backend="cpu",
     )

@@ -29,8 +29,9 @@ class Result:
     """Masks for one frame.
 
     Attributes:
-        confidence_masks: float32 ``(C, height, width)``, C-contiguous, one mask per model channel;
-            ``None`` when not requested. With ``Activation.NONE`` the values are raw logits.
+        confidence_masks: ``(C, height, width)``, C-contiguous, one mask per model channel (or per
+            selected channel); float32 unless another ``confidence_dtype`` was asked for; ``None``
+            when not requested. With ``Activation.NONE`` the values are raw logits.
         category_mask: uint8 ``(height, width)``; ``None`` when not requested. Multi-class: index of
             the first maximum (wraps modulo 256 above 256 classes). One class: 0 = foreground,
             255 = background.

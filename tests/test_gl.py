@@ -198,3 +198,96 @@ def test_program_compile_error_is_a_shader_build_error(gl_clean):
         cache.get(bad)
     assert cache.counters.program_builds == 1
     assert gl_clean.ctx.error in ("GL_NO_ERROR",)
+
+
+FORMAT_CASES = [
+    ("float16", None), ("uint8", None), ("float32", (4,)), ("float16", (2, 0)), ("uint8", (1, 1, 3)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("dtype", "channels"), FORMAT_CASES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_confidence_dtypes_and_channel_subsets(activation, dtype, channels):
+    rng = np.random.default_rng(len(dtype) + (len(channels) if channels else 0))
+    tensor = (rng.standard_normal((14, 11, 5)) * 3).astype(np.float32)
+    if activation == "none":  # values around [0, 1], where uint8 storage makes sense
+        tensor = tensor / 6 + 0.5
+    tensor[2, 3, 1] = np.nan
+    options = {"confidence_dtype": dtype, "confidence_channels": channels}
+    want = reference_postprocess(tensor, activation, (29, 23), **options)
+    with gpu_seg.SegmentationPostprocessor(activation, backend="gl", **options) as pp:
+        got = pp.process(tensor, (29, 23))
+    assert got.confidence_masks.dtype == want.confidence_masks.dtype == np.dtype(dtype)
+    assert got.confidence_masks.shape == (len(channels) if channels else 5, 23, 29)
+    # Unactivated values go through identical float32 arithmetic: storage must be bit-exact. With
+    # sigmoid/softmax the GPU's exp may differ by an ulp, which can move a value across a float16
+    # or uint8 rounding boundary: one step at most.
+    steps = 0 if activation == "none" else 1
+    g, w = got.confidence_masks, want.confidence_masks
+    both_nan = np.isnan(g) & np.isnan(w) if dtype != "uint8" else np.zeros(g.shape, bool)
+    if dtype == "float16":
+        diff = np.abs(g.view(np.uint16).astype(np.int32) - w.view(np.uint16).astype(np.int32))
+    elif dtype == "uint8":
+        diff = np.abs(g.astype(np.int32) - w.astype(np.int32))
+    else:
+        diff = (
+            np.where(np.abs(g - w) <= 2e-6 * np.maximum(1.0, np.abs(w)), 0, np.inf)
+            if steps
+            else np.abs(g - w)
+        )
+    assert (both_nan | (diff <= steps)).all()
+
+
+def test_float16_rounding_edges(gl_clean):
+    values = np.array(
+        [0.0, -0.0, 1.0, 65504.0, 65519.0, 65520.0, 1e6, -1e6, 6e-8, 3e-8, 2.98e-8, 1e-10, 6.1035e-5,
+         6.1e-5, 1.00048828125, 1.0004883, 0.1, -0.3, np.inf, -np.inf, np.nan, 5.960464477539063e-08],
+        np.float32,
+    )  # fmt: skip
+    tensor = np.tile(values[None, :, None], (2, 1, 1)).astype(np.float32)
+    size = (values.size, 2)
+    got = np.empty((1, 2, values.size), np.float16)
+    gl_clean.pipeline.process(tensor, Activation.NONE, *size, got, None, "float16")
+    with np.errstate(over="ignore"):
+        want = values.astype(np.float16)
+    assert (
+        (got[0, 0].view(np.uint16) == want.view(np.uint16)) | (np.isnan(got[0, 0]) & np.isnan(want))
+    ).all()
+
+
+@pytest.mark.parametrize("channels", [None, (5, 1)])
+def test_confidence_across_several_row_chunks(gl_clean, channels):
+    # a texture limit of 64 rows and a 24-row tensor: groups are resampled in chunks of two
+    pipeline = gl_clean.pipeline_with_limit(64)
+    try:
+        tensor = (np.random.default_rng(9).standard_normal((24, 10, 21)) * 3).astype(np.float32)
+        selected = channels or tuple(range(21))
+        conf = np.empty((len(selected), 31, 17), np.float32)
+        pipeline.process(tensor, Activation.SOFTMAX, 17, 31, conf, None, "float32", channels)
+        want = reference_postprocess(tensor, "softmax", (17, 31), confidence_channels=channels)
+        np.testing.assert_allclose(conf, want.confidence_masks, rtol=2e-6, atol=2e-6)
+    finally:
+        pipeline.release()
+
+
+def test_evicted_pool_entries_free_their_memory(processors):
+    """Cycling through many output sizes in one processor keeps memory flat (evictions release)."""
+    import ctypes
+    import gc
+    import os
+
+    def rss_kib() -> int:
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open(f"/proc/{os.getpid()}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+    pp = processors("softmax")
+    tensor = np.random.default_rng(8).standard_normal((32, 32, 6)).astype(np.float32)
+    for i in range(6):  # fill the pool
+        pp.process(tensor, (500 + i, 500))
+    start = rss_kib()
+    for i in range(30):  # each size holds ~9 MiB of textures; a leak would add ~270 MiB
+        pp.process(tensor, (520 + i, 500))
+    growth = rss_kib() - start
+    assert growth < 48 * 1024, f"RSS grew by {growth} KiB"

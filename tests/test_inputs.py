@@ -144,3 +144,25 @@ def test_bad_preallocated_outputs(processors, case):
     with pytest.raises(InputError) as info:
         processors("none").process(_tensor(), (5, 4), confidence_out=conf, category_out=cat)
     assert info.value.argument in ("confidence_out", "category_out")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int8", "half-float", None, 3])
+def test_bad_confidence_dtype(dtype):
+    with pytest.raises(InputError) as info:
+        gpu_seg.SegmentationPostprocessor(confidence_dtype=dtype, backend="cpu")
+    assert info.value.argument == "confidence_dtype"
+
+
+@pytest.mark.parametrize("channels", [[], [1.5], ["a"], 3, [True]])
+def test_bad_confidence_channels(channels):
+    with pytest.raises(InputError) as info:
+        gpu_seg.SegmentationPostprocessor(confidence_channels=channels, backend="cpu")
+    assert info.value.argument == "confidence_channels"
+
+
+def test_confidence_channel_out_of_range_for_the_tensor(processors):
+    with gpu_seg.SegmentationPostprocessor(confidence_channels=[0, 3], backend="gl") as pp:
+        with pytest.raises(InputError, match="out of range") as info:
+            pp.process(_tensor((4, 4, 3)))
+        assert info.value.argument == "confidence_channels"
+        assert pp.process(_tensor((4, 4, 4))).confidence_masks.shape == (2, 4, 4)

@@ -18,6 +18,8 @@ Exit status: 0 when no frame mismatched and every frame returned; 1 otherwise; 2
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import gc
 import json
 import sys
@@ -48,11 +50,17 @@ DEFAULT_WARMUP = 10
 
 @dataclass
 class Snapshot:
-    """Resident memory (KiB) and live GL objects at one point of the run."""
+    """Resident memory and live GL objects at one point of the run.
+
+    Taken after ``gc.collect()`` and glibc's ``malloc_trim(0)`` (see :func:`measure_rss`).
+    ``malloc_in_use_kib`` is what the C allocator has handed out (glibc ``mallinfo2``; ``None``
+    elsewhere).
+    """
 
     frame: int
     rss_kib: int
     live_gl_objects: int
+    malloc_in_use_kib: int | None = None
 
 
 @dataclass
@@ -79,6 +87,7 @@ class SoakReport:
     overwritten_frames: int = 0
     near_tie_pixels: int = 0
     worst_confidence_error: float = 0.0
+    error_frames: int = 0
     errors: list[str] = field(default_factory=list)
     first_mismatches: list[str] = field(default_factory=list)
     events: dict[str, int] = field(default_factory=dict)
@@ -90,6 +99,7 @@ class SoakReport:
     live_gl_objects_after_close: int = -1
     baseline_gl_objects: int = 0
     gl_objects_after_rebuilds: list[int] = field(default_factory=list)
+    rss_after_rebuilds_kib: list[int] = field(default_factory=list)
     duration_s: float = 0.0
 
     @property
@@ -110,7 +120,7 @@ class SoakReport:
         return (
             self.mismatched_frames == 0
             and self.overwritten_frames == 0
-            and not self.errors
+            and self.error_frames == 0
             and self.frames_returned == self.frames + self.warmup_frames
         )
 
@@ -141,10 +151,61 @@ def rss_kib() -> tuple[int, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), "ru_maxrss (peak)"
 
 
-def _snapshot(frame: int, pp: SegmentationPostprocessor) -> tuple[Snapshot, str]:
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc() -> ctypes.CDLL | None:
+    """The C library if it is glibc (has ``mallinfo2`` and ``malloc_trim``), else ``None``."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = _MallInfo2
+        libc.mallinfo2.argtypes = []
+        libc.malloc_trim.restype = ctypes.c_int
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def measure_rss() -> tuple[int, int | None, str]:
+    """``(RSS KiB, malloc in-use KiB or None, RSS source)`` after freeing what can be freed.
+
+    Runs ``gc.collect()`` and, on glibc, ``malloc_trim(0)`` first, so that free memory the
+    allocator keeps does not count. This matters here: glibc gives each new thread an arena of its
+    own, and when a rebuilt context's GL thread starts before the previous GL thread has handed its
+    arena back, a second arena fills with about 11 MB of Mesa's allocations once; that memory is
+    free after the old generation is dropped, but stays resident until trimmed.
+    """
     gc.collect()
+    libc = _glibc()
+    in_use = None
+    if libc is not None:
+        libc.malloc_trim(0)
+        info = libc.mallinfo2()
+        in_use = (info.uordblks + info.hblkhd) // 1024
     rss, source = rss_kib()
-    return Snapshot(frame, rss, pp.live_gl_objects()), source
+    return rss, in_use, source
+
+
+def _snapshot(frame: int, pp: SegmentationPostprocessor) -> tuple[Snapshot, str]:
+    rss, in_use, source = measure_rss()
+    return Snapshot(frame, rss, pp.live_gl_objects(), in_use), source
 
 
 def category_margin(tensor: np.ndarray, activation: Activation, size: tuple[int, int]) -> np.ndarray:
@@ -283,8 +344,8 @@ def soak(
     rng = np.random.default_rng(seed)
     size = (width, height)
     previous: tuple[Result, Result, np.ndarray] | None = None
-    gc.collect()
-    report.before = Snapshot(0, rss_kib()[0], 0)
+    rss, in_use, _ = measure_rss()
+    report.before = Snapshot(0, rss, 0, in_use)
     started = time.perf_counter()
     pp = SegmentationPostprocessor(activation, backend="auto", on_event=on_event, policy=policy)
     try:
@@ -295,13 +356,16 @@ def soak(
             try:
                 result = pp.process(tensor, size)
             except Exception as exc:  # recorded: the soak reports, it does not stop
-                report.errors.append(f"{label}: {type(exc).__name__}: {exc}")
+                report.error_frames += 1
+                if len(report.errors) < 10:
+                    report.errors.append(f"{label}: {type(exc).__name__}: {exc}")
                 previous = None
                 return
             report.frames_returned += 1
             if rebuilt_pending:
                 rebuilt_pending = False
                 report.gl_objects_after_rebuilds.append(pp.live_gl_objects())
+                report.rss_after_rebuilds_kib.append(measure_rss()[0])
             expected = reference_postprocess(tensor, activation, size)
             problem, error, near = compare(result, expected, tensor, activation, size)
             report.worst_confidence_error = max(report.worst_confidence_error, error)
@@ -316,7 +380,9 @@ def soak(
                 if old_problem is not None:
                     report.overwritten_frames += 1
                     if len(report.first_mismatches) < 10:
-                        report.first_mismatches.append(f"{label}: previous frame's result changed: {old_problem}")
+                        report.first_mismatches.append(
+                            f"{label}: previous frame's result changed: {old_problem}"
+                        )
             previous = (result, expected, tensor) if problem is None else None
 
         for w in range(warmup):
@@ -334,8 +400,11 @@ def soak(
             if i == frames // 2:
                 report.middle, _ = _snapshot(i + 1, pp)
             if progress is not None:
-                progress.advance(1, f"losses={report.losses} rebuilds={pp.stats['rebuilds']} "
-                                 f"bad={report.mismatched_frames + len(report.errors)}")
+                progress.advance(
+                    1,
+                    f"losses={report.losses} rebuilds={pp.stats['rebuilds']} "
+                    f"bad={report.mismatched_frames + report.error_frames}",
+                )
         report.end, _ = _snapshot(frames, pp)
         stats = pp.stats
         report.context_losses = int(stats["context_losses"])  # type: ignore[call-overload]
@@ -404,7 +473,9 @@ def _tensor_shape(text: str) -> tuple[int, int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frames", type=_positive, default=2000, help="frames to run and check (default 2000)")
+    parser.add_argument(
+        "--frames", type=_positive, default=2000, help="frames to run and check (default 2000)"
+    )
     parser.add_argument(
         "--lose-every",
         type=_non_negative,
@@ -413,7 +484,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="destroy the GL context before every K-th frame (default 250; 0 = never)",
     )
     parser.add_argument(
-        "--output-size", type=_output_size, default=(160, 120), metavar="WxH", help="mask size (default 160x120)"
+        "--output-size",
+        type=_output_size,
+        default=(160, 120),
+        metavar="WxH",
+        help="mask size (default 160x120)",
     )
     parser.add_argument(
         "--tensor",
@@ -457,28 +532,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _format(report: SoakReport) -> str:
     rows = [
         ("frames", f"{report.frames} (+{report.warmup_frames} warm-up), {report.frames_returned} returned"),
-        ("losses", f"{report.losses} injected, {report.context_losses} detected, {report.losses_skipped} skipped"),
+        (
+            "losses",
+            f"{report.losses} injected, {report.context_losses} detected, {report.losses_skipped} skipped",
+        ),
         ("rebuilds", str(report.rebuilds)),
         ("GL frames", str(report.gl_frames)),
         ("fallback (CPU) frames", str(report.cpu_frames)),
         ("mismatched frames", str(report.mismatched_frames)),
         ("overwritten results", str(report.overwritten_frames)),
-        ("errors", str(len(report.errors))),
+        ("frames that raised", str(report.error_frames)),
         ("worst confidence |diff|", f"{report.worst_confidence_error:.3g}"),
         ("near-tie category pixels", str(report.near_tie_pixels)),
     ]
-    for name, snap in (("before", report.before), ("start", report.start), ("middle", report.middle),
-                       ("end", report.end)):
+    for name, snap in (
+        ("before the processor", report.before),
+        ("start (after warm-up)", report.start),
+        (f"middle (frame {report.middle.frame if report.middle else '-'})", report.middle),
+        (f"end (frame {report.end.frame if report.end else '-'})", report.end),
+    ):
         if snap is not None:
-            objects = "" if name == "before" else f", {snap.live_gl_objects} live GL objects"
-            rows.append((f"{name} (frame {snap.frame})", f"RSS {snap.rss_kib / 1024:.1f} MiB{objects}"))
+            text = f"RSS {snap.rss_kib / 1024:.1f} MiB"
+            if snap.malloc_in_use_kib is not None:
+                text += f" (malloc in use {snap.malloc_in_use_kib / 1024:.1f} MiB)"
+            if snap is not report.before:
+                text += f", {snap.live_gl_objects} live GL objects"
+            rows.append((name, text))
     rows.append(("RSS growth start -> end", f"{report.rss_growth_kib / 1024:+.2f} MiB ({report.rss_source})"))
     after = sorted(set(report.gl_objects_after_rebuilds))
-    rows.append((
-        "GL objects after rebuilds",
-        f"{after or '-'} vs baseline {report.baseline_gl_objects}: "
-        + ("back to baseline" if report.rebuilds_back_to_baseline else "NOT back to baseline"),
-    ))
+    rows.append(
+        (
+            "GL objects after rebuilds",
+            f"{after or '-'} vs baseline {report.baseline_gl_objects}: "
+            + ("back to baseline" if report.rebuilds_back_to_baseline else "NOT back to baseline"),
+        )
+    )
     rows.append(("GL objects after close", str(report.live_gl_objects_after_close)))
     rows.append(("events", ", ".join(f"{k}={v}" for k, v in sorted(report.events.items())) or "-"))
     rows.append(("time", f"{report.duration_s:.1f} s"))
@@ -514,5 +602,5 @@ def run(args: argparse.Namespace) -> int:
             json.dump(report.to_dict(), out, indent=2)
             out.write("\n")
     if not report.ok:
-        print("soak failed: mismatched frames or frames that did not return", file=sys.stderr)
+        print("soak failed: mismatched frames or frames that raised", file=sys.stderr)
     return 0 if report.ok else 1

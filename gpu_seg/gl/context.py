@@ -135,9 +135,11 @@ class OwnedContext(GLContext):
         ctx: moderngl.Context,
         timeout: float | None,
         reset_poll_interval: float,
+        owns_thread: bool = True,
     ) -> None:
         self.generation = generation
         self.thread = thread
+        self.owns_thread = owns_thread
         self.egl_context = egl_context
         self.ctx = ctx
         self.timeout = timeout
@@ -154,13 +156,17 @@ class OwnedContext(GLContext):
         robust: bool = True,
         timeout: float | None = 60.0,
         reset_poll_interval: float = 0.005,
+        thread: GLThread | None = None,
     ) -> OwnedContext:
-        """Create the context on a new GL thread.
+        """Create the context on ``thread`` (a healthy GL thread kept across generations), or on a
+        new thread that the context owns and stops on close.
 
         Raises:
             GLUnavailableError: EGL or a suitable OpenGL context is not available.
         """
-        thread = GLThread(f"gpu_seg-gl-{generation}")
+        owns_thread = thread is None
+        if thread is None:
+            thread = GLThread(f"gpu_seg-gl-{generation}")
 
         def build() -> OwnedContext:
             display = egl.open_display(device_index)
@@ -169,7 +175,7 @@ class OwnedContext(GLContext):
                 egl_context.make_current()
                 ctx = moderngl.create_context(standalone=True, require=330, context=egl_context.loader())
                 # ctx.info is read (and cached by moderngl) here, with the context current.
-                owned = cls(generation, thread, egl_context, ctx, timeout, reset_poll_interval)
+                owned = cls(generation, thread, egl_context, ctx, timeout, reset_poll_interval, owns_thread)
             except BaseException:
                 egl_context.destroy()
                 raise
@@ -180,7 +186,8 @@ class OwnedContext(GLContext):
         try:
             return thread.call(build, timeout)
         except (egl.EGLError, OSError, moderngl.Error, ValueError) as exc:
-            thread.stop()
+            if owns_thread:
+                thread.stop()
             raise GLUnavailableError(f"cannot create an EGL OpenGL context: {exc}") from exc
 
     def check(self) -> str | None:
@@ -249,7 +256,8 @@ class OwnedContext(GLContext):
         except ContextLostError:
             pass
         finally:
-            self.thread.stop()
+            if self.owns_thread:
+                self.thread.stop()
 
     def abandon(self) -> None:
         self._dead = True
@@ -263,7 +271,8 @@ class OwnedContext(GLContext):
         except Exception as exc:  # a hung or broken driver: leave the thread behind
             log.debug("abandoning generation %d: %s", self.generation, exc)
         finally:
-            self.thread.stop(timeout=1.0)
+            if self.owns_thread:
+                self.thread.stop(timeout=1.0)
 
     def destroy_for_testing(self) -> None:
         """Destroy the EGL context the way a driver reset would leave it: gone, handles dangling."""

@@ -122,38 +122,72 @@ def _align_corners_scale(in_size: int, out_size: int) -> float:
     return 0.0 if out_size == 1 else float(np.float32(in_size - 1) / np.float32(out_size - 1))
 
 
+#: Confidence storage formats: dtype of the result, texture dtype, OUTPUT_FORMAT in encode.glsl.
+CONFIDENCE_FORMATS = {
+    "float32": (np.dtype(np.float32), "f4", 0),
+    "float16": (np.dtype(np.float16), "u2", 1),
+    "uint8": (np.dtype(np.uint8), "u1", 2),
+}
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One vertical (MRT) pass: which rows chunk it reads and which channels it writes."""
+
+    chunk_first: int  # first group of the horizontal-pass chunk this pass reads
+    local_first: int  # its first group within that chunk (contiguous mode)
+    channels: tuple[int, ...]  # the channels written, one per attachment
+    targets: tuple[int, ...]  # the confidence textures they go to
+    select: bool  # channels given one by one (u_channel) rather than as consecutive groups
+
+
 @dataclass(frozen=True)
 class _ConfidencePlan:
-    """How the separable resize is split: chunks of groups (one horizontal pass each) and MRT passes.
+    """How the separable resize is split into horizontal passes (chunks of groups) and MRT passes.
 
     The horizontal pass writes ``chunk_groups`` groups of tensor rows into one texture of
-    ``height * chunk_groups`` rows; each vertical pass reads ``pass_groups`` of them and writes
-    their channels to up to 8 attachments.
+    ``height * chunk_groups`` rows; each vertical pass reads them and writes up to 8 channels.
+    ``channels`` are the masks returned, in order; with a subset that fits one chunk only those
+    are computed (``select``), otherwise every channel is computed and the subset read back.
     """
 
     chunk_groups: int
-    pass_groups: int
+    passes: tuple[_Pass, ...]
+    textures: int  # confidence textures needed
+    sources: tuple[int, ...]  # the texture read back for each returned mask, in order
 
     @classmethod
-    def for_layout(cls, layout: TensorLayout, limits: GLLimits) -> _ConfidencePlan:
-        pass_groups = max(1, limits.max_outputs_per_pass // layout.lanes)
+    def build(
+        cls, layout: TensorLayout, limits: GLLimits, channels: tuple[int, ...] | None
+    ) -> _ConfidencePlan:
+        per_pass = max(1, limits.max_outputs_per_pass // layout.lanes) * layout.lanes
         chunk = min(layout.groups, limits.max_texture_size // layout.height)
+        pass_groups = per_pass // layout.lanes
         if chunk >= pass_groups:
             chunk -= chunk % pass_groups
         else:
-            pass_groups = chunk
-        return cls(chunk, pass_groups)
-
-    def passes(self, layout: TensorLayout) -> list[tuple[int, int, int, int]]:
-        """``(chunk_first_group, local_first_group, first_channel, channel_count)`` per vertical pass."""
-        result = []
-        for chunk_first in range(0, layout.groups, self.chunk_groups):
-            chunk_end = min(layout.groups, chunk_first + self.chunk_groups)
-            for first in range(chunk_first, chunk_end, self.pass_groups):
-                first_channel = first * layout.lanes
-                last_channel = min(layout.channels, min(chunk_end, first + self.pass_groups) * layout.lanes)
-                result.append((chunk_first, first - chunk_first, first_channel, last_channel - first_channel))
-        return result
+            pass_groups, per_pass = chunk, chunk * layout.lanes
+        if channels is not None and chunk == layout.groups:  # only the selected channels
+            passes = tuple(
+                _Pass(
+                    0, 0, channels[i : i + per_pass], tuple(range(i, min(len(channels), i + per_pass))), True
+                )
+                for i in range(0, len(channels), per_pass)
+            )
+            return cls(chunk, passes, len(channels), tuple(range(len(channels))))
+        passes = []  # every channel, texture c for channel c
+        for chunk_first in range(0, layout.groups, chunk):
+            chunk_end = min(layout.groups, chunk_first + chunk)
+            for first in range(chunk_first, chunk_end, pass_groups):
+                written = tuple(
+                    range(
+                        first * layout.lanes,
+                        min(layout.channels, min(chunk_end, first + pass_groups) * layout.lanes),
+                    )
+                )
+                passes.append(_Pass(chunk_first, first - chunk_first, written, written, False))
+        sources = tuple(range(layout.channels)) if channels is None else channels
+        return cls(chunk, tuple(passes), layout.channels, sources)
 
 
 @dataclass
@@ -183,8 +217,10 @@ class _TensorSlot:
 
 @dataclass
 class _OutputSlot:
-    """GL objects sized by (tensor layout, output size)."""
+    """GL objects sized by (tensor layout, output size, confidence format and channels)."""
 
+    format: str = "float32"
+    channels: tuple[int, ...] | None = None
     category: moderngl.Texture | None = None
     category_fbo: moderngl.Framebuffer | None = None
     cell_ranges: tuple[np.ndarray, np.ndarray] | None = None
@@ -238,7 +274,7 @@ class GLPipeline:
         self._idle = ctx.detect_framebuffer(0)
         self._vaos: dict[ProgramDefinition, moderngl.VertexArray] = {}
         self._tensor_slots: OrderedDict[TensorLayout, _TensorSlot] = OrderedDict()
-        self._output_slots: OrderedDict[tuple[TensorLayout, int, int], _OutputSlot] = OrderedDict()
+        self._output_slots: OrderedDict[tuple, _OutputSlot] = OrderedDict()
         self.category_shortcut = True
         #: What the last category pass did: "full", or "cells" with the unsure pixel fraction.
         self.last_category_strategy: tuple[str, float] = ("full", 1.0)
@@ -252,12 +288,18 @@ class GLPipeline:
         height: int,
         confidence_out: np.ndarray | None,
         category_out: np.ndarray | None,
+        confidence_format: str = "float32",
+        channels: tuple[int, ...] | None = None,
     ) -> None:
-        """Compute the requested masks of ``tensor`` (float32 ``(H, W, C)``) into the given arrays."""
+        """Compute the requested masks of ``tensor`` (float32 ``(H, W, C)``) into the given arrays.
+
+        ``confidence_format`` is a key of :data:`CONFIDENCE_FORMATS`; ``channels`` selects and
+        orders the confidence masks (default: all, in order).
+        """
         layout = TensorLayout.for_tensor(*tensor.shape, self.limits.max_texture_size)
         slot = self._tensor_slot(layout)
         self._upload(slot, tensor)
-        output = self._output_slot(layout, width, height)
+        output = self._output_slot(layout, width, height, confidence_format, channels)
         if category_out is not None:
             self._draw_category(slot, output, activation, width, height)
         if confidence_out is not None:
@@ -267,8 +309,8 @@ class GLPipeline:
         if category_out is not None:
             output.category.read_into(category_out, alignment=1)
         if confidence_out is not None:
-            for c, texture in enumerate(output.confidence):
-                texture.read_into(confidence_out[c], alignment=1)
+            for index, source in enumerate(output.plan.sources):
+                output.confidence[source].read_into(confidence_out[index], alignment=1)
 
     # ----------------------------------------------------------------------------- passes
     def _program(self, definition: ProgramDefinition) -> tuple[moderngl.Program, moderngl.VertexArray]:
@@ -287,8 +329,11 @@ class GLPipeline:
                 uniform.value = unit
         for name, value in (uniforms or {}).items():
             uniform = program.get(name, None)
-            if uniform is not None:
-                uniform.value = value
+            if uniform is None:
+                continue
+            if isinstance(value, tuple) and uniform.dimension == 1 and uniform.array_length == 1:
+                value = value[0]  # an array of one element is set like a scalar
+            uniform.value = value
 
     def _draw(
         self,
@@ -446,12 +491,12 @@ class GLPipeline:
             return slot.texture
         layout = slot.layout
         if slot.activated is None:
-            slot.activated = self._float_texture((layout.line, layout.lines), layout.lanes)
+            slot.activated = self._texture((layout.line, layout.lines), layout.lanes)
             slot.activated_fbo = self.ctx.framebuffer(color_attachments=[slot.activated])
         textures = {"u_tensor": slot.texture}
         if activation is Activation.SOFTMAX:
             if slot.stats is None:
-                slot.stats = self._float_texture((layout.width, layout.height), 2)
+                slot.stats = self._texture((layout.width, layout.height), 2)
                 slot.stats_fbo = self.ctx.framebuffer(color_attachments=[slot.stats])
             stats = ProgramDefinition.of(_VERTEX, "softmax_stats.frag.glsl", **layout.params())
             self._draw(stats, slot.stats_fbo, {"u_tensor": slot.texture})
@@ -463,13 +508,14 @@ class GLPipeline:
         return slot.activated
 
     def _prepare_confidence(self, layout: TensorLayout, output: _OutputSlot, width: int, height: int) -> None:
-        plan = output.plan = _ConfidencePlan.for_layout(layout, self.limits)
-        output.confidence = [self._float_texture((width, height), 1) for _ in range(layout.channels)]
+        plan = output.plan = _ConfidencePlan.build(layout, self.limits, output.channels)
+        texture_dtype = CONFIDENCE_FORMATS[output.format][1]
+        output.confidence = [self._texture((width, height), 1, texture_dtype) for _ in range(plan.textures)]
         output.confidence_fbos = [
-            self.ctx.framebuffer(color_attachments=output.confidence[first : first + count])
-            for _, _, first, count in plan.passes(layout)
+            self.ctx.framebuffer(color_attachments=[output.confidence[t] for t in step.targets])
+            for step in plan.passes
         ]
-        output.rows = self._float_texture((width, layout.height * plan.chunk_groups), layout.lanes)
+        output.rows = self._texture((width, layout.height * plan.chunk_groups), layout.lanes)
         output.rows_fbo = self.ctx.framebuffer(color_attachments=[output.rows])
         if (layout.width, layout.height) == (width, height):
             tx, ty = identity_taps(width), identity_taps(height)
@@ -489,32 +535,37 @@ class GLPipeline:
             self._prepare_confidence(layout, output, width, height)
         plan = output.plan
         lut_x, lut_y = output.resize_luts
+        output_format = CONFIDENCE_FORMATS[output.format][2]
         chunk_done = -1
-        for index, (chunk_first, local_first, _, count) in enumerate(plan.passes(layout)):
-            if chunk_first != chunk_done:
-                chunk_done = chunk_first
-                groups = min(plan.chunk_groups, layout.groups - chunk_first)
+        for index, step in enumerate(plan.passes):
+            if step.chunk_first != chunk_done:
+                chunk_done = step.chunk_first
+                groups = min(plan.chunk_groups, layout.groups - step.chunk_first)
                 rows = ProgramDefinition.of(
-                    _VERTEX, "resize_rows.frag.glsl", CHUNK_FIRST=chunk_first, **layout.params()
+                    _VERTEX, "resize_rows.frag.glsl", CHUNK_FIRST=step.chunk_first, **layout.params()
                 )
                 output.rows_fbo.use()
                 self.ctx.viewport = (0, 0, width, layout.height * groups)
                 self._draw(rows, output.rows_fbo, {"u_source": source, "u_taps": lut_x}, keep_viewport=True)
             columns = ProgramDefinition.of(
                 _VERTEX, "resize_columns.frag.glsl", TENSOR_H=layout.height, LANES=layout.lanes,
-                FIRST_GROUP=local_first, PASS_OUTPUTS=count,
+                FIRST_GROUP=step.local_first, PASS_OUTPUTS=len(step.channels), SELECT=step.select,
+                OUTPUT_FORMAT=output_format,
             )  # fmt: skip
-            self._draw(columns, output.confidence_fbos[index], {"u_rows": output.rows, "u_taps": lut_y})
+            uniforms = {"u_channel": step.channels} if step.select else {}
+            self._draw(
+                columns, output.confidence_fbos[index], {"u_rows": output.rows, "u_taps": lut_y}, **uniforms
+            )
 
     # ----------------------------------------------------------------------------- pools
-    def _float_texture(self, size: tuple[int, int], components: int) -> moderngl.Texture:
-        texture = self.ctx.texture(size, components, dtype="f4")
+    def _texture(self, size: tuple[int, int], components: int, dtype: str = "f4") -> moderngl.Texture:
+        texture = self.ctx.texture(size, components, dtype=dtype)
         texture.filter = (moderngl.NEAREST, moderngl.NEAREST)
         texture.repeat_x = texture.repeat_y = False
         return texture
 
     def _lut_texture(self, table: np.ndarray) -> moderngl.Texture:
-        texture = self._float_texture((table.shape[0], 1), 4)
+        texture = self._texture((table.shape[0], 1), 4)
         texture.write(table)
         return texture
 
@@ -523,19 +574,21 @@ class GLPipeline:
         if slot is not None:
             self._tensor_slots.move_to_end(layout)
             return slot
-        texture = self._float_texture((layout.line, layout.lines), layout.lanes)
+        texture = self._texture((layout.line, layout.lines), layout.lanes)
         staging = np.zeros(layout.line * layout.lines * layout.lanes, np.float32) if layout.padded else None
         slot = self._tensor_slots[layout] = _TensorSlot(layout, texture, staging)
         self._evict(self._tensor_slots)
         return slot
 
-    def _output_slot(self, layout: TensorLayout, width: int, height: int) -> _OutputSlot:
-        key = (layout, width, height)
+    def _output_slot(
+        self, layout: TensorLayout, width: int, height: int, fmt: str, channels: tuple[int, ...] | None
+    ) -> _OutputSlot:
+        key = (layout, width, height, fmt, channels)
         slot = self._output_slots.get(key)
         if slot is not None:
             self._output_slots.move_to_end(key)
             return slot
-        slot = self._output_slots[key] = _OutputSlot()
+        slot = self._output_slots[key] = _OutputSlot(format=fmt, channels=channels)
         self._evict(self._output_slots)
         return slot
 

@@ -1,7 +1,8 @@
 """The thread that owns an owned GL context.
 
 Threading model: a context that gpu_seg creates (``OwnedContext``) lives on one dedicated
-thread for its whole life: it is created, made current, used and destroyed there. Callers on any
+thread for its whole life: it is created, made current, used and destroyed there. A processor
+keeps one GL thread across context generations and replaces it only when it hangs. Callers on any
 thread hand work to it with :meth:`GLThread.call` and wait for the result, so
 ``SegmentationPostprocessor.process`` may be called from several threads at once (calls are
 served one at a time, in arrival order). A call that does not finish within its timeout (a hung
@@ -33,6 +34,11 @@ class GLThread:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._stopped = False
         self._thread.start()
+
+    @property
+    def usable(self) -> bool:
+        """False once stopped or abandoned (for example after a timeout)."""
+        return not self._stopped
 
     @property
     def ident(self) -> int | None:
