@@ -17,8 +17,8 @@ from . import reference
 from .errors import ClosedError, ContextLostError, GLUnavailableError, InputError, ShaderBuildError
 from .gl.context import AttachedContext, GLContext, GLError, OwnedContext
 from .gl.pipeline import GLPipeline, TensorLayout
-from .gl.worker import GLThread
 from .gl.programs import BuildCounters, ProgramCache
+from .gl.worker import GLThread
 from .inputs import (
     CPU_MAX_OUTPUT_DIM,
     as_hwc_float32,
