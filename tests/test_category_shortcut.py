@@ -54,15 +54,15 @@ def test_lemma_holds_for_float32_lerps():
 def _run(gl, tensor, activation, size, shortcut=True):
     pipeline = gl.pipeline
     pipeline.category_shortcut = shortcut
-    saved = pipeline.SHORTCUT_MAX_UNSURE
-    pipeline.SHORTCUT_MAX_UNSURE = 1.0  # always take the shortcut when it applies
+    saved = pipeline.SHORTCUT_MAX_UNSURE, pipeline.SHORTCUT_MIN_WORK
+    pipeline.SHORTCUT_MAX_UNSURE, pipeline.SHORTCUT_MIN_WORK = 1.0, 0  # always take it when it applies
     try:
         out = np.empty((size[1], size[0]), np.uint8)
         pipeline.process(tensor, Activation(activation), size[0], size[1], None, out)
         return out, pipeline.last_category_strategy[0]
     finally:
         pipeline.category_shortcut = True
-        pipeline.SHORTCUT_MAX_UNSURE = saved
+        pipeline.SHORTCUT_MAX_UNSURE, pipeline.SHORTCUT_MIN_WORK = saved
 
 
 def _smooth(rng, shape, scale=6.0):

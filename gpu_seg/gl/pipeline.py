@@ -3,7 +3,7 @@
 Data flow (see ``shaders/*.glsl`` for the maths, and :mod:`gpu_seg.reference` for the spec)::
 
     tensor (H, W, C) --upload--> tensor texture (TensorLayout, channel-interleaved, no transpose)
-      category:   category.frag      raw logits -> align-corners lerp -> [sigmoid] -> argmax -> R8UI
+      category:   category.frag      raw logits -> align-corners lerp -> [sigmoid] -> argmax -> R32UI (4 px)
       confidence: [softmax_stats.frag] -> [activate.frag] at tensor resolution (skipped for "none")
                   -> confidence.frag   OpenCV INTER_LINEAR, up to 8 R32F masks per pass (MRT)
     -> read back into the caller's arrays (only the outputs asked for)
@@ -223,6 +223,7 @@ class _OutputSlot:
     channels: tuple[int, ...] | None = None
     category: moderngl.Texture | None = None
     category_fbo: moderngl.Framebuffer | None = None
+    category_staging: np.ndarray | None = None  # readback rows padded to 4 pixels
     cell_ranges: tuple[np.ndarray, np.ndarray] | None = None
     rects: moderngl.Buffer | None = None
     rects_vao: moderngl.VertexArray | None = None
@@ -249,14 +250,15 @@ class GLPipeline:
     Attributes:
         category_shortcut: draw input cells whose class is certain as flat rectangles and
             interpolate only the other cells (exact; see ``shaders/cell_class.frag.glsl``). Used
-            when the output has at least ``SHORTCUT_MIN_UPSCALE`` times the tensor's pixels.
+            when the full pass would be expensive (``SHORTCUT_MIN_WORK``).
     """
 
-    SHORTCUT_MIN_UPSCALE = 2.0
+    #: Use the shortcut when output pixels x channel groups >= this many times the tensor's pixels.
+    SHORTCUT_MIN_WORK = 16
     #: Above this fraction of unsure output pixels the plain full-screen pass is cheaper.
     SHORTCUT_MAX_UNSURE = 0.35
     #: Target size in output pixels (x, y) of the blocks of cells that are drawn as one rectangle.
-    SHORTCUT_BLOCK = (32, 8)
+    SHORTCUT_BLOCK = (16, 8)
 
     def __init__(
         self, ctx: moderngl.Context, programs: ProgramCache, max_texture_size: int | None = None
@@ -307,7 +309,7 @@ class GLPipeline:
             self._draw_confidence(slot, output, source, width, height)
         self._idle.use()
         if category_out is not None:
-            output.category.read_into(category_out, alignment=1)
+            self._read_category(output, category_out)
         if confidence_out is not None:
             for index, source in enumerate(output.plan.sources):
                 output.confidence[source].read_into(confidence_out[index], alignment=1)
@@ -366,18 +368,22 @@ class GLPipeline:
         self, slot: _TensorSlot, output: _OutputSlot, activation: Activation, width: int, height: int
     ) -> None:
         layout = slot.layout
-        if output.category is None:
-            output.category = self.ctx.texture((width, height), 1, dtype="u1")
+        if output.category is None:  # 4 pixels per R32UI texel (see category.frag.glsl)
+            output.category = self.ctx.texture((_quads(width), height), 1, dtype="u4")
             output.category_fbo = self.ctx.framebuffer(color_attachments=[output.category])
+            if width % 4:
+                output.category_staging = np.empty((height, _quads(width) * 4), np.uint8)
         uniforms = {
             "u_scale_x": _align_corners_scale(layout.width, width),
             "u_scale_y": _align_corners_scale(layout.height, height),
+            "u_width": width,
         }
         full = ProgramDefinition.of(
             _VERTEX,
             "category.frag.glsl",
             ACTIVATION=_ACTIVATION_CODE[activation],
             ONE_CLASS=layout.channels == 1,
+            COLUMNS=_shared_columns(layout.width, width),
             **layout.params(),
         )
         self.last_category_strategy = ("full", 1.0)
@@ -397,15 +403,26 @@ class GLPipeline:
                 return
         self._draw(full, output.category_fbo, {"u_tensor": slot.texture}, **uniforms)
 
+    def _read_category(self, output: _OutputSlot, category_out: np.ndarray) -> None:
+        if output.category_staging is None:
+            output.category.read_into(category_out, alignment=1)
+        else:
+            output.category.read_into(output.category_staging, alignment=1)
+            category_out[...] = output.category_staging[:, : category_out.shape[1]]
+
     def _use_category_shortcut(
         self, layout: TensorLayout, activation: Activation, width: int, height: int
     ) -> bool:
-        """Whether to try the cell shortcut (see ``shaders/cell_class.frag.glsl``)."""
+        """Whether to try the cell shortcut (see ``shaders/cell_class.frag.glsl``).
+
+        Its fixed cost (two passes at tensor resolution and a small readback) pays off when the
+        full pass is expensive: many output pixels per input cell and several channel groups.
+        """
         if not self.category_shortcut:
             return False
         if layout.channels > 1 and activation is Activation.SIGMOID:
             return False  # sigmoid saturation breaks the strict order the proof needs
-        return width * height >= self.SHORTCUT_MIN_UPSCALE * layout.width * layout.height
+        return width * height * layout.groups >= self.SHORTCUT_MIN_WORK * layout.width * layout.height
 
     def _draw_cell_classes(self, slot: _TensorSlot, activation: Activation) -> moderngl.Texture:
         """Per input cell: the class all its output pixels get, or -1; also read back to the CPU."""
@@ -451,9 +468,9 @@ class GLPipeline:
         row, start, end = _runs(blocks)
         if not len(row):
             return 0, 0.0
-        x0, x1 = xr[start, 0], xr[end - 1, 1]
+        x0, x1 = xr[start, 0] // 4, -(-xr[end - 1, 1] // 4)  # in 4-pixel texels of the target
         y0, y1 = yr[row, 0], yr[row, 1]
-        covered = float(np.sum((x1 - x0) * (y1 - y0))) / (width * height)
+        covered = float(np.sum((x1 - x0) * (y1 - y0))) / (_quads(width) * height)
         if covered > self.SHORTCUT_MAX_UNSURE:
             return 0, covered
         x0, x1, y0, y1 = (a.astype(np.float32) for a in (x0, x1, y0, y1))
@@ -480,7 +497,7 @@ class GLPipeline:
             if output.rects_vao is not None:
                 output.rects_vao.release()
             output.rects_vao = self.ctx.vertex_array(program, [(output.rects, "2f", "a_pixel")])
-        self._bind(program, textures, {**uniforms, "u_target_size": (float(width), float(height))})
+        self._bind(program, textures, {**uniforms, "u_target_size": (float(_quads(width)), float(height))})
         output.category_fbo.use()
         output.rects_vao.render(moderngl.TRIANGLES, vertices=6 * count)
 
@@ -625,6 +642,21 @@ class GLPipeline:
         self._tensor_slots.clear()
         self._vaos.clear()
         self.programs.abandon()
+
+
+def _shared_columns(in_width: int, out_width: int) -> int:
+    """Input columns 4 adjacent output pixels can touch (0: too many to share, fetch per pixel).
+
+    The pixels span ``3 * scale`` input units, so their taps lie in ``floor(3 * scale) + 2``
+    columns; one more covers float32 rounding of the positions.
+    """
+    span = math.floor(3 * _align_corners_scale(in_width, out_width)) + 3
+    return span if span <= 5 else 0
+
+
+def _quads(width: int) -> int:
+    """Texels of a packed category row: 4 pixels each."""
+    return -(-width // 4)
 
 
 def _block_ranges(
