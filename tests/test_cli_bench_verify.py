@@ -14,6 +14,7 @@ import pytest
 from gpu_seg import bench_lib as bl
 from gpu_seg import oracle
 from gpu_seg.cli import bench, build_parser, main
+from gpu_seg.parity import Parity
 
 needs_mediapipe = pytest.mark.skipif(not oracle.mediapipe_available(), reason="mediapipe is not installed")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -267,7 +268,7 @@ def test_verify_reports_a_failure(monkeypatch, capsys):
 
     def broken(case, processors, gl_error):
         outcome = verify.CaseOutcome(case)
-        outcome.gl = bl.Parity(confidence_error=0.5, confidence_bad=3, problem="3 confidence values off")
+        outcome.gl = Parity(confidence_error=0.5, confidence_bad=3, problem="3 confidence values off")
         outcome.problems.append("GL: 3 confidence values off")
         return outcome
 

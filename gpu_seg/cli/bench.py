@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import sys
 import time
 import zlib
@@ -38,6 +37,7 @@ import numpy as np
 
 from .. import bench_lib as bl
 from ..types import Activation
+from .args import non_negative_float, non_negative_int, output_size, positive_int, tensor_shape
 from .progress import Progress
 
 DEFAULT_FRAMES = 10
@@ -62,62 +62,6 @@ SHORT = {
     "torch": "PyTorch",
     "mediapipe": "MediaPipe",
 }
-
-
-# ----------------------------------------------------------------------------- argument types
-def _sizes(text: str, count: int, form: str) -> tuple[int, ...]:
-    parts = text.lower().split("x")
-    if len(parts) != count:
-        raise argparse.ArgumentTypeError(f"{text!r} is not of the form {form}")
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not of the form {form} (integers)") from None
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: every size must be positive")
-    return values
-
-
-def tensor_shape(text: str) -> tuple[int, int, int]:
-    """``HxWxC`` -> ``(H, W, C)``."""
-    h, w, c = _sizes(text, 3, "HxWxC")
-    return h, w, c
-
-
-def output_size(text: str) -> tuple[int, int]:
-    """``WxH`` -> ``(width, height)``."""
-    width, height = _sizes(text, 2, "WxH")
-    return width, height
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite non-negative number")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,13 +122,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also time the GL path without preallocated outputs (default: on, model-like tensors)",
     )
     how = parser.add_argument_group("method")
-    how.add_argument("--frames", type=_positive, help=f"timed frames per backend (default {DEFAULT_FRAMES})")
     how.add_argument(
-        "--warmup", type=_non_negative, help=f"untimed frames per backend first (default {DEFAULT_WARMUP})"
+        "--frames", type=positive_int, help=f"timed frames per backend (default {DEFAULT_FRAMES})"
+    )
+    how.add_argument(
+        "--warmup", type=non_negative_int, help=f"untimed frames per backend first (default {DEFAULT_WARMUP})"
     )
     how.add_argument(
         "--max-seconds",
-        type=_seconds,
+        type=non_negative_float,
         metavar="S",
         help="stop timing a backend early once it has 3 frames and spent S seconds in a cell "
         f"(default {DEFAULT_MAX_SECONDS:g}; 0 = never)",
@@ -192,7 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--seed", type=int, default=0, help="seed of the bench tensors (default 0)")
     how.add_argument(
         "--bandwidth-mib",
-        type=_positive,
+        type=positive_int,
         help=f"buffer size of the copy-bandwidth measurement (default {DEFAULT_BANDWIDTH_MIB})",
     )
     how.add_argument(

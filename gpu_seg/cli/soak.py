@@ -29,19 +29,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import GpuSegError
+from ..parity import parity
 from ..postprocessor import Event, SegmentationPostprocessor
 from ..reference import reference_postprocess
 from ..resilience import Backoff, LossBudget, RecoveryPolicy
-from ..sampling import align_corners_taps
 from ..testing import lose_context
 from ..types import Activation, Result
+from .args import non_negative_float, non_negative_int, output_size, positive_int, tensor_shape
 from .progress import Progress
 
-CONFIDENCE_ATOL = 2e-5
-#: Extra relative tolerance for ``activation="none"`` (raw logits of large magnitude).
-CONFIDENCE_RTOL_NONE = 1e-5
-#: Category pixels may differ where the top two interpolated values are closer than this.
-NEAR_TIE = 1e-5
 #: Standard deviation of the random logits: wide enough for confident pixels and near ties both.
 LOGIT_SCALE = 4.0
 #: Frames run (and checked) before the baseline RSS and GL-object figures are taken.
@@ -208,59 +204,20 @@ def _snapshot(frame: int, pp: SegmentationPostprocessor) -> tuple[Snapshot, str]
     return Snapshot(frame, rss, pp.live_gl_objects(), in_use), source
 
 
-def category_margin(tensor: np.ndarray, activation: Activation, size: tuple[int, int]) -> np.ndarray:
-    """Per output pixel, the gap between the top two interpolated values (one class: to 0.5).
-
-    The align-corners interpolation of the raw logits that the category mask uses, in float64
-    (sigmoid applied when the activation is sigmoid; softmax does not change the order).
-    """
-    width, height = size
-    in_h, in_w, channels = tensor.shape
-    tx, ty = align_corners_taps(in_w, width), align_corners_taps(in_h, height)
-    t = tensor.astype(np.float64)
-    y0, y1, t0 = ty.i0[:, None], ty.i1[:, None], ty.t.astype(np.float64)[:, None, None]
-    x0, x1, t1 = tx.i0[None, :], tx.i1[None, :], tx.t.astype(np.float64)[None, :, None]
-    left = t[y0, x0] + (t[y1, x0] - t[y0, x0]) * t0
-    right = t[y0, x1] + (t[y1, x1] - t[y0, x1]) * t0
-    value = left + (right - left) * t1
-    if activation is Activation.SIGMOID:
-        with np.errstate(over="ignore"):
-            value = 1.0 / (1.0 + np.exp(-value))
-    if channels == 1:
-        return np.abs(value[..., 0] - 0.5)
-    top2 = np.sort(value, axis=-1)[..., -2:]
-    return top2[..., 1] - top2[..., 0]
-
-
 def compare(
     result: Result, expected: Result, tensor: np.ndarray, activation: Activation, size: tuple[int, int]
 ) -> tuple[str | None, float, int]:
     """Check one frame. Returns ``(problem or None, confidence max |diff|, near-tie pixels)``."""
-    got, want = result.confidence_masks, expected.confidence_masks
-    if got is None or got.shape != want.shape or got.dtype != np.float32:
-        shape = None if got is None else (got.shape, got.dtype)
-        return f"confidence masks {shape}, expected {(want.shape, want.dtype)}", float("inf"), 0
-    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-    allowed = CONFIDENCE_ATOL
-    if activation is Activation.NONE:
-        allowed = np.maximum(CONFIDENCE_ATOL, CONFIDENCE_RTOL_NONE * np.abs(want.astype(np.float64)))
-    error = float(diff.max()) if diff.size else 0.0
-    bad = ~(diff <= allowed)
-    if bad.any():
-        return f"{int(bad.sum())} confidence values off (worst |diff| {error:.3g})", error, 0
-    got, want = result.category_mask, expected.category_mask
-    if got is None or got.shape != want.shape or got.dtype != np.uint8:
-        shape = None if got is None else (got.shape, got.dtype)
-        return f"category mask {shape}, expected {(want.shape, want.dtype)}", error, 0
-    differs = got != want
-    if not differs.any():
-        return None, error, 0
-    if tensor.shape[2] == 1:
-        return f"{int(differs.sum())} one-class category pixels differ", error, 0
-    far = differs & (category_margin(tensor, activation, size) >= NEAR_TIE)
-    if far.any():
-        return f"{int(far.sum())} category pixels differ away from near ties", error, 0
-    return None, error, int(differs.sum())
+    report = parity(
+        result.confidence_masks,
+        result.category_mask,
+        expected.confidence_masks,
+        expected.category_mask,
+        tensor,
+        activation,
+        size,
+    )
+    return report.problem, report.confidence_error, report.near_ties
 
 
 # ----------------------------------------------------------------------------- the run
@@ -419,80 +376,27 @@ def soak(
 
 
 # ----------------------------------------------------------------------------- command line
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite non-negative number")
-    return value
-
-
-def _sizes(text: str, count: int, form: str) -> tuple[int, ...]:
-    parts = text.lower().split("x")
-    if len(parts) != count:
-        raise argparse.ArgumentTypeError(f"{text!r} is not of the form {form}")
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not of the form {form} (integers)") from None
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: every size must be positive")
-    return values
-
-
-def _output_size(text: str) -> tuple[int, int]:
-    width, height = _sizes(text, 2, "WxH")
-    return width, height
-
-
-def _tensor_shape(text: str) -> tuple[int, int, int]:
-    h, w, c = _sizes(text, 3, "HxWxC")
-    return h, w, c
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--frames", type=_positive, default=2000, help="frames to run and check (default 2000)"
+        "--frames", type=positive_int, default=2000, help="frames to run and check (default 2000)"
     )
     parser.add_argument(
         "--lose-every",
-        type=_non_negative,
+        type=non_negative_int,
         default=250,
         metavar="K",
         help="destroy the GL context before every K-th frame (default 250; 0 = never)",
     )
     parser.add_argument(
         "--output-size",
-        type=_output_size,
+        type=output_size,
         default=(160, 120),
         metavar="WxH",
         help="mask size (default 160x120)",
     )
     parser.add_argument(
         "--tensor",
-        type=_tensor_shape,
+        type=tensor_shape,
         default=(32, 32, 6),
         metavar="HxWxC",
         help="shape of the random logits, a new tensor every frame (default 32x32x6)",
@@ -506,14 +410,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random tensors (default 0)")
     parser.add_argument(
         "--budget",
-        type=_non_negative,
+        type=non_negative_int,
         default=None,
         help="loss-budget capacity: losses rebuilt before falling back to the CPU (default "
         "max(3, frames // K + 1), so every injected loss is rebuilt; 0 = fall back at the first loss)",
     )
     parser.add_argument(
         "--backoff",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         metavar="SECONDS",
         help="base delay of the rebuild backoff for losses less than 5 s apart, doubling up to 2 s "
@@ -521,7 +425,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--warmup",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_WARMUP,
         help=f"checked frames before the baseline RSS and GL-object figures (default {DEFAULT_WARMUP})",
     )

@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from .. import bench_lib as bl
+from .. import parity as judge
 from ..types import Activation
+from .args import positive_int
 from .progress import Progress
 
 CHANNELS = (1, 2, 3, 4, 5, 8, 21, 64)
@@ -56,8 +58,8 @@ class CaseOutcome:
     """What one case measured; ``problems`` is empty when the case is within tolerance."""
 
     case: VerifyCase
-    gl: bl.Parity | None = None
-    reference: bl.Parity | None = None
+    gl: judge.Parity | None = None
+    reference: judge.Parity | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -126,7 +128,7 @@ def check_case(case: VerifyCase, processors: dict[str, Any], gl_error: str | Non
         return outcome
     want = (expected.confidence_masks, expected.category_mask)
     ref = reference_postprocess(tensor, activation, size)
-    outcome.reference = bl.parity(ref.confidence_masks, ref.category_mask, *want, tensor, activation, size)
+    outcome.reference = judge.parity(ref.confidence_masks, ref.category_mask, *want, tensor, activation, size)
     if outcome.reference.problem:
         outcome.problems.append(f"reference: {outcome.reference.problem}")
     if gl_error is not None:
@@ -139,34 +141,24 @@ def check_case(case: VerifyCase, processors: dict[str, Any], gl_error: str | Non
         return outcome
     if result.backend != "gl":
         outcome.problems.append(f"GL: the frame ran on {result.backend!r}")
-    outcome.gl = bl.parity(result.confidence_masks, result.category_mask, *want, tensor, activation, size)
+    outcome.gl = judge.parity(result.confidence_masks, result.category_mask, *want, tensor, activation, size)
     if outcome.gl.problem:
         outcome.problems.append(f"GL: {outcome.gl.problem}")
     return outcome
 
 
 # ----------------------------------------------------------------------------- command line
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
-        "--cases", type=_positive, default=DEFAULT_CASES, help=f"random cases (default {DEFAULT_CASES})"
+        "--cases", type=positive_int, default=DEFAULT_CASES, help=f"random cases (default {DEFAULT_CASES})"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the battery (default 0)")
     parser.add_argument("--json", metavar="PATH", help="also write every case's figures to PATH as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _mismatch_cell(p: bl.Parity | None) -> str:
+def _mismatch_cell(p: judge.Parity | None) -> str:
     if p is None:
         return "n/a"
     if not p.mismatches:
@@ -174,7 +166,7 @@ def _mismatch_cell(p: bl.Parity | None) -> str:
     return f"{p.mismatches} ({p.near_ties} tie)"
 
 
-def _conf_cell(p: bl.Parity | None) -> str:
+def _conf_cell(p: judge.Parity | None) -> str:
     if p is None:
         return "n/a"
     return f"{p.confidence_error:.2g}"
@@ -305,9 +297,9 @@ def run(args: argparse.Namespace) -> int:
             "gl_error": gl_error,
             "mediapipe": oracle.mediapipe_version(),
             "tolerances": {
-                "confidence_atol": bl.CONFIDENCE_ATOL,
-                "confidence_rtol_none": bl.CONFIDENCE_RTOL_NONE,
-                "near_tie": bl.NEAR_TIE,
+                "confidence_atol": judge.CONFIDENCE_ATOL,
+                "confidence_rtol_none": judge.CONFIDENCE_RTOL_NONE,
+                "near_tie": judge.NEAR_TIE,
             },
             "summary": figures,
             "cases": [o.to_dict() for o in outcomes],
