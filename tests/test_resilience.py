@@ -340,3 +340,37 @@ def test_rebuild_cycles_keep_live_gl_objects_at_baseline(make_pp):
         assert result.backend == "gl"
         assert pp.live_gl_objects() == baseline
     assert pp.stats["rebuilds"] == 15
+
+
+def test_shader_error_on_a_healthy_context_falls_back_and_is_not_rebuilt(make_pp, recorder):
+    """A broken shader is a ShaderBuildError (not a loss); auto falls back; re-probes do not rebuild it."""
+    from gpu_seg.gl import programs
+
+    clock_now = [0.0]
+    pp = make_pp(policy=RecoveryPolicy(reprobe_interval=1.0, clock=lambda: clock_now[0]))
+    original = programs.render_source
+
+    def broken(name, params):
+        text = original(name, params)
+        return (
+            text.replace("void main() {", "void main() { this is not glsl;") if "category" in name else text
+        )
+
+    programs.render_source = broken
+    try:
+        tensor = _tensor(21)
+        result = pp.process(tensor, SIZE)
+        assert result.backend == "cpu"
+        _assert_correct(result, tensor)
+        assert recorder.kinds == ["shader_error", "fallback"]
+        builds = pp.stats["program_builds"]
+        clock_now[0] += 1.0
+        assert pp.process(tensor, SIZE).backend == "cpu"  # re-probe: the known-bad program is not rebuilt
+        assert pp.stats["program_builds"] == builds
+        assert pp.stats["context_losses"] == 0
+        strict = make_pp(backend="gl")
+        with pytest.raises(gpu_seg.ShaderBuildError) as info:
+            strict.process(tensor, SIZE)
+        assert "this is not glsl" in info.value.source and info.value.log
+    finally:
+        programs.render_source = original

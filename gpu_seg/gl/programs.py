@@ -12,7 +12,8 @@ step runs before compilation:
 (shader files, parameters, GLSL version). Every build checks compile and link status. A failure
 is classified: on a lost context it is a :class:`~gpu_seg.errors.ContextLostError`; on a healthy
 one a :class:`~gpu_seg.errors.ShaderBuildError` carrying the driver log and the line-numbered
-source, and the same definition is not rebuilt again on that context.
+source, and the same definition is not built again (the failure is kept in the counters shared by
+all generations of a processor).
 """
 
 from __future__ import annotations
@@ -138,7 +139,6 @@ class ProgramCache:
         self.counters = counters if counters is not None else BuildCounters()
         self._fault_hook = fault_hook
         self._programs: dict[ProgramDefinition, moderngl.Program] = {}
-        self._failed: dict[ProgramDefinition, ShaderBuildError] = {}
 
     def __len__(self) -> int:
         return len(self._programs)
@@ -148,8 +148,9 @@ class ProgramCache:
         program = self._programs.get(definition)
         if program is not None:
             return program
-        if definition in self._failed:
-            raise self._failed[definition]
+        failed = self.counters.failed_definitions.get(definition)
+        if failed is not None:  # a shader that failed on a healthy context is not rebuilt, in any generation
+            raise failed
         program = self._build(definition)
         self._programs[definition] = program
         return program
@@ -181,7 +182,6 @@ class ProgramCache:
                 ) from exc
             failing = "fragment" if "fragment" in str(exc).lower() else "vertex"
             error = ShaderBuildError(definition.name, str(exc), line_numbered(sources[failing]))
-            self._failed[definition] = error
             self.counters.failed_definitions[definition] = error
             log.error("shader build failed on a healthy context: %s", error)
             if os.environ.get("GPU_SEG_PRINT_GLSL_ON_ERROR"):
@@ -197,7 +197,6 @@ class ProgramCache:
     def abandon(self) -> None:
         """Forget every program without GL calls (the context is gone)."""
         self._programs.clear()
-        self._failed.clear()
 
 
 def _params_for(name: str, params: Mapping[str, object]) -> dict[str, object]:
