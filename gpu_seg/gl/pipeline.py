@@ -3,9 +3,11 @@
 Data flow (see ``shaders/*.glsl`` for the maths, and :mod:`gpu_seg.reference` for the spec)::
 
     tensor (H, W, C) --upload--> tensor texture (TensorLayout, channel-interleaved, no transpose)
-      category:   category.frag      raw logits -> align-corners lerp -> [sigmoid] -> argmax -> R32UI (4 px)
+      category:   [cell_class.frag -> cell_uniform.frag -> category_fill.frag, then only unsure blocks:]
+                  category.frag      raw logits -> align-corners lerp -> [sigmoid] -> argmax -> R32UI (4 px)
       confidence: [softmax_stats.frag] -> [activate.frag] at tensor resolution (skipped for "none")
-                  -> confidence.frag   OpenCV INTER_LINEAR, up to 8 R32F masks per pass (MRT)
+                  -> resize_rows.frag -> resize_columns.frag   OpenCV INTER_LINEAR, separable, up to 8
+                  masks per pass (MRT), stored as float32, float16 bits or uint8 (encode.glsl)
     -> read back into the caller's arrays (only the outputs asked for)
 
 Every GL object is created by :class:`GLPipeline` for one context generation and kept in pools
@@ -224,7 +226,7 @@ class _OutputSlot:
     category: moderngl.Texture | None = None
     category_fbo: moderngl.Framebuffer | None = None
     category_staging: np.ndarray | None = None  # readback rows padded to 4 pixels
-    cell_ranges: tuple[np.ndarray, np.ndarray] | None = None
+    blocks: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None  # _block_ranges
     rects: moderngl.Buffer | None = None
     rects_vao: moderngl.VertexArray | None = None
     confidence: list[moderngl.Texture] = field(default_factory=list)
@@ -460,9 +462,9 @@ class GLPipeline:
         rectangles and the fraction of output pixels they cover.
         """
         layout = slot.layout
-        if output.cell_ranges is None:
-            output.cell_ranges = _block_ranges(layout, width, height, self.SHORTCUT_BLOCK)
-        (bx, xr), (by, yr) = output.cell_ranges
+        if output.blocks is None:
+            output.blocks = _block_ranges(layout, width, height, self.SHORTCUT_BLOCK)
+        (bx, xr), (by, yr) = output.blocks
         unsure = slot.cells_host < 0
         blocks = np.logical_or.reduceat(np.logical_or.reduceat(unsure, by, axis=0), bx, axis=1)
         row, start, end = _runs(blocks)
