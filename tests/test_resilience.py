@@ -129,7 +129,7 @@ def test_program_build_on_a_destroyed_context_is_classified_as_loss():
 def test_context_destroyed_from_outside_the_library(make_pp, recorder):
     pp = make_pp()
     pp.process(_tensor(5), SIZE)
-    handle = pp._gl.context.egl_context  # the test reaches in; the library is not told
+    handle = pp._gl.session.egl_context  # the test reaches in; the library is not told
     assert egl.library().eglDestroyContext(handle.display.handle, handle.handle)
     tensor = _tensor(6)
     result = pp.process(tensor, SIZE)
@@ -220,7 +220,7 @@ def test_auto_backend_without_a_usable_device_runs_on_the_cpu(recorder):
 def test_a_hung_gl_thread_is_treated_as_a_loss(make_pp, recorder):
     pp = make_pp(gl_timeout=1.0)
     pp.process(_tensor(17), SIZE)
-    stuck = pp._gl.context.thread
+    stuck = pp._gl.session.thread
     release = threading.Event()
     threading.Thread(target=lambda: stuck.call(release.wait), daemon=True).start()  # blocks the GL thread
     time.sleep(0.1)
@@ -262,7 +262,7 @@ def test_many_threads_share_one_processor(make_pp):
         t.join()
     assert not errors, errors
     assert pp.stats["gl_frames"] == 30
-    assert gl_threads == {pp._gl.context.thread.ident}  # all GL work on the context's own thread
+    assert gl_threads == {pp._gl.session.thread.ident}  # all GL work on the context's own thread
     assert not gl_threads & callers
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import reference
 from .errors import ClosedError, ContextLostError, GLUnavailableError, InputError, ShaderBuildError
-from .gl.context import AttachedContext, GLContext, GLError, OwnedContext
+from .gl.session import AttachedSession, GLSession, GLError, OwnedSession
 from .gl.pipeline import GLPipeline, TensorLayout
 from .gl.programs import BuildCounters, ProgramCache
 from .gl.worker import GLThread
@@ -76,7 +76,7 @@ class _Faults:
 class _Generation:
     """The GL side of one context generation: context, programs and pooled objects."""
 
-    context: GLContext
+    session: GLSession
     pipeline: GLPipeline
 
 
@@ -266,8 +266,8 @@ class SegmentationPostprocessor:
 
     @property
     def context_info(self):
-        """The current context's :class:`~gpu_seg.gl.context.ContextInfo`, or None without GL."""
-        return self._gl.context.info if self._gl else None
+        """The current context's :class:`~gpu_seg.gl.session.ContextInfo`, or None without GL."""
+        return self._gl.session.info if self._gl else None
 
     def live_gl_objects(self) -> int:
         """GL objects held now: the context plus textures, framebuffers, vertex arrays, programs."""
@@ -323,17 +323,17 @@ class SegmentationPostprocessor:
                     "the application's context was lost; attach a new one with attach()",
                     reason="no context attached",
                 )
-            context: GLContext = AttachedContext(generation, None if pending == "current" else pending)
+            context: GLSession = AttachedSession(generation, None if pending == "current" else pending)
             self._pending_attach = None
         else:
             if self._gl_thread is None or not self._gl_thread.usable:
                 self._gl_thread = GLThread("gpu_seg-gl")
-            context = OwnedContext.create(
+            context = OwnedSession.create(
                 generation, self._device_index, timeout=self._gl_timeout, thread=self._gl_thread
             )
         self._generation = generation
         programs = ProgramCache(
-            context.ctx,
+            context.mgl,
             generation,
             context.info.glsl_version,
             context.check,
@@ -341,7 +341,7 @@ class SegmentationPostprocessor:
             self._faults.take_link_failure,
         )
         try:
-            pipeline = context.run(lambda: GLPipeline(context.ctx, programs))
+            pipeline = context.run(lambda: GLPipeline(context.mgl, programs))
         except BaseException:
             context.abandon()
             raise
@@ -362,12 +362,12 @@ class SegmentationPostprocessor:
             return
         if release:
             try:
-                gl.context.close(release=gl.pipeline.release)
+                gl.session.close(release=gl.pipeline.release)
                 return
             except Exception as exc:  # a dying context: fall through to abandon
-                log.debug("release of generation %d failed: %s", gl.context.generation, exc)
+                log.debug("release of generation %d failed: %s", gl.session.generation, exc)
         gl.pipeline.abandon()
-        gl.context.abandon()
+        gl.session.abandon()
 
     def _enter_fallback(self, reason: str) -> None:
         if not self.policy.fallback_active:
@@ -422,7 +422,7 @@ class SegmentationPostprocessor:
                     self._gl = self._create_generation()
                     self._needs_rebuild_event = self._needs_rebuild_event or not probing
                 gl = self._gl
-                gl.context.run(
+                gl.session.run(
                     functools.partial(
                         gl.pipeline.process,
                         tensor,

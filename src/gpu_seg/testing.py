@@ -7,7 +7,7 @@ context; nothing here mocks GL.
 from __future__ import annotations
 
 from .errors import GpuSegError
-from .gl.context import OwnedContext
+from .gl.session import OwnedSession
 from .postprocessor import SegmentationPostprocessor
 
 __all__ = ["exhaust_loss_budget", "fail_next_context_creations", "fail_next_links", "lose_context"]
@@ -24,9 +24,9 @@ def lose_context(pp: SegmentationPostprocessor) -> None:
             or an attached context, which belongs to the application).
     """
     gl = pp._gl
-    if gl is None or not isinstance(gl.context, OwnedContext):
+    if gl is None or not isinstance(gl.session, OwnedSession):
         raise GpuSegError("lose_context needs a processor with a live owned GL context")
-    gl.context.destroy_for_testing()
+    gl.session.destroy_for_testing()
 
 
 def fail_next_links(pp: SegmentationPostprocessor, n: int = 1) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..gl import egl
-from ..gl.context import OwnedContext
+from ..gl.session import OwnedSession
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,13 +20,13 @@ def collect(device_index: int | None = None) -> dict:
     """Facts about the owned EGL context (or why there is none)."""
     report: dict = {"egl": egl.egl_info()}
     try:
-        context = OwnedContext.create(generation=1, device_index=device_index)
+        context = OwnedSession.create(generation=1, device_index=device_index)
     except Exception as exc:
         report["error"] = str(exc)
         return report
     try:
         info = context.info
-        extensions = context.run(lambda: sorted(context.ctx.extensions))
+        extensions = context.run(lambda: sorted(context.mgl.extensions))
         report.update(
             renderer=info.renderer,
             vendor=info.vendor,

@@ -1,6 +1,6 @@
 """The thread that owns an owned GL context.
 
-Threading model: a context that gpu_seg creates (``OwnedContext``) lives on one dedicated
+Threading model: a context that gpu_seg creates (``OwnedSession``) lives on one dedicated
 thread for its whole life: it is created, made current, used and destroyed there. A processor
 keeps one GL thread across context generations and replaces it only when it hangs. Callers on any
 thread hand work to it with :meth:`GLThread.call` and wait for the result, so

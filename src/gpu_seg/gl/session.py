@@ -1,17 +1,19 @@
-"""GL contexts: the only module that creates, attaches, checks and destroys them.
+"""GL sessions: a generation's use of one GL context. The only module that creates, attaches,
+checks and destroys contexts.
 
-Two kinds, one interface (:class:`GLContext`):
+A session is the moderngl context (``mgl``) plus how frames run on it (thread, make-current,
+health check). Two kinds, one interface (:class:`GLSession`):
 
-* :class:`OwnedContext`: a headless EGL context that gpu_seg creates (through
+* :class:`OwnedSession`: a headless EGL context that gpu_seg creates (through
   :mod:`gpu_seg.gl.egl`, with ``LOSE_CONTEXT_ON_RESET`` reset notification where the driver
   offers it) and keeps on its own thread (:mod:`gpu_seg.gl.worker`). After a loss, the owner
   creates a new one: a new *generation*.
-* :class:`AttachedContext`: a context that the application owns (a glfw or Qt window, ...). GL
+* :class:`AttachedSession`: a context that the application owns (a glfw or Qt window, ...). GL
   work runs on the caller's thread, which must have that context current. gpu_seg cannot
   recreate it: after a loss it reports the loss and waits for the application to attach a new
   one.
 
-:meth:`GLContext.run` brackets every frame: it makes the context current, runs the frame, and
+:meth:`GLSession.run` brackets every frame: it makes the context current, runs the frame, and
 checks the context before any result is trusted. Signals of a loss, cheapest first:
 
 * owned: ``eglMakeCurrent`` fails (destroyed or lost context), ``eglQueryContext`` fails (destroyed
@@ -42,7 +44,7 @@ from ..errors import ContextLostError, GLUnavailableError, GpuSegError
 from . import egl
 from .worker import GLThread
 
-__all__ = ["AttachedContext", "ContextInfo", "GLContext", "GLError", "OwnedContext", "native_current_context"]
+__all__ = ["AttachedSession", "ContextInfo", "GLSession", "GLError", "OwnedSession", "native_current_context"]
 
 log = logging.getLogger("gpu_seg")
 T = TypeVar("T")
@@ -94,11 +96,11 @@ def _describe(kind: str, ctx: moderngl.Context, robust: bool, reset_notification
     )
 
 
-class GLContext:
+class GLSession:
     """Interface of both context kinds. ``generation`` numbers the contexts of one processor."""
 
     generation: int
-    ctx: moderngl.Context
+    mgl: moderngl.Context
     info: ContextInfo
     owned: bool
 
@@ -119,7 +121,7 @@ class GLContext:
         raise NotImplementedError
 
 
-class OwnedContext(GLContext):
+class OwnedSession(GLSession):
     """A headless EGL context created and owned by gpu_seg, living on its own thread.
 
     Use :meth:`create`. ``timeout`` bounds each frame (seconds, None = unbounded).
@@ -141,7 +143,7 @@ class OwnedContext(GLContext):
         self.thread = thread
         self.owns_thread = owns_thread
         self.egl_context = egl_context
-        self.ctx = ctx
+        self.mgl = ctx
         self.timeout = timeout
         self.reset_poll_interval = reset_poll_interval
         self._last_reset_poll = float("-inf")
@@ -157,7 +159,7 @@ class OwnedContext(GLContext):
         timeout: float | None = 60.0,
         reset_poll_interval: float = 0.005,
         thread: GLThread | None = None,
-    ) -> OwnedContext:
+    ) -> OwnedSession:
         """Create the context on ``thread`` (a healthy GL thread kept across generations), or on a
         new thread that the context owns and stops on close.
 
@@ -168,7 +170,7 @@ class OwnedContext(GLContext):
         if thread is None:
             thread = GLThread(f"gpu_seg-gl-{generation}")
 
-        def build() -> OwnedContext:
+        def build() -> OwnedSession:
             display = egl.open_display(device_index)
             egl_context = egl.create_context(display, robust=robust)
             try:
@@ -247,7 +249,7 @@ class OwnedContext(GLContext):
                 self.egl_context.make_current()
                 if release is not None:
                     release()
-                self.ctx.release()  # destroys the EGL context through the loader
+                self.mgl.release()  # destroys the EGL context through the loader
             except (egl.EGLError, moderngl.Error):
                 self.egl_context.destroy()
 
@@ -320,7 +322,7 @@ def native_current_context() -> tuple[str, int] | None:
     return None
 
 
-class AttachedContext(GLContext):
+class AttachedSession(GLSession):
     """A context the application owns; gpu_seg renders into its own framebuffers there.
 
     The application makes its context current on its thread before calling ``process()``;
@@ -336,22 +338,22 @@ class AttachedContext(GLContext):
         if native is None:
             raise GLUnavailableError("no OpenGL context is current on this thread to attach to")
         try:
-            self.ctx = ctx if ctx is not None else moderngl.create_context(require=330)
+            self.mgl = ctx if ctx is not None else moderngl.create_context(require=330)
         except Exception as exc:
             raise GLUnavailableError(f"cannot attach to the current OpenGL context: {exc}") from exc
-        if self.ctx.version_code < 330:
-            raise GLUnavailableError(f"OpenGL {self.ctx.version_code} is too old; 3.3 core is needed")
+        if self.mgl.version_code < 330:
+            raise GLUnavailableError(f"OpenGL {self.mgl.version_code} is too old; 3.3 core is needed")
         self.generation = generation
         self.native = native
         self.thread_id = threading.get_ident()
         self._dead = False
-        self.info = _describe(f"attached-{native[0]}", self.ctx, False, False)
+        self.info = _describe(f"attached-{native[0]}", self.mgl, False, False)
 
     def check(self) -> str | None:
         native = native_current_context()
         if native != self.native:
             return "the application's context is no longer current (destroyed or switched)"
-        if self.ctx.error == "GL_CONTEXT_LOST":
+        if self.mgl.error == "GL_CONTEXT_LOST":
             return "glGetError returned GL_CONTEXT_LOST"
         return None
 
@@ -377,7 +379,7 @@ class AttachedContext(GLContext):
             raise GLError(f"GL call failed on a healthy context: {exc}") from exc
         reason = self.check()
         if reason is None:
-            error = self.ctx.error
+            error = self.mgl.error
             if error != "GL_NO_ERROR":
                 raise GLError(f"{error} during the frame")
             return result
