@@ -15,9 +15,9 @@ import numpy as np
 
 from . import reference
 from .errors import ClosedError, ContextLostError, GLUnavailableError, InputError, ShaderBuildError
-from .gl.session import AttachedSession, GLSession, GLError, OwnedSession
 from .gl.pipeline import GLPipeline, TensorLayout
 from .gl.programs import BuildCounters, ProgramCache
+from .gl.session import AttachedSession, GLError, GLSession, OwnedSession
 from .gl.worker import GLThread
 from .inputs import (
     CPU_MAX_OUTPUT_DIM,

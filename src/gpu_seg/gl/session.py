@@ -44,7 +44,7 @@ from ..errors import ContextLostError, GLUnavailableError, GpuSegError
 from . import egl
 from .worker import GLThread
 
-__all__ = ["AttachedSession", "ContextInfo", "GLSession", "GLError", "OwnedSession", "native_current_context"]
+__all__ = ["AttachedSession", "ContextInfo", "GLError", "GLSession", "OwnedSession", "native_current_context"]
 
 log = logging.getLogger("gpu_seg")
 T = TypeVar("T")
