@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+import gpu_seg
 from gpu_seg import reference_postprocess
 from gpu_seg.reference import category_mask, resize_plane
 from gpu_seg.sampling import align_corners_taps, resize_taps
@@ -157,3 +158,20 @@ def test_output_dimension_of_one_samples_index_zero():
     tensor = np.zeros((4, 4, 2), np.float32)
     tensor[0, 0, 1] = 1.0
     assert category_mask(tensor, "none", (1, 1)).item() == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.uint8, np.dtype("float16"), "uint8"])
+def test_reference_accepts_numpy_dtypes_for_confidence_dtype(dtype):
+    # Regression: a numpy dtype was compared with strings and fell into the uint8 branch
+    # (float32 gave values 8-172 instead of ~0.68).
+    tensor = np.random.default_rng(3).standard_normal((5, 7, 3)).astype(np.float32)
+    by_name = gpu_seg.reference_postprocess(
+        tensor, "softmax", (9, 4), confidence_dtype=np.dtype(dtype).name
+    ).confidence_masks
+    by_dtype = gpu_seg.reference_postprocess(
+        tensor, "softmax", (9, 4), confidence_dtype=dtype
+    ).confidence_masks
+    assert by_dtype.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(by_dtype, by_name)
+    if np.dtype(dtype) == np.float32:
+        assert float(np.nanmax(by_dtype)) <= 1.0

@@ -11,15 +11,16 @@ import operator
 import numpy as np
 
 from .errors import InputError
+from .frame import ConfidenceFormat, Frame
 from .types import Activation
 
 __all__ = [
     "as_hwc_float32",
     "check_output_array",
     "check_requested_outputs",
+    "make_frame",
     "parse_activation",
     "parse_channels",
-    "parse_confidence_dtype",
     "parse_output_size",
 ]
 
@@ -112,20 +113,6 @@ def parse_output_size(
     return width, height
 
 
-CONFIDENCE_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
-
-
-def parse_confidence_dtype(dtype: object) -> np.dtype:
-    """The dtype confidence masks are stored as: float32, float16 or uint8 (names or numpy dtypes)."""
-    try:
-        name = np.dtype(dtype).name  # type: ignore[call-overload]
-    except TypeError:
-        name = None
-    if dtype is None or name not in CONFIDENCE_DTYPES:
-        raise InputError("confidence_dtype", f"{dtype!r} is not one of 'float32', 'float16', 'uint8'")
-    return np.dtype(CONFIDENCE_DTYPES[name])
-
-
 def parse_channels(channels: object, count: int) -> tuple[int, ...]:
     """The confidence channels to return (all when ``channels`` is None), checked against ``count``."""
     if channels is None:
@@ -166,3 +153,33 @@ def check_output_array(
     if not array.flags.c_contiguous or not array.flags.writeable:
         raise InputError(argument, "must be C-contiguous and writeable")
     return array
+
+
+def make_frame(
+    tensor: object,
+    activation: Activation | str,
+    output_size: object,
+    *,
+    confidence: bool,
+    category: bool,
+    confidence_format: ConfidenceFormat | str = ConfidenceFormat.FLOAT32,
+    confidence_channels: object = None,
+    max_dim: int = CPU_MAX_OUTPUT_DIM,
+) -> Frame:
+    """Validate one frame's arguments, once, and return the :class:`~gpu_seg.frame.Frame` backends get.
+
+    Raises:
+        InputError: naming the offending argument.
+    """
+    check_requested_outputs(confidence, category)
+    tensor = as_hwc_float32(tensor)
+    width, height = parse_output_size(output_size, tensor.shape[:2], max_dim)
+    return Frame(
+        tensor=tensor,
+        width=width,
+        height=height,
+        activation=parse_activation(activation),
+        confidence_channels=parse_channels(confidence_channels, tensor.shape[2]) if confidence else None,
+        category=bool(category),
+        confidence_format=ConfidenceFormat.parse(confidence_format),
+    )

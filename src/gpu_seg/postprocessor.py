@@ -15,6 +15,7 @@ import numpy as np
 
 from . import reference
 from .errors import ClosedError, ContextLostError, GLUnavailableError, InputError, ShaderBuildError
+from .frame import ConfidenceFormat
 from .gl.pipeline import GLPipeline, TensorLayout
 from .gl.programs import BuildCounters, ProgramCache
 from .gl.session import AttachedSession, GLError, GLSession, OwnedSession
@@ -26,7 +27,6 @@ from .inputs import (
     check_requested_outputs,
     parse_activation,
     parse_channels,
-    parse_confidence_dtype,
     parse_output_size,
 )
 from .resilience import RecoveryPolicy
@@ -142,7 +142,8 @@ class SegmentationPostprocessor:
         confidence_channels: Sequence[int] | None = None,
     ) -> None:
         self.activation = parse_activation(activation)
-        self.confidence_dtype = parse_confidence_dtype(confidence_dtype)
+        self.confidence_format = ConfidenceFormat.parse(confidence_dtype)
+        self.confidence_dtype = self.confidence_format.dtype
         if confidence_channels is not None:
             parse_channels(confidence_channels, 1 << 30)  # shape and type now; range per frame
         self.confidence_channels = None if confidence_channels is None else tuple(confidence_channels)
@@ -391,7 +392,7 @@ class SegmentationPostprocessor:
                 self.activation,
                 (width, height),
                 out=confidence,
-                dtype=self.confidence_dtype.name,
+                dtype=self.confidence_format,
                 channels=self.confidence_channels,
             )
         if category is not None:

@@ -31,19 +31,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .inputs import (
-    as_hwc_float32,
-    check_output_array,
-    check_requested_outputs,
-    parse_activation,
-    parse_channels,
-    parse_confidence_dtype,
-    parse_output_size,
-)
+from .frame import ConfidenceFormat, Frame
+from .inputs import as_hwc_float32, check_output_array, make_frame, parse_activation
 from .sampling import SINGLE_TAP, align_corners_taps, identity_taps, resize_taps
 from .types import Activation, Result
 
-__all__ = ["activate", "category_mask", "confidence_masks", "reference_postprocess", "resize_plane"]
+__all__ = [
+    "activate",
+    "category_mask",
+    "compute",
+    "confidence_masks",
+    "encode_confidence",
+    "reference_postprocess",
+    "resize_plane",
+]
 
 #: Bytes of float32 scratch per block of rows in :func:`category_mask`.
 _CATEGORY_BLOCK_BYTES = 8 << 20
@@ -72,8 +73,10 @@ def _first_max(values: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarr
 
 def activate(tensor: np.ndarray, activation: Activation | str) -> np.ndarray:
     """Apply ``activation`` at tensor resolution; returns float32 planes ``(C, H, W)``."""
-    tensor = as_hwc_float32(tensor)
-    activation = parse_activation(activation)
+    return _activated_planes(as_hwc_float32(tensor), parse_activation(activation))
+
+
+def _activated_planes(tensor: np.ndarray, activation: Activation) -> np.ndarray:
     planes = np.ascontiguousarray(np.moveaxis(tensor, -1, 0))
     if activation is Activation.SIGMOID:
         return _sigmoid(planes)
@@ -110,12 +113,15 @@ def resize_plane(plane: np.ndarray, width: int, height: int, out: np.ndarray | N
     return out
 
 
-def encode_confidence(values: np.ndarray, dtype: str, out: np.ndarray) -> np.ndarray:
-    """Store float32 confidences as ``dtype``: float32 as is; float16 rounded to nearest even;
+def encode_confidence(
+    values: np.ndarray, fmt: ConfidenceFormat | str | type | np.dtype, out: np.ndarray
+) -> np.ndarray:
+    """Store float32 confidences in format ``fmt``: float32 as is; float16 rounded to nearest even;
     uint8 as ``floor(v * 255 + 0.5)`` clamped to [0, 255] (round half up), NaN -> 0."""
-    if dtype == "float32":
+    fmt = ConfidenceFormat.parse(fmt, "fmt")
+    if fmt is ConfidenceFormat.FLOAT32:
         out[...] = values
-    elif dtype == "float16":
+    elif fmt is ConfidenceFormat.FLOAT16:
         with np.errstate(over="ignore"):
             out[...] = values.astype(np.float16)
     else:
@@ -125,44 +131,32 @@ def encode_confidence(values: np.ndarray, dtype: str, out: np.ndarray) -> np.nda
     return out
 
 
-def confidence_masks(
-    tensor: np.ndarray,
-    activation: Activation | str,
-    output_size: tuple[int, int] | None = None,
-    out: np.ndarray | None = None,
-    dtype: str = "float32",
-    channels: Sequence[int] | None = None,
-) -> np.ndarray:
-    """Confidence masks ``(len(channels), height, width)`` as ``dtype`` (default: all, float32).
+def compute(frame: Frame, confidence_out: np.ndarray | None, category_out: np.ndarray | None) -> None:
+    """Compute a validated frame's requested masks into the given arrays (the CPU backend entry)."""
+    if frame.confidence_channels is not None:
+        assert confidence_out is not None
+        _confidence_into(frame, confidence_out)
+    if frame.category:
+        assert category_out is not None
+        _category_into(frame, category_out)
 
-    ``channels`` selects and orders the masks; the activation still sees every channel.
-    """
-    tensor = as_hwc_float32(tensor)
-    width, height = parse_output_size(output_size, tensor.shape[:2])
-    selected = parse_channels(channels, tensor.shape[2])
-    planes = activate(tensor, activation)
-    out = check_output_array(out, "out", (len(selected), height, width), parse_confidence_dtype(dtype))
-    scratch = np.empty((height, width), np.float32) if dtype != "float32" else None
-    for index, channel in enumerate(selected):
+
+def _confidence_into(frame: Frame, out: np.ndarray) -> None:
+    planes = _activated_planes(frame.tensor, frame.activation)
+    fmt = frame.confidence_format
+    scratch = None if fmt is ConfidenceFormat.FLOAT32 else np.empty((frame.height, frame.width), np.float32)
+    for index, channel in enumerate(frame.confidence_channels or ()):
         if scratch is None:
-            resize_plane(planes[channel], width, height, out=out[index])
+            resize_plane(planes[channel], frame.width, frame.height, out=out[index])
         else:
-            encode_confidence(resize_plane(planes[channel], width, height, out=scratch), dtype, out[index])
-    return out
+            encode_confidence(
+                resize_plane(planes[channel], frame.width, frame.height, out=scratch), fmt, out[index]
+            )
 
 
-def category_mask(
-    tensor: np.ndarray,
-    activation: Activation | str,
-    output_size: tuple[int, int] | None = None,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """uint8 category mask ``(height, width)``."""
-    tensor = as_hwc_float32(tensor)
-    activation = parse_activation(activation)
+def _category_into(frame: Frame, out: np.ndarray) -> None:
+    tensor, width, height = frame.tensor, frame.width, frame.height
     in_h, in_w, channels = tensor.shape
-    width, height = parse_output_size(output_size, (in_h, in_w))
-    out = check_output_array(out, "out", (height, width), np.dtype(np.uint8))
     tx = align_corners_taps(in_w, width)
     ty = align_corners_taps(in_h, height)
     block = max(1, _CATEGORY_BLOCK_BYTES // (4 * width * channels))
@@ -178,7 +172,7 @@ def category_mask(
             b = tensor[y1, tx.i1[None, :]]
             right = a + (b - a) * t0
             value = left + (right - left) * t1
-        if activation is Activation.SIGMOID:
+        if frame.activation is Activation.SIGMOID:
             value = _sigmoid(value)
         if channels == 1:
             out[rows] = np.where(value[..., 0] > np.float32(0.5), 0, 255)
@@ -186,6 +180,40 @@ def category_mask(
             out[rows] = _first_max(value, axis=-1)[1].astype(np.uint8)
         else:
             out[rows] = np.argmax(value, axis=-1).astype(np.uint8)  # first maximum, like max_element
+
+
+def confidence_masks(
+    tensor: np.ndarray,
+    activation: Activation | str,
+    output_size: tuple[int, int] | None = None,
+    out: np.ndarray | None = None,
+    dtype: ConfidenceFormat | str | type | np.dtype = "float32",
+    channels: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Confidence masks ``(len(channels), height, width)`` as ``dtype`` (default: all, float32).
+
+    ``channels`` selects and orders the masks; the activation still sees every channel.
+    ``dtype`` is a :class:`~gpu_seg.frame.ConfidenceFormat`, its name or a numpy dtype.
+    """
+    frame = make_frame(
+        tensor, activation, output_size, confidence=True, category=False,
+        confidence_format=ConfidenceFormat.parse(dtype, "dtype"), confidence_channels=channels,
+    )  # fmt: skip
+    out = check_output_array(out, "out", frame.confidence_shape, frame.confidence_format.dtype)
+    _confidence_into(frame, out)
+    return out
+
+
+def category_mask(
+    tensor: np.ndarray,
+    activation: Activation | str,
+    output_size: tuple[int, int] | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """uint8 category mask ``(height, width)``."""
+    frame = make_frame(tensor, activation, output_size, confidence=False, category=True)
+    out = check_output_array(out, "out", frame.category_shape, np.dtype(np.uint8))
+    _category_into(frame, out)
     return out
 
 
@@ -195,7 +223,7 @@ def reference_postprocess(
     output_size: tuple[int, int] | None = None,
     output_confidence_masks: bool = True,
     output_category_mask: bool = True,
-    confidence_dtype: str = "float32",
+    confidence_dtype: ConfidenceFormat | str | type | np.dtype = "float32",
     confidence_channels: Sequence[int] | None = None,
 ) -> Result:
     """MediaPipe's CPU post-processing of ``tensor`` in numpy; see the module docstring.
@@ -204,25 +232,21 @@ def reference_postprocess(
         tensor: model output, float32 ``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)``.
         activation: ``"none"``, ``"sigmoid"``, ``"softmax"`` or an :class:`Activation`.
         output_size: ``(width, height)``; defaults to the tensor size.
-        output_confidence_masks: compute the float32 ``(C, height, width)`` masks.
+        output_confidence_masks: compute the ``(C, height, width)`` masks.
         output_category_mask: compute the uint8 ``(height, width)`` mask.
-        confidence_dtype: ``"float32"``, ``"float16"`` (round to nearest even) or ``"uint8"``
-            (``floor(v * 255 + 0.5)`` clamped, NaN -> 0; quantised after the resize).
+        confidence_dtype: a :class:`~gpu_seg.frame.ConfidenceFormat`, its name or a numpy dtype:
+            float32, float16 (round to nearest even) or uint8 (``floor(v * 255 + 0.5)`` clamped,
+            NaN -> 0; quantised after the resize).
         confidence_channels: indices of the confidence masks to return, in that order.
 
     Returns:
         A :class:`Result` with ``backend == "cpu"``.
     """
-    check_requested_outputs(output_confidence_masks, output_category_mask)
-    tensor = as_hwc_float32(tensor)
-    activation = parse_activation(activation)
-    size = parse_output_size(output_size, tensor.shape[:2])
-    return Result(
-        confidence_masks=(
-            confidence_masks(tensor, activation, size, dtype=confidence_dtype, channels=confidence_channels)
-            if output_confidence_masks
-            else None
-        ),
-        category_mask=category_mask(tensor, activation, size) if output_category_mask else None,
-        backend="cpu",
-    )
+    frame = make_frame(
+        tensor, activation, output_size,
+        confidence=bool(output_confidence_masks), category=bool(output_category_mask),
+        confidence_format=confidence_dtype, confidence_channels=confidence_channels,
+    )  # fmt: skip
+    confidence, category = frame.allocate_confidence(), frame.allocate_category()
+    compute(frame, confidence, category)
+    return Result(confidence_masks=confidence, category_mask=category, backend="cpu")
