@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gpu_seg.inputs import make_frame
 from gpu_seg.reference import category_mask
-from gpu_seg.types import Activation
 
 MARGIN = 1.0 / 16384.0  # as in cell_class.frag.glsl
 
@@ -58,7 +58,8 @@ def _run(gl, tensor, activation, size, shortcut=True):
     pipeline.SHORTCUT_MAX_UNSURE, pipeline.SHORTCUT_MIN_WORK = 1.0, 0  # always take it when it applies
     try:
         out = np.empty((size[1], size[0]), np.uint8)
-        pipeline.process(tensor, Activation(activation), size[0], size[1], None, out)
+        frame = make_frame(tensor, activation, size, confidence=False, category=True)
+        pipeline.process(frame, None, out)
         return out, pipeline.last_category_strategy[0]
     finally:
         pipeline.category_shortcut = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpu_seg.resilience import Backoff, LossBudget, RecoveryPolicy
+from gpu_seg.resilience import Backoff, LossBucket, LossBudget, RecoveryPolicy
 
 
 class Clock:
@@ -17,13 +17,13 @@ class Clock:
 
 def test_budget_allows_capacity_losses_then_refuses():
     clock = Clock()
-    budget = LossBudget(capacity=3, forgive_after=60.0, clock=clock)
+    budget = LossBucket(LossBudget(capacity=3, forgive_after=60.0), clock)
     assert [budget.record_loss() for _ in range(4)] == [True, True, True, False]
 
 
 def test_budget_forgives_one_loss_per_interval():
     clock = Clock()
-    budget = LossBudget(capacity=2, forgive_after=60.0, clock=clock)
+    budget = LossBucket(LossBudget(capacity=2, forgive_after=60.0), clock)
     assert budget.record_loss() and budget.record_loss()
     clock.now += 60.0  # one loss forgiven
     assert budget.level == pytest.approx(1.0)
@@ -47,7 +47,7 @@ def test_backoff_grows_and_caps():
 
 def test_policy_backs_off_for_losses_in_quick_succession_only():
     clock = Clock()
-    policy = RecoveryPolicy(budget=LossBudget(capacity=10, clock=clock), clock=clock, quick_succession=5.0)
+    policy = RecoveryPolicy(budget=LossBudget(capacity=10), clock=clock, quick_succession=5.0).new_state()
     assert policy.record_loss() == (True, 0.0)
     clock.now += 1.0
     assert policy.record_loss() == (True, 0.05)
@@ -59,7 +59,7 @@ def test_policy_backs_off_for_losses_in_quick_succession_only():
 
 def test_policy_fallback_and_reprobe_schedule():
     clock = Clock()
-    policy = RecoveryPolicy(budget=LossBudget(capacity=1, clock=clock), clock=clock, reprobe_interval=30.0)
+    policy = RecoveryPolicy(budget=LossBudget(capacity=1), clock=clock, reprobe_interval=30.0).new_state()
     assert policy.record_loss()[0]
     may_rebuild, _ = policy.record_loss()
     assert not may_rebuild
@@ -74,4 +74,19 @@ def test_policy_fallback_and_reprobe_schedule():
     clock.now += 30.0
     assert policy.probe_due()
     policy.leave_fallback()
-    assert not policy.fallback_active and policy.budget.level == 0.0
+    assert not policy.fallback_active and policy.bucket.level == 0.0
+
+
+def test_one_policy_shared_by_two_states_keeps_them_independent():
+    clock = Clock()
+    policy = RecoveryPolicy(budget=LossBudget(capacity=1), clock=clock)
+    first, second = policy.new_state(), policy.new_state()
+    assert first.record_loss()[0] and not first.record_loss()[0]
+    first.enter_fallback("budget")
+    assert second.record_loss()[0] and not second.fallback_active
+
+
+def test_policy_settings_are_immutable():
+    policy = RecoveryPolicy()
+    with pytest.raises(AttributeError):
+        policy.reprobe_interval = 1.0  # type: ignore[misc]

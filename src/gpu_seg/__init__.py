@@ -19,7 +19,9 @@ from .errors import (
     InputError,
     ShaderBuildError,
 )
-from .postprocessor import Event, SegmentationPostprocessor
+from .events import Event, EventKind
+from .frame import ConfidenceFormat
+from .postprocessor import SegmentationPostprocessor
 from .reference import reference_postprocess
 from .resilience import Backoff, LossBudget, RecoveryPolicy
 from .types import Activation, Result
@@ -32,8 +34,10 @@ __all__ = [
     "Activation",
     "Backoff",
     "ClosedError",
+    "ConfidenceFormat",
     "ContextLostError",
     "Event",
+    "EventKind",
     "GLUnavailableError",
     "GpuSegError",
     "InputError",

@@ -2,92 +2,31 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
 import moderngl
 import numpy as np
 
 from . import reference
-from .errors import ClosedError, ContextLostError, GLUnavailableError, InputError, ShaderBuildError
-from .frame import ConfidenceFormat
-from .gl.pipeline import GLPipeline, TensorLayout
-from .gl.programs import BuildCounters, ProgramCache
-from .gl.session import AttachedSession, GLError, GLSession, OwnedSession
-from .gl.worker import GLThread
-from .inputs import (
-    CPU_MAX_OUTPUT_DIM,
-    as_hwc_float32,
-    check_output_array,
-    check_requested_outputs,
-    parse_activation,
-    parse_channels,
-    parse_output_size,
-)
+from .errors import ClosedError, InputError
+from .events import Event, EventKind, EventLog
+from .frame import ConfidenceFormat, Frame
+from .gl.pipeline import TensorLayout
+from .idle import IdleWatch
+from .inputs import CPU_MAX_OUTPUT_DIM, check_output_array, make_frame, parse_activation, parse_channels
 from .resilience import RecoveryPolicy
+from .supervisor import GLSupervisor, Verdict
 from .types import Activation, Result
 
-__all__ = ["Event", "SegmentationPostprocessor"]
+__all__ = ["Event", "EventKind", "SegmentationPostprocessor"]
 
 log = logging.getLogger("gpu_seg")
 
 BackendChoice = Literal["auto", "gl", "cpu"]
-EVENT_KINDS = ("context_lost", "rebuilt", "fallback", "gpu_restored", "shader_error", "gl_error")
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something that happened to the GL side of a processor.
-
-    Attributes:
-        kind: one of ``context_lost``, ``rebuilt``, ``fallback``, ``gpu_restored``,
-            ``shader_error``, ``gl_error``.
-        time: wall-clock time (``time.time()``).
-        reason: what was detected, in words.
-        generation: the context generation concerned.
-    """
-
-    kind: str
-    time: float
-    reason: str
-    generation: int
-
-
-@dataclass
-class _Faults:
-    """Pending injected faults (see :mod:`gpu_seg.testing`)."""
-
-    fail_links: int = 0
-    fail_creations: int = 0
-
-    def take_link_failure(self) -> str | None:
-        if self.fail_links > 0:
-            self.fail_links -= 1
-            return "injected link failure (lost context)"
-        return None
-
-
-@dataclass
-class _Generation:
-    """The GL side of one context generation: context, programs and pooled objects."""
-
-    session: GLSession
-    pipeline: GLPipeline
-
-
-@dataclass
-class _Counters:
-    frames: int = 0
-    gl_frames: int = 0
-    cpu_frames: int = 0
-    context_losses: int = 0
-    rebuilds: int = 0
-    builds: BuildCounters = field(default_factory=BuildCounters)
 
 
 class SegmentationPostprocessor:
@@ -102,8 +41,11 @@ class SegmentationPostprocessor:
         context: ``None`` to create and own a headless EGL context; a ``moderngl.Context`` or
             ``"current"`` to work inside the application's context (see :meth:`attach`).
         on_event: called with an :class:`Event` on context loss, rebuild, fallback, GPU restored,
-            shader error. It runs on the thread that called ``process()``.
-        policy: loss budget, backoff and re-probe settings (:class:`~gpu_seg.resilience.RecoveryPolicy`).
+            shader error, GL error, trim. It runs on the thread whose call produced the event,
+            after the processor's lock is released (it may call the processor); an exception it
+            raises is logged and changes nothing else.
+        policy: loss budget, backoff and re-probe settings (:class:`~gpu_seg.resilience.RecoveryPolicy`,
+            immutable; one instance may be shared: each processor keeps its own state).
         device_index: EGL device for the owned context (default: env ``GPU_SEG_EGL_DEVICE`` or 0).
         gl_timeout: seconds a frame may take on the GL thread before the driver is considered hung.
         confidence_dtype: ``"float32"`` (default), ``"float16"`` (round to nearest even) or
@@ -112,6 +54,10 @@ class SegmentationPostprocessor:
             it, so its uint8 masks can differ by one step.
         confidence_channels: indices of the confidence masks to compute and return, in that order
             (default: every channel). The activation still uses every channel.
+        idle_release_after: seconds without frames after which pooled GL objects are released
+            (:meth:`trim`); ``None`` (default) never releases them by itself.
+        idle_release_context: with ``idle_release_after``, release the owned context too (the
+            next frame creates a new one, without counting a loss).
 
     Convention:
         ``tensor`` is float32 ``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)``, channel-interleaved
@@ -120,6 +66,9 @@ class SegmentationPostprocessor:
         :mod:`gpu_seg.reference`): confidence masks use OpenCV half-pixel bilinear resizing of the
         activated values; the category mask uses align-corners interpolation of the raw logits,
         ties to the lowest index; one-class models give 0 (foreground, value > 0.5) / 255.
+
+    Memory: a GL frame never writes into ``confidence_out``/``category_out`` before it is known
+    good; it computes into fresh arrays and copies them there after the context's health check.
 
     Threads: ``process()`` may be called from any thread; frames run one at a time. An owned
     context lives on a dedicated GL thread that does all its GL work; an attached context is
@@ -138,40 +87,69 @@ class SegmentationPostprocessor:
         policy: RecoveryPolicy | None = None,
         device_index: int | None = None,
         gl_timeout: float | None = 60.0,
-        confidence_dtype: str = "float32",
+        confidence_dtype: ConfidenceFormat | str | type | np.dtype = "float32",
         confidence_channels: Sequence[int] | None = None,
+        idle_release_after: float | None = None,
+        idle_release_context: bool = False,
     ) -> None:
         self.activation = parse_activation(activation)
         self.confidence_format = ConfidenceFormat.parse(confidence_dtype)
-        self.confidence_dtype = self.confidence_format.dtype
         if confidence_channels is not None:
             parse_channels(confidence_channels, 1 << 30)  # shape and type now; range per frame
         self.confidence_channels = None if confidence_channels is None else tuple(confidence_channels)
-        check_requested_outputs(bool(output_confidence_masks), bool(output_category_mask))
+        if not output_confidence_masks and not output_category_mask:
+            raise InputError(
+                "output_confidence_masks",
+                "at least one of output_confidence_masks and output_category_mask must be True",
+            )
         if backend not in ("auto", "gl", "cpu"):
             raise InputError("backend", f"unknown backend {backend!r}; expected 'auto', 'gl' or 'cpu'")
         if context is not None and context != "current" and not isinstance(context, moderngl.Context):
             raise InputError("context", "expected None, 'current' or a moderngl.Context")
+        if policy is not None and not isinstance(policy, RecoveryPolicy):
+            raise InputError("policy", f"expected a gpu_seg.RecoveryPolicy, got {type(policy).__name__}")
+        if idle_release_after is not None and not (
+            isinstance(idle_release_after, (int, float)) and idle_release_after > 0
+        ):
+            raise InputError(
+                "idle_release_after", f"{idle_release_after!r} is not a positive number of seconds"
+            )
         self.output_confidence_masks = bool(output_confidence_masks)
         self.output_category_mask = bool(output_category_mask)
         self.backend: BackendChoice = backend
         self.policy = policy if policy is not None else RecoveryPolicy()
-        self.on_event = on_event
-        self._device_index = device_index
-        self._gl_timeout = gl_timeout
-        self._attached_mode = context is not None
-        self._pending_attach: moderngl.Context | Literal["current"] | None = context
+        self._events = EventLog(on_event)
         self._lock = threading.RLock()
         self._closed = False
-        self._gl: _Generation | None = None
-        self._gl_thread: GLThread | None = None  # kept across generations unless it hangs
-        self._generation = 0
-        self._counters = _Counters()
-        self._faults = _Faults()
-        self._gl_max_dim: int | None = None
-        self._needs_rebuild_event = False
-        if backend != "cpu":
-            self._start_gl()
+        self._frames = self._gl_frames = self._cpu_frames = self._backoff_cpu_frames = 0
+        self._supervisor: GLSupervisor | None = None
+        self._idle: IdleWatch | None = None
+        try:
+            if backend != "cpu":
+                self._supervisor = GLSupervisor(
+                    backend, context, self._events, self.policy, device_index, gl_timeout
+                )
+                self._supervisor.start()
+        finally:
+            self._events.deliver()
+        if idle_release_after is not None and backend != "cpu":
+            self._idle = IdleWatch(
+                float(idle_release_after), lambda: self._trim_if_idle(idle_release_context)
+            )
+
+    @property
+    def on_event(self) -> Callable[[Event], None] | None:
+        """The event callback (may be replaced at any time)."""
+        return self._events.callback
+
+    @on_event.setter
+    def on_event(self, callback: Callable[[Event], None] | None) -> None:
+        self._events.callback = callback
+
+    @property
+    def confidence_dtype(self) -> np.dtype:
+        """The numpy dtype of the confidence masks."""
+        return self.confidence_format.dtype
 
     # ----------------------------------------------------------------------------- public
     def process(
@@ -187,8 +165,8 @@ class SegmentationPostprocessor:
         Args:
             tensor: float32 ``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)`` logits (HWC, row 0 = top).
             output_size: ``(width, height)``; defaults to the tensor size.
-            confidence_out: optional preallocated float32 ``(C, height, width)`` C-contiguous array
-                to write the confidence masks into (returned in the result).
+            confidence_out: optional preallocated ``(masks, height, width)`` C-contiguous array of
+                the confidence dtype to write the confidence masks into (returned in the result).
             category_out: optional preallocated uint8 ``(height, width)`` array for the category mask.
 
         Returns:
@@ -200,33 +178,26 @@ class SegmentationPostprocessor:
             GLUnavailableError, ContextLostError, ShaderBuildError: only with ``backend="gl"``.
         """
         self._check_open()
-        tensor = as_hwc_float32(tensor)
-        max_dim = self._gl_max_dim if (self.backend != "cpu" and self._gl_max_dim) else CPU_MAX_OUTPUT_DIM
-        width, height = parse_output_size(output_size, tensor.shape[:2], max_dim)
-        if self.backend != "cpu" and self._gl_max_dim:
-            TensorLayout.for_tensor(*tensor.shape, self._gl_max_dim)  # too big for GL: InputError now
-        selected = parse_channels(self.confidence_channels, tensor.shape[2])
-        confidence = (
-            check_output_array(
-                confidence_out, "confidence_out", (len(selected), height, width), self.confidence_dtype
+        frame = self._frame(tensor, output_size)
+        confidence_dst = (
+            None
+            if confidence_out is None
+            else check_output_array(
+                confidence_out, "confidence_out", frame.confidence_shape, self.confidence_dtype
             )
-            if self.output_confidence_masks
-            else None
         )
-        category = (
-            check_output_array(category_out, "category_out", (height, width), np.dtype(np.uint8))
-            if self.output_category_mask
-            else None
+        category_dst = (
+            None
+            if category_out is None
+            else check_output_array(category_out, "category_out", frame.category_shape, np.dtype(np.uint8))
         )
-        with self._lock:
-            self._check_open()
-            self._counters.frames += 1
-            if self.backend != "cpu" and self._gl_frame(tensor, width, height, confidence, category):
-                self._counters.gl_frames += 1
-                return Result(confidence, category, "gl")
-            self._cpu_frame(tensor, width, height, confidence, category)
-            self._counters.cpu_frames += 1
-            return Result(confidence, category, "cpu")
+        if self._idle is not None:
+            self._idle.touch()
+        if self._supervisor is not None:
+            result = self._gl_frame(frame, confidence_dst, category_dst)
+            if result is not None:
+                return result
+        return self._cpu_frame(frame, confidence_dst, category_dst)
 
     __call__ = process
 
@@ -238,53 +209,78 @@ class SegmentationPostprocessor:
         destroyed). The previous generation's objects are dropped without GL calls if its context
         is gone, or released if it is still alive and current.
         """
-        self._check_open()
-        with self._lock:
-            self._attached_mode = True
-            self._drop_generation(release=True)
-            self._pending_attach = context
-            self._start_gl()
-            if self._gl is not None and self._generation > 1:
-                self._counters.rebuilds += 1
-                self._emit("rebuilt", f"attached a new application context (generation {self._generation})")
+        if context != "current" and not isinstance(context, moderngl.Context):
+            raise InputError("context", "expected 'current' or a moderngl.Context")
+        try:
+            with self._lock:
+                self._check_open()
+                if self._supervisor is None:
+                    raise InputError("context", "a processor created with backend='cpu' has no GL side")
+                self._supervisor.attach(context)
+        finally:
+            self._events.deliver()
+
+    def trim(self, release_context: bool = False) -> None:
+        """Release pooled GL textures, framebuffers, buffers and cached programs now.
+
+        The next frame recreates what it needs (exactly as before). With ``release_context`` an
+        owned context is released too and the next frame creates a new one (not a loss). Use it
+        when the application goes idle; ``idle_release_after`` does it automatically.
+        """
+        try:
+            with self._lock:
+                self._check_open()
+                if self._supervisor is not None:
+                    self._supervisor.trim(release_context)
+        finally:
+            self._events.deliver()
 
     @property
     def stats(self) -> Mapping[str, object]:
-        """Counters since creation (a snapshot)."""
-        c = self._counters
-        return {
-            "frames": c.frames,
-            "gl_frames": c.gl_frames,
-            "cpu_frames": c.cpu_frames,
-            "context_losses": c.context_losses,
-            "rebuilds": c.rebuilds,
-            "program_builds": c.builds.program_builds,
-            "link_failures": c.builds.link_failures,
-            "fallback_active": self.policy.fallback_active,
-            "generation": self._generation,
-            "live_gl_objects": self.live_gl_objects(),
-        }
+        """Counters since creation and what the GL side holds now (a consistent snapshot)."""
+        with self._lock:
+            supervisor = self._supervisor
+            gl = supervisor.counters if supervisor else None
+            generation = supervisor.generation if supervisor else None
+            return {
+                "frames": self._frames,
+                "gl_frames": self._gl_frames,
+                "cpu_frames": self._cpu_frames,
+                "backoff_cpu_frames": self._backoff_cpu_frames,
+                "context_losses": gl.context_losses if gl else 0,
+                "rebuilds": gl.rebuilds if gl else 0,
+                "trims": gl.trims if gl else 0,
+                "program_builds": gl.builds.program_builds if gl else 0,
+                "link_failures": gl.builds.link_failures if gl else 0,
+                "fallback_active": bool(supervisor and supervisor.recovery.fallback_active),
+                "generation": supervisor.last_number if supervisor else 0,
+                "live_gl_objects": supervisor.live_gl_objects() if supervisor else 0,
+                "programs": len(generation.pipeline.programs) if generation else 0,
+            }
 
     @property
     def context_info(self):
-        """The current context's :class:`~gpu_seg.gl.session.ContextInfo`, or None without GL."""
-        return self._gl.session.info if self._gl else None
+        """The current session's :class:`~gpu_seg.gl.session.ContextInfo`, or None without GL."""
+        with self._lock:
+            generation = self._supervisor.generation if self._supervisor else None
+            return generation.session.info if generation else None
 
     def live_gl_objects(self) -> int:
         """GL objects held now: the context plus textures, framebuffers, vertex arrays, programs."""
-        gl = self._gl
-        return 0 if gl is None else 1 + gl.pipeline.live_objects()
+        with self._lock:
+            return self._supervisor.live_gl_objects() if self._supervisor else 0
 
     def close(self) -> None:
         """Release every GL object and the owned context. Idempotent."""
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            idle.stop()
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._drop_generation(release=True)
-            if self._gl_thread is not None:
-                self._gl_thread.stop()
-                self._gl_thread = None
+            if self._supervisor is not None:
+                self._supervisor.close()
 
     def __enter__(self) -> SegmentationPostprocessor:
         return self
@@ -293,203 +289,90 @@ class SegmentationPostprocessor:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("cpu fallback" if self.policy.fallback_active else "ready")
+        supervisor = self._supervisor
+        fallback = bool(supervisor and supervisor.recovery.fallback_active)
+        state = "closed" if self._closed else ("cpu fallback" if fallback else "ready")
+        generation = supervisor.last_number if supervisor else 0
         return (
             f"<SegmentationPostprocessor activation={self.activation.value} backend={self.backend} "
-            f"generation={self._generation} {state}>"
+            f"generation={generation} {state}>"
         )
 
-    # ----------------------------------------------------------------------------- GL lifecycle
+    # ----------------------------------------------------------------------------- frames
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("this SegmentationPostprocessor was closed")
 
-    def _emit(self, kind: str, reason: str) -> None:
-        event = Event(kind, time.time(), reason, self._generation)
-        level = logging.INFO if kind in ("rebuilt", "gpu_restored") else logging.WARNING
-        log.log(level, "gpu_seg %s (generation %d): %s", kind, self._generation, reason)
-        if self.on_event is not None:
-            self.on_event(event)
-
-    def _create_generation(self) -> _Generation:
-        """The one rebuild path: a context, a program cache and a pipeline for a new generation."""
-        if self._faults.fail_creations > 0:
-            self._faults.fail_creations -= 1
-            raise GLUnavailableError("injected context-creation failure")
-        generation = self._generation + 1
-        if self._attached_mode:
-            pending = self._pending_attach
-            if pending is None:
-                raise ContextLostError(
-                    "the application's context was lost; attach a new one with attach()",
-                    reason="no context attached",
-                )
-            context: GLSession = AttachedSession(generation, None if pending == "current" else pending)
-            self._pending_attach = None
-        else:
-            if self._gl_thread is None or not self._gl_thread.usable:
-                self._gl_thread = GLThread("gpu_seg-gl")
-            context = OwnedSession.create(
-                generation, self._device_index, timeout=self._gl_timeout, thread=self._gl_thread
-            )
-        self._generation = generation
-        programs = ProgramCache(
-            context.mgl,
-            generation,
-            context.info.glsl_version,
-            context.check,
-            self._counters.builds,
-            self._faults.take_link_failure,
+    def _frame(self, tensor: object, output_size: object) -> Frame:
+        supervisor = self._supervisor
+        gl_max = supervisor.max_texture_size if supervisor is not None else None
+        frame = make_frame(
+            tensor,
+            self.activation,
+            output_size,
+            confidence=self.output_confidence_masks,
+            category=self.output_category_mask,
+            confidence_format=self.confidence_format,
+            confidence_channels=self.confidence_channels,
+            max_dim=gl_max or CPU_MAX_OUTPUT_DIM,
         )
-        try:
-            pipeline = context.run(lambda: GLPipeline(context.mgl, programs))
-        except BaseException:
-            context.abandon()
-            raise
-        self._gl_max_dim = pipeline.limits.max_texture_size
-        return _Generation(context, pipeline)
-
-    def _start_gl(self) -> None:
-        try:
-            self._gl = self._create_generation()
-        except (GLUnavailableError, ContextLostError) as exc:
-            if self.backend == "gl":
-                raise
-            self._enter_fallback(f"GL unavailable: {exc}")
-
-    def _drop_generation(self, release: bool) -> None:
-        gl, self._gl = self._gl, None
-        if gl is None:
-            return
-        if release:
-            try:
-                gl.session.close(release=gl.pipeline.release)
-                return
-            except Exception as exc:  # a dying context: fall through to abandon
-                log.debug("release of generation %d failed: %s", gl.session.generation, exc)
-        gl.pipeline.abandon()
-        gl.session.abandon()
-
-    def _enter_fallback(self, reason: str) -> None:
-        if not self.policy.fallback_active:
-            self.policy.enter_fallback(reason)
-            self._emit("fallback", reason)
-        else:
-            self.policy.probe_failed()
-
-    # ----------------------------------------------------------------------------- frames
-    def _cpu_frame(
-        self,
-        tensor: np.ndarray,
-        width: int,
-        height: int,
-        confidence: np.ndarray | None,
-        category: np.ndarray | None,
-    ) -> None:
-        if confidence is not None:
-            reference.confidence_masks(
-                tensor,
-                self.activation,
-                (width, height),
-                out=confidence,
-                dtype=self.confidence_format,
-                channels=self.confidence_channels,
-            )
-        if category is not None:
-            reference.category_mask(tensor, self.activation, (width, height), out=category)
+        if gl_max:
+            TensorLayout.for_tensor(*frame.tensor.shape, gl_max)  # too big for GL: InputError now
+        return frame
 
     def _gl_frame(
-        self,
-        tensor: np.ndarray,
-        width: int,
-        height: int,
-        confidence: np.ndarray | None,
-        category: np.ndarray | None,
-    ) -> bool:
-        """Run the frame on GL; returns False when it must go to the CPU (auto backend only)."""
-        probing = self.policy.fallback_active
-        if probing and not self.policy.probe_due():
-            return False
-        if self._gl is None and self._attached_mode and self._pending_attach is None:
-            if self.backend == "gl":
-                raise ContextLostError(
-                    "the application's context was lost; attach a new one with attach()",
-                    reason="no context attached",
-                )
-            return False
+        self, frame: Frame, confidence_dst: np.ndarray | None, category_dst: np.ndarray | None
+    ) -> Result | None:
+        """The frame on GL, or None when it goes to the CPU (auto backend only)."""
+        assert self._supervisor is not None
         while True:
+            # Fresh arrays per attempt: a lost or timed-out attempt may still be written to later.
+            confidence, category = frame.allocate_confidence(), frame.allocate_category()
             try:
-                if self._gl is None:
-                    self._gl = self._create_generation()
-                    self._needs_rebuild_event = self._needs_rebuild_event or not probing
-                gl = self._gl
-                gl.session.run(
-                    functools.partial(
-                        gl.pipeline.process,
-                        tensor,
-                        self.activation,
-                        width,
-                        height,
-                        confidence,
-                        category,
-                        self.confidence_dtype.name,
-                        self.confidence_channels,
-                    )
-                )
-            except ContextLostError as exc:
-                if not self._handle_loss(exc):
-                    return False
+                with self._lock:
+                    self._check_open()
+                    outcome = self._supervisor.run(frame, confidence, category)
+                    if outcome.verdict is Verdict.DONE:
+                        self._frames += 1
+                        self._gl_frames += 1
+                    elif outcome.during_backoff:
+                        self._backoff_cpu_frames += 1
+            finally:
+                self._events.deliver()
+            if outcome.verdict is Verdict.WAIT:
+                time.sleep(outcome.delay)  # a deferred rebuild, without holding the lock
                 continue
-            except GLUnavailableError as exc:
-                if self.backend == "gl":
-                    raise
-                self._enter_fallback(f"GL unavailable: {exc}")
-                return False
-            except ShaderBuildError as exc:
-                self._emit("shader_error", str(exc).splitlines()[0])
-                if self.backend == "gl":
-                    raise
-                self._enter_fallback(f"shader error: {exc.program}")
-                return False
-            except GLError as exc:
-                self._emit("gl_error", str(exc))
-                if self.backend == "gl":
-                    raise
-                return False
-            self._after_gl_success(probing)
-            return True
+            if outcome.verdict is Verdict.CPU:
+                return None
+            return Result(_into(confidence, confidence_dst), _into(category, category_dst), "gl")
 
-    def _after_gl_success(self, probing: bool) -> None:
-        if probing:
-            self.policy.leave_fallback()
-            self._needs_rebuild_event = False
-            self._emit("gpu_restored", "a GL frame succeeded after the fallback")
-        elif self._needs_rebuild_event:
-            self._needs_rebuild_event = False
-            self._counters.rebuilds += 1
-            self._emit("rebuilt", f"recomputed on context generation {self._generation}")
+    def _cpu_frame(
+        self, frame: Frame, confidence_dst: np.ndarray | None, category_dst: np.ndarray | None
+    ) -> Result:
+        confidence = confidence_dst if confidence_dst is not None else frame.allocate_confidence()
+        category = category_dst if category_dst is not None else frame.allocate_category()
+        reference.compute(frame, confidence, category)
+        with self._lock:
+            self._frames += 1
+            self._cpu_frames += 1
+        return Result(confidence, category, "cpu")
 
-    def _handle_loss(self, exc: ContextLostError) -> bool:
-        """Record a loss and drop the dead generation; returns whether to retry on GL now."""
-        self._counters.context_losses += 1
-        self._emit("context_lost", exc.reason or str(exc))
-        self._drop_generation(release=False)
-        if self.policy.fallback_active:  # a failed re-probe
-            self.policy.probe_failed()
-            return False
-        may_rebuild, delay = self.policy.record_loss()
-        if self._attached_mode and self._pending_attach is None:
-            # Only the application can provide a new context: report, and wait for attach().
-            if self.backend == "gl":
-                raise exc
-            return False
-        if not may_rebuild:
-            if self.backend == "gl":
-                raise ContextLostError(
-                    f"context lost and the loss budget is exhausted: {exc}", reason=exc.reason
-                ) from exc
-            self._enter_fallback(f"loss budget exhausted ({exc.reason})")
-            return False
-        if delay:
-            time.sleep(delay)
-        return True
+    def _trim_if_idle(self, release_context: bool) -> None:
+        """Called by the idle watch on its own thread."""
+        try:
+            with self._lock:
+                if self._closed or self._supervisor is None:
+                    return
+                self._supervisor.trim(release_context)
+        except Exception:  # never let the idle thread die on a GL problem; the next frame sees it
+            log.exception("gpu_seg idle trim failed")
+        finally:
+            self._events.deliver()
+
+
+def _into(computed: np.ndarray | None, destination: np.ndarray | None) -> np.ndarray | None:
+    """The result array: ``computed`` itself, or the caller's array once the frame is known good."""
+    if destination is None or computed is None:
+        return computed
+    np.copyto(destination, computed)
+    return destination

@@ -1,14 +1,18 @@
 """When to rebuild, when to give up on the GPU, and when to try it again: pure logic, no GL.
 
+Settings and state are separate: :class:`RecoveryPolicy` (with :class:`LossBudget` and
+:class:`Backoff`) is an immutable description that may be shared by any number of processors;
+each processor keeps its own :class:`RecoveryState` (``policy.new_state()``), so two processors
+never share a loss budget or a fallback flag.
+
 The policy follows Chromium's GPU-process crash handling (``gpu_process_host.cc``: at most 3
 crashes, a leaky bucket that forgets about one per hour, then software fallback), scaled to a
 library that must keep producing frames:
 
-* every context loss takes one unit from a :class:`LossBudget` of ``capacity`` units (default 3);
-  one unit comes back every ``forgive_after`` seconds (default 600 s);
+* every context loss takes one unit from a budget of ``capacity`` units (default 3); one unit
+  comes back every ``forgive_after`` seconds (default 600 s);
 * while the budget holds, the processor rebuilds at once for the first loss and then with
-  exponential backoff (:class:`Backoff`, default 50 ms doubling up to 2 s) for losses in quick
-  succession;
+  exponential backoff (default 50 ms doubling up to 2 s) for losses in quick succession;
 * once the budget is spent, or when no context can be created at all, ``backend="auto"`` switches
   to the CPU path and re-probes the GPU every ``reprobe_interval`` seconds (default 30 s);
   ``backend="gl"`` raises instead.
@@ -22,26 +26,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Backoff", "LossBudget", "RecoveryPolicy"]
+__all__ = ["Backoff", "LossBucket", "LossBudget", "RecoveryPolicy", "RecoveryState"]
 
 Clock = Callable[[], float]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossBudget:
-    """Leaky bucket of context losses.
+    """Settings of the leaky bucket of context losses.
 
     Args:
         capacity: losses that are rebuilt; the next one inside the window exhausts the budget.
         forgive_after: seconds after which one recorded loss is forgotten.
-        clock: monotonic time source in seconds.
     """
 
     capacity: int = 3
     forgive_after: float = 600.0
-    clock: Clock = time.monotonic
-    _level: float = field(default=0.0, init=False)
-    _updated: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.capacity < 0:
@@ -49,10 +49,20 @@ class LossBudget:
         if self.forgive_after <= 0:
             raise ValueError("forgive_after must be positive")
 
+
+class LossBucket:
+    """The state of one :class:`LossBudget`: losses counted now, leaking on ``clock``."""
+
+    def __init__(self, budget: LossBudget, clock: Clock = time.monotonic) -> None:
+        self.budget = budget
+        self._clock = clock
+        self._level = 0.0
+        self._updated: float | None = None
+
     def _leak(self) -> None:
-        now = self.clock()
+        now = self._clock()
         if self._updated is not None:
-            self._level = max(0.0, self._level - (now - self._updated) / self.forgive_after)
+            self._level = max(0.0, self._level - (now - self._updated) / self.budget.forgive_after)
         self._updated = now
 
     @property
@@ -65,19 +75,19 @@ class LossBudget:
         """Count a loss; returns whether it may still be rebuilt (``False``: budget exhausted)."""
         self._leak()
         self._level += 1.0
-        return self._level <= self.capacity + 1e-9
+        return self._level <= self.budget.capacity + 1e-9
 
     def exhaust(self) -> None:
         """Use up the whole budget, so the next loss falls back (fault injection and tests)."""
         self._leak()
-        self._level = float(self.capacity)
+        self._level = float(self.budget.capacity)
 
     def reset(self) -> None:
         self._level = 0.0
         self._updated = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Backoff:
     """Delay before a rebuild: 0 for the first attempt, then ``base * factor**(n-1)`` up to ``cap``."""
 
@@ -91,16 +101,16 @@ class Backoff:
         return min(self.cap, self.base * self.factor ** (attempt - 1))
 
 
-@dataclass
+@dataclass(frozen=True)
 class RecoveryPolicy:
-    """The state machine shared by every processor: losses, backoff, fallback and re-probe.
+    """Recovery settings: loss budget, backoff, re-probe interval (immutable; shareable).
 
     Args:
         budget: the leaky bucket of losses.
         backoff: delays between rebuilds of losses in quick succession.
         reprobe_interval: seconds between attempts to return to the GPU while falling back.
         quick_succession: losses closer together than this count as one burst for the backoff.
-        clock: monotonic time source.
+        clock: monotonic time source in seconds.
     """
 
     budget: LossBudget = field(default_factory=LossBudget)
@@ -108,41 +118,57 @@ class RecoveryPolicy:
     reprobe_interval: float = 30.0
     quick_succession: float = 5.0
     clock: Clock = time.monotonic
-    fallback_active: bool = field(default=False, init=False)
-    fallback_reason: str = field(default="", init=False)
-    _next_probe: float = field(default=0.0, init=False)
-    _burst: int = field(default=0, init=False)
-    _last_loss: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.reprobe_interval < 0:
+            raise ValueError("reprobe_interval must not be negative")
+
+    def new_state(self) -> RecoveryState:
+        """A fresh state for one processor."""
+        return RecoveryState(self)
+
+
+class RecoveryState:
+    """One processor's recovery state machine: losses, backoff bursts, fallback and re-probe."""
+
+    def __init__(self, policy: RecoveryPolicy) -> None:
+        self.policy = policy
+        self.bucket = LossBucket(policy.budget, policy.clock)
+        self.fallback_active = False
+        self.fallback_reason = ""
+        self._next_probe = 0.0
+        self._burst = 0
+        self._last_loss: float | None = None
 
     def record_loss(self) -> tuple[bool, float]:
         """Count a loss. Returns ``(may_rebuild, delay_seconds)``."""
-        now = self.clock()
-        if self._last_loss is not None and now - self._last_loss < self.quick_succession:
+        now = self.policy.clock()
+        if self._last_loss is not None and now - self._last_loss < self.policy.quick_succession:
             self._burst += 1
         else:
             self._burst = 0
         self._last_loss = now
-        if not self.budget.record_loss():
+        if not self.bucket.record_loss():
             return False, 0.0
-        return True, self.backoff.delay(self._burst)
+        return True, self.policy.backoff.delay(self._burst)
 
     def enter_fallback(self, reason: str) -> None:
         """Switch to the CPU path; the next GPU probe is ``reprobe_interval`` from now."""
         self.fallback_active = True
         self.fallback_reason = reason
-        self._next_probe = self.clock() + self.reprobe_interval
+        self._next_probe = self.policy.clock() + self.policy.reprobe_interval
 
     def probe_due(self) -> bool:
         """Whether a fallback processor should try the GPU again now."""
-        return self.fallback_active and self.clock() >= self._next_probe
+        return self.fallback_active and self.policy.clock() >= self._next_probe
 
     def probe_failed(self) -> None:
-        self._next_probe = self.clock() + self.reprobe_interval
+        self._next_probe = self.policy.clock() + self.policy.reprobe_interval
 
     def leave_fallback(self) -> None:
         """The GPU works again: forget the losses that led to the fallback."""
         self.fallback_active = False
         self.fallback_reason = ""
-        self.budget.reset()
+        self.bucket.reset()
         self._burst = 0
         self._last_loss = None

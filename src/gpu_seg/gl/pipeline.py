@@ -26,6 +26,7 @@ import moderngl
 import numpy as np
 
 from ..errors import InputError
+from ..frame import Frame
 from ..sampling import align_corners_taps, identity_taps, resize_taps
 from ..types import Activation
 from .programs import ProgramCache, ProgramDefinition
@@ -285,21 +286,12 @@ class GLPipeline:
 
     # ----------------------------------------------------------------------------- frame
     def process(
-        self,
-        tensor: np.ndarray,
-        activation: Activation,
-        width: int,
-        height: int,
-        confidence_out: np.ndarray | None,
-        category_out: np.ndarray | None,
-        confidence_format: str = "float32",
-        channels: tuple[int, ...] | None = None,
+        self, frame: Frame, confidence_out: np.ndarray | None, category_out: np.ndarray | None
     ) -> None:
-        """Compute the requested masks of ``tensor`` (float32 ``(H, W, C)``) into the given arrays.
-
-        ``confidence_format`` is a key of :data:`CONFIDENCE_FORMATS`; ``channels`` selects and
-        orders the confidence masks (default: all, in order).
-        """
+        """Compute the requested masks of a validated ``frame`` into the given arrays."""
+        tensor, activation, width, height = frame.tensor, frame.activation, frame.width, frame.height
+        confidence_format = frame.confidence_format.value
+        channels = None if frame.all_channels else frame.confidence_channels
         layout = TensorLayout.for_tensor(*tensor.shape, self.limits.max_texture_size)
         slot = self._tensor_slot(layout)
         self._upload(slot, tensor)

@@ -1,0 +1,357 @@
+"""The GL supervisor: owns the current GL generation and the recovery policy's state.
+
+:class:`~gpu_seg.SegmentationPostprocessor` validates a frame and hands it here (as MediaPipe's
+calculator hands GL work to its GL helper). The supervisor runs it on the current generation
+(session + pipeline), and on a context loss drops the dead generation, rebuilds through the one
+rebuild path (:meth:`GLSupervisor._create_generation`) and recomputes the frame, within the loss
+budget; past it (``backend="auto"``) it tells the caller to compute on the CPU and re-probes the
+GPU later. It never sleeps: a rebuild deferred by the backoff is returned to the caller as a wait
+(the caller sleeps without holding its lock) while other threads' frames go to the CPU.
+
+All methods are called with the processor's lock held; events go to an :class:`EventLog` and are
+delivered after the lock is released.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import moderngl
+import numpy as np
+
+from .errors import ContextLostError, GLUnavailableError, ShaderBuildError
+from .events import EventKind, EventLog
+from .frame import Frame
+from .gl.pipeline import GLPipeline
+from .gl.programs import BuildCounters, ProgramCache
+from .gl.session import AttachedSession, GLError, GLSession, OwnedSession
+from .gl.worker import GLThread
+from .resilience import RecoveryPolicy, RecoveryState
+
+__all__ = ["Faults", "GLSupervisor", "Generation", "Outcome", "Verdict"]
+
+log = logging.getLogger("gpu_seg")
+
+AttachTarget = moderngl.Context | Literal["current"]
+
+
+@dataclass
+class Faults:
+    """Pending injected faults (see :mod:`gpu_seg.testing`)."""
+
+    fail_links: int = 0
+    fail_creations: int = 0
+
+    def take_link_failure(self) -> str | None:
+        if self.fail_links > 0:
+            self.fail_links -= 1
+            return "injected link failure (lost context)"
+        return None
+
+    def take_creation_failure(self) -> bool:
+        if self.fail_creations > 0:
+            self.fail_creations -= 1
+            return True
+        return False
+
+
+@dataclass
+class Generation:
+    """The GL side of one context generation: its number, session and pipeline."""
+
+    number: int
+    session: GLSession
+    pipeline: GLPipeline
+
+
+@dataclass
+class GLCounters:
+    """What happened on the GL side since the processor was created."""
+
+    context_losses: int = 0
+    rebuilds: int = 0
+    trims: int = 0
+    builds: BuildCounters = field(default_factory=BuildCounters)
+
+
+class Verdict(enum.Enum):
+    """What the caller does with a frame after :meth:`GLSupervisor.run`."""
+
+    DONE = "done"  #: computed on GL into the arrays given
+    CPU = "cpu"  #: compute it on the CPU
+    WAIT = "wait"  #: sleep ``Outcome.delay`` seconds without the lock, then call ``run`` again
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    delay: float = 0.0
+    during_backoff: bool = False  #: a CPU frame only because a rebuild is deferred by the backoff
+
+
+_DONE = Outcome(Verdict.DONE)
+_CPU = Outcome(Verdict.CPU)
+
+
+class GLSupervisor:
+    """Runs frames on GL across context generations; see the module docstring.
+
+    Args:
+        backend: ``"auto"`` (a frame GL cannot compute goes to the CPU) or ``"gl"`` (it raises).
+        attach: ``None`` for an owned EGL context on a dedicated GL thread, or the application
+            context to attach (a ``moderngl.Context`` or ``"current"``).
+        events: where events are recorded.
+        policy: recovery settings; this supervisor keeps its own state.
+        device_index: EGL device of owned contexts.
+        gl_timeout: seconds before a frame on the GL thread counts as a hung driver.
+    """
+
+    def __init__(
+        self,
+        backend: Literal["auto", "gl"],
+        attach: AttachTarget | None,
+        events: EventLog,
+        policy: RecoveryPolicy,
+        device_index: int | None,
+        gl_timeout: float | None,
+    ) -> None:
+        self.backend = backend
+        self.events = events
+        self.recovery: RecoveryState = policy.new_state()
+        self.counters = GLCounters()
+        self.faults = Faults()
+        self.generation: Generation | None = None
+        self.last_number = 0  # the number of the newest generation ever created
+        self.max_texture_size: int | None = None
+        self._attached_mode = attach is not None
+        self._pending_attach: AttachTarget | None = attach
+        self._device_index = device_index
+        self._gl_timeout = gl_timeout
+        self._thread: GLThread | None = None  # kept across generations unless it hangs
+        self._announce_rebuild = False
+        self._rebuild_at: float | None = None  # a rebuild deferred by the backoff (time.monotonic)
+        self._rebuild_owner: int | None = None  # the thread that waits for it
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Create the first generation; with ``backend="auto"`` a failure enters the fallback."""
+        try:
+            self.generation = self._create_generation()
+        except (GLUnavailableError, ContextLostError) as exc:
+            if self.backend == "gl":
+                raise
+            self._enter_fallback(f"GL unavailable: {exc}")
+
+    def attach(self, context: AttachTarget) -> None:
+        """Work inside an application context from now on (a new generation)."""
+        self._attached_mode = True
+        self.drop_generation(release=True)
+        self._pending_attach = context
+        self.start()
+        if self.generation is not None and self.generation.number > 1:
+            self.counters.rebuilds += 1
+            self._record(
+                EventKind.REBUILT, f"attached a new application context (generation {self.last_number})"
+            )
+
+    def trim(self, release_context: bool = False) -> None:
+        """Release pooled GL objects (and with ``release_context`` the whole generation)."""
+        generation = self.generation
+        if generation is None:
+            return
+        if release_context and not self._attached_mode:
+            self.drop_generation(release=True)
+            what = "released the context and every GL object"
+        else:
+            try:
+                generation.session.run(generation.pipeline.trim)
+            except ContextLostError as exc:  # found dead while idle: the next frame rebuilds
+                self._lost(exc)
+                return
+            what = "released pooled GL objects"
+        self.counters.trims += 1
+        self._record(EventKind.TRIMMED, what)
+
+    def close(self) -> None:
+        self.drop_generation(release=True)
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
+
+    def drop_generation(self, release: bool) -> None:
+        """Forget the current generation: ``release`` it on a live context, else ``abandon`` it."""
+        generation, self.generation = self.generation, None
+        if generation is None:
+            return
+        if release:
+            try:
+                generation.session.close(release=generation.pipeline.release)
+                return
+            except Exception as exc:  # a dying context: fall through to abandon
+                log.debug("release of generation %d failed: %s", generation.number, exc)
+        generation.pipeline.abandon()
+        generation.session.abandon()
+
+    def live_gl_objects(self) -> int:
+        """GL objects held now: the context plus the pipeline's textures, framebuffers, programs..."""
+        generation = self.generation
+        return 0 if generation is None else 1 + generation.pipeline.live_objects()
+
+    # ----------------------------------------------------------------------------- frames
+    def run(self, frame: Frame, confidence: np.ndarray | None, category: np.ndarray | None) -> Outcome:
+        """Compute ``frame`` on GL into ``confidence``/``category`` (arrays nobody else sees yet).
+
+        Returns DONE, CPU (auto backend only) or WAIT. Raises (``backend="gl"``) ContextLostError,
+        GLUnavailableError, ShaderBuildError or GLError when GL cannot compute the frame.
+        """
+        probing = self.recovery.fallback_active
+        if probing and not self.recovery.probe_due():
+            return _CPU
+        deferred = self._deferred_rebuild()
+        if deferred is not None:
+            return deferred
+        if self.generation is None and self._attached_mode and self._pending_attach is None:
+            if self.backend == "gl":
+                raise self._no_context_attached()
+            return _CPU
+        while True:
+            try:
+                if self.generation is None:
+                    self.generation = self._create_generation()
+                    self._announce_rebuild = self._announce_rebuild or not probing
+                pipeline = self.generation.pipeline
+                self.generation.session.run(functools.partial(pipeline.process, frame, confidence, category))
+            except ContextLostError as exc:
+                outcome = self._after_loss(exc)
+                if outcome is None:
+                    continue
+                return outcome
+            except GLUnavailableError as exc:
+                if self.backend == "gl":
+                    raise
+                self._enter_fallback(f"GL unavailable: {exc}")
+                return _CPU
+            except ShaderBuildError as exc:
+                self._record(EventKind.SHADER_ERROR, str(exc).splitlines()[0])
+                if self.backend == "gl":
+                    raise
+                self._enter_fallback(f"shader error: {exc.program}")
+                return _CPU
+            except GLError as exc:
+                self._record(EventKind.GL_ERROR, str(exc))
+                if self.backend == "gl":
+                    raise
+                return _CPU
+            self._after_success(probing)
+            return _DONE
+
+    def _deferred_rebuild(self) -> Outcome | None:
+        if self._rebuild_at is None:
+            return None
+        remaining = self._rebuild_at - time.monotonic()
+        if remaining <= 0:
+            self._rebuild_at = self._rebuild_owner = None
+            return None
+        if self.backend == "auto" and threading.get_ident() != self._rebuild_owner:
+            return Outcome(Verdict.CPU, during_backoff=True)
+        return Outcome(Verdict.WAIT, remaining)
+
+    def _after_success(self, probing: bool) -> None:
+        if probing:
+            self.recovery.leave_fallback()
+            self._announce_rebuild = False
+            self._record(EventKind.GPU_RESTORED, "a GL frame succeeded after the fallback")
+        elif self._announce_rebuild:
+            self._announce_rebuild = False
+            self.counters.rebuilds += 1
+            self._record(EventKind.REBUILT, f"recomputed on context generation {self.last_number}")
+
+    def _lost(self, exc: ContextLostError) -> None:
+        """Count a loss and drop the dead generation (no GL calls on it), then report it."""
+        self.counters.context_losses += 1
+        number = self.generation.number if self.generation else self.last_number
+        self.drop_generation(release=False)
+        self._record(EventKind.CONTEXT_LOST, exc.reason or str(exc), number)
+
+    def _after_loss(self, exc: ContextLostError) -> Outcome | None:
+        """Record a loss; returns None to retry on GL now, or what the caller does instead."""
+        self._lost(exc)
+        if self.recovery.fallback_active:  # a failed re-probe
+            self.recovery.probe_failed()
+            return _CPU
+        may_rebuild, delay = self.recovery.record_loss()
+        if self._attached_mode and self._pending_attach is None:
+            # Only the application can provide a new context: report, and wait for attach().
+            if self.backend == "gl":
+                raise exc
+            return _CPU
+        if not may_rebuild:
+            if self.backend == "gl":
+                raise ContextLostError(
+                    f"context lost and the loss budget is exhausted: {exc}", reason=exc.reason
+                ) from exc
+            self._enter_fallback(f"loss budget exhausted ({exc.reason})")
+            return _CPU
+        if delay > 0:
+            self._rebuild_at = time.monotonic() + delay
+            self._rebuild_owner = threading.get_ident()
+            return Outcome(Verdict.WAIT, delay)
+        return None
+
+    # ----------------------------------------------------------------------------- the rebuild path
+    def _create_generation(self) -> Generation:
+        """The one rebuild path: a session, a program cache and a pipeline for a new generation."""
+        if self.faults.take_creation_failure():
+            raise GLUnavailableError("injected context-creation failure")
+        number = self.last_number + 1
+        if self._attached_mode:
+            pending = self._pending_attach
+            if pending is None:
+                raise self._no_context_attached()
+            session: GLSession = AttachedSession(number, None if pending == "current" else pending)
+            self._pending_attach = None
+        else:
+            if self._thread is None or not self._thread.usable:
+                self._thread = GLThread("gpu_seg-gl")
+            session = OwnedSession.create(
+                number, self._device_index, timeout=self._gl_timeout, thread=self._thread
+            )
+        self.last_number = number
+        programs = ProgramCache(
+            session.mgl,
+            number,
+            session.info.glsl_version,
+            session.check,
+            self.counters.builds,
+            self.faults.take_link_failure,
+        )
+        try:
+            pipeline = session.run(lambda: GLPipeline(session.mgl, programs))
+        except BaseException:
+            session.abandon()
+            raise
+        self.max_texture_size = pipeline.limits.max_texture_size
+        return Generation(number, session, pipeline)
+
+    @staticmethod
+    def _no_context_attached() -> ContextLostError:
+        return ContextLostError(
+            "the application's context was lost; attach a new one with attach()",
+            reason="no context attached",
+        )
+
+    def _enter_fallback(self, reason: str) -> None:
+        if not self.recovery.fallback_active:
+            self.recovery.enter_fallback(reason)
+            self._record(EventKind.FALLBACK, reason)
+        else:
+            self.recovery.probe_failed()
+
+    def _record(self, kind: EventKind, reason: str, generation: int | None = None) -> None:
+        self.events.record(kind, reason, self.last_number if generation is None else generation)

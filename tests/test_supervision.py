@@ -1,0 +1,236 @@
+"""The processor's supervision of its GL side: locks, events, caller memory, shared settings.
+
+Each test here was written against a defect of the first version (issue 9) and failed there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import gpu_seg
+from gpu_seg import testing
+from gpu_seg.resilience import Backoff, LossBudget, RecoveryPolicy
+
+SIZE = (37, 29)
+
+
+def _tensor(seed: int, shape=(12, 10, 5)) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * 4).astype(np.float32)
+
+
+def _want(tensor, size=SIZE):
+    return gpu_seg.reference_postprocess(tensor, "softmax", size)
+
+
+def _assert_correct(result, tensor, size=SIZE):
+    want = _want(tensor, size)
+    np.testing.assert_allclose(result.confidence_masks, want.confidence_masks, rtol=2e-6, atol=2e-6)
+    np.testing.assert_array_equal(result.category_mask, want.category_mask)
+
+
+@pytest.fixture
+def processors():
+    made = []
+
+    def make(*args, **kwargs):
+        pp = gpu_seg.SegmentationPostprocessor(*args, **kwargs)
+        made.append(pp)
+        return pp
+
+    yield make
+    for pp in made:
+        pp.close()
+
+
+def _lose_inside_the_frame(pp):
+    """Make the next GL frame destroy its own context after its readback (a loss mid-frame)."""
+    pipeline = pp._supervisor.generation.pipeline
+    session = pp._supervisor.generation.session
+    original = pipeline.process
+
+    def process_then_die(*args, **kwargs):
+        original(*args, **kwargs)
+        pipeline.process = original
+        session.egl_context.destroy()  # destroyed while current: the health check must see it
+
+    pipeline.process = process_then_die
+
+
+def test_a_frame_lost_after_readback_never_writes_the_callers_arrays(processors):
+    pp = processors("softmax", backend="gl", policy=RecoveryPolicy(budget=LossBudget(capacity=0)))
+    tensor = _tensor(1)
+    pp.process(tensor, SIZE)
+    confidence = np.full((5, SIZE[1], SIZE[0]), -7.0, np.float32)
+    category = np.full((SIZE[1], SIZE[0]), 77, np.uint8)
+    _lose_inside_the_frame(pp)
+    with pytest.raises(gpu_seg.ContextLostError):
+        pp.process(tensor, SIZE, confidence_out=confidence, category_out=category)
+    assert (confidence == -7.0).all() and (category == 77).all()
+
+
+def test_a_frame_lost_after_readback_is_recomputed_into_the_callers_arrays(processors):
+    pp = processors("softmax", backend="gl")
+    tensor = _tensor(2)
+    pp.process(tensor, SIZE)
+    confidence = np.full((5, SIZE[1], SIZE[0]), -7.0, np.float32)
+    category = np.full((SIZE[1], SIZE[0]), 77, np.uint8)
+    _lose_inside_the_frame(pp)
+    result = pp.process(tensor, SIZE, confidence_out=confidence, category_out=category)
+    assert result.confidence_masks is confidence and result.category_mask is category
+    _assert_correct(result, tensor)
+    assert pp.stats["context_losses"] == 1 and pp.stats["rebuilds"] == 1
+
+
+def test_a_timed_out_frame_that_finishes_later_cannot_touch_the_callers_arrays(processors):
+    pp = processors("softmax", gl_timeout=1.0)
+    tensor = _tensor(3)
+    pp.process(tensor, SIZE)
+    pipeline = pp._supervisor.generation.pipeline
+    original = pipeline.process
+    release = threading.Event()
+    finished = threading.Event()
+
+    def hang_then_scribble(frame, confidence, category):
+        release.wait()
+        confidence[...] = -1.0  # what a stuck driver call completing late would do
+        category[...] = 13
+        finished.set()
+
+    pipeline.process = hang_then_scribble
+    confidence = np.empty((5, SIZE[1], SIZE[0]), np.float32)
+    category = np.empty((SIZE[1], SIZE[0]), np.uint8)
+    result = pp.process(tensor, SIZE, confidence_out=confidence, category_out=category)
+    pipeline.process = original
+    kept = confidence.copy(), category.copy()
+    release.set()
+    assert finished.wait(5.0)
+    _assert_correct(result, tensor)
+    np.testing.assert_array_equal(confidence, kept[0])
+    np.testing.assert_array_equal(category, kept[1])
+
+
+def test_backoff_does_not_hold_the_lock_other_threads_run_on_the_cpu(processors):
+    policy = RecoveryPolicy(
+        budget=LossBudget(capacity=100), backoff=Backoff(base=1.5, cap=1.5), quick_succession=60.0
+    )
+    pp = processors("softmax", policy=policy)
+    tensor = _tensor(4)
+    pp.process(tensor, SIZE)
+    testing.lose_context(pp)
+    pp.process(tensor, SIZE)  # first loss: rebuilt at once
+    testing.lose_context(pp)  # second loss in quick succession: the rebuild waits 1.5 s
+    waiter = threading.Thread(target=pp.process, args=(tensor, SIZE))
+    waiter.start()
+    time.sleep(0.2)  # the waiter has seen the loss and sleeps through the backoff
+    started = time.monotonic()
+    result = pp.process(_tensor(5), SIZE)
+    elapsed = time.monotonic() - started
+    waiter.join()
+    assert result.backend == "cpu" and elapsed < 1.0, elapsed
+    _assert_correct(result, _tensor(5))
+    assert pp.stats["backoff_cpu_frames"] == 1
+    assert pp.process(tensor, SIZE).backend == "gl"
+
+
+def test_an_event_callback_that_raises_changes_nothing(processors, caplog):
+    calls = []
+
+    def bad_callback(event):
+        calls.append(event.kind)
+        raise RuntimeError("application bug")
+
+    pp = processors("softmax", on_event=bad_callback)
+    tensor = _tensor(6)
+    pp.process(tensor, SIZE)
+    testing.lose_context(pp)
+    with caplog.at_level(logging.ERROR, logger="gpu_seg"):
+        result = pp.process(tensor, SIZE)
+    assert result.backend == "gl"
+    _assert_correct(result, tensor)
+    assert calls == ["context_lost", "rebuilt"]
+    assert pp.stats["context_losses"] == 1 and pp.stats["rebuilds"] == 1
+    assert "on_event callback raised" in caplog.text
+    assert pp.process(tensor, SIZE).backend == "gl" and pp.stats["context_losses"] == 1
+
+
+def test_an_event_callback_may_call_the_processor(processors):
+    seen = []
+    holder = {}
+
+    def callback(event):
+        if event.kind == gpu_seg.EventKind.CONTEXT_LOST:
+            # Runs after the lock is released and after the dead generation was dropped.
+            seen.append(holder["pp"].process(_tensor(7), SIZE).backend)
+            seen.append(holder["pp"].stats["context_losses"])
+
+    pp = holder["pp"] = processors("softmax", on_event=callback)
+    tensor = _tensor(8)
+    pp.process(tensor, SIZE)
+    testing.lose_context(pp)
+    _assert_correct(pp.process(tensor, SIZE), tensor)
+    assert seen == ["gl", 1]
+    assert pp.stats["context_losses"] == 1
+
+
+def test_one_policy_shared_by_two_processors_keeps_their_budgets_apart(processors):
+    policy = RecoveryPolicy(budget=LossBudget(capacity=1))
+    first, second = processors("softmax", policy=policy), processors("softmax", policy=policy)
+    tensor = _tensor(9)
+    first.process(tensor, SIZE)
+    second.process(tensor, SIZE)
+    testing.exhaust_loss_budget(first)
+    testing.lose_context(first)
+    assert first.process(tensor, SIZE).backend == "cpu"
+    assert first.stats["fallback_active"] and not second.stats["fallback_active"]
+    testing.lose_context(second)
+    assert second.process(tensor, SIZE).backend == "gl"  # its own budget still holds
+
+
+def test_stats_while_other_threads_churn_output_sizes(processors):
+    pp = processors("softmax")
+    errors = []
+    stop = threading.Event()
+
+    def churn(seed):
+        rng = np.random.default_rng(seed)
+        tensor = _tensor(seed)
+        try:
+            while not stop.is_set():
+                pp.process(tensor, (int(rng.integers(8, 64)), int(rng.integers(8, 64))))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(s,)) for s in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            stats = pp.stats
+            assert stats["live_gl_objects"] >= 1 and pp.live_gl_objects() >= 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+
+
+def test_attach_and_trim_after_close_raise_closed_error(processors):
+    pp = processors("softmax")
+    pp.close()
+    with pytest.raises(gpu_seg.ClosedError):
+        pp.attach()
+    with pytest.raises(gpu_seg.ClosedError):
+        pp.trim()
+
+
+def test_bad_policy_and_idle_arguments_name_themselves():
+    with pytest.raises(gpu_seg.InputError, match="policy"):
+        gpu_seg.SegmentationPostprocessor("softmax", backend="cpu", policy=object())
+    with pytest.raises(gpu_seg.InputError, match="idle_release_after"):
+        gpu_seg.SegmentationPostprocessor("softmax", backend="cpu", idle_release_after=-1)
