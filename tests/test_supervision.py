@@ -234,3 +234,31 @@ def test_bad_policy_and_idle_arguments_name_themselves():
         gpu_seg.SegmentationPostprocessor("softmax", backend="cpu", policy=object())
     with pytest.raises(gpu_seg.InputError, match="idle_release_after"):
         gpu_seg.SegmentationPostprocessor("softmax", backend="cpu", idle_release_after=-1)
+
+
+def test_idle_release_frees_the_context_and_the_next_frame_is_exact(processors):
+    events = []
+    pp = processors("softmax", idle_release_after=0.3, idle_release_context=True, on_event=events.append)
+    tensor = _tensor(10)
+    pp.process(tensor, SIZE)
+    assert pp.live_gl_objects() > 1
+    deadline = time.monotonic() + 5.0
+    while pp.live_gl_objects() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pp.live_gl_objects() == 0 and pp.stats["trims"] == 1
+    result = pp.process(tensor, SIZE)
+    assert result.backend == "gl"
+    _assert_correct(result, tensor)
+    assert pp.stats["context_losses"] == 0
+    assert [e.kind for e in events] == ["trimmed"]
+    time.sleep(0.6)  # idle again: released again
+    assert pp.live_gl_objects() == 0 and pp.stats["trims"] == 2
+
+
+def test_idle_watch_stays_quiet_while_frames_arrive(processors):
+    pp = processors("softmax", idle_release_after=0.5, idle_release_context=True)
+    tensor = _tensor(11)
+    for _ in range(8):
+        pp.process(tensor, SIZE)
+        time.sleep(0.1)
+    assert pp.stats["trims"] == 0

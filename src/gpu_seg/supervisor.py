@@ -155,6 +155,7 @@ class GLSupervisor:
         self._pending_attach = context
         self.start()
         if self.generation is not None and self.generation.number > 1:
+            self._announce_rebuild = False
             self.counters.rebuilds += 1
             self._record(
                 EventKind.REBUILT, f"attached a new application context (generation {self.last_number})"
@@ -224,7 +225,6 @@ class GLSupervisor:
             try:
                 if self.generation is None:
                     self.generation = self._create_generation()
-                    self._announce_rebuild = self._announce_rebuild or not probing
                 pipeline = self.generation.pipeline
                 self.generation.session.run(functools.partial(pipeline.process, frame, confidence, category))
             except ContextLostError as exc:
@@ -275,6 +275,7 @@ class GLSupervisor:
     def _lost(self, exc: ContextLostError) -> None:
         """Count a loss and drop the dead generation (no GL calls on it), then report it."""
         self.counters.context_losses += 1
+        self._announce_rebuild = True  # the next successful GL frame reports the rebuild
         number = self.generation.number if self.generation else self.last_number
         self.drop_generation(release=False)
         self._record(EventKind.CONTEXT_LOST, exc.reason or str(exc), number)
