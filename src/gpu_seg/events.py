@@ -20,7 +20,7 @@ __all__ = ["Event", "EventKind", "EventLog"]
 log = logging.getLogger("gpu_seg")
 
 
-class EventKind(str, enum.Enum):
+class EventKind(enum.StrEnum):
     """What happened. The values are the strings earlier versions used (``event.kind == "rebuilt"``)."""
 
     CONTEXT_LOST = "context_lost"  #: a loss was detected; the dead generation is already dropped
@@ -30,9 +30,6 @@ class EventKind(str, enum.Enum):
     SHADER_ERROR = "shader_error"  #: a program failed to build on a healthy context
     GL_ERROR = "gl_error"  #: a GL call failed on a healthy context
     TRIMMED = "trimmed"  #: pooled GL objects (or the context) were released while idle
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _INFO_KINDS = (EventKind.REBUILT, EventKind.GPU_RESTORED, EventKind.TRIMMED)

@@ -18,7 +18,7 @@ from .types import Activation
 __all__ = ["ConfidenceFormat", "Frame"]
 
 
-class ConfidenceFormat(str, enum.Enum):
+class ConfidenceFormat(enum.StrEnum):
     """How confidence masks are stored.
 
     * ``FLOAT32``: the float32 values as computed.
@@ -30,9 +30,6 @@ class ConfidenceFormat(str, enum.Enum):
     FLOAT32 = "float32"
     FLOAT16 = "float16"
     UINT8 = "uint8"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def dtype(self) -> np.dtype:

@@ -13,15 +13,12 @@ __all__ = ["Activation", "Backend", "Result"]
 Backend = Literal["gl", "cpu", "mediapipe"]
 
 
-class Activation(str, enum.Enum):
+class Activation(enum.StrEnum):
     """The activation MediaPipe applies to the model output (``SegmenterOptions.activation``)."""
 
     NONE = "none"
     SIGMOID = "sigmoid"
     SOFTMAX = "softmax"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
