@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def display():
         server, os.environ["DISPLAY"] = _start_private_xvfb()
     name = os.environ["DISPLAY"]
     try:
-        if not glfw.init():
+        if not _glfw_init(glfw):
             pytest.skip(f"attached-context tests need an X server: glfw cannot open DISPLAY={name}")
         _window_hints(glfw)
         probe = glfw.create_window(64, 64, "gpu_seg probe", None, None)
@@ -69,6 +70,19 @@ def display():
             server.wait(10)
 
 
+def _glfw_init(glfw, attempts: int = 5) -> bool:
+    """``glfw.init()``, tried again when the X server refuses a connection for a moment.
+
+    A shared Xvfb under load refuses a few connections in a hundred ("Failed to open display");
+    a display that is not there fails every attempt.
+    """
+    for attempt in range(attempts):
+        if glfw.init():
+            return True
+        time.sleep(0.05 * (attempt + 1))
+    return False
+
+
 def _window_hints(glfw) -> None:
     glfw.default_window_hints()
     glfw.window_hint(glfw.VISIBLE, glfw.FALSE)
@@ -82,7 +96,7 @@ def _window_hints(glfw) -> None:
 def glfw_windows(display):
     import glfw
 
-    assert glfw.init(), f"glfw could not initialise on {display}"  # it could in the display fixture
+    assert _glfw_init(glfw), f"glfw could not initialise on {display}"  # it could in the display fixture
     windows = []
 
     def open_window():

@@ -36,7 +36,7 @@ def test_a_call_past_its_timeout_is_a_loss_and_abandons_the_thread(gl_thread: GL
         gl_thread.call(lambda: None)
 
 
-class _Py310FuturesTimeout(Exception):
+class _Py310FuturesTimeoutError(Exception):
     """``concurrent.futures.TimeoutError`` as Python 3.10 defines it: not the builtin TimeoutError."""
 
 
@@ -48,8 +48,8 @@ def test_the_timeout_is_caught_where_futures_timeout_is_not_the_builtin(
     ``process()`` with no loss counted. Only 3.11+ is installed here, so the 3.10 class layout is
     recreated: ``Future.result`` raises what ``concurrent.futures._base.TimeoutError`` names.
     """
-    monkeypatch.setattr(concurrent.futures._base, "TimeoutError", _Py310FuturesTimeout)
-    monkeypatch.setattr(concurrent.futures, "TimeoutError", _Py310FuturesTimeout)
+    monkeypatch.setattr(concurrent.futures._base, "TimeoutError", _Py310FuturesTimeoutError)
+    monkeypatch.setattr(concurrent.futures, "TimeoutError", _Py310FuturesTimeoutError)
     release = threading.Event()
     with pytest.raises(ContextLostError):
         gl_thread.call(release.wait, timeout=0.2)

@@ -170,7 +170,9 @@ class EGLContext:
         """Whether ``eglGetCurrentContext()`` on the calling thread is this context.
 
         Note that a context destroyed while current stays current (EGL only marks it for
-        deletion); use :meth:`is_valid` to see that.
+        deletion); use :meth:`is_valid` to see that. This compares handles only: after
+        :meth:`disown` it says whether the handle (now another context's) is current, so that
+        :meth:`release_current` can still undo a make-current of the recycled handle.
         """
         lib = library()
         lib.eglBindAPI(EGL_OPENGL_API)
@@ -182,9 +184,9 @@ class EGLContext:
         False after :meth:`destroy`, after someone else's ``eglDestroyContext`` (even while it is
         still current on this thread) and after ``eglTerminate`` of the display. Does not change the
         current context. Caveat: a handle destroyed elsewhere may be reused by EGL for a new
-        context, and then this says True for the newcomer (see :meth:`disown`).
+        context, and then this says True for the newcomer until :meth:`disown` is called.
         """
-        if self._destroyed:
+        if self._destroyed or self._disowned:
             return False
         lib = library()
         value = ctypes.c_int32(0)
