@@ -9,6 +9,7 @@ Mesa gives new contexts new addresses, so these tests recreate that state by poi
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from typing import Any
@@ -23,16 +24,11 @@ from gpu_seg.gl.session import OwnedSession
 moderngl = pytest.importorskip("moderngl")
 
 
-@pytest.fixture(autouse=True)
-def _keep_the_session_context_current():
-    """These tests switch and destroy contexts; give other tests back whatever was current."""
-    with egl.preserve_current():
-        yield
-
-
 @pytest.fixture
-def display() -> egl.Display:
-    return egl.open_display()
+def display():
+    """The shared display; what was current on this thread is current again after the test."""
+    with egl.preserve_current():
+        yield egl.open_display()
 
 
 @pytest.fixture
@@ -74,6 +70,19 @@ def test_a_recycled_handle_fools_the_handle_checks_not_the_sentinel(
         assert stranger.is_valid() and stranger.is_current()
     finally:
         mgl.release()
+
+
+def test_a_disowned_context_left_to_the_garbage_collector_spares_the_handle(display: egl.Display) -> None:
+    stranger = egl.create_context(display)
+    # Our object as NVIDIA leaves it: created with the address that the stranger now has.
+    ours = egl.EGLContext(display, stranger.handle, stranger.config, 0, stranger.gl_version, False, False)
+    ours.disown()
+    del ours  # no destroy(): the finalizer runs now and must leave the stranger alone
+    gc.collect()
+    try:
+        assert stranger.is_valid()
+    finally:
+        stranger.destroy()
 
 
 def test_a_destroyed_context_is_reported_and_a_healthy_one_is_not(display: egl.Display) -> None:
@@ -175,7 +184,9 @@ def test_a_recycled_context_handle_is_a_loss(session: OwnedSession) -> None:
     stranger.destroy()
 
 
-def test_a_recycled_handle_current_on_another_thread_is_a_loss_and_survives(session: OwnedSession) -> None:
+def test_a_recycled_handle_current_on_another_thread_is_a_loss_and_survives(
+    session: OwnedSession, display: egl.Display
+) -> None:
     stranger = _recycle_handle(session)
     stranger.make_current()  # the newcomer's owner uses it on this thread: EGL_BAD_ACCESS there
     try:

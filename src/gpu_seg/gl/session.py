@@ -155,16 +155,18 @@ class GLSession:
         raise NotImplementedError
 
     def close(self, release: Callable[[], None] | None = None) -> None:
-        """Release a healthy context, calling ``release`` first with it current."""
+        """End a healthy session: call ``release`` (gpu_seg's GL objects) with the context current,
+        then destroy the EGL context if the session owns it."""
         raise NotImplementedError
 
     def abandon(self) -> None:
-        """Drop a lost context without GL calls on its objects."""
+        """End a lost session without GL calls on its objects (an owned EGL context is destroyed
+        through EGL unless its handle was found recycled)."""
         raise NotImplementedError
 
 
 class OwnedSession(GLSession):
-    """A headless EGL context created and owned by gpu_seg, living on its own thread.
+    """A session on a headless EGL context that gpu_seg creates and owns, on its own thread.
 
     Use :meth:`create`. ``timeout`` bounds each frame (seconds, None = unbounded).
 
@@ -321,7 +323,7 @@ class OwnedSession(GLSession):
         self.thread.call(destroy, self.timeout)
 
 
-# ------------------------------------------------------------------------------ attached contexts
+# ------------------------------------------------------------------------------ attached sessions
 _native_lock = threading.Lock()
 _native_getters: list[tuple[str, Callable[[], int]]] | None = None
 
@@ -358,7 +360,7 @@ def native_current_context() -> tuple[str, int] | None:
 
 
 class AttachedSession(GLSession):
-    """A context the application owns; gpu_seg renders into its own framebuffers there.
+    """A session on a context the application owns; gpu_seg renders into its own framebuffers there.
 
     The application makes its context current on its thread before calling ``process()``;
     gpu_seg does not change which context is current. If the application destroys the context

@@ -230,9 +230,16 @@ class EGLContext:
 
         For a context found destroyed from outside whose handle EGL may already have handed to a
         newer context (someone else's, or gpu_seg's next generation): :meth:`destroy` then frees
-        only the pbuffer, and :meth:`make_current` raises.
+        only the pbuffer, :meth:`make_current` raises, and neither does the finalizer that stands
+        in for a forgotten :meth:`destroy` touch the handle.
         """
+        if self._disowned:
+            return
         self._disowned = True
+        if self._finalizer.detach() is not None and self.surface:
+            self._finalizer = weakref.finalize(
+                self, _finalize, library(), self.display.handle, 0, self.surface
+            )
 
     @property
     def disowned(self) -> bool:

@@ -220,6 +220,29 @@ def _platform_display(lib: EGLLibrary, client_ext: frozenset[str], platform: int
     return 0
 
 
+def _try_platform(
+    lib: EGLLibrary,
+    client_ext: frozenset[str],
+    platform: str,
+    device: DeviceInfo | None,
+    failures: list[str],
+) -> Display | None:
+    """Open and initialise the ``"device"`` or ``"surfaceless"`` platform's display, else record why."""
+    label = f"device {device.index}" if device is not None else platform
+    if device is not None:
+        handle = _platform_display(lib, client_ext, EGL_PLATFORM_DEVICE_EXT, device.handle)
+    else:
+        handle = _platform_display(lib, client_ext, EGL_PLATFORM_SURFACELESS_MESA, 0)
+    if not handle:
+        failures.append(f"{label}: eglGetPlatformDisplayEXT returned EGL_NO_DISPLAY")
+        return None
+    try:
+        return _initialize(lib, handle, platform, device, client_ext)
+    except EGLError as exc:
+        failures.append(f"{label}: {exc}")
+        return None
+
+
 PLATFORMS: tuple[str, ...] = ("device", "surfaceless", "default")
 
 
@@ -268,14 +291,9 @@ def open_display(device_index: int | None = None, *, platforms: Sequence[str] = 
                 )
             if devices:
                 device = devices[index]
-                handle = _platform_display(lib, client_ext, EGL_PLATFORM_DEVICE_EXT, device.handle)
-                if handle:
-                    try:
-                        return _initialize(lib, handle, "device", device, client_ext)
-                    except EGLError as exc:
-                        failures.append(f"device {index}: {exc}")
-                else:
-                    failures.append(f"device {index}: eglGetPlatformDisplayEXT returned EGL_NO_DISPLAY")
+                display = _try_platform(lib, client_ext, "device", device, failures)
+                if display is not None:
+                    return display
             else:
                 failures.append("device: no devices")
     if index != 0:
@@ -289,14 +307,9 @@ def open_display(device_index: int | None = None, *, platforms: Sequence[str] = 
         if "EGL_MESA_platform_surfaceless" not in client_ext:
             failures.append("surfaceless: EGL_MESA_platform_surfaceless missing")
         else:
-            handle = _platform_display(lib, client_ext, EGL_PLATFORM_SURFACELESS_MESA, 0)
-            if handle:
-                try:
-                    return _initialize(lib, handle, "surfaceless", None, client_ext)
-                except EGLError as exc:
-                    failures.append(f"surfaceless: {exc}")
-            else:
-                failures.append("surfaceless: eglGetPlatformDisplayEXT returned EGL_NO_DISPLAY")
+            display = _try_platform(lib, client_ext, "surfaceless", None, failures)
+            if display is not None:
+                return display
 
     if "default" in platforms:
         handle = int(lib.eglGetDisplay(None) or 0)
