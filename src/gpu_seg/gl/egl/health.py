@@ -9,8 +9,11 @@ makes the newcomer current and ``eglGetCurrentContext`` returns the handle we ex
 :class:`ContextHealth` creates a *sentinel* in its context: a 32-byte buffer object whose label
 (``glObjectLabel``, GL 4.3 / KHR_debug) is a random token, or, without KHR_debug, whose contents
 are that token. A GL object name alone would not do either (names start at 1 in every
-context); the token cannot be matched by another context by chance. The check costs two state
-queries (``glIsBuffer``, ``glGetObjectLabel``) and no GPU synchronisation.
+context); the token cannot be matched by another context by chance. The label check costs two
+state queries (``glIsBuffer``, ``glGetObjectLabel``) and no GPU synchronisation: measured on
+llvmpipe, the whole per-frame check takes 7 us against 5 us for the handle-only one
+(``tests/test_context_health.py``). The contents check (drivers without KHR_debug) reads the 32
+bytes back, 13 us there, and may wait for the GPU on other drivers.
 
 After a GPU reset a robust context answers every query with 0, so the sentinel also looks
 missing; the reset status tells the two apart: a reset context is ours (destroy it), a context
@@ -52,7 +55,8 @@ IDENTITY_METHODS = ("auto", "label", "content")
 
 @dataclass(frozen=True)
 class Robustness:
-    """Robustness as the GL driver reports it (not as EGL accepted it).
+    """Two robustness properties of a context: as the GL driver honours them when
+    :func:`read_robustness` made it, or as requested from EGL.
 
     Attributes:
         reset_notification: ``GL_RESET_NOTIFICATION_STRATEGY`` is ``GL_LOSE_CONTEXT_ON_RESET``:
