@@ -1,13 +1,15 @@
 """GL sessions: a generation's use of one GL context. The only module that creates, attaches,
 checks and destroys contexts.
 
-A session is the moderngl context (``mgl``) plus how frames run on it (thread, make-current,
-health check). Two kinds, one interface (:class:`GLSession`):
+Words: the *EGL context* is the raw ``EGLContext`` (:class:`~gpu_seg.gl.egl.EGLContext`); the
+*moderngl context* (``mgl``) is moderngl's wrapper of whichever GL context is used; a *session*
+is one generation's use of a context: the moderngl context plus how frames run on it (thread,
+make-current, health check). Two kinds, one interface (:class:`GLSession`):
 
 * :class:`OwnedSession`: a headless EGL context that gpu_seg creates (through
   :mod:`gpu_seg.gl.egl`, with ``LOSE_CONTEXT_ON_RESET`` reset notification where the driver
   offers it) and keeps on its own thread (:mod:`gpu_seg.gl.worker`). After a loss, the owner
-  creates a new one: a new *generation*.
+  creates a new session: a new *generation*.
 * :class:`AttachedSession`: a context that the application owns (a glfw or Qt window, ...). GL
   work runs on the caller's thread, which must have that context current. gpu_seg cannot
   recreate it: after a loss it reports the loss and waits for the application to attach a new
@@ -16,24 +18,26 @@ health check). Two kinds, one interface (:class:`GLSession`):
 :meth:`GLSession.run` brackets every frame: it makes the context current, runs the frame, and
 checks the context before any result is trusted. Signals of a loss, cheapest first:
 
-* owned: ``eglMakeCurrent`` fails (destroyed or lost context), ``eglQueryContext`` fails (destroyed
-  while current), the context is no longer current, ``glGetError`` returns ``GL_CONTEXT_LOST``,
-  ``glGetGraphicsResetStatus`` is not ``GL_NO_ERROR`` (polled at most every
-  ``reset_poll_interval`` seconds, as Chromium does; robust contexts only);
-* attached: the native current context (GLX or EGL) is not the one attached, the moderngl
-  context was released, or ``glGetError`` reports the loss;
+* owned (:class:`~gpu_seg.gl.egl.ContextHealth`): ``eglMakeCurrent`` fails (destroyed or lost
+  context), ``eglQueryContext`` fails (destroyed while current), the context is no longer
+  current, the current context does not hold the session's sentinel object (the handle was
+  recycled for another context, as the NVIDIA driver does), ``glGetGraphicsResetStatus`` is not
+  ``GL_NO_ERROR`` (polled at most every ``reset_poll_interval`` seconds, as Chromium does; only
+  where the driver honours reset notification), ``glGetError`` returns ``GL_CONTEXT_LOST``;
+* attached: the native current context (GLX or EGL) is not the one attached, the current
+  context does not hold the session's sentinel object (a recycled handle, or a reset), or
+  ``glGetError`` returns ``GL_CONTEXT_LOST``;
 * a frame that times out on the GL thread (a hung driver).
 
 Any of these raises :class:`~gpu_seg.errors.ContextLostError`; the frame's data are discarded.
+Any other GL error is read once per frame, after it, and raised as :class:`GLError`.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -42,6 +46,7 @@ import moderngl
 
 from ..errors import ContextLostError, GLUnavailableError, GpuSegError
 from . import egl
+from .egl.bindings import CurrentContextGL
 from .worker import GLThread
 
 __all__ = ["AttachedSession", "ContextInfo", "GLError", "GLSession", "OwnedSession", "native_current_context"]
@@ -49,22 +54,42 @@ __all__ = ["AttachedSession", "ContextInfo", "GLError", "GLSession", "OwnedSessi
 log = logging.getLogger("gpu_seg")
 T = TypeVar("T")
 
-GL_NO_ERROR = 0
-GL_CONTEXT_LOST = 0x0507
-_RESET_NAMES = {
-    0x8253: "GL_GUILTY_CONTEXT_RESET",
-    0x8254: "GL_INNOCENT_CONTEXT_RESET",
-    0x8255: "GL_UNKNOWN_CONTEXT_RESET",
-}
-
 
 class GLError(GpuSegError, RuntimeError):
     """A GL call failed on a healthy context (for example ``GL_OUT_OF_MEMORY``)."""
 
 
+def _frame_error(error: str) -> str | None:
+    """The error flag read after a frame (moderngl's name): a loss reason, None, or GLError."""
+    if error == "GL_CONTEXT_LOST":
+        return "glGetError returned GL_CONTEXT_LOST"
+    if error != "GL_NO_ERROR":
+        raise GLError(f"{error} during the frame")
+    return None
+
+
 @dataclass(frozen=True)
 class ContextInfo:
-    """What a context is, for logs, ``gpu-seg info`` and benchmark metadata."""
+    """What a session's context is, for logs, ``gpu-seg info`` and benchmark metadata.
+
+    Robustness is reported as the GL driver honours it (read back from GL), not as it was asked
+    for: EGL can accept an attribute that GL then ignores.
+
+    Attributes:
+        kind: ``"owned-egl"``, ``"attached-glx"`` or ``"attached-egl"``.
+        renderer, vendor, version: ``GL_RENDERER``, ``GL_VENDOR``, ``GL_VERSION``.
+        version_code: ``major * 100 + minor * 10``.
+        glsl_version: the ``#version`` gpu_seg's shaders use (330 or 400).
+        robust: the driver honours some robustness: reset notification or robust access.
+        reset_notification: the driver honours ``LOSE_CONTEXT_ON_RESET``
+            (``GL_RESET_NOTIFICATION_STRATEGY`` reads back ``GL_LOSE_CONTEXT_ON_RESET``).
+        robust_access: the driver honours robust buffer access (``GL_CONTEXT_FLAGS`` has
+            ``GL_CONTEXT_FLAG_ROBUST_ACCESS_BIT``).
+        requested_reset_notification: gpu_seg asked for it and ``eglCreateContext`` accepted it
+            (False for attached contexts, which gpu_seg did not create).
+        requested_robust_access: likewise for robust buffer access.
+        max_texture_size: ``GL_MAX_TEXTURE_SIZE``.
+    """
 
     kind: str
     renderer: str
@@ -74,30 +99,44 @@ class ContextInfo:
     glsl_version: int
     robust: bool
     reset_notification: bool
+    robust_access: bool
+    requested_reset_notification: bool
+    requested_robust_access: bool
     max_texture_size: int
+
+
+_NOT_REQUESTED = egl.Robustness(reset_notification=False, robust_access=False)
 
 
 def _glsl_version(version_code: int) -> int:
     return 400 if version_code >= 400 else 330
 
 
-def _describe(kind: str, ctx: moderngl.Context, robust: bool, reset_notification: bool) -> ContextInfo:
-    info = ctx.info
+def _describe(
+    kind: str,
+    mgl: moderngl.Context,
+    honoured: egl.Robustness,
+    requested: egl.Robustness = _NOT_REQUESTED,
+) -> ContextInfo:
+    info = mgl.info
     return ContextInfo(
         kind=kind,
         renderer=str(info.get("GL_RENDERER", "")),
         vendor=str(info.get("GL_VENDOR", "")),
         version=str(info.get("GL_VERSION", "")),
-        version_code=ctx.version_code,
-        glsl_version=_glsl_version(ctx.version_code),
-        robust=robust,
-        reset_notification=reset_notification,
+        version_code=mgl.version_code,
+        glsl_version=_glsl_version(mgl.version_code),
+        robust=honoured.reset_notification or honoured.robust_access,
+        reset_notification=honoured.reset_notification,
+        robust_access=honoured.robust_access,
+        requested_reset_notification=requested.reset_notification,
+        requested_robust_access=requested.robust_access,
         max_texture_size=int(info.get("GL_MAX_TEXTURE_SIZE", 0)),
     )
 
 
 class GLSession:
-    """Interface of both context kinds. ``generation`` numbers the contexts of one processor."""
+    """Interface of both session kinds. ``generation`` numbers the sessions of one processor."""
 
     generation: int
     mgl: moderngl.Context
@@ -109,22 +148,32 @@ class GLSession:
         raise NotImplementedError
 
     def check(self) -> str | None:
-        """Loss reason, or None while healthy (call with the context current, inside :meth:`run`)."""
+        """Loss reason, or None while healthy (call with the context current, inside :meth:`run`).
+
+        Reads the GL error flag: ``GL_CONTEXT_LOST`` is a loss, any other error raises GLError.
+        """
         raise NotImplementedError
 
     def close(self, release: Callable[[], None] | None = None) -> None:
-        """Release a healthy context, calling ``release`` first with it current."""
+        """End a healthy session: call ``release`` (gpu_seg's GL objects) with the context current,
+        then destroy the EGL context if the session owns it."""
         raise NotImplementedError
 
     def abandon(self) -> None:
-        """Drop a lost context without GL calls on its objects."""
+        """End a lost session without GL calls on its objects (an owned EGL context is destroyed
+        through EGL unless its handle was found recycled)."""
         raise NotImplementedError
 
 
 class OwnedSession(GLSession):
-    """A headless EGL context created and owned by gpu_seg, living on its own thread.
+    """A session on a headless EGL context that gpu_seg creates and owns, on its own thread.
 
     Use :meth:`create`. ``timeout`` bounds each frame (seconds, None = unbounded).
+
+    Attributes:
+        egl_context: the EGL context.
+        health: its health check (identity sentinel, validity, reset status).
+        thread: the GL thread the EGL context is current on during frames.
     """
 
     owned = True
@@ -134,21 +183,21 @@ class OwnedSession(GLSession):
         generation: int,
         thread: GLThread,
         egl_context: egl.EGLContext,
-        ctx: moderngl.Context,
+        mgl: moderngl.Context,
+        health: egl.ContextHealth,
         timeout: float | None,
-        reset_poll_interval: float,
         owns_thread: bool = True,
     ) -> None:
         self.generation = generation
         self.thread = thread
         self.owns_thread = owns_thread
         self.egl_context = egl_context
-        self.mgl = ctx
+        self.mgl = mgl
+        self.health = health
         self.timeout = timeout
-        self.reset_poll_interval = reset_poll_interval
-        self._last_reset_poll = float("-inf")
         self._dead = False
-        self.info = _describe("owned-egl", ctx, egl_context.robust, egl_context.reset_notification)
+        requested = egl.Robustness(egl_context.reset_notification, egl_context.robust_access)
+        self.info = _describe("owned-egl", mgl, health.robustness, requested)
 
     @classmethod
     def create(
@@ -160,8 +209,8 @@ class OwnedSession(GLSession):
         reset_poll_interval: float = 0.005,
         thread: GLThread | None = None,
     ) -> OwnedSession:
-        """Create the context on ``thread`` (a healthy GL thread kept across generations), or on a
-        new thread that the context owns and stops on close.
+        """Create the EGL context on ``thread`` (a healthy GL thread kept across generations), or
+        on a new thread that the session owns and stops on close.
 
         Raises:
             GLUnavailableError: EGL or a suitable OpenGL context is not available.
@@ -175,15 +224,15 @@ class OwnedSession(GLSession):
             egl_context = egl.create_context(display, robust=robust)
             try:
                 egl_context.make_current()
-                ctx = moderngl.create_context(standalone=True, require=330, context=egl_context.loader())
-                # ctx.info is read (and cached by moderngl) here, with the context current.
-                owned = cls(generation, thread, egl_context, ctx, timeout, reset_poll_interval, owns_thread)
+                mgl = moderngl.create_context(standalone=True, require=330, context=egl_context.loader())
+                # mgl.info is read (and cached by moderngl) in _describe, with the context current.
+                health = egl.ContextHealth(egl_context, reset_poll_interval=reset_poll_interval)
+                return cls(generation, thread, egl_context, mgl, health, timeout, owns_thread)
             except BaseException:
                 egl_context.destroy()
                 raise
             finally:
                 egl_context.release_current()
-            return owned
 
         try:
             return thread.call(build, timeout)
@@ -193,23 +242,7 @@ class OwnedSession(GLSession):
             raise GLUnavailableError(f"cannot create an EGL OpenGL context: {exc}") from exc
 
     def check(self) -> str | None:
-        egl_context = self.egl_context
-        if not egl_context.is_valid():
-            return "the EGL context was destroyed"
-        if not egl_context.is_current():
-            return "the EGL context is no longer current"
-        error = egl_context.gl_error()
-        if error == GL_CONTEXT_LOST:
-            return "glGetError returned GL_CONTEXT_LOST"
-        if error != GL_NO_ERROR:
-            raise GLError(f"GL error 0x{error:04x} during the frame")
-        now = time.monotonic()
-        if egl_context.reset_notification and now - self._last_reset_poll >= self.reset_poll_interval:
-            self._last_reset_poll = now
-            status = egl_context.graphics_reset_status()
-            if status != GL_NO_ERROR:
-                return f"glGetGraphicsResetStatus returned {_RESET_NAMES.get(status, hex(status))}"
-        return None
+        return self.health.lost_reason() or _frame_error(self.mgl.error)
 
     def run(self, frame: Callable[[], T]) -> T:
         if self._dead:
@@ -219,6 +252,10 @@ class OwnedSession(GLSession):
             try:
                 self.egl_context.make_current()
             except egl.EGLError as exc:
+                if exc.code_name != "EGL_CONTEXT_LOST":
+                    # Not provably ours any more (EGL_BAD_ACCESS: the handle is current elsewhere,
+                    # so it names another context now): never destroy it.
+                    self.egl_context.disown()
                 raise ContextLostError(f"cannot make the context current: {exc}", reason=str(exc)) from exc
             try:
                 try:
@@ -249,7 +286,7 @@ class OwnedSession(GLSession):
                 self.egl_context.make_current()
                 if release is not None:
                     release()
-                self.mgl.release()  # destroys the EGL context through the loader
+                self.mgl.release()  # destroys the EGL context (and the sentinel) through the loader
             except (egl.EGLError, moderngl.Error):
                 self.egl_context.destroy()
 
@@ -266,7 +303,7 @@ class OwnedSession(GLSession):
 
         def drop() -> None:
             self.egl_context.release_current()
-            self.egl_context.destroy()  # an EGL call, not GL: frees the driver's side
+            self.egl_context.destroy()  # EGL, not GL; leaves a disowned (recycled) handle alone
 
         try:
             self.thread.call(drop, 5.0)
@@ -286,7 +323,7 @@ class OwnedSession(GLSession):
         self.thread.call(destroy, self.timeout)
 
 
-# ------------------------------------------------------------------------------ attached contexts
+# ------------------------------------------------------------------------------ attached sessions
 _native_lock = threading.Lock()
 _native_getters: list[tuple[str, Callable[[], int]]] | None = None
 
@@ -323,22 +360,32 @@ def native_current_context() -> tuple[str, int] | None:
 
 
 class AttachedSession(GLSession):
-    """A context the application owns; gpu_seg renders into its own framebuffers there.
+    """A session on a context the application owns; gpu_seg renders into its own framebuffers there.
 
     The application makes its context current on its thread before calling ``process()``;
     gpu_seg does not change which context is current. If the application destroys the context
     (closes its window) or it is lost, frames raise ContextLostError (or fall back to the CPU)
     until the application attaches a new context.
+
+    GL errors: a context has one error flag (some implementations keep a few), it records only
+    the first error until ``glGetError`` reads it, and GL has no call that sets it again. So
+    :meth:`run` reads the flag once before the frame and once after it. The read after the
+    frame is gpu_seg's: ``GL_CONTEXT_LOST`` is a loss, any other error raises :class:`GLError`.
+    The read before is the application's: an error it left pending would otherwise hide
+    gpu_seg's own errors and be blamed on the frame. That error is consumed (GL cannot hold it
+    back), never raised or attributed to the frame, and logged as a warning on the ``gpu_seg``
+    logger with its name; ``GL_CONTEXT_LOST`` found there is a loss. Applications that check
+    ``glGetError`` should do so before calling ``process()``.
     """
 
     owned = False
 
-    def __init__(self, generation: int, ctx: moderngl.Context | None = None) -> None:
+    def __init__(self, generation: int, mgl: moderngl.Context | None = None) -> None:
         native = native_current_context()
         if native is None:
             raise GLUnavailableError("no OpenGL context is current on this thread to attach to")
         try:
-            self.mgl = ctx if ctx is not None else moderngl.create_context(require=330)
+            self.mgl = mgl if mgl is not None else moderngl.create_context(require=330)
         except Exception as exc:
             raise GLUnavailableError(f"cannot attach to the current OpenGL context: {exc}") from exc
         if self.mgl.version_code < 330:
@@ -347,15 +394,41 @@ class AttachedSession(GLSession):
         self.native = native
         self.thread_id = threading.get_ident()
         self._dead = False
-        self.info = _describe(f"attached-{native[0]}", self.mgl, False, False)
+        gl = CurrentContextGL()
+        version, extensions = self.mgl.version_code, self.mgl.extensions
+        try:
+            robustness = egl.read_robustness(gl.get_integer, version, extensions)
+            self.sentinel = egl.Sentinel(gl, egl.labels_available(version, extensions))
+        except egl.EGLError as exc:  # no libOpenGL/libGL to reach the application's context
+            raise GLUnavailableError(f"cannot attach to the current OpenGL context: {exc}") from exc
+        self.info = _describe(f"attached-{native[0]}", self.mgl, robustness)
+
+    def _lost_reason(self) -> str | None:
+        if native_current_context() != self.native:
+            return "the application's context is no longer current (destroyed or switched)"
+        if not self.sentinel.present():
+            return "the current context is not the one attached (its handle was recycled, or it was reset)"
+        return None
 
     def check(self) -> str | None:
-        native = native_current_context()
-        if native != self.native:
-            return "the application's context is no longer current (destroyed or switched)"
-        if self.mgl.error == "GL_CONTEXT_LOST":
-            return "glGetError returned GL_CONTEXT_LOST"
+        return self._lost_reason() or _frame_error(self.mgl.error)
+
+    def _take_application_error(self) -> str | None:
+        """Read the error flag before the frame: the application's error, logged; a loss reason."""
+        error = self.mgl.error
+        if error == "GL_CONTEXT_LOST":
+            return "glGetError returned GL_CONTEXT_LOST before the frame"
+        if error != "GL_NO_ERROR":
+            log.warning(
+                "the application's GL context had %s pending when process() began; gpu_seg read it "
+                "(GL cannot hold it back) and did not count it against the frame",
+                error,
+            )
         return None
+
+    def _lost(self, message: str, reason: str) -> ContextLostError:
+        self._dead = True
+        return ContextLostError(f"attached context lost{message}: {reason}", reason=reason)
 
     def run(self, frame: Callable[[], T]) -> T:
         if self._dead:
@@ -365,30 +438,26 @@ class AttachedSession(GLSession):
                 "an attached context is used on the thread that attached it; "
                 "call process() from the application's GL thread"
             )
-        reason = self.check()
+        reason = self._lost_reason() or self._take_application_error()
         if reason:
-            self._dead = True
-            raise ContextLostError(f"attached context lost: {reason}", reason=reason)
+            raise self._lost("", reason)
         try:
             result = frame()
         except moderngl.Error as exc:
             reason = self.check()
             if reason:
-                self._dead = True
-                raise ContextLostError(f"GL failed on a lost context: {reason}", reason=reason) from exc
+                raise self._lost(" (GL failed)", reason) from exc
             raise GLError(f"GL call failed on a healthy context: {exc}") from exc
         reason = self.check()
-        if reason is None:
-            error = self.mgl.error
-            if error != "GL_NO_ERROR":
-                raise GLError(f"{error} during the frame")
-            return result
-        self._dead = True
-        raise ContextLostError(f"attached context lost during the frame: {reason}", reason=reason)
+        if reason:
+            raise self._lost(" during the frame", reason)
+        return result
 
     def close(self, release: Callable[[], None] | None = None) -> None:
-        if release is not None and not self._dead and native_current_context() == self.native:
-            release()
+        if not self._dead and self._lost_reason() is None:
+            if release is not None:
+                release()
+            self.sentinel.delete()
 
     def abandon(self) -> None:
         self._dead = True

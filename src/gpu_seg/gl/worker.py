@@ -1,6 +1,6 @@
-"""The thread that owns an owned GL context.
+"""The thread that owns the EGL context of an owned GL session.
 
-Threading model: a context that gpu_seg creates (``OwnedSession``) lives on one dedicated
+Threading model: the EGL context of an owned session (``OwnedSession``) lives on one dedicated
 thread for its whole life: it is created, made current, used and destroyed there. A processor
 keeps one GL thread across context generations and replaces it only when it hangs. Callers on any
 thread hand work to it with :meth:`GLThread.call` and wait for the result, so
@@ -12,10 +12,10 @@ next generation gets a new thread.
 
 from __future__ import annotations
 
+import concurrent.futures as futures
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import TypeVar
 
 from ..errors import ContextLostError
@@ -70,11 +70,11 @@ class GLThread:
             return fn()
         if self._stopped:
             raise ContextLostError("the GL thread was stopped", reason="gl thread stopped")
-        future: Future = Future()
+        future: futures.Future = futures.Future()
         self._queue.put((future, fn))
         try:
             return future.result(timeout)
-        except TimeoutError:
+        except futures.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             future.cancel()
             self.abandon()
             raise ContextLostError(
