@@ -201,7 +201,7 @@ def test_a_gl_error_in_the_frame_is_reported(glfw_windows):
     open_window()
     with gpu_seg.SegmentationPostprocessor("softmax", backend="gl", context="current") as pp:
         pp.process(_tensor(8), SIZE)
-        gl = pp._gl
+        gl = pp._supervisor.generation
         frame = gl.pipeline.process
 
         def frame_with_an_error(*args, **kwargs):
@@ -243,7 +243,9 @@ def test_a_recycled_application_context_handle_is_a_loss(glfw_windows):
         pp.process(_tensor(12), SIZE)
         close_window(first)
         open_window()  # the next context is current on this thread
-        pp._gl.session.native = native_current_context()  # what a recycled handle looks like
+        pp._supervisor.generation.session.native = (
+            native_current_context()
+        )  # what a recycled handle looks like
         with pytest.raises(gpu_seg.ContextLostError, match="not the one attached"):
             pp.process(_tensor(13), SIZE)
         pp.attach("current")
