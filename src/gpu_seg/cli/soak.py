@@ -500,11 +500,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.finish()
-    print(_format(report))
-    if args.json:
+    if args.json:  # first: a closed stdout must not lose the figures
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(report.to_dict(), out, indent=2)
             out.write("\n")
+    print(_format(report))
     if not report.ok:
         print("soak failed: mismatched frames or frames that raised", file=sys.stderr)
     return 0 if report.ok else 1
