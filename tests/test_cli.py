@@ -67,3 +67,29 @@ def test_a_closed_pipe_still_writes_the_json_file(tmp_path):
     done = run_into_closed_pipe(["soak", "--frames", "3", "--warmup", "1", "--quiet", "--json", str(path)])
     assert done.returncode == PIPE_CLOSED_STATUS and not done.stderr, done.stderr
     assert json.loads(path.read_text())["frames_returned"] == 4
+
+
+def _run_without_rich(argv: list[str]) -> subprocess.CompletedProcess:
+    """``gpu-seg argv`` in a Python where ``import rich`` fails, as without the ``cli`` extra."""
+    code = f"import sys\nsys.modules['rich'] = None\nfrom gpu_seg.cli import main\nsys.exit(main({argv!r}))\n"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120, check=False
+    )
+
+
+def test_info_and_help_need_no_rich():
+    done = _run_without_rich(["info"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("renderer ")
+    done = _run_without_rich(["bench", "--help"])
+    assert done.returncode == 0 and "--preset" in done.stdout, done.stderr
+    done = _run_without_rich(["--help"])
+    assert done.returncode == 0 and "soak" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("command", ["bench", "verify", "soak"])
+def test_commands_that_draw_tables_name_the_cli_extra_without_rich(command):
+    done = _run_without_rich([command, "--quiet"])
+    assert done.returncode == 2
+    assert 'pip install "gpu_seg[cli]"' in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout == ""

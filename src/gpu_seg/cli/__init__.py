@@ -1,7 +1,8 @@
 """The ``gpu-seg`` command line: ``info``, ``bench``, ``verify``, ``soak``.
 
-Each command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``; the
-work itself is done by the engines in :mod:`gpu_seg.tools`.
+Each command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``: argument
+parsing and output only; the work is done by the engines in :mod:`gpu_seg.tools`. Tables and
+progress bars are drawn with rich (:mod:`.console`, the ``cli`` extra).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ COMMANDS = {
     "verify": "check the GL path and the numpy reference against real MediaPipe on a random battery",
     "soak": "run many frames with injected context losses and check every frame",
 }
+
+#: Commands that draw their report and progress with rich (the ``cli`` extra). ``info`` and
+#: ``--help`` print plain text and work without it.
+RICH_COMMANDS = ("bench", "verify", "soak")
 
 #: Exit status when the reader of stdout went away (``gpu-seg info | head -3``): 128 + SIGPIPE, what
 #: a shell reports for any program stopped by a closed pipe.
@@ -62,11 +67,28 @@ def _run(argv: Sequence[str] | None) -> int:
     if getattr(args, "run", None) is None:
         parser.print_help()
         return 2
+    if args.command in RICH_COMMANDS and not _rich_available():
+        from ..tools.messages import INSTALL_CLI
+
+        print(
+            f"gpu-seg {args.command} draws its tables and progress with rich, which is not installed: "
+            f"{INSTALL_CLI}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _rich_available() -> bool:
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _discard_output() -> None:
