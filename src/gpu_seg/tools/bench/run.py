@@ -8,6 +8,7 @@ mode), ``goals`` and ``wall_s``.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -51,8 +52,10 @@ class BenchSettings:
         warmup: int | None = None,
         max_seconds: float | None = None,
         bandwidth_mib: int | None = None,
-        backends: tuple[str, ...] | None = None,
-        **rest: Any,
+        backends: Sequence[str] | None = None,
+        seed: int = 0,
+        noise: bool = True,
+        alloc: bool = True,
     ) -> BenchSettings:
         """Settings where ``None`` takes the default; ``quick`` (a smoke run) changes the defaults
         to 3 frames, 1 warm-up frame, 1 s per backend, no pauses and a 64 MiB bandwidth buffer."""
@@ -61,9 +64,11 @@ class BenchSettings:
             warmup=warmup if warmup is not None else (1 if quick else DEFAULT_WARMUP),
             max_seconds=max_seconds if max_seconds is not None else (1.0 if quick else DEFAULT_MAX_SECONDS),
             pause_s=0.0 if quick else PAUSE_S,
-            bandwidth_mib=bandwidth_mib or (64 if quick else DEFAULT_BANDWIDTH_MIB),
+            seed=seed,
             backends=tuple(dict.fromkeys(backends)) if backends else PEERS,
-            **rest,
+            noise=noise,
+            alloc=alloc,
+            bandwidth_mib=bandwidth_mib or (64 if quick else DEFAULT_BANDWIDTH_MIB),
         )
 
     def to_dict(self) -> dict[str, Any]:
