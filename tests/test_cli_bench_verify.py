@@ -11,10 +11,13 @@ import json
 import numpy as np
 import pytest
 
-from gpu_seg import bench_lib as bl
 from gpu_seg import oracle
 from gpu_seg.cli import bench, build_parser, main
-from gpu_seg.parity import Parity
+from gpu_seg.tools import verify
+from gpu_seg.tools.bench.cases import NOISE_MODES, PRESETS, VARIANT_PRESETS, boundary_fraction
+from gpu_seg.tools.bench.goals import evaluate_goals
+from gpu_seg.tools.bench.results import BenchRow, finish_rows
+from gpu_seg.tools.parity import Parity
 
 needs_mediapipe = pytest.mark.skipif(not oracle.mediapipe_available(), reason="mediapipe is not installed")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -73,49 +76,49 @@ def test_help_describes_both_commands(capsys):
 
 def test_default_cases_are_every_preset_model_like_and_noise():
     args = build_parser().parse_args(["bench"])
-    cases = bench.build_cases(args)
+    cases = bench.cases_from_args(args)
     assert [(c.preset, c.content) for c in cases] == [
-        (p, content) for p in bl.PRESETS for content in ("model-like", "iid-noise")
+        (p, content) for p in PRESETS for content in ("model-like", "iid-noise")
     ]
     for case in cases:
-        preset = bl.PRESETS[case.preset]
+        preset = PRESETS[case.preset]
         assert case.shape == preset.tensor_shape and case.output_size == preset.output_size
         assert case.tensor.dtype == np.float32
         if case.content == "model-like":
             assert case.modes == ("both", "category", "confidence")
             assert 0.005 < case.boundary_fraction < 0.15
-            assert case.variants == (case.preset in bench.VARIANT_PRESETS)
+            assert case.variants == (case.preset in VARIANT_PRESETS)
         else:
-            assert case.modes == bench.NOISE_MODES
+            assert case.modes == NOISE_MODES
             assert case.boundary_fraction > 0.4
     # Seeded: the same seed gives the same tensors, another seed others.
-    again = bench.build_cases(build_parser().parse_args(["bench", "--preset", "selfie", "--no-noise"]))
+    again = bench.cases_from_args(build_parser().parse_args(["bench", "--preset", "selfie", "--no-noise"]))
     assert len(again) == 1 and np.array_equal(again[0].tensor, cases[0].tensor)
-    other = bench.build_cases(build_parser().parse_args(["bench", "--preset", "selfie", "--seed", "1"]))
+    other = bench.cases_from_args(build_parser().parse_args(["bench", "--preset", "selfie", "--seed", "1"]))
     assert not np.array_equal(other[0].tensor, cases[0].tensor)
 
 
 def test_custom_tensor_defaults():
     args = build_parser().parse_args(["bench", "--tensor", "8x6x1", "--outputs", "category", "category"])
-    (model_like, noise) = bench.build_cases(args)
+    (model_like, noise) = bench.cases_from_args(args)
     assert model_like.preset == "custom" and model_like.shape == (8, 6, 1)
     assert model_like.output_size == (6, 8) and model_like.activation == "sigmoid"
     assert model_like.modes == ("category",) and noise.modes == ("category",)
     args = build_parser().parse_args(["bench", "--tensor", "8x6x3", "--preset", "selfie", "--no-noise"])
-    cases = bench.build_cases(args)
+    cases = bench.cases_from_args(args)
     assert [c.preset for c in cases] == ["selfie", "custom"] and cases[1].activation == "softmax"
 
 
 def test_boundary_fraction_counts_texels_next_to_another_class():
     labels = np.zeros((4, 4, 2), np.float32)
     labels[:, 2:, 1] = 1.0  # columns 2-3 are class 1: columns 1 and 2 are boundary texels
-    assert bl.boundary_fraction(labels, "softmax") == pytest.approx(0.5)
-    assert bl.boundary_fraction(np.zeros((4, 4, 2), np.float32), "softmax") == 0.0
+    assert boundary_fraction(labels, "softmax") == pytest.approx(0.5)
+    assert boundary_fraction(np.zeros((4, 4, 2), np.float32), "softmax") == 0.0
 
 
 def test_goals_pass_and_miss():
     def row(preset, outputs, backend, median, floor=None):
-        r = bl.BenchRow(preset, (1, 1, 1), (1, 1), "softmax", "model-like", 0.0, outputs, backend, backend)
+        r = BenchRow(preset, (1, 1, 1), (1, 1), "softmax", "model-like", 0.0, outputs, backend, backend)
         r.median_ms, r.bytes_moved = median, 1
         r.floor_ms = floor
         return r
@@ -129,8 +132,8 @@ def test_goals_pass_and_miss():
         row("multiclass", "category", "opencv", 3.0),
         row("multiclass", "confidence", "gl", 3.0, floor=1.0),
     ]
-    bl.finish_rows(rows, 0.0)
-    goals = {g["name"]: g for g in bl.evaluate_goals(rows)}
+    finish_rows(rows, 0.0)
+    goals = {g["name"]: g for g in evaluate_goals(rows)}
     assert goals["multiclass both: GL / MediaPipe CPU <= 0.20"]["passed"] is True
     assert goals["selfie both: GL / MediaPipe CPU <= 0.20"]["passed"] is False
     assert goals["selfie both: GL / MediaPipe CPU <= 0.20"]["measured"] == pytest.approx(0.5)
@@ -246,8 +249,6 @@ def test_verify_small_battery_passes(capsys, tmp_path):
 
 
 def test_verify_battery_is_seeded_and_varied():
-    from gpu_seg.cli import verify
-
     first, again = verify.make_battery(40, 7), verify.make_battery(40, 7)
     assert all(np.array_equal(a.tensor, b.tensor) for a, b in zip(first, again, strict=True))
     assert {c.activation for c in first} == {"none", "sigmoid", "softmax"}
@@ -264,7 +265,6 @@ def test_verify_without_mediapipe_exits_2(monkeypatch, capsys):
 
 def test_verify_reports_a_failure(monkeypatch, capsys):
     """A GL path that returns wrong masks makes verify fail with status 1."""
-    from gpu_seg.cli import verify
 
     def broken(case, processors, gl_error):
         outcome = verify.CaseOutcome(case)

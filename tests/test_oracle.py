@@ -1,7 +1,9 @@
-"""Tests of gpu_seg.oracle: real MediaPipe's CPU post-processing of a fixed tensor.
+"""Tests of gpu_seg.tools.oracle (``gpu_seg.oracle``): real MediaPipe's CPU post-processing of a
+fixed tensor.
 
-Expected values come from hand-written numpy formulas (doc sections 2-4 of
-``shared/docs/mediapipe-postprocessing.md``) and from :mod:`gpu_seg.reference`.
+Expected values come from hand-written numpy formulas (MediaPipe's semantics as the README's
+"Semantics" section states them; ``T2ST:`` comments cite lines of MediaPipe's
+``tensors_to_segmentation_calculator_test.cc``) and from :mod:`gpu_seg.reference`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import gpu_seg
 from gpu_seg import oracle
 from gpu_seg.errors import GpuSegError, InputError
 from gpu_seg.reference import reference_postprocess
@@ -294,12 +297,14 @@ def test_unavailable_error_type() -> None:
 
 
 def test_import_without_mediapipe() -> None:
-    """``import gpu_seg.oracle`` needs no mediapipe; using it raises OracleUnavailableError."""
+    """Importing the oracle needs no mediapipe; using it raises OracleUnavailableError."""
     code = (
         "import sys\n"
         "sys.modules['mediapipe'] = None\n"
         "import numpy as np\n"
-        "import gpu_seg.oracle as o\n"
+        "import gpu_seg\n"
+        "import gpu_seg.tools.oracle as o\n"
+        "assert gpu_seg.oracle is o\n"
         "assert not o.mediapipe_available()\n"
         "try:\n"
         "    o.mediapipe_postprocess(np.zeros((2, 2, 2), np.float32))\n"
@@ -309,7 +314,7 @@ def test_import_without_mediapipe() -> None:
         "    raise AssertionError('no OracleUnavailableError')\n"
         "print('ok')\n"
     )
-    root = Path(oracle.__file__).resolve().parent.parent
+    root = Path(gpu_seg.__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -1,7 +1,7 @@
 """GL path and numpy reference against real MediaPipe (CPU delegate) over a seeded matrix.
 
-MediaPipe is observed through gpu_seg.oracle (a constant-output .tflite run by ImageSegmenter).
-Tolerances (issue 2): confidence |diff| <= 2e-5 (relative 1e-5 for unactivated large logits);
+MediaPipe is observed through gpu_seg.tools.oracle (a constant-output .tflite run by ImageSegmenter).
+Tolerances (gpu_seg.tools.parity): confidence |diff| <= 2e-5 (relative 1e-5 for unactivated large logits);
 category identical except pixels whose top two interpolated values differ by < 1e-5; one-class
 thresholding exact. Figures are printed in the "parity figures" section of the test summary.
 """
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from gpu_seg import reference_postprocess
-from gpu_seg.oracle import mediapipe_postprocess
+from gpu_seg.tools.oracle import mediapipe_postprocess
 
-from .parity import compare
+from .mediapipe_agreement import compare
 
 ACTIVATIONS = ["none", "sigmoid", "softmax"]
 CHANNELS = [1, 2, 3, 4, 5, 8, 21, 64]

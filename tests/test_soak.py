@@ -1,4 +1,4 @@
-"""The soak run (``gpu-seg soak`` / ``gpu_seg.cli.soak.soak``): many frames, real context losses.
+"""The soak run (``gpu-seg soak`` / ``gpu_seg.tools.soak.soak``): many frames, real context losses.
 
 Everything runs on the real EGL context of the machine (Mesa llvmpipe in CI); the losses are real
 ``eglDestroyContext`` calls (``gpu_seg.testing.lose_context``), and every frame is checked against
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from gpu_seg.cli import main
-from gpu_seg.cli.soak import compare, soak
 from gpu_seg.reference import reference_postprocess
+from gpu_seg.tools.soak import compare, soak
 from gpu_seg.types import Activation, Result
 
 FRAMES = 3000

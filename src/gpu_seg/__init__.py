@@ -56,5 +56,5 @@ def __getattr__(name: str):
     if name in ("oracle", "testing"):
         import importlib
 
-        return importlib.import_module(f"{__name__}.{name}")
+        return importlib.import_module(f"{__name__}.{'tools.oracle' if name == 'oracle' else name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

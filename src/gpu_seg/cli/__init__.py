@@ -1,12 +1,15 @@
 """The ``gpu-seg`` command line: ``info``, ``bench``, ``verify``, ``soak``.
 
-Each command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``.
+Each command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``: argument
+parsing and output only; the work is done by the engines in :mod:`gpu_seg.tools`. Tables and
+progress bars are drawn with rich (:mod:`.console`, the ``cli`` extra).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +19,14 @@ COMMANDS = {
     "verify": "check the GL path and the numpy reference against real MediaPipe on a random battery",
     "soak": "run many frames with injected context losses and check every frame",
 }
+
+#: Commands that draw their report and progress with rich (the ``cli`` extra). ``info`` and
+#: ``--help`` print plain text and work without it.
+RICH_COMMANDS = ("bench", "verify", "soak")
+
+#: Exit status when the reader of stdout went away (``gpu-seg info | head -3``): 128 + SIGPIPE, what
+#: a shell reports for any program stopped by a closed pipe.
+PIPE_CLOSED_STATUS = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,14 +47,56 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``gpu-seg`` console script."""
+    """Entry point of the ``gpu-seg`` console script.
+
+    A closed stdout (or stderr) pipe ends the command quietly with :data:`PIPE_CLOSED_STATUS`.
+    """
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here at the latest, not at interpreter exit
+    except BrokenPipeError:
+        _discard_output()
+        return PIPE_CLOSED_STATUS
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:
         parser.print_help()
+        return 2
+    if args.command in RICH_COMMANDS and not _rich_available():
+        from ..tools.messages import INSTALL_CLI
+
+        print(
+            f"gpu-seg {args.command} draws its tables and progress with rich, which is not installed: "
+            f"{INSTALL_CLI}",
+            file=sys.stderr,
+        )
         return 2
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _rich_available() -> bool:
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _discard_output() -> None:
+    """Point stdout and stderr at /dev/null, so that flushing them at exit cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+            pass
+    os.close(devnull)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..gl import egl
-from ..gl.session import OwnedSession
+from ..tools.gl_report import describe_gl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,35 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def collect(device_index: int | None = None) -> dict:
-    """Facts about the owned EGL context (or why there is none)."""
-    report: dict = {"egl": egl.egl_info()}
-    try:
-        context = OwnedSession.create(generation=1, device_index=device_index)
-    except Exception as exc:
-        report["error"] = str(exc)
-        return report
-    try:
-        info = context.info
-        extensions = context.run(lambda: sorted(context.mgl.extensions))
-        report.update(
-            renderer=info.renderer,
-            vendor=info.vendor,
-            version=info.version,
-            version_code=info.version_code,
-            glsl_version=info.glsl_version,
-            robust_context=info.robust,
-            reset_notification=info.reset_notification,
-            max_texture_size=info.max_texture_size,
-            extensions=extensions,
-        )
-    finally:
-        context.close()
-    return report
-
-
 def run(args: argparse.Namespace) -> int:
-    report = collect(args.device)
+    """Plain text (no rich needed), or the JSON object alone on stdout."""
+    report = describe_gl(args.device)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0 if "error" not in report else 1

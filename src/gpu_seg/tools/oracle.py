@@ -1,5 +1,7 @@
 """Run real MediaPipe's CPU segmentation post-processing on any tensor (a test oracle).
 
+Also reachable as ``gpu_seg.oracle`` (``import gpu_seg; gpu_seg.oracle.mediapipe_postprocess(...)``).
+
 MediaPipe's ``ImageSegmenter`` post-processes whatever its model outputs. This module builds a
 tiny TFLite model whose output is a fixed tensor ``T`` for every input image::
 
@@ -25,7 +27,8 @@ Notes (measured with the PyPI ``mediapipe`` 1.2.3 wheel on x86-64 Linux):
     * One call costs a few milliseconds for small tensors (one ``ImageSegmenter`` session each);
       the first call of a process loads the library (~0.6 s).
     * The wheel's native library logs every task session to Google's usage telemetry
-      (``play.googleapis.com``; mediapipe issue #6291) and offers no switch to turn it off.
+      (``play.googleapis.com``; google-ai-edge/mediapipe issue 6291 on GitHub) and offers no
+      switch to turn it off.
       Offline, closing a session blocks for ~5 s about once every 27 sessions when they are
       opened back to back (more than ~25 per second); spaced sessions never block.
     * TFLite prints ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` to stderr once
@@ -43,16 +46,19 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GpuSegError, InputError
-from .inputs import as_hwc_float32, check_requested_outputs, parse_activation, parse_output_size
-from .types import Activation, Result
+from ..errors import GpuSegError, InputError
+from ..inputs import as_hwc_float32, check_requested_outputs, parse_activation, parse_output_size
+from ..types import Activation, Result
+from .messages import INSTALL_MEDIAPIPE
 
 __all__ = [
     "OracleUnavailableError",
+    "blank_image",
     "build_constant_model",
     "mediapipe_available",
     "mediapipe_postprocess",
     "mediapipe_version",
+    "open_segmenter",
 ]
 
 #: ``ImageSegmenterOptions.activation`` codes of ``image_segmenter_metadata_schema.fbs``.
@@ -61,14 +67,12 @@ _ACTIVATION_CODES = {Activation.NONE: 0, Activation.SIGMOID: 1, Activation.SOFTM
 #: Alignment of every constant buffer in the model (what the TFLite converter uses).
 _BUFFER_ALIGNMENT = 16
 
-_INSTALL_HINT = 'pip install "gpu_seg[mediapipe]"'
-
 
 class OracleUnavailableError(GpuSegError, ImportError):
     """MediaPipe (or a part of it that the oracle needs) cannot be imported."""
 
     def __init__(self, detail: str = "") -> None:
-        message = f"the MediaPipe oracle needs the mediapipe package: {_INSTALL_HINT}"
+        message = f"the MediaPipe oracle needs the mediapipe package: {INSTALL_MEDIAPIPE}"
         if detail:
             message += f" ({detail})"
         super().__init__(message)
@@ -271,8 +275,13 @@ def build_constant_model(tensor_hwc_float32: np.ndarray, activation: Activation 
     return bytes(builder.Output())
 
 
-def _segment(model: bytes, width: int, height: int, confidence: bool, category: bool) -> Any:
-    """Run MediaPipe's ImageSegmenter (CPU delegate, IMAGE mode) on a blank ``width x height`` image."""
+def open_segmenter(model: bytes, confidence: bool, category: bool) -> Any:
+    """MediaPipe's ``ImageSegmenter`` on ``model``: CPU delegate, IMAGE mode; close it when done.
+
+    Raises:
+        OracleUnavailableError: MediaPipe is not installed.
+        RuntimeError, ValueError: MediaPipe rejected the model or the options.
+    """
     mods = _modules()
     base_options_cls = mods.base_options.BaseOptions
     options = mods.image_segmenter.ImageSegmenterOptions(
@@ -281,9 +290,21 @@ def _segment(model: bytes, width: int, height: int, confidence: bool, category: 
         output_confidence_masks=confidence,
         output_category_mask=category,
     )
-    image = mods.image.Image(mods.image.ImageFormat.SRGB, np.zeros((height, width, 3), np.uint8))
+    return mods.image_segmenter.ImageSegmenter.create_from_options(options)
+
+
+def blank_image(width: int, height: int) -> Any:
+    """A black sRGB MediaPipe image of ``width x height``: the input a constant model ignores, and
+    the size MediaPipe resizes the masks to."""
+    mods = _modules()
+    return mods.image.Image(mods.image.ImageFormat.SRGB, np.zeros((height, width, 3), np.uint8))
+
+
+def _segment(model: bytes, width: int, height: int, confidence: bool, category: bool) -> Any:
+    """Run MediaPipe's ImageSegmenter (CPU delegate, IMAGE mode) on a blank ``width x height`` image."""
+    image = blank_image(width, height)
     try:
-        with mods.image_segmenter.ImageSegmenter.create_from_options(options) as segmenter:
+        with open_segmenter(model, confidence, category) as segmenter:
             return segmenter.segment(image)
     except (RuntimeError, ValueError, OSError, IndexError) as exc:  # what MediaPipe's status mapping raises
         raise GpuSegError(f"MediaPipe's ImageSegmenter failed: {exc}") from exc

@@ -1,4 +1,4 @@
-"""How a result is judged against MediaPipe (or the reference): the acceptance bar of the core issue.
+"""How a result is judged against MediaPipe (or the reference): the project's acceptance bar.
 
 * Confidence masks: ``|diff| <= 2e-5``; with ``activation="none"`` also ``<= 1e-5 * |expected|``
   (raw logits of large magnitude).
@@ -16,16 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .inputs import parse_activation
-from .sampling import align_corners_taps
-from .types import Activation
+from ..inputs import parse_activation
+from ..sampling import align_corners_taps
+from ..types import Activation
 
 __all__ = [
     "CONFIDENCE_ATOL",
     "CONFIDENCE_RTOL_NONE",
     "NEAR_TIE",
     "Parity",
-    "category_margin",
     "category_margin_at",
     "confidence_error",
     "far_from_ties",
@@ -91,13 +90,6 @@ def category_margin_at(
     return top2[:, 1] - top2[:, 0]
 
 
-def category_margin(tensor: np.ndarray, activation: Activation | str, size: tuple[int, int]) -> np.ndarray:
-    """:func:`category_margin_at` for every output pixel, shaped ``(height, width)``."""
-    width, height = size
-    rows, cols = np.indices((height, width)).reshape(2, -1)
-    return category_margin_at(tensor, activation, size, rows, cols).reshape(height, width)
-
-
 def far_from_ties(
     differs: np.ndarray, tensor: np.ndarray, activation: Activation | str, size: tuple[int, int]
 ) -> int:
@@ -145,7 +137,7 @@ def parity(
     activation: Activation | str,
     size: tuple[int, int],
 ) -> Parity:
-    """Judge masks against the expected ones with the core issue's tolerances (never raises)."""
+    """Judge masks against the expected ones with the tolerances above (never raises)."""
     activation = parse_activation(activation)
     report = Parity()
     problems = []

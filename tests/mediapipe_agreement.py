@@ -1,4 +1,5 @@
-"""How parity with MediaPipe is judged in the tests: :mod:`gpu_seg.parity`, plus the figures."""
+"""The parity tests' check of a result against MediaPipe's: :mod:`gpu_seg.tools.parity`'s rule
+asserted, and the figures returned for the summary."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpu_seg.parity import category_margin, parity
+from gpu_seg.tools.parity import parity
 
-__all__ = ["Comparison", "category_margin", "compare"]
+__all__ = ["Comparison", "compare"]
 
 
 @dataclass
@@ -20,7 +21,7 @@ class Comparison:
 
 
 def compare(result, expected, tensor: np.ndarray, activation: str, size: tuple[int, int]) -> Comparison:
-    """Check ``result`` against ``expected`` (MediaPipe) with the issue's bar; return the figures."""
+    """Check ``result`` against ``expected`` (MediaPipe) with the parity rule; return the figures."""
     for got, want in (
         (result.confidence_masks, expected.confidence_masks),
         (result.category_mask, expected.category_mask),

@@ -1,0 +1,44 @@
+"""Which backends time a cell, and preparing one of them by its key."""
+
+from __future__ import annotations
+
+from .cases import MODES, BenchCase
+from .gpu_seg_backends import GPU_SEG_BACKENDS, ProcessorPool, gpu_seg_runner
+from .peers import PEER_RUNNERS
+from .runner import VARIANTS, Runner
+
+__all__ = ["PEERS", "backends_for", "make_runner"]
+
+#: The backends ``--backends`` chooses from; ``gl`` brings ``gl_alloc`` and the GL variants along.
+PEERS = ("gl", "cpu", "opencv", "torch", "mediapipe")
+
+
+def backends_for(case: BenchCase, mode: str, peers: tuple[str, ...], alloc: bool) -> list[str]:
+    """Backend keys timed for one case and mode, in table order.
+
+    ``gl_alloc`` follows ``gl`` on model-like tensors when ``alloc``; the GL variants close the list
+    for cases with ``variants`` in modes with confidence masks.
+    """
+    keys: list[str] = []
+    for key in peers:
+        keys.append(key)
+        if key == "gl" and alloc and case.content == "model-like":
+            keys.append("gl_alloc")
+    confidence, _ = MODES[mode]
+    if "gl" in peers and case.variants and confidence:
+        keys.extend(VARIANTS)
+    return keys
+
+
+def make_runner(pool: ProcessorPool, key: str, case: BenchCase, mode: str) -> Runner:
+    """Prepare backend ``key`` for ``case`` in output ``mode``.
+
+    Raises:
+        BackendUnavailableError: the backend cannot run here; the message says why.
+        ValueError: ``key`` is not a backend.
+    """
+    if key in GPU_SEG_BACKENDS:
+        return gpu_seg_runner(pool, key, case, mode)
+    if key in PEER_RUNNERS:
+        return PEER_RUNNERS[key](case, mode)
+    raise ValueError(f"unknown backend {key!r}")
