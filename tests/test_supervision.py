@@ -262,3 +262,18 @@ def test_idle_watch_stays_quiet_while_frames_arrive(processors):
         pp.process(tensor, SIZE)
         time.sleep(0.1)
     assert pp.stats["trims"] == 0
+
+
+def test_stats_report_gpu_memory_where_the_driver_does(processors):
+    pp = processors("softmax")
+    pp.process(_tensor(12), SIZE)
+    memory = pp.stats["gpu_memory"]
+    extensions = pp._supervisor.generation.session.mgl.extensions
+    if "GL_NVX_gpu_memory_info" in extensions:
+        assert memory["source"] == "GL_NVX_gpu_memory_info"
+        assert 0 < memory["available_kib"] <= memory["total_kib"]
+    elif "GL_ATI_meminfo" in extensions:
+        assert memory["texture_free_kib"] > 0
+    else:
+        assert memory is None  # llvmpipe says nothing
+    assert pp.stats["programs"] > 0

@@ -237,7 +237,12 @@ class SegmentationPostprocessor:
 
     @property
     def stats(self) -> Mapping[str, object]:
-        """Counters since creation and what the GL side holds now (a consistent snapshot)."""
+        """Counters since creation and what the GL side holds now (a consistent snapshot).
+
+        ``gpu_memory`` is what the driver says about video memory (``GL_NVX_gpu_memory_info``:
+        total/dedicated/available/evicted KiB; ``GL_ATI_meminfo``: free texture KiB), or None
+        where it says nothing (llvmpipe).
+        """
         with self._lock:
             supervisor = self._supervisor
             gl = supervisor.counters if supervisor else None
@@ -256,6 +261,7 @@ class SegmentationPostprocessor:
                 "generation": supervisor.last_number if supervisor else 0,
                 "live_gl_objects": supervisor.live_gl_objects() if supervisor else 0,
                 "programs": len(generation.pipeline.programs) if generation else 0,
+                "gpu_memory": supervisor.gpu_memory() if supervisor else None,
             }
 
     @property

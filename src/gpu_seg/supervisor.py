@@ -199,6 +199,16 @@ class GLSupervisor:
         generation.pipeline.abandon()
         generation.session.abandon()
 
+    def gpu_memory(self) -> dict[str, object] | None:
+        """Video memory as the driver of the current generation reports it, or None."""
+        generation = self.generation
+        if generation is None:
+            return None
+        try:
+            return generation.session.gpu_memory()
+        except ContextLostError:  # found lost: the next frame handles it
+            return None
+
     def live_gl_objects(self) -> int:
         """GL objects held now: the context plus the pipeline's textures, framebuffers, programs..."""
         generation = self.generation

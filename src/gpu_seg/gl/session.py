@@ -47,6 +47,7 @@ import moderngl
 from ..errors import ContextLostError, GLUnavailableError, GpuSegError
 from . import egl
 from .egl.bindings import CurrentContextGL
+from .memory import query_gpu_memory
 from .worker import GLThread
 
 __all__ = ["AttachedSession", "ContextInfo", "GLError", "GLSession", "OwnedSession", "native_current_context"]
@@ -313,6 +314,10 @@ class OwnedSession(GLSession):
             if self.owns_thread:
                 self.thread.stop(timeout=1.0)
 
+    def gpu_memory(self) -> dict[str, object] | None:
+        extensions = self.mgl.extensions
+        return self.run(lambda: query_gpu_memory(self.egl_context.get_integer, extensions))
+
     def destroy_for_testing(self) -> None:
         """Destroy the EGL context the way a driver reset would leave it: gone, handles dangling."""
 
@@ -452,6 +457,11 @@ class AttachedSession(GLSession):
         if reason:
             raise self._lost(" during the frame", reason)
         return result
+
+    def gpu_memory(self) -> dict[str, object] | None:
+        if self._dead or threading.get_ident() != self.thread_id or self._lost_reason() is not None:
+            return None  # only the application's GL thread may ask its context
+        return query_gpu_memory(CurrentContextGL().get_integer, self.mgl.extensions)
 
     def close(self, release: Callable[[], None] | None = None) -> None:
         if not self._dead and self._lost_reason() is None:
