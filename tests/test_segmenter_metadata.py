@@ -12,16 +12,16 @@ import pytest
 
 pytest.importorskip("mediapipe.tasks.metadata.schema_py_generated", reason="mediapipe is not installed")
 
-from mediapipe.tasks.metadata import image_segmenter_metadata_schema_py_generated as seg_md  # noqa: E402
-from mediapipe.tasks.metadata import metadata_schema_py_generated as md  # noqa: E402
-from mediapipe.tasks.metadata import schema_py_generated as tfl  # noqa: E402
+from mediapipe.tasks.metadata import image_segmenter_metadata_schema_py_generated as seg_md
+from mediapipe.tasks.metadata import metadata_schema_py_generated as md
+from mediapipe.tasks.metadata import schema_py_generated as tfl
 
-from gpu_seg import Activation, InputError  # noqa: E402
-from gpu_seg.segmenter import read_model_info  # noqa: E402
-from gpu_seg.segmenter.flatbuf import FlatBufferError, root_table  # noqa: E402
+from gpu_seg import Activation, InputError
+from gpu_seg.segmenter import read_model_info
+from gpu_seg.segmenter.flatbuf import FlatBufferError, root_table
 
-from .segmenter_support import selfie_model  # noqa: E402
-from .tflite_models import append_files, picker_model  # noqa: E402
+from .segmenter_support import selfie_model
+from .tflite_models import append_files, picker_model
 
 
 def _mediapipe_view(data: bytes) -> dict:
@@ -53,7 +53,8 @@ def test_selfie_models_read_like_mediapipe_reads_them(landscape):
     data = selfie_model(landscape).read_bytes()
     info = read_model_info(data)
     expected = _mediapipe_view(data)
-    assert info.input.shape == expected["input_shape"] == ((1, 144, 256, 3) if landscape else (1, 256, 256, 3))
+    model_shape = (1, 144, 256, 3) if landscape else (1, 256, 256, 3)
+    assert info.input.shape == expected["input_shape"] == model_shape
     assert info.output.shape == expected["output_shape"]
     assert info.output.name == expected["output_name"]
     assert info.input.dtype == info.output.dtype == "float32"
@@ -68,9 +69,8 @@ def test_selfie_models_read_like_mediapipe_reads_them(landscape):
 
 @pytest.mark.parametrize("activation", ["none", "sigmoid", "softmax"])
 def test_activation_labels_and_normalization_of_a_built_model(activation):
-    data = picker_model(
-        (7, 5), (2, 0, 1), normalization=((1.0, 1.0, 1.0), (2.0, 2.0, 2.0)), activation=activation, labels="abc"
-    )
+    normalization = ((1.0, 1.0, 1.0), (2.0, 2.0, 2.0))
+    data = picker_model((7, 5), (2, 0, 1), normalization=normalization, activation=activation, labels="abc")
     info = read_model_info(data)
     assert info.activation is Activation(activation)
     assert info.labels == ("a", "b", "c")
