@@ -53,6 +53,54 @@ def _metadata(normalization, activation, labels_file, channels) -> bytes:
     return _serialise(md.ModelMetadataT(name="picker", subgraphMetadata=[subgraph]), b"M001")
 
 
+class _Graph:
+    """Tensors, buffers and operators of a one-subgraph model under construction."""
+
+    def __init__(self) -> None:
+        self.tensors: list = []
+        self.buffers: list = [tfl.BufferT()]  # buffer 0: the empty one TFLite reserves
+        self.operators: list = []
+        self.codes: list[int] = []
+
+    def tensor(self, name: str, shape: Sequence[int], data: np.ndarray | None = None) -> int:
+        raw = (
+            None
+            if data is None
+            else np.frombuffer(np.ascontiguousarray(data, np.float32).tobytes(), np.uint8)
+        )
+        self.buffers.append(tfl.BufferT(data=raw))
+        self.tensors.append(
+            tfl.TensorT(
+                shape=list(shape), type=tfl.TensorType.FLOAT32, buffer=len(self.buffers) - 1, name=name
+            )
+        )
+        return len(self.tensors) - 1
+
+    def op(self, code: int, inputs: list[int], outputs: list[int], options_type: int, options) -> None:
+        if code not in self.codes:
+            self.codes.append(code)
+        self.operators.append(
+            tfl.OperatorT(
+                opcodeIndex=self.codes.index(code),
+                inputs=inputs,
+                outputs=outputs,
+                builtinOptionsType=options_type,
+                builtinOptions=options,
+            )
+        )
+
+    def pick(self, image: int, picks: Sequence[int], height: int, width: int, name: str) -> int:
+        """A 1x1 convolution copying input channel ``picks[c]`` to output channel ``c``."""
+        weights = np.zeros((len(picks), 1, 1, 3), np.float32)
+        weights[np.arange(len(picks)), 0, 0, list(picks)] = 1.0
+        w = self.tensor(f"{name}_weights", weights.shape, weights)
+        b = self.tensor(f"{name}_bias", [len(picks)], np.zeros(len(picks), np.float32))
+        out = self.tensor(name, [1, height, width, len(picks)])
+        options = tfl.Conv2DOptionsT(padding=tfl.Padding.VALID, strideW=1, strideH=1)
+        self.op(tfl.BuiltinOperator.CONV_2D, [image, w, b], [out], tfl.BuiltinOptions.Conv2DOptions, options)
+        return out
+
+
 def picker_model(
     size: tuple[int, int],
     picks: Sequence[int] = (0,),
@@ -61,66 +109,52 @@ def picker_model(
     activation: str | None = "none",
     labels: Sequence[str] | None = None,
     metadata: bool = True,
+    reshape_to: Sequence[int] | None = None,
+    decoy_output: bool = False,
 ) -> bytes:
     """A model with input ``[1, h, w, 3]`` float32 and output ``[1, h, w, len(picks)]`` = chosen channels.
 
     ``size`` is ``(width, height)``. ``metadata=False`` leaves out the TFLITE_METADATA buffer.
+    ``reshape_to`` reshapes the output (``RESHAPE``); ``decoy_output`` adds a 3-channel copy of the
+    input as a *first* output, before the masks.
     """
     width, height = size
-    channels = len(picks)
-    weights = np.zeros((channels, 1, 1, 3), np.float32)
-    weights[np.arange(channels), 0, 0, list(picks)] = 1.0
-    f32 = tfl.TensorType.FLOAT32
-    tensors = [
-        tfl.TensorT(shape=[1, height, width, 3], type=f32, buffer=1, name="image"),
-        tfl.TensorT(shape=[channels, 1, 1, 3], type=f32, buffer=2, name="weights"),
-        tfl.TensorT(shape=[channels], type=f32, buffer=3, name="bias"),
-        tfl.TensorT(shape=[1, height, width, channels], type=f32, buffer=4, name="masks"),
-    ]
-    conv = tfl.OperatorT(
-        opcodeIndex=0,
-        inputs=[0, 1, 2],
-        outputs=[3],
-        builtinOptionsType=tfl.BuiltinOptions.Conv2DOptions,
-        builtinOptions=tfl.Conv2DOptionsT(padding=tfl.Padding.VALID, strideW=1, strideH=1),
+    graph = _Graph()
+    image = graph.tensor("image", [1, height, width, 3])
+    masks = graph.pick(image, picks, height, width, "masks")
+    if reshape_to is not None:
+        reshaped = graph.tensor("reshaped", reshape_to)
+        options = tfl.ReshapeOptionsT(newShape=list(reshape_to))
+        graph.op(tfl.BuiltinOperator.RESHAPE, [masks], [reshaped], tfl.BuiltinOptions.ReshapeOptions, options)
+        masks = reshaped
+    outputs = [graph.pick(image, (0, 1, 2), height, width, "decoy"), masks] if decoy_output else [masks]
+    entries = None
+    if metadata:
+        labels_file = "labels.txt" if labels is not None else None
+        meta = _metadata(normalization, activation, labels_file, len(picks))
+        graph.buffers.append(tfl.BufferT(data=np.frombuffer(meta, np.uint8)))
+        entries = [tfl.MetadataT(name="TFLITE_METADATA", buffer=len(graph.buffers) - 1)]
+    subgraph = tfl.SubGraphT(
+        tensors=graph.tensors, inputs=[image], outputs=outputs, operators=graph.operators, name="main"
     )
-    graph = tfl.SubGraphT(tensors=tensors, inputs=[0], outputs=[3], operators=[conv], name="main")
     signature = tfl.SignatureDefT(
-        inputs=[tfl.TensorMapT(name="image", tensorIndex=0)],
-        outputs=[tfl.TensorMapT(name="masks", tensorIndex=3)],
+        inputs=[tfl.TensorMapT(name="image", tensorIndex=image)],
+        outputs=[tfl.TensorMapT(name=f"out{i}", tensorIndex=t) for i, t in enumerate(outputs)],
         signatureKey="serving_default",
         subgraphIndex=0,
     )
-    buffers = [
-        tfl.BufferT(),
-        tfl.BufferT(),
-        tfl.BufferT(data=np.frombuffer(weights.tobytes(), np.uint8)),
-        tfl.BufferT(data=np.zeros(4 * channels, np.uint8)),
-        tfl.BufferT(),
-    ]
-    entries = None
-    labels_file = "labels.txt" if labels is not None else None
-    if metadata:
-        buffers.append(
-            tfl.BufferT(
-                data=np.frombuffer(_metadata(normalization, activation, labels_file, channels), np.uint8)
-            )
-        )
-        entries = [tfl.MetadataT(name="TFLITE_METADATA", buffer=len(buffers) - 1)]
-    code = tfl.OperatorCodeT(
-        deprecatedBuiltinCode=tfl.BuiltinOperator.CONV_2D, builtinCode=tfl.BuiltinOperator.CONV_2D, version=1
-    )
+    codes = [tfl.OperatorCodeT(deprecatedBuiltinCode=c, builtinCode=c, version=1) for c in graph.codes]
     model = tfl.ModelT(
         version=3,
-        operatorCodes=[code],
-        subgraphs=[graph],
-        buffers=buffers,
+        operatorCodes=codes,
+        subgraphs=[subgraph],
+        buffers=graph.buffers,
         metadata=entries,
         signatureDefs=[signature],
     )
     data = _serialise(model, b"TFL3")
     if labels is not None and metadata:
-        data = append_files(data, {labels_file: "".join(f"{label}\n" for label in labels).encode()})
+        data = append_files(data, {"labels.txt": "".join(f"{label}\n" for label in labels).encode()})
     return data
 
 
