@@ -231,6 +231,11 @@ class ImageSegmenter:
 
     # ----------------------------------------------------------------------------- state
     @property
+    def num_classes(self) -> int:
+        """The model's output channels C (confidence masks per image)."""
+        return self._model.output_shape[3]
+
+    @property
     def postprocessor(self) -> SegmentationPostprocessor:
         """The post-processor (for ``attach()`` after the application recreated its GL context)."""
         return self._postprocessor
