@@ -52,20 +52,21 @@ class SegmentationResult:
     postprocess_ms: float
 
 
+_STAGES = ("preprocess_ms", "model_ms", "postprocess_ms")
+
+
 @dataclass
 class _Timing:
-    frames: int = 0
-    preprocess_ms: float = 0.0
-    model_ms: float = 0.0
-    postprocess_ms: float = 0.0
-    last: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Frames and per-stage times in ms (preprocess, model, post-process): totals and the last frame."""
 
-    def add(self, pre: float, model: float, post: float) -> None:
+    frames: int = 0
+    totals: tuple[float, ...] = (0.0, 0.0, 0.0)
+    last: tuple[float, ...] = (0.0, 0.0, 0.0)
+
+    def add(self, *stages: float) -> None:
         self.frames += 1
-        self.preprocess_ms += pre
-        self.model_ms += model
-        self.postprocess_ms += post
-        self.last = (pre, model, post)
+        self.totals = tuple(total + stage for total, stage in zip(self.totals, stages, strict=True))
+        self.last = stages
 
 
 class ImageSegmenter:
@@ -245,16 +246,11 @@ class ImageSegmenter:
         """Frames, mean and last-frame stage times in ms, and the post-processor's stats."""
         t = self._timing
         n = max(t.frames, 1)
-        return {
-            "frames": t.frames,
-            "preprocess_ms": t.preprocess_ms / n,
-            "model_ms": t.model_ms / n,
-            "postprocess_ms": t.postprocess_ms / n,
-            "last_preprocess_ms": t.last[0],
-            "last_model_ms": t.last[1],
-            "last_postprocess_ms": t.last[2],
-            "postprocessor": dict(self._postprocessor.stats),
-        }
+        stats: dict[str, object] = {"frames": t.frames}
+        stats.update({name: total / n for name, total in zip(_STAGES, t.totals, strict=True)})
+        stats.update({f"last_{name}": last for name, last in zip(_STAGES, t.last, strict=True)})
+        stats["postprocessor"] = dict(self._postprocessor.stats)
+        return stats
 
     def close(self) -> None:
         """Release the interpreter and the post-processor's GL objects. Idempotent."""
