@@ -52,10 +52,6 @@ class Table:
         if self._vtable_size < 4 or self._vtable_size % 2:
             raise FlatBufferError(f"vtable at {self._vtable} has an invalid size {self._vtable_size}")
 
-    @property
-    def buffer(self) -> memoryview:
-        return self._buf
-
     def _field(self, index: int) -> int:
         """Absolute position of field ``index``, or 0 when the field is absent."""
         entry = 4 + 2 * index
@@ -123,17 +119,3 @@ class Table:
             return []
         start, length = vector
         return [Table(self._buf, self._indirect(start + 4 * i)) for i in range(length)]
-
-    def strings(self, index: int) -> list[str]:
-        vector = self._vector(index, 4)
-        if vector is None:
-            return []
-        start, length = vector
-        out = []
-        for i in range(length):
-            head = self._indirect(start + 4 * i)
-            size = int(_unpack("<I", self._buf, head))
-            if head + 4 + size > len(self._buf):
-                raise FlatBufferError("string runs past the buffer")
-            out.append(bytes(self._buf[head + 4 : head + 4 + size]).decode("utf-8", "replace"))
-        return out
