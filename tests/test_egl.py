@@ -158,7 +158,7 @@ def _run_script(body: str, env: dict[str, str] | None = None) -> tuple[int, list
     )
     script = prelude + textwrap.dedent(body) + '\nemit(step="end")\n'
     run_env = dict(os.environ)
-    run_env["PYTHONPATH"] = str(ROOT) + os.pathsep + run_env.get("PYTHONPATH", "")
+    run_env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + run_env.get("PYTHONPATH", "")
     if env:
         run_env.update(env)
     proc = subprocess.run(
@@ -246,7 +246,7 @@ def test_libegl_env_override() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT), egl.ENV_LIBEGL: "libEGL_does_not_exist.so"},
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), egl.ENV_LIBEGL: "libEGL_does_not_exist.so"},
         cwd=str(ROOT),
     )
     assert missing.stdout.strip() == "EGLError None", missing.stderr
@@ -671,7 +671,7 @@ def test_create_destroy_200_contexts_is_bounded(mode: str, bound_mib: float, rec
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
         cwd=str(ROOT),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -4,7 +4,8 @@
 MediaPipe's CPU path produces (confidence masks and a category mask), computed with GLSL
 programs on a headless EGL context, recovering from context loss and falling back to the CPU.
 ``reference_postprocess`` is the same computation in numpy, and ``gpu_seg.oracle`` runs real
-MediaPipe for comparison.
+MediaPipe for comparison. ``ImageSegmenter`` is the whole path: image -> model (LiteRT) -> masks;
+``gpu_seg.models.selfie_segmenter()`` gives a real model.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .frame import ConfidenceFormat
 from .postprocessor import SegmentationPostprocessor
 from .reference import reference_postprocess
 from .resilience import Backoff, LossBudget, RecoveryPolicy
+from .segmenter import ImageSegmenter, RunningMode, SegmentationResult, read_model_info
 from .types import Activation, Result
 
 __version__ = "0.1.0"
@@ -40,20 +42,24 @@ __all__ = [
     "EventKind",
     "GLUnavailableError",
     "GpuSegError",
+    "ImageSegmenter",
     "InputError",
     "LossBudget",
     "RecoveryPolicy",
     "Result",
+    "RunningMode",
     "SegmentationPostprocessor",
+    "SegmentationResult",
     "ShaderBuildError",
     "__version__",
+    "read_model_info",
     "reference_postprocess",
 ]
 
 
 def __getattr__(name: str):
     # `gpu_seg.oracle` and `gpu_seg.testing` are imported on first use (mediapipe is optional).
-    if name in ("oracle", "testing"):
+    if name in ("oracle", "testing", "models"):
         import importlib
 
         return importlib.import_module(f"{__name__}.{'tools.oracle' if name == 'oracle' else name}")

@@ -1,4 +1,4 @@
-"""The ``gpu-seg`` command line: ``info``, ``bench``, ``verify``, ``soak``.
+"""The ``gpu-seg`` command line: ``info``, ``bench``, ``verify``, ``soak``, ``segment``.
 
 Each command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``: argument
 parsing and output only; the work is done by the engines in :mod:`gpu_seg.tools`. Tables and
@@ -18,11 +18,12 @@ COMMANDS = {
     "bench": "time gpu_seg against MediaPipe CPU, OpenCV and PyTorch on model-like presets",
     "verify": "check the GL path and the numpy reference against real MediaPipe on a random battery",
     "soak": "run many frames with injected context losses and check every frame",
+    "segment": "segment images and videos with a real model (default: MediaPipe's selfie model)",
 }
 
 #: Commands that draw their report and progress with rich (the ``cli`` extra). ``info`` and
 #: ``--help`` print plain text and work without it.
-RICH_COMMANDS = ("bench", "verify", "soak")
+RICH_COMMANDS = ("bench", "verify", "soak", "segment")
 
 #: Exit status when the reader of stdout went away (``gpu-seg info | head -3``): 128 + SIGPIPE, what
 #: a shell reports for any program stopped by a closed pipe.

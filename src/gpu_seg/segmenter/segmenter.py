@@ -1,0 +1,351 @@
+"""``ImageSegmenter``: image -> model -> MediaPipe-exact masks, with gpu_seg's post-processing."""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..errors import ClosedError, InputError
+from ..inputs import check_requested_outputs, parse_activation
+from ..postprocessor import BackendChoice, Event, SegmentationPostprocessor
+from ..resilience import RecoveryPolicy
+from ..types import Activation
+from .inference import LiteRTModel
+from .metadata import ModelInfo, Normalization, check_normalization, read_model_info
+from .preprocess import MAX_IMAGE_DIM, ImageToTensor
+
+__all__ = ["ImageSegmenter", "RunningMode", "SegmentationResult"]
+
+log = logging.getLogger("gpu_seg")
+
+RunningMode = Literal["image", "video"]
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """Masks for one image or frame, at the image's size.
+
+    Attributes:
+        confidence_masks: float32 ``(C, H, W)``, one mask per model channel; ``None`` when not
+            requested. Values are the model's activated outputs (the selfie models: probabilities).
+        category_mask: uint8 ``(H, W)``; ``None`` when not requested. One class: 0 = foreground,
+            255 = background; several classes: the index of the first maximum.
+        backend: where the post-processing ran, ``"gl"`` or ``"cpu"``.
+        timestamp_ms: the frame's timestamp in video mode, else ``None``.
+        preprocess_ms, model_ms, postprocess_ms: wall-clock time of each stage for this frame.
+    """
+
+    confidence_masks: np.ndarray | None
+    category_mask: np.ndarray | None
+    backend: str
+    timestamp_ms: int | None
+    preprocess_ms: float
+    model_ms: float
+    postprocess_ms: float
+
+
+_STAGES = ("preprocess_ms", "model_ms", "postprocess_ms")
+
+
+@dataclass
+class _Timing:
+    """Frames and per-stage times in ms (preprocess, model, post-process): totals and the last frame."""
+
+    frames: int = 0
+    totals: tuple[float, ...] = (0.0, 0.0, 0.0)
+    last: tuple[float, ...] = (0.0, 0.0, 0.0)
+
+    def add(self, *stages: float) -> None:
+        self.frames += 1
+        self.totals = tuple(total + stage for total, stage in zip(self.totals, stages, strict=True))
+        self.last = stages
+
+
+class ImageSegmenter:
+    """Runs a segmentation ``.tflite`` on uint8 RGB images and returns MediaPipe's masks.
+
+    The image becomes the model input exactly as MediaPipe's CPU ``ImageToTensorCalculator`` makes
+    it (:mod:`gpu_seg.segmenter.preprocess`), the model runs on LiteRT (XNNPACK), and the output
+    goes through :class:`~gpu_seg.SegmentationPostprocessor` at the image's size (GLSL with
+    context-loss recovery and CPU fallback, or the CPU). On the same model, the masks match
+    mediapipe's ``ImageSegmenter`` (CPU delegate).
+
+    Create with :meth:`create_from_model_path` or :meth:`create_from_buffer`. Use it as a context
+    manager, or call :meth:`close`.
+
+    Args:
+        model: the ``.tflite`` bytes. It should carry MediaPipe metadata (normalisation,
+            activation, labels); what it lacks must be passed explicitly.
+        output_confidence_masks: return float32 ``(C, H, W)`` confidence masks.
+        output_category_mask: return the uint8 ``(H, W)`` category mask.
+        running_mode: ``"image"`` (use :meth:`segment`) or ``"video"`` (use
+            :meth:`segment_for_video`, timestamps strictly increasing).
+        backend: post-processing backend, as for ``SegmentationPostprocessor``: ``"auto"``,
+            ``"gl"`` or ``"cpu"``.
+        num_threads: LiteRT interpreter threads (``None``: LiteRT's default).
+        normalization: ``(mean, std)`` for the input, overriding the metadata (each a number, or a
+            sequence of 1 or 3 equal numbers).
+        activation: ``"none"``, ``"sigmoid"`` or ``"softmax"``, overriding the metadata.
+        labels: one name per output channel, overriding the metadata.
+        context, on_event, policy: passed to ``SegmentationPostprocessor`` (attached GL context,
+            event callback, recovery policy).
+
+    Raises:
+        InputError: bad option, corrupt or unsupported model (``argument == "model"``), missing
+            metadata without an explicit value (``"normalization"``, ``"activation"``).
+        LiteRTUnavailableError: ``ai-edge-litert`` is not installed.
+    """
+
+    def __init__(
+        self,
+        model: bytes,
+        *,
+        output_confidence_masks: bool = True,
+        output_category_mask: bool = False,
+        running_mode: RunningMode = "image",
+        backend: BackendChoice = "auto",
+        num_threads: int | None = None,
+        normalization: tuple[float | Sequence[float], float | Sequence[float]] | None = None,
+        activation: Activation | str | None = None,
+        labels: Sequence[str] | None = None,
+        context: object = None,
+        on_event: Callable[[Event], None] | None = None,
+        policy: RecoveryPolicy | None = None,
+    ) -> None:
+        check_requested_outputs(bool(output_confidence_masks), bool(output_category_mask))
+        if running_mode not in ("image", "video"):
+            raise InputError(
+                "running_mode", f"unknown running mode {running_mode!r}; expected 'image' or 'video'"
+            )
+        if num_threads is not None and (
+            isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1
+        ):
+            raise InputError("num_threads", f"expected a positive integer or None, got {num_threads!r}")
+        if not isinstance(model, (bytes, bytearray, memoryview)):
+            raise InputError("model", f"expected the model's bytes, got {type(model).__name__}")
+        model = bytes(model)
+        info = read_model_info(model)
+        self.model_info: ModelInfo = info
+        self.running_mode: RunningMode = running_mode
+        self._normalization, self.activation, self.labels = _resolve_metadata(
+            info, normalization, activation, labels
+        )
+        self._tensor_size = _check_input_tensor(info)
+        self._model = LiteRTModel(model, num_threads, output_index=info.output_index)
+        try:
+            self._check_output()
+            self._to_tensor = ImageToTensor(self._tensor_size, self._normalization)
+            self._postprocessor = SegmentationPostprocessor(
+                self.activation,
+                bool(output_confidence_masks),
+                bool(output_category_mask),
+                backend=backend,
+                context=context,  # type: ignore[arg-type]
+                on_event=on_event,
+                policy=policy,
+            )
+        except BaseException:
+            self._model.close()
+            raise
+        self._lock = threading.Lock()
+        self._closed = False
+        self._last_timestamp: int | None = None
+        self._timing = _Timing()
+
+    # ----------------------------------------------------------------------------- creation
+    @classmethod
+    def create_from_model_path(cls, path: str | os.PathLike[str], **options: object) -> ImageSegmenter:
+        """Load a ``.tflite`` file; ``options`` are the constructor's keyword arguments."""
+        try:
+            with open(path, "rb") as stream:
+                model = stream.read()
+        except (OSError, TypeError) as exc:
+            raise InputError("model_path", f"cannot read the model file {path!r}: {exc}") from None
+        return cls(model, **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def create_from_buffer(cls, model: bytes, **options: object) -> ImageSegmenter:
+        """Use ``.tflite`` bytes; ``options`` are the constructor's keyword arguments."""
+        return cls(model, **options)  # type: ignore[arg-type]
+
+    # ----------------------------------------------------------------------------- segmenting
+    def segment(self, image: np.ndarray) -> SegmentationResult:
+        """Masks for one image (running mode ``"image"``).
+
+        Args:
+            image: uint8 ``(H, W, 3)`` RGB (``(H, W, 4)`` RGBA: alpha ignored), row 0 = top.
+
+        Returns:
+            A :class:`SegmentationResult` with masks of size ``(H, W)``.
+        """
+        if self.running_mode != "image":
+            raise InputError("running_mode", "segment() needs running_mode='image'; use segment_for_video()")
+        return self._run(_check_image(image, "image"), None)
+
+    def segment_for_video(self, frame: np.ndarray, timestamp_ms: int) -> SegmentationResult:
+        """Masks for one video frame (running mode ``"video"``); timestamps must strictly increase."""
+        if self.running_mode != "video":
+            raise InputError("running_mode", "segment_for_video() needs running_mode='video'; use segment()")
+        if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, numbers.Integral):
+            raise InputError(
+                "timestamp_ms", f"expected an integer number of milliseconds, got {timestamp_ms!r}"
+            )
+        frame = _check_image(frame, "frame")
+        with self._lock:
+            if self._last_timestamp is not None and timestamp_ms <= self._last_timestamp:
+                raise InputError(
+                    "timestamp_ms",
+                    f"timestamps must strictly increase: {timestamp_ms} after {self._last_timestamp}",
+                )
+            self._last_timestamp = int(timestamp_ms)
+        return self._run(frame, int(timestamp_ms))
+
+    def _run(self, image: np.ndarray, timestamp_ms: int | None) -> SegmentationResult:
+        with self._lock:
+            if self._closed:
+                raise ClosedError("this ImageSegmenter was closed")
+            height, width = image.shape[:2]
+            t0 = time.perf_counter()
+            timings = [0.0]
+
+            def fill(view: np.ndarray) -> None:
+                self._to_tensor(image, out=view)
+                timings[0] = time.perf_counter()
+
+            output = self._model.run(fill)
+            t2 = time.perf_counter()
+            masks = self._postprocessor.process(output, (width, height))
+            t3 = time.perf_counter()
+            pre, model, post = (timings[0] - t0) * 1e3, (t2 - timings[0]) * 1e3, (t3 - t2) * 1e3
+            self._timing.add(pre, model, post)
+        return SegmentationResult(
+            masks.confidence_masks, masks.category_mask, masks.backend, timestamp_ms, pre, model, post
+        )
+
+    # ----------------------------------------------------------------------------- state
+    @property
+    def num_classes(self) -> int:
+        """The model's output channels C (confidence masks per image)."""
+        return self._model.output_shape[3]
+
+    @property
+    def postprocessor(self) -> SegmentationPostprocessor:
+        """The post-processor (for ``attach()`` after the application recreated its GL context)."""
+        return self._postprocessor
+
+    @property
+    def stats(self) -> Mapping[str, object]:
+        """Frames, mean and last-frame stage times in ms, and the post-processor's stats."""
+        t = self._timing
+        n = max(t.frames, 1)
+        stats: dict[str, object] = {"frames": t.frames}
+        stats.update({name: total / n for name, total in zip(_STAGES, t.totals, strict=True)})
+        stats.update({f"last_{name}": last for name, last in zip(_STAGES, t.last, strict=True)})
+        stats["postprocessor"] = dict(self._postprocessor.stats)
+        return stats
+
+    def close(self) -> None:
+        """Release the interpreter and the post-processor's GL objects. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._model.close()
+        self._postprocessor.close()
+
+    def __enter__(self) -> ImageSegmenter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        tw, th = self._tensor_size
+        return (
+            f"<ImageSegmenter input={tw}x{th} channels={self._model.output_shape[3]} "
+            f"activation={self.activation.value} mode={self.running_mode}{' closed' if self._closed else ''}>"
+        )
+
+    def _check_output(self) -> None:
+        channels = self._model.output_shape[3]
+        if self.labels and len(self.labels) != channels:
+            raise InputError(
+                "labels", f"{len(self.labels)} labels for a model with {channels} output channels"
+            )
+
+
+def _check_input_tensor(info: ModelInfo) -> tuple[int, int]:
+    shape = info.input.shape
+    if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or min(shape) < 1:
+        raise InputError("model", f"the input tensor has shape {shape}; expected (1, h, w, 3) (an RGB image)")
+    return shape[2], shape[1]
+
+
+def _as_values(value: float | Sequence[float], what: str) -> tuple[float, ...]:
+    if isinstance(value, numbers.Real):
+        return (float(value),)
+    try:
+        values = tuple(float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise InputError("normalization", f"{what} must be a number or a sequence of numbers") from None
+    return values
+
+
+def _resolve_metadata(
+    info: ModelInfo,
+    normalization: tuple[float | Sequence[float], float | Sequence[float]] | None,
+    activation: Activation | str | None,
+    labels: Sequence[str] | None,
+) -> tuple[Normalization, Activation, tuple[str, ...]]:
+    """Explicit values win over the model's metadata; what is in neither is an error."""
+    if normalization is not None:
+        if not isinstance(normalization, (tuple, list)) or len(normalization) != 2:
+            raise InputError("normalization", "expected (mean, std)")
+        mean, std = (_as_values(v, name) for v, name in zip(normalization, ("mean", "std"), strict=True))
+        resolved_norm: Normalization | None = check_normalization(mean, std, "normalization")
+    else:
+        resolved_norm = info.normalization
+    if resolved_norm is None:
+        raise InputError(
+            "normalization",
+            "the model has no NormalizationOptions metadata for its input; pass normalization=(mean, std)",
+        )
+    if activation is not None:
+        resolved_activation = parse_activation(activation)
+    elif info.activation is not None:
+        resolved_activation = info.activation
+    else:
+        raise InputError(
+            "activation",
+            "the model has no SEGMENTER_METADATA naming its activation; "
+            "pass activation='none', 'sigmoid' or 'softmax'",
+        )
+    if labels is not None:
+        if isinstance(labels, str) or not all(isinstance(label, str) for label in labels):
+            raise InputError("labels", "expected a sequence of strings")
+        resolved_labels = tuple(labels)
+    else:
+        resolved_labels = info.labels
+    return resolved_norm, resolved_activation, resolved_labels
+
+
+def _check_image(image: object, argument: str) -> np.ndarray:
+    """A C-contiguous uint8 ``(H, W, 3|4)`` array, or InputError(argument)."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(argument, f"expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputError(argument, f"dtype {image.dtype}; expected uint8 RGB")
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise InputError(argument, f"shape {image.shape}; expected (H, W, 3) RGB or (H, W, 4) RGBA")
+    height, width = image.shape[:2]
+    if not (1 <= height <= MAX_IMAGE_DIM and 1 <= width <= MAX_IMAGE_DIM):
+        raise InputError(argument, f"size {width}x{height} is outside 1..{MAX_IMAGE_DIM} pixels per side")
+    return np.ascontiguousarray(image)
