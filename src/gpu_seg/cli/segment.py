@@ -4,12 +4,18 @@ For each image ``NAME.ext``: ``DIR/NAME.mask.png`` (the category mask; one-class
 foreground, 255 = background), with ``--confidence`` ``DIR/NAME.confidence.npy`` (float32
 ``(C, H, W)``), with ``--overlay`` ``DIR/NAME.overlay.png``. For a video ``NAME.ext`` (frames in video
 mode): ``DIR/NAME/000000.mask.png``, ... ``DIR/manifest.jsonl`` gets one line per image or frame
-(input, frame index, outputs, backend, ms). Folders given as inputs are searched for images and
-videos. The default model is MediaPipe's selfie segmenter, fetched once from PyPI and cached.
+(input, frame index, outputs, backend, ms, context losses). Folders given as inputs are searched for
+images and videos. The default model is MediaPipe's selfie segmenter, fetched once from PyPI and
+cached.
 
-Progress goes to stderr; a summary (frames, fps, backend, context losses) to stdout. Exit status:
-0 when every input was processed, 1 otherwise (an unreadable input is reported and the rest run),
-2 for bad arguments.
+With ``--ray`` the same files are computed by a pool of Ray workers (``pip install
+"gpu_seg[ray]"``): a local Ray started for the run, or the cluster at ADDRESS (write
+``--ray=ADDRESS``, or put ``--ray`` after the inputs). ``--out`` may then also be a pyarrow
+filesystem URI (``s3://bucket/masks``).
+
+Progress goes to stderr; a summary (frames, fps, backend, context losses; with Ray: per-worker
+counts, retries) to stdout. Exit status: 0 when every input was processed, 1 otherwise (an
+unreadable input is reported and the rest run), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -20,12 +26,17 @@ from pathlib import Path
 
 from ..errors import GpuSegError
 from ..segmenter.batch import BatchReport, BatchSegmenter, FrameRecord, estimate_frames, find_inputs
-from .args import positive_int
+from .args import non_negative_float, positive_int
+
+#: Options that only mean something with ``--ray`` (argparse destinations).
+RAY_OPTIONS = ("workers", "cpus_per_worker", "gpus_per_worker", "frames_per_task")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, or folders of them")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (created); with --ray also a pyarrow URI"
+    )
     parser.add_argument(
         "--model",
         type=Path,
@@ -42,9 +53,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="post-processing backend (default auto)",
     )
     parser.add_argument(
-        "--threads", type=positive_int, default=None, help="LiteRT threads (default: LiteRT's)"
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="LiteRT threads (default: LiteRT's; with --ray: the worker's CPUs)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_ray_arguments(parser.add_argument_group("Ray (pip install 'gpu_seg[ray]')"))
+
+
+def _add_ray_arguments(group: argparse._ArgumentGroup) -> None:
+    from ..distributed.plan import DEFAULT_FRAMES_PER_TASK  # no Ray import
+
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray workers: a local Ray started for the run, or the cluster at ADDRESS "
+        "(auto, HOST:PORT, ray://HOST:10001)",
+    )
+    group.add_argument(
+        "--workers", type=positive_int, default=None, metavar="N", help="Ray workers (default 1)"
+    )
+    group.add_argument(
+        "--cpus-per-worker",
+        type=non_negative_float,
+        default=None,
+        help="CPUs Ray reserves per worker (default 1)",
+    )
+    group.add_argument(
+        "--gpus-per-worker",
+        type=non_negative_float,
+        default=None,
+        metavar="G",
+        help="GPUs per worker (default 0); each renders on the GPU Ray assigned it; 0.5: two per GPU",
+    )
+    group.add_argument(
+        "--frames-per-task",
+        type=positive_int,
+        default=None,
+        metavar="F",
+        help=f"video frames per task (longer videos are split; default {DEFAULT_FRAMES_PER_TASK})",
+    )
 
 
 def _model_bytes(path: Path | None) -> bytes:
@@ -67,7 +119,35 @@ def _summary(report: BatchReport) -> str:
     )
 
 
+def _ray_summary(report) -> str:  # a gpu_seg.distributed.RayReport
+    workers = ", ".join(
+        f"{name} {worker.frames} frames / {worker.tasks} tasks"
+        + (f" (GPU {worker.gpu}, EGL device {worker.egl_device})" if worker.gpu is not None else "")
+        for name, worker in sorted(report.workers.items())
+    )
+    return (
+        f"ray: {report.tasks} tasks on {len(report.workers)} workers ({workers or 'none'}); "
+        f"start-up {report.startup_seconds:.1f} s, then {report.processing_fps:.1f} frames/s; "
+        f"retries: {report.retries}; worker restarts: {report.restarts}"
+    )
+
+
+def _check_arguments(args: argparse.Namespace) -> str | None:
+    """Why the arguments do not go together, or None."""
+    if args.ray is None:
+        given = [f"--{name.replace('_', '-')}" for name in RAY_OPTIONS if getattr(args, name) is not None]
+        if given:
+            return f"{', '.join(given)} need --ray"
+        if "://" in args.out:
+            return "an output URI needs --ray (without it, --out is a local folder)"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    problem = _check_arguments(args)
+    if problem:
+        print(f"gpu-seg segment: {problem}", file=sys.stderr)
+        return 2
     inputs = find_inputs(args.inputs)
     if not inputs:
         print("gpu-seg segment: no input files found", file=sys.stderr)
@@ -82,20 +162,50 @@ def run(args: argparse.Namespace) -> int:
                 if progress is not None:
                     progress(1, f"{record.backend} {record.ms:.0f} ms")
 
-            with BatchSegmenter(
-                model,
-                args.out,
-                confidence=args.confidence,
-                overlay=args.overlay,
-                backend=args.backend,
-                num_threads=args.threads,
-                on_frame=advance,
-            ) as engine:
-                report = engine.run(inputs)
+            report = (
+                _run_on_ray(args, inputs, model, advance)
+                if args.ray is not None
+                else _run(args, inputs, model, advance)
+            )
     except GpuSegError as exc:
         print(f"gpu-seg segment: {exc}", file=sys.stderr)
         return 1
     for name, reason in report.failures:
         print(f"failed: {name}: {reason}", file=sys.stderr)
     print(_summary(report))
+    if args.ray is not None:
+        print(_ray_summary(report))
     return 0 if report.ok else 1
+
+
+def _run(args: argparse.Namespace, inputs: list[Path], model: bytes, advance) -> BatchReport:
+    with BatchSegmenter(
+        model,
+        Path(args.out),
+        confidence=args.confidence,
+        overlay=args.overlay,
+        backend=args.backend,
+        num_threads=args.threads,
+        on_frame=advance,
+    ) as engine:
+        return engine.run(inputs)
+
+
+def _run_on_ray(args: argparse.Namespace, inputs: list[Path], model: bytes, advance) -> BatchReport:
+    from ..distributed import DEFAULT_FRAMES_PER_TASK, segment_on_ray
+
+    return segment_on_ray(
+        inputs,
+        args.out,
+        model=model,
+        confidence=args.confidence,
+        overlay=args.overlay,
+        backend=args.backend,
+        num_threads=args.threads,
+        workers=args.workers or 1,
+        cpus_per_worker=1.0 if args.cpus_per_worker is None else args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker or 0.0,
+        frames_per_task=args.frames_per_task or DEFAULT_FRAMES_PER_TASK,
+        address=args.ray or None,
+        on_frame=advance,
+    )

@@ -164,13 +164,21 @@ class WorkItem:
     """One unit of work: an input and its output name; for a video, frames ``[start, stop)``.
 
     ``stop=None`` reads to the end. A file with a video suffix is read as a video; any other is
-    read as an image, and as a whole video (the range ignored) when it is no image.
+    read as an image, and as a whole video (the range ignored) when it is no image. ``input`` is
+    the path as the user gave it (what the manifest says); ``source``, when set, is where to read
+    it (an absolute path, for a process with another working directory).
     """
 
     input: str
     name: str
     start: int = 0
     stop: int | None = None
+    source: str | None = None
+
+    @property
+    def path(self) -> str:
+        """The file to read."""
+        return self.source if self.source is not None else self.input
 
 
 @dataclass
@@ -334,21 +342,26 @@ class FrameSegmenter:
             GpuSegError, OSError, ValueError: the input cannot be read or segmented (frames already
                 yielded stay written).
         """
-        path = Path(item.input)
+        path = Path(item.path)
         if not path.is_file():
-            raise OSError(f"no such file: {path}")
+            raise OSError(f"no such file: {item.input}")
         if not is_video(path):
             image = self._read_image(path)
             if image is not None:
                 yield self._segment_image(item, image)
                 return
-            item = WorkItem(item.input, item.name)  # not an image: try it as a whole video
+            item = WorkItem(item.input, item.name, source=item.source)  # no image: try a whole video
         yield from self._segment_video(item)
+
+    @property
+    def segmenters(self) -> tuple[ImageSegmenter, ...]:
+        """The segmenters opened so far: image mode, then video mode once a video was read."""
+        return tuple(s for s in (self._images, self._videos) if s is not None)
 
     @property
     def context_losses(self) -> int:
         """GL context losses the post-processors met so far (each was recovered from)."""
-        return sum(_losses(s) for s in (self._images, self._videos) if s is not None)
+        return sum(_losses(s) for s in self.segmenters)
 
     def close(self) -> None:
         self._images.close()
@@ -400,7 +413,7 @@ class FrameSegmenter:
 
     def _segment_video(self, item: WorkItem) -> Iterator[FrameRecord]:
         cv2 = self._cv2
-        capture = cv2.VideoCapture(item.input)
+        capture = cv2.VideoCapture(item.path)
         try:
             if not capture.isOpened():
                 raise OSError(f"neither an image nor a video OpenCV can read: {item.input}")
@@ -409,7 +422,7 @@ class FrameSegmenter:
             if self._videos is None:
                 self._videos = ImageSegmenter(self._model, running_mode="video", **self._options)  # type: ignore[arg-type]
             videos = self._videos
-            capture = _seek(cv2, capture, item.input, item.start)
+            capture = _seek(cv2, capture, item.path, item.start)
             first = self._next_timestamp
             index = item.start
             while item.stop is None or index < item.stop:

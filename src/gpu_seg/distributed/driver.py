@@ -1,0 +1,234 @@
+"""``segment_on_ray``: the single-process ``gpu-seg segment`` run by a pool of Ray actors.
+
+The driver plans the tasks (:mod:`.plan`), starts or joins Ray (:mod:`.session`), feeds the tasks
+to ``Dataset.map_batches`` with an actor pool of :class:`~.worker.SegmentWorker`, and writes the
+manifest from the results (:mod:`.report`). Workers write the mask files themselves, into the
+output folder or URI (:mod:`.storage`).
+
+Faults: Ray restarts a worker process that dies (killed, out of memory, node lost) and runs its
+unfinished tasks again, up to ``max_retries`` times each; files are written whole, so a rerun task
+leaves the same files. A task that still fails fails its input: the manifest gets an error line
+for it, the report lists it, and the run goes on with the rest.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import GpuSegError, InputError
+from ..postprocessor import BackendChoice
+from ..segmenter.batch import FrameRecord, find_inputs
+from .ledger import Ledger
+from .plan import DEFAULT_FRAMES_PER_TASK, Task, plan_tasks
+from .report import RayReport, ResultCollector
+from .session import data_settings, ray_session
+from .storage import Manifest, output_label
+from .worker import SegmentWorker
+
+__all__ = ["Pool", "segment_on_ray"]
+
+#: Tasks Ray Data queues on one actor ahead of the running one (hides the hand-over, keeps the
+#: work balanced at the end of a run and little work to redo when an actor dies).
+TASKS_IN_FLIGHT_PER_WORKER = 2
+
+
+def segment_on_ray(
+    inputs: Sequence[str | os.PathLike[str]] | Any,
+    out: str | os.PathLike[str],
+    *,
+    model: bytes | str | os.PathLike[str] | None = None,
+    confidence: bool = False,
+    overlay: bool = False,
+    backend: BackendChoice = "auto",
+    num_threads: int | None = None,
+    workers: int = 1,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+    frames_per_task: int = DEFAULT_FRAMES_PER_TASK,
+    tasks_per_batch: int = 1,
+    max_retries: int = 3,
+    address: str | None = None,
+    ray_options: Mapping[str, Any] | None = None,
+    on_frame: Callable[[FrameRecord], None] | None = None,
+    lose_context_every: int = 0,
+) -> RayReport:
+    """Segment images and videos on a Ray cluster; same files and manifest as ``gpu-seg segment``.
+
+    Args:
+        inputs: files and folders (searched as by the single-process command), or a Ray Dataset
+            whose rows hold a ``path`` column (or a single column) of them.
+        out: the output folder (on a cluster: one every machine mounts at that path), or a
+            pyarrow filesystem URI (``s3://bucket/prefix``).
+        model: ``.tflite`` bytes or path (default: MediaPipe's selfie model).
+        confidence, overlay: also write ``.confidence.npy`` / ``.overlay.png``.
+        backend: post-processing backend of every worker (``"auto"``: GL where a context opens,
+            else the CPU; ``"cpu"``; ``"gl"``).
+        num_threads: LiteRT threads per worker (default: its CPUs).
+        workers: actors in the pool; cpus_per_worker, gpus_per_worker: Ray resources of each (a
+            GPU worker renders on the EGL device of the GPU Ray assigned it; fractions share a GPU).
+        frames_per_task: video frames per task (longer videos are split into ranges).
+        tasks_per_batch: tasks handed to an actor in one call.
+        max_retries: times a task is rerun after its worker process died.
+        address: the Ray cluster to join (None: start a local Ray for the run; ignored when Ray is
+            already initialised in this process).
+        ray_options: more ``ray.init`` keywords.
+        on_frame: called in this process for every frame, as its task's result arrives.
+        lose_context_every: fault injection (tests): each worker destroys its GL contexts before
+            every N-th task.
+
+    Returns:
+        A :class:`~.report.RayReport`; ``report.ok`` is False when any input failed for good.
+
+    Raises:
+        InputError: a bad option. RayUnavailableError: Ray is not installed. GpuSegError: the
+            model cannot be read.
+    """
+    pool = Pool(workers, cpus_per_worker, gpus_per_worker, tasks_per_batch, max_retries)
+    model_bytes = _model_bytes(model)
+    started = time.time()
+    with ray_session(address, ray_options) as ray:
+        files = find_inputs(_paths(inputs))
+        tasks = plan_tasks(files, frames_per_task)
+        report = RayReport(inputs=len(files), tasks=len(tasks))
+        ledger = ray.remote(num_cpus=0)(Ledger).remote()
+        worker_options = {
+            "model": ray.put(model_bytes),
+            "out": output_label(out),
+            "confidence": confidence,
+            "overlay": overlay,
+            "backend": backend,
+            "num_threads": num_threads,
+            "ledger": ledger,
+            "max_retries": max_retries,
+            "lose_context_every": lose_context_every,
+        }
+        with Manifest(out) as manifest, data_settings():
+            collector = ResultCollector(tasks, manifest, report, on_frame)
+            failure = _collect(_pipeline(ray, tasks, worker_options, pool), collector) if tasks else ""
+            book = ray.get(ledger.snapshot.remote())
+            collector.finish(lambda index: _lost_reason(book["starts"].get(index, 0), max_retries, failure))
+        ray.kill(ledger)
+    _account(report, book, started)
+    return report
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The actor pool of a run (see :func:`segment_on_ray` for the fields)."""
+
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    tasks_per_batch: int = 1
+    max_retries: int = 3
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("workers", 1), ("tasks_per_batch", 1), ("max_retries", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise InputError(name, f"expected an integer >= {minimum}, got {value!r}")
+        for name in ("cpus_per_worker", "gpus_per_worker"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise InputError(name, f"expected a finite number >= 0, got {value!r}")
+
+
+def _pipeline(ray: Any, tasks: Sequence[Task], worker_options: dict[str, Any], pool: Pool) -> Any:
+    """The lazy Dataset of result rows: task rows -> ``map_batches(SegmentWorker)`` on an actor pool."""
+    rows = [
+        {
+            "task": task.index,
+            "input": task.item.input,
+            "source": task.item.path,
+            "name": task.item.name,
+            "start": task.item.start,
+            "stop": -1 if task.item.stop is None else task.item.stop,
+        }
+        for task in tasks
+    ]
+    blocks = max(1, math.ceil(len(rows) / pool.tasks_per_batch))
+    dataset = ray.data.from_items(rows, **{_blocks_keyword(ray.data.from_items): blocks})
+    # Ray Data's actors are restarted after they die and their tasks rerun, without limit; the
+    # worker gives up on a task itself after max_retries deaths (see SegmentWorker).
+    return dataset.map_batches(
+        SegmentWorker,
+        fn_constructor_kwargs=worker_options,
+        batch_size=pool.tasks_per_batch,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(
+            size=pool.workers, max_tasks_in_flight_per_actor=TASKS_IN_FLIGHT_PER_WORKER
+        ),
+        num_cpus=pool.cpus_per_worker,
+        num_gpus=pool.gpus_per_worker or None,
+    )
+
+
+def _collect(results: Any, collector: ResultCollector) -> str:
+    """Feed the result rows to the collector; returns why Ray Data stopped early ("" if it did not)."""
+    try:
+        for row in results.iter_rows():
+            collector.add(row)
+    except Exception as exc:  # Ray Data gave up on the run: what did not come back is reported failed
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def _blocks_keyword(from_items: Callable[..., Any]) -> str:
+    """``override_num_blocks`` (Ray >= 2.10), formerly ``parallelism``."""
+    parameters = inspect.signature(from_items).parameters
+    return "override_num_blocks" if "override_num_blocks" in parameters else "parallelism"
+
+
+def _lost_reason(starts: int, max_retries: int, failure: str) -> str:
+    if starts:
+        return (
+            f"WorkerLost: the worker process died while running it ({starts} attempts; "
+            f"max_retries={max_retries}){': ' + failure if failure else ''}"
+        )
+    return f"NotRun: {failure or 'Ray Data dropped its task'}"
+
+
+def _account(report: RayReport, book: Mapping[str, Any], started: float) -> None:
+    report.seconds = time.time() - started
+    report.retries = sum(max(0, count - 1) for count in book["starts"].values())
+    report.restarts = int(book["restarts"])
+    ready = [info["ready"] for info in book["workers"].values()]
+    if ready:
+        report.startup_seconds = min(ready) - started
+    for worker, info in book["workers"].items():
+        entry = report.workers.get(worker)
+        if entry is not None:
+            entry.gpu, entry.egl_device = info.get("gpu"), info.get("egl_device")
+
+
+def _model_bytes(model: bytes | str | os.PathLike[str] | None) -> bytes:
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model)
+    if model is None:
+        from ..models import selfie_segmenter
+
+        model = selfie_segmenter()
+    try:
+        return Path(model).read_bytes()
+    except (OSError, TypeError) as exc:
+        raise GpuSegError(f"cannot read the model {model!r}: {exc}") from None
+
+
+def _paths(inputs: Sequence[str | os.PathLike[str]] | Any) -> list[str | os.PathLike[str]]:
+    """The input paths: a list as given, or the ``path`` column (or only column) of a Ray Dataset."""
+    if isinstance(inputs, (str, os.PathLike)):
+        return [inputs]
+    if hasattr(inputs, "iter_rows") and hasattr(inputs, "columns"):
+        columns = inputs.columns()
+        if "path" not in columns and len(columns) != 1:
+            raise InputError("inputs", f"a Dataset of inputs needs a 'path' column; it has {columns}")
+        column = "path" if "path" in columns else columns[0]
+        return [str(row[column]) for row in inputs.select_columns([column]).iter_rows()]
+    return list(inputs)

@@ -1,0 +1,126 @@
+"""What a distributed run did (:class:`RayReport`), and how results become the manifest
+(:class:`ResultCollector`: task results arrive in any order, the manifest is written in plan order)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..segmenter.batch import BatchReport, FrameRecord, error_line
+from .plan import Task
+from .storage import Manifest
+
+__all__ = ["RayReport", "ResultCollector", "WorkerReport"]
+
+log = logging.getLogger("gpu_seg")
+
+
+@dataclass
+class WorkerReport:
+    """One worker process (``host:pid``): frames and tasks it completed, seconds it spent in them,
+    and the GPU / EGL device it rendered on (None for CPU workers)."""
+
+    frames: int = 0
+    tasks: int = 0
+    seconds: float = 0.0
+    gpu: str | None = None
+    egl_device: int | None = None
+
+
+@dataclass
+class RayReport(BatchReport):
+    """A :class:`~gpu_seg.segmenter.batch.BatchReport` with the distribution of the work.
+
+    Attributes:
+        tasks: tasks planned (images, video frame ranges).
+        retries: task runs that were started again after their worker process died.
+        restarts: worker processes that replaced a dead one.
+        workers: per worker process, what it did.
+        startup_seconds: from the start of the run (Ray started or joined included) until the first
+            worker was ready to segment.
+    """
+
+    tasks: int = 0
+    retries: int = 0
+    restarts: int = 0
+    workers: dict[str, WorkerReport] = field(default_factory=dict)
+    startup_seconds: float = 0.0
+
+    @property
+    def processing_fps(self) -> float:
+        """Frames per second once the first worker was ready (Ray's and the workers' start left out)."""
+        busy = self.seconds - self.startup_seconds
+        return self.frames / busy if busy > 0 else 0.0
+
+
+class ResultCollector:
+    """Turns task result rows into manifest lines, in plan order, and counts them in the report.
+
+    Frames are counted (and ``on_frame`` called) when their task's row arrives; lines are written
+    once every earlier task has been written. An input's error line is written once, where its
+    first failed task stands; an input is processed when all its tasks came back without error.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        manifest: Manifest,
+        report: RayReport,
+        on_frame: Callable[[FrameRecord], None] | None = None,
+    ) -> None:
+        self._tasks = tasks
+        self._manifest = manifest
+        self._report = report
+        self._on_frame = on_frame
+        self._arrived: dict[int, tuple[list[str], str]] = {}
+        self._seen: set[int] = set()
+        self._next = 0
+        self._failed: set[str] = set()  # output names (one per input) that failed
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """One result row of :class:`~.worker.SegmentWorker`."""
+        index = int(row["task"])
+        if index in self._seen:  # Ray hands each result over once; never write a task twice
+            log.warning("gpu_seg: result of task %d arrived twice; ignored", index)
+            return
+        self._seen.add(index)
+        lines = [line for line in str(row["records"]).split("\n") if line]
+        worker = self._report.workers.setdefault(str(row["worker"]), WorkerReport())
+        worker.tasks += 1
+        worker.frames += len(lines)
+        worker.seconds += float(row["seconds"])
+        for line in lines:
+            record = FrameRecord.from_dict(json.loads(line))
+            self._report.add(record)
+            if self._on_frame is not None:
+                self._on_frame(record)
+        self._arrived[index] = (lines, str(row["error"]))
+        self._write_ready()
+
+    def finish(self, reason_for: Callable[[int], str]) -> None:
+        """Write what is left; a task that never came back fails its input with ``reason_for(task)``."""
+        for index in range(self._next, len(self._tasks)):
+            lines, error = self._arrived.pop(index, ([], None))  # type: ignore[arg-type]
+            self._write(index, lines, reason_for(index) if error is None else error)
+        self._next = len(self._tasks)
+        self._manifest.flush()
+        names = {task.item.name for task in self._tasks}
+        self._report.processed = len(names - self._failed)
+
+    def _write_ready(self) -> None:
+        while self._next in self._arrived:
+            self._write(self._next, *self._arrived.pop(self._next))
+            self._next += 1
+        self._manifest.flush()
+
+    def _write(self, index: int, lines: list[str], error: str) -> None:
+        for line in lines:
+            self._manifest.write(line)
+        item = self._tasks[index].item
+        if error and item.name not in self._failed:
+            self._failed.add(item.name)
+            self._report.failures.append((item.input, error))
+            self._manifest.write(error_line(item.input, error))

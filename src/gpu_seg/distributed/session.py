@@ -1,0 +1,111 @@
+"""Starting or joining Ray for a run, and Ray Data settings for its duration.
+
+* No address: a local Ray is started for the run and shut down after it, reachable on the
+  loopback interface only (its node address is 127.0.0.1, so its servers listen there), without
+  the dashboard, with a small object store (the workers write their files themselves; only
+  manifest lines travel back).
+* An address (``auto``, ``HOST:PORT``, ``ray://HOST:10001``): that cluster is joined, and left
+  (not stopped) afterwards.
+* Ray already initialised in this process (a user's own pipeline): it is used as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from types import ModuleType
+from typing import Any
+
+from ..errors import GpuSegError
+
+__all__ = ["LOCAL_RAY_OPTIONS", "RayUnavailableError", "data_settings", "import_ray", "ray_session"]
+
+#: Options of the local Ray started when no address is given (``ray.init`` keywords).
+LOCAL_RAY_OPTIONS: dict[str, Any] = {
+    "include_dashboard": False,
+    "object_store_memory": 256 * 1024 * 1024,
+    "log_to_driver": False,
+    "logging_level": logging.WARNING,
+}
+#: On Linux, Ray takes this to mean "a single machine": its node address becomes 127.0.0.1 and its
+#: servers listen on the loopback interface only. Read when ray is first imported.
+_LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+#: Ray Data loggers quieted during a run: the notice that its progress bars are off (the run
+#: draws its own), and the line per finished execution. Their warnings about resources stay.
+_QUIET_LOGGERS = {
+    "ray.data._internal.progress": logging.ERROR,
+    "ray.data._internal.execution.streaming_executor": logging.WARNING,
+}
+
+
+class RayUnavailableError(GpuSegError, ImportError):
+    """Ray (with Ray Data) is not installed: ``pip install "gpu_seg[ray]"``."""
+
+
+def import_ray(local: bool = False) -> ModuleType:
+    """``ray``, with ``ray.data`` loaded; ``local``: keep a Ray started here on the loopback interface.
+
+    Raises:
+        RayUnavailableError: ray or ray.data cannot be imported.
+    """
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault(_LOOPBACK_ONLY, "0")
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise RayUnavailableError(
+            f'running on Ray needs ray[data]: pip install "gpu_seg[ray]" ({exc})'
+        ) from exc
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, options: Mapping[str, Any] | None = None) -> Iterator[ModuleType]:
+    """Ray for the duration of a run (see the module notes); yields the ``ray`` module.
+
+    Args:
+        address: the cluster to join, or None for a local Ray.
+        options: more ``ray.init`` keywords (for a local Ray, they override :data:`LOCAL_RAY_OPTIONS`).
+    """
+    ray = import_ray(local=address is None)
+    if ray.is_initialized():
+        yield ray
+        return
+    if address is None:
+        ray.init(**{**LOCAL_RAY_OPTIONS, **(options or {})})
+    else:
+        ray.init(address=address, **{"log_to_driver": False, **(options or {})})
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def data_settings() -> Iterator[None]:
+    """Ray Data settings of a run, restored afterwards: no Ray Data progress bars (the caller draws
+    its own), and a failed block does not stop the run (its tasks are reported as failed)."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    wanted = {"enable_progress_bars": False, "max_errored_blocks": -1, "print_on_execution_start": False}
+    saved = {name: getattr(context, name) for name in wanted if hasattr(context, name)}
+    for name in saved:
+        setattr(context, name, wanted[name])
+    loggers = {logging.getLogger(name): level for name, level in _QUIET_LOGGERS.items()}
+    levels = {logger: logger.level for logger in loggers}
+    for logger, level in loggers.items():
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(context, name, value)
+        for logger, level in levels.items():
+            logger.setLevel(level)

@@ -1,0 +1,116 @@
+"""Where a distributed run's outputs go: a local (or shared) folder, or a pyarrow filesystem URI.
+
+* A path (``/mnt/shared/masks``): files are written as by the single-process command
+  (:class:`~gpu_seg.segmenter.batch.LocalOutput`: whole files, renamed into place). On a cluster of
+  several machines it must be a filesystem every worker and the driver mount at the same path.
+* A URI (``s3://bucket/masks``, ``gs://...``, ``hdfs://...``, ``file:///...``): any filesystem
+  ``pyarrow.fs.FileSystem.from_uri`` opens; each worker writes its files there directly, each
+  file in one stream (object stores make it visible only once complete).
+
+The manifest is written by the driver alone (:class:`Manifest`): appended to, as by the
+single-process command. On a URI, where objects cannot be appended to, the earlier manifest is
+read and written back first.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import InputError
+from ..segmenter.batch import LocalOutput, Output
+
+__all__ = ["MANIFEST", "Manifest", "PyArrowOutput", "is_uri", "open_output", "output_label"]
+
+MANIFEST = "manifest.jsonl"
+
+
+def is_uri(out: str | os.PathLike[str]) -> bool:
+    """Whether ``out`` names a pyarrow filesystem (``scheme://...``) rather than a local path."""
+    return "://" in str(out)
+
+
+def output_label(out: str | os.PathLike[str]) -> str:
+    """``out`` as it is sent to the workers: a URI as given, a path made absolute."""
+    return str(out) if is_uri(out) else str(Path(out).absolute())
+
+
+class PyArrowOutput:
+    """Output files on a ``pyarrow.fs`` filesystem under ``base`` (each written in one stream)."""
+
+    def __init__(self, filesystem: Any, base: str) -> None:
+        self.filesystem = filesystem
+        self.base = base.rstrip("/")
+
+    def path(self, relative: str) -> str:
+        return f"{self.base}/{relative}"
+
+    def write(self, relative: str, data: bytes) -> None:
+        path = self.path(relative)
+        self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with self.filesystem.open_output_stream(path) as stream:
+            stream.write(data)
+
+    def read(self, relative: str) -> bytes | None:
+        """A file's bytes, or None when it does not exist."""
+        import pyarrow.fs as pafs
+
+        path = self.path(relative)
+        if self.filesystem.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with self.filesystem.open_input_stream(path) as stream:
+            return stream.read()
+
+
+def open_output(out: str | os.PathLike[str]) -> Output:
+    """The :class:`~gpu_seg.segmenter.batch.Output` for a path or URI (see the module notes).
+
+    Raises:
+        InputError("out"): a URI pyarrow cannot open (unknown scheme, pyarrow missing).
+    """
+    if not is_uri(out):
+        return LocalOutput(out)
+    try:
+        import pyarrow.fs as pafs
+
+        filesystem, base = pafs.FileSystem.from_uri(str(out))
+    except (ImportError, ValueError, OSError) as exc:  # pyarrow raises ArrowInvalid (a ValueError)
+        raise InputError("out", f"cannot open the output URI {out!r}: {exc}") from None
+    return PyArrowOutput(filesystem, base)
+
+
+class Manifest:
+    """The run's ``manifest.jsonl``, appended to line by line (see the module notes)."""
+
+    def __init__(self, out: str | os.PathLike[str]) -> None:
+        output = open_output(out)
+        self._stream: IO[str] | Any
+        if isinstance(output, PyArrowOutput):
+            earlier = output.read(MANIFEST) or b""
+            output.filesystem.create_dir(output.base, recursive=True)
+            self._binary = True
+            self._stream = output.filesystem.open_output_stream(output.path(MANIFEST))
+            self._stream.write(earlier)
+        else:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            self._binary = False
+            self._stream = open(Path(out) / MANIFEST, "a", encoding="utf-8")
+
+    def write(self, line: str) -> None:
+        """Add one line (given without its newline)."""
+        text = line + "\n"
+        self._stream.write(text.encode("utf-8") if self._binary else text)
+
+    def flush(self) -> None:
+        if not self._binary:
+            self._stream.flush()
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> Manifest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

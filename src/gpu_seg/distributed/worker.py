@@ -1,0 +1,170 @@
+"""The Ray Data worker: a callable class for ``Dataset.map_batches`` with an actor pool.
+
+Each actor opens one :class:`~gpu_seg.segmenter.batch.FrameSegmenter` (one ``ImageSegmenter`` per
+running mode) when it starts and keeps it across batches. A GPU actor first points
+``GPU_SEG_EGL_DEVICE`` at the EGL device of the GPU Ray assigned it (:mod:`.gpus`); a CPU actor
+limits llvmpipe (if GL runs there) and LiteRT to the CPUs it was given.
+
+A batch holds task rows (columns ``task``, ``input``, ``source`` (the absolute path), ``name``,
+``start``, ``stop`` (-1: to the end)); the worker writes each task's files itself and returns one
+row per task: ``task``, ``worker`` (``host:pid``), ``records`` (the task's manifest lines,
+newline-separated), ``error`` (empty, or why the input failed), ``seconds``. Per-input failures
+are returned, never raised: only a dead process makes Ray retry a task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import GpuSegError
+from ..postprocessor import BackendChoice
+from ..segmenter.batch import FrameSegmenter, WorkItem
+from .gpus import DeviceChoice, assign_egl_device
+from .storage import open_output
+
+__all__ = ["RESULT_COLUMNS", "SegmentWorker"]
+
+log = logging.getLogger("gpu_seg")
+
+RESULT_COLUMNS = ("task", "worker", "records", "error", "seconds")
+
+
+class SegmentWorker:
+    """One Ray actor's segmenter (see the module notes).
+
+    Args:
+        model: the ``.tflite`` bytes, or a Ray object reference to them.
+        out: the output folder (absolute path) or pyarrow URI (:mod:`.storage`).
+        confidence, overlay: as for ``gpu-seg segment``.
+        backend: post-processing backend (``"auto"``: GL where a context opens, else the CPU).
+        num_threads: LiteRT threads (``None``: the CPUs Ray assigned this actor, at least 1).
+        ledger: the run's :class:`~.ledger.Ledger` actor, or None.
+        max_retries: a task whose worker process died more often than this (counted by the
+            ledger) is not run again but returned failed, so that an input that kills its worker
+            every time cannot hold the run up forever (Ray itself retries without limit).
+        lose_context_every: fault injection for tests: before every N-th task after the first,
+            destroy the real GL context of each post-processor (:func:`gpu_seg.testing.lose_context`).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        out: str,
+        *,
+        confidence: bool = False,
+        overlay: bool = False,
+        backend: BackendChoice = "auto",
+        num_threads: int | None = None,
+        ledger: Any = None,
+        max_retries: int = 3,
+        lose_context_every: int = 0,
+    ) -> None:
+        import ray
+
+        if isinstance(model, ray.ObjectRef):
+            model = ray.get(model)
+        context = ray.get_runtime_context()
+        cpus = max(1, int(context.get_assigned_resources().get("CPU", 1)))
+        self.device: DeviceChoice | None = assign_egl_device(ray.get_gpu_ids())
+        if self.device is None:
+            os.environ.setdefault("LP_NUM_THREADS", str(cpus))  # llvmpipe, when GL runs on the CPU
+        threads = num_threads if num_threads is not None else cpus
+        import cv2
+
+        cv2.setNumThreads(threads)
+        self.engine = FrameSegmenter(
+            model,
+            open_output(out),
+            confidence=confidence,
+            overlay=overlay,
+            backend=backend,
+            num_threads=threads,
+        )
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._ledger = ledger
+        self._max_retries = max_retries
+        self._lose_context_every = lose_context_every
+        self._tasks_run = 0
+        if ledger is not None:
+            info = {
+                "pid": os.getpid(),
+                "node": context.get_node_id(),
+                "gpu": self.device.gpu_id if self.device else None,
+                "egl_device": self.device.egl_device if self.device else None,
+            }
+            ray.get(ledger.register.remote(self.worker_id, context.get_actor_id(), info))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tasks = [int(t) for t in batch["task"]]
+        attempts = [1] * len(tasks)
+        if self._ledger is not None:
+            import ray
+
+            attempts = ray.get(self._ledger.started.remote(self.worker_id, tasks))
+        columns: dict[str, list[Any]] = {name: [] for name in RESULT_COLUMNS}
+        for row, task in enumerate(tasks):
+            start = time.perf_counter()
+            if attempts[row] > self._max_retries + 1:
+                lines, error = [], _given_up(attempts[row] - 1, self._max_retries)
+            else:
+                self._inject_faults()
+                lines, error = self._run(_item(batch, row))
+            columns["task"].append(task)
+            columns["worker"].append(self.worker_id)
+            columns["records"].append("\n".join(lines))
+            columns["error"].append(error)
+            columns["seconds"].append(time.perf_counter() - start)
+        return {name: np.asarray(values) for name, values in columns.items()}
+
+    def _run(self, item: WorkItem) -> tuple[list[str], str]:
+        lines: list[str] = []
+        try:
+            for record in self.engine.run(item):
+                lines.append(record.to_json())
+        except (GpuSegError, OSError, ValueError) as exc:
+            return lines, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a bug: reported for this input, the worker goes on
+            log.exception("gpu_seg: %s failed in worker %s", item.input, self.worker_id)
+            return lines, f"{type(exc).__name__}: {exc}"
+        return lines, ""
+
+    def _inject_faults(self) -> None:
+        self._tasks_run += 1
+        every = self._lose_context_every
+        if every <= 0 or self._tasks_run == 1 or (self._tasks_run - 1) % every:
+            return
+        from ..testing import lose_context
+
+        for segmenter in self.engine.segmenters:
+            try:
+                lose_context(segmenter.postprocessor)
+            except GpuSegError as exc:  # no live owned context right now (CPU backend, fallback)
+                log.info("gpu_seg: no context to lose in %s: %s", self.worker_id, exc)
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+
+
+def _item(batch: dict[str, np.ndarray], row: int) -> WorkItem:
+    stop = int(batch["stop"][row])
+    return WorkItem(
+        str(batch["input"][row]),
+        str(batch["name"][row]),
+        int(batch["start"][row]),
+        None if stop < 0 else stop,
+        source=str(batch["source"][row]),
+    )
+
+
+def _given_up(deaths: int, max_retries: int) -> str:
+    return (
+        f"WorkerLost: its worker process died each of the {deaths} times it ran (max_retries={max_retries})"
+    )
