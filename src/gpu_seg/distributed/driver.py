@@ -17,6 +17,7 @@ import inspect
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 from ..errors import GpuSegError, InputError
 from ..postprocessor import BackendChoice
 from ..segmenter.batch import FrameRecord, find_inputs
-from .ledger import Ledger
+from .ledger import LEDGER_PREFIX, Ledger
 from .plan import DEFAULT_FRAMES_PER_TASK, Task, plan_tasks
 from .report import RayReport, ResultCollector
 from .session import data_settings, ray_session
@@ -97,7 +98,7 @@ def segment_on_ray(
         files = find_inputs(_paths(inputs))
         tasks = plan_tasks(files, frames_per_task)
         report = RayReport(inputs=len(files), tasks=len(tasks))
-        ledger = ray.remote(num_cpus=0)(Ledger).remote()
+        ledger = ray.remote(num_cpus=0)(Ledger).options(name=LEDGER_PREFIX + uuid.uuid4().hex[:12]).remote()
         worker_options = {
             "model": ray.put(model_bytes),
             "out": output_label(out),

@@ -120,6 +120,8 @@ class SegmentWorker:
             columns["records"].append("\n".join(lines))
             columns["error"].append(error)
             columns["seconds"].append(time.perf_counter() - start)
+        if self._ledger is not None:
+            self._ledger.finished.remote(self.worker_id)  # ordered before this worker's next call
         return {name: np.asarray(values) for name, values in columns.items()}
 
     def _run(self, item: WorkItem) -> tuple[list[str], str]:

@@ -1,0 +1,241 @@
+"""The parts of gpu_seg.distributed that run without Ray: the plan (names, video frame ranges), frame
+ranges segmented apart giving the same bytes as the whole video, the GPU -> EGL device match, the
+outputs (local folders and pyarrow URIs), the ordered manifest, and option checks.
+
+The Ray runs themselves are in test_ray.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
+cv2 = pytest.importorskip("cv2", reason="OpenCV (it comes with mediapipe) is not installed")
+skdata = pytest.importorskip("skimage.data", reason="scikit-image is not installed")
+
+from gpu_seg.distributed import (  # noqa: E402
+    assign_egl_device,
+    egl_cuda_devices,
+    egl_device_for_gpu,
+    plan_tasks,
+    segment_on_ray,
+)
+from gpu_seg.distributed.plan import Task  # noqa: E402
+from gpu_seg.distributed.report import RayReport, ResultCollector  # noqa: E402
+from gpu_seg.distributed.storage import Manifest, open_output  # noqa: E402
+from gpu_seg.errors import InputError  # noqa: E402
+from gpu_seg.segmenter.batch import FrameSegmenter, LocalOutput, WorkItem, output_names  # noqa: E402
+
+from .segmenter_support import environment, selfie_model  # noqa: E402
+
+
+def write_video(path, count: int, fourcc: str = "mp4v", size: tuple[int, int] = (320, 240)) -> None:
+    """A pan over the astronaut photo (``count`` frames), with inter-coded frames for mp4v."""
+    astronaut = skdata.astronaut()
+    width, height = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25.0, (width, height))
+    assert writer.isOpened()
+    for i in range(count):
+        j = (3 * i) % (512 - max(width, height))
+        writer.write(np.ascontiguousarray(astronaut[j : j + height, j : j + width, ::-1]))
+    writer.release()
+
+
+def files_under(folder) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "manifest.jsonl"
+    }
+
+
+# ------------------------------------------------------------------------------------------ plan
+def test_plan_names_like_the_single_process_engine_and_splits_videos(tmp_path):
+    video = tmp_path / "clip.avi"
+    write_video(video, 50, "MJPG")
+    (tmp_path / "sub").mkdir()
+    images = [tmp_path / "clip.png", tmp_path / "sub" / "clip.png", tmp_path / "a.jpg"]
+    inputs = [images[0], video, images[1], images[2], tmp_path / "missing.mp4"]
+    tasks = plan_tasks(inputs, frames_per_task=16)
+    names = output_names(inputs)
+    assert names == ["clip", "clip_avi", "clip_png", "a", "missing"]
+    ranges = [(t.item.name, t.item.start, t.item.stop, t.frames) for t in tasks]
+    assert ranges == [
+        ("clip", 0, None, 1),
+        ("clip_avi", 0, 16, 16),
+        ("clip_avi", 16, 32, 16),
+        ("clip_avi", 32, 48, 16),
+        ("clip_avi", 48, None, 2),  # the last range reads to the end, whatever the count said
+        ("clip_png", 0, None, 1),
+        ("a", 0, None, 1),
+        ("missing", 0, None, 1),  # no frame count: one task, which will report the error
+    ]
+    assert [t.index for t in tasks] == list(range(len(tasks)))
+    assert all(t.item.input == str(p) for t, p in zip(tasks[:2], inputs[:2], strict=True))
+    assert all(t.item.path.startswith("/") for t in tasks)
+    with pytest.raises(InputError) as info:
+        plan_tasks(inputs, frames_per_task=0)
+    assert info.value.argument == "frames_per_task"
+
+
+def test_video_ranges_segmented_apart_write_the_same_bytes_as_the_whole_video(tmp_path):
+    """The property the distributed run rests on: each frame's files depend on that frame alone."""
+    video = tmp_path / "pan.mp4"
+    write_video(video, 30)  # MPEG-4 part 2: P-frames, so a range must seek properly
+    model = selfie_model().read_bytes()
+    options = {"confidence": True, "overlay": True, "backend": "cpu", "num_threads": 1}
+    with FrameSegmenter(model, LocalOutput(tmp_path / "whole"), **options) as engine:
+        whole = [r.frame for r in engine.run(WorkItem(str(video), "pan"))]
+    assert whole == list(range(30))
+    pieces = []
+    for start, stop in [(20, None), (0, 7), (7, 20), (30, None)]:  # separate processes in a real run
+        with FrameSegmenter(model, LocalOutput(tmp_path / "split"), **options) as engine:
+            pieces += [r.frame for r in engine.run(WorkItem(str(video), "pan", start, stop))]
+    assert sorted(pieces) == whole  # the range past the end reads nothing and is no error
+    expected, got = files_under(tmp_path / "whole"), files_under(tmp_path / "split")
+    assert len(expected) == 90 and got.keys() == expected.keys()
+    assert [name for name in expected if got[name] != expected[name]] == []
+    assert not list((tmp_path / "split").rglob("*.partial"))
+
+
+def test_a_video_that_cannot_be_read_fails_its_first_range_only(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    with FrameSegmenter(selfie_model().read_bytes(), LocalOutput(tmp_path / "out"), backend="cpu") as engine:
+        with pytest.raises(OSError, match=r"broken\.mp4"):
+            list(engine.run(WorkItem(str(broken), "broken")))
+
+
+# ------------------------------------------------------------------------------------------ GPUs
+def test_egl_device_matched_in_the_machines_cuda_numbering():
+    # A driver that reports every GPU under its machine-wide number, in an order of its own.
+    reported = {0: 2, 1: 0, 2: 3, 3: 1}
+    assert egl_device_for_gpu(3, reported, visible="3") == 2
+    assert egl_device_for_gpu("0", reported, visible=None) == 1
+    assert egl_device_for_gpu(7, reported, visible="7") is None
+
+
+def test_egl_device_matched_in_the_visible_devices_numbering():
+    # A driver that honours CUDA_VISIBLE_DEVICES: only the worker's GPU reports, as CUDA device 0.
+    assert egl_device_for_gpu(3, {1: 0}, visible="3") == 1
+    assert egl_device_for_gpu("5", {0: 0, 2: 1}, visible="2,5") == 2
+    assert egl_device_for_gpu("GPU-uuid", {0: 0}, visible=None) is None
+
+
+def test_assign_egl_device_on_this_machine():
+    """Without an NVIDIA EGL driver no device reports a CUDA number; the default device is kept."""
+    numbers = egl_cuda_devices()
+    env: dict[str, str] = {}
+    if numbers:
+        pytest.skip(f"this machine has NVIDIA EGL devices {numbers}: covered by the GPU check instead")
+    choice = assign_egl_device([0], env)
+    assert choice is not None and choice.source == "unmatched" and choice.egl_device is None
+    assert env == {}
+    assert assign_egl_device([], env) is None
+    user = {"GPU_SEG_EGL_DEVICE": "1"}
+    choice = assign_egl_device(["2"], user)
+    assert (choice.source, choice.egl_device, user) == ("env", 1, {"GPU_SEG_EGL_DEVICE": "1"})
+
+
+# ------------------------------------------------------------------------------------------ outputs
+def test_pyarrow_uri_output_and_manifest_append(tmp_path):
+    pytest.importorskip("pyarrow", reason="pyarrow is not installed")
+    uri = (tmp_path / "bucket" / "masks").as_uri()
+    output = open_output(uri)
+    output.write("clip/000001.mask.png", b"\x89PNG...")
+    assert (tmp_path / "bucket" / "masks" / "clip" / "000001.mask.png").read_bytes() == b"\x89PNG..."
+    for line in ("first", "second"):
+        with Manifest(uri) as manifest:
+            manifest.write(line)
+    assert (tmp_path / "bucket" / "masks" / "manifest.jsonl").read_text() == "first\nsecond\n"
+    with pytest.raises(InputError) as info:
+        open_output("nosuchscheme://bucket/masks")
+    assert info.value.argument == "out"
+
+
+def test_local_output_writes_whole_files(tmp_path):
+    output = LocalOutput(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.mask.png.partial").write_bytes(b"left by a killed worker")
+    output.write("a/x.mask.png", b"complete")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.mask.png"]
+    assert (tmp_path / "a" / "x.mask.png").read_bytes() == b"complete"
+
+
+# ------------------------------------------------------------------------------------------ manifest
+def _record(path: str, frame: int | None) -> str:
+    return json.dumps(
+        {
+            "input": path,
+            "frame": frame,
+            "outputs": [f"{frame}.mask.png"],
+            "backend": "cpu",
+            "ms": 1.0,
+            "context_losses": 1 if frame == 3 else 0,
+        }
+    )
+
+
+def test_results_in_any_order_give_the_manifest_in_plan_order(tmp_path):
+    tasks = [
+        Task(0, WorkItem("v.mp4", "v", 0, 2), 2),
+        Task(1, WorkItem("v.mp4", "v", 2, 4), 2),
+        Task(2, WorkItem("v.mp4", "v", 4, None), 2),
+        Task(3, WorkItem("a.png", "a"), 1),
+        Task(4, WorkItem("b.png", "b"), 1),
+        Task(5, WorkItem("c.png", "c"), 1),
+    ]
+    report = RayReport(inputs=4, tasks=len(tasks))
+    seen = []
+
+    def row(task, lines, error="", worker="w1"):
+        return {"task": task, "worker": worker, "records": "\n".join(lines), "error": error, "seconds": 0.5}
+
+    with Manifest(tmp_path) as manifest:
+        collector = ResultCollector(tasks, manifest, report, lambda record: seen.append(record.frame))
+        collector.add(row(2, [_record("v.mp4", 4)], error="OSError: decoding failed", worker="w2"))
+        collector.add(row(3, [_record("a.png", None)]))
+        assert (tmp_path / "manifest.jsonl").read_text() == ""  # task 0 is not back yet
+        collector.add(row(0, [_record("v.mp4", 0), _record("v.mp4", 1)], worker="w2"))
+        collector.add(row(1, [_record("v.mp4", 2), _record("v.mp4", 3)]))
+        collector.add(row(1, [_record("v.mp4", 2), _record("v.mp4", 3)]))  # a duplicate is ignored
+        collector.add(row(5, [_record("c.png", None)]))
+        collector.finish(lambda index: f"NotRun: task {index}")
+    lines = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert [(e["input"], e["frame"], "error" in e) for e in lines] == [
+        ("v.mp4", 0, False),
+        ("v.mp4", 1, False),
+        ("v.mp4", 2, False),
+        ("v.mp4", 3, False),
+        ("v.mp4", 4, False),
+        ("v.mp4", None, True),
+        ("a.png", None, False),
+        ("b.png", None, True),  # never came back
+        ("c.png", None, False),
+    ]
+    assert lines[5]["error"] == "OSError: decoding failed" and lines[7]["error"] == "NotRun: task 4"
+    assert sorted(f for f in seen if f is not None) == [0, 1, 2, 3, 4] and len(seen) == 7
+    assert (report.frames, report.processed, report.context_losses) == (7, 2, 1)
+    assert report.failures == [("v.mp4", "OSError: decoding failed"), ("b.png", "NotRun: task 4")]
+    assert {name: (w.frames, w.tasks) for name, w in report.workers.items()} == {"w1": (4, 3), "w2": (3, 2)}
+
+
+# ------------------------------------------------------------------------------------------ options
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("workers", 0),
+        ("workers", 1.5),
+        ("cpus_per_worker", -1),
+        ("gpus_per_worker", float("nan")),
+        ("tasks_per_batch", 0),
+        ("max_retries", -1),
+    ],
+)
+def test_bad_pool_options_are_input_errors(tmp_path, option, value):
+    with environment({"RAY_ADDRESS": "127.0.0.1:9"}), pytest.raises(InputError) as info:
+        segment_on_ray([tmp_path], tmp_path / "out", **{option: value})  # raises before Ray starts
+    assert info.value.argument == option
