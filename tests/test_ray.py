@@ -110,7 +110,7 @@ def test_cli_on_ray_writes_what_the_single_process_command_writes(ray, corpus, t
     assert_same_run(corpus / "single", out)
     printed = capsys.readouterr().out
     assert "segmented 32 frames from 13/13 inputs" in printed
-    assert "ray: 16 tasks on" in printed and "retries: 0; worker restarts: 0" in printed
+    assert "ray: 10 tasks on" in printed and "retries: 0; worker restarts: 0" in printed  # 12 images in 6
 
 
 def test_cli_rejects_ray_options_without_ray(tmp_path, capsys):
@@ -224,12 +224,19 @@ def test_a_task_whose_worker_keeps_dying_fails_its_input_for_good(ray, long_corp
 def test_context_losses_in_workers_are_recovered_and_counted(ray, corpus, tmp_path):
     images = sorted((corpus / "in").glob("*_320.*"))
     report = segment_on_ray(
-        images, tmp_path / "ray", model=selfie_model(), backend="gl", workers=1, lose_context_every=2
+        images,
+        tmp_path / "ray",
+        model=selfie_model(),
+        backend="gl",
+        workers=1,
+        images_per_task=1,
+        lose_context_every=2,  # before the 3rd and the 5th task
     )
     assert report.ok and report.frames == 6
     lines = _manifest(tmp_path / "ray")
     assert [line["backend"] for line in lines] == ["gl"] * 6  # recomputed on a new context
     assert report.context_losses == sum(line["context_losses"] for line in lines) >= 2
-    for line in lines:
+    for line in lines:  # the frames that met a loss are right, not zeros or stale: as on the CPU
         mask = cv2.imread(str(tmp_path / "ray" / line["outputs"][0]), cv2.IMREAD_UNCHANGED)
-        assert mask.dtype == np.uint8 and 0.05 < np.mean(mask == 0) < 0.95
+        on_cpu = cv2.imread(str(corpus / "single" / line["outputs"][0]), cv2.IMREAD_UNCHANGED)
+        assert np.mean(mask == on_cpu) >= 0.999  # only near-ties may differ between GL and the CPU

@@ -23,11 +23,11 @@ from gpu_seg.distributed import (  # noqa: E402
     plan_tasks,
     segment_on_ray,
 )
-from gpu_seg.distributed.plan import Task  # noqa: E402
+from gpu_seg.distributed.plan import Task, images_per_task  # noqa: E402
 from gpu_seg.distributed.report import RayReport, ResultCollector  # noqa: E402
 from gpu_seg.distributed.storage import Manifest, open_output  # noqa: E402
 from gpu_seg.errors import InputError  # noqa: E402
-from gpu_seg.segmenter.batch import FrameSegmenter, LocalOutput, WorkItem, output_names  # noqa: E402
+from gpu_seg.segmenter.batch import FrameSegmenter, LocalOutput, WorkItem, error_line, output_names  # noqa: E402
 
 from .segmenter_support import environment, selfie_model  # noqa: E402
 
@@ -53,32 +53,38 @@ def files_under(folder) -> dict[str, bytes]:
 
 
 # ------------------------------------------------------------------------------------------ plan
-def test_plan_names_like_the_single_process_engine_and_splits_videos(tmp_path):
+def test_plan_names_like_the_single_process_engine_groups_images_and_splits_videos(tmp_path):
     video = tmp_path / "clip.avi"
     write_video(video, 50, "MJPG")
     (tmp_path / "sub").mkdir()
-    images = [tmp_path / "clip.png", tmp_path / "sub" / "clip.png", tmp_path / "a.jpg"]
-    inputs = [images[0], video, images[1], images[2], tmp_path / "missing.mp4"]
-    tasks = plan_tasks(inputs, frames_per_task=16)
+    images = [tmp_path / "clip.png", tmp_path / "sub" / "clip.png", tmp_path / "a.jpg", tmp_path / "b.jpg"]
+    inputs = [images[0], video, images[1], images[2], images[3], tmp_path / "missing.mp4"]
+    tasks = plan_tasks(inputs, frames_per_task=16, images_per_task=2)
     names = output_names(inputs)
-    assert names == ["clip", "clip_avi", "clip_png", "a", "missing"]
-    ranges = [(t.item.name, t.item.start, t.item.stop, t.frames) for t in tasks]
+    assert names == ["clip", "clip_avi", "clip_png", "a", "b", "missing"]
+    ranges = [([i.name for i in t.items], t.items[0].start, t.items[0].stop, t.frames) for t in tasks]
     assert ranges == [
-        ("clip", 0, None, 1),
-        ("clip_avi", 0, 16, 16),
-        ("clip_avi", 16, 32, 16),
-        ("clip_avi", 32, 48, 16),
-        ("clip_avi", 48, None, 2),  # the last range reads to the end, whatever the count said
-        ("clip_png", 0, None, 1),
-        ("a", 0, None, 1),
-        ("missing", 0, None, 1),  # no frame count: one task, which will report the error
+        (["clip"], 0, None, 1),  # a video follows: the group closes early
+        (["clip_avi"], 0, 16, 16),
+        (["clip_avi"], 16, 32, 16),
+        (["clip_avi"], 32, 48, 16),
+        (["clip_avi"], 48, None, 2),  # the last range reads to the end, whatever the count said
+        (["clip_png", "a"], 0, None, 2),
+        (["b"], 0, None, 1),
+        (["missing"], 0, None, 1),  # no frame count: one task, which will report the error
     ]
     assert [t.index for t in tasks] == list(range(len(tasks)))
-    assert all(t.item.input == str(p) for t, p in zip(tasks[:2], inputs[:2], strict=True))
-    assert all(t.item.path.startswith("/") for t in tasks)
-    with pytest.raises(InputError) as info:
-        plan_tasks(inputs, frames_per_task=0)
-    assert info.value.argument == "frames_per_task"
+    assert [t.items[0].input for t in tasks[:2]] == [str(p) for p in inputs[:2]]
+    assert all(i.path.startswith("/") for t in tasks for i in t.items)
+    for bad in ({"frames_per_task": 0}, {"images_per_task": 1.5}):
+        with pytest.raises(InputError) as info:
+            plan_tasks(inputs, **bad)
+        assert info.value.argument == next(iter(bad))
+
+
+def test_images_per_task_keeps_every_worker_busy():
+    assert [images_per_task(n, 2) for n in (0, 1, 8, 9, 60, 120, 1000)] == [1, 1, 1, 2, 8, 15, 16]
+    assert images_per_task(120, 1) == 16 and images_per_task(3, 0) == 1
 
 
 def test_video_ranges_segmented_apart_write_the_same_bytes_as_the_whole_video(tmp_path):
@@ -179,47 +185,56 @@ def _record(path: str, frame: int | None) -> str:
     )
 
 
+def _row(task: int, lines: list[tuple[str, str]], worker: str = "w1") -> dict:
+    return {"task": task, "worker": worker, "lines": json.dumps(lines), "seconds": 0.5}
+
+
 def test_results_in_any_order_give_the_manifest_in_plan_order(tmp_path):
     tasks = [
-        Task(0, WorkItem("v.mp4", "v", 0, 2), 2),
-        Task(1, WorkItem("v.mp4", "v", 2, 4), 2),
-        Task(2, WorkItem("v.mp4", "v", 4, None), 2),
-        Task(3, WorkItem("a.png", "a"), 1),
-        Task(4, WorkItem("b.png", "b"), 1),
-        Task(5, WorkItem("c.png", "c"), 1),
+        Task(0, (WorkItem("v.mp4", "v", 0, 2),), 2),
+        Task(1, (WorkItem("v.mp4", "v", 2, 4),), 2),
+        Task(2, (WorkItem("v.mp4", "v", 4, None),), 2),
+        Task(3, (WorkItem("a.png", "a"), WorkItem("b.png", "b")), 2),
+        Task(4, (WorkItem("c.png", "c"), WorkItem("d.png", "d")), 2),
+        Task(5, (WorkItem("e.png", "e"),), 1),
     ]
-    report = RayReport(inputs=4, tasks=len(tasks))
+    report = RayReport(inputs=6, tasks=len(tasks))
     seen = []
-
-    def row(task, lines, error="", worker="w1"):
-        return {"task": task, "worker": worker, "records": "\n".join(lines), "error": error, "seconds": 0.5}
-
+    video = [("v", _record("v.mp4", frame)) for frame in range(5)]
     with Manifest(tmp_path) as manifest:
         collector = ResultCollector(tasks, manifest, report, lambda record: seen.append(record.frame))
-        collector.add(row(2, [_record("v.mp4", 4)], error="OSError: decoding failed", worker="w2"))
-        collector.add(row(3, [_record("a.png", None)]))
+        collector.add(_row(2, [video[4], ("v", error_line("v.mp4", "OSError: decoding failed"))], "w2"))
+        collector.add(
+            _row(3, [("a", _record("a.png", None)), ("b", error_line("b.png", "OSError: unreadable"))])
+        )
         assert (tmp_path / "manifest.jsonl").read_text() == ""  # task 0 is not back yet
-        collector.add(row(0, [_record("v.mp4", 0), _record("v.mp4", 1)], worker="w2"))
-        collector.add(row(1, [_record("v.mp4", 2), _record("v.mp4", 3)]))
-        collector.add(row(1, [_record("v.mp4", 2), _record("v.mp4", 3)]))  # a duplicate is ignored
-        collector.add(row(5, [_record("c.png", None)]))
+        collector.add(_row(0, video[:2], worker="w2"))
+        collector.add(_row(1, [*video[2:4], ("v", error_line("v.mp4", "OSError: again"))]))
+        collector.add(_row(1, video[2:4]))  # a duplicate is ignored
+        collector.add(_row(5, [("e", _record("e.png", None))]))
         collector.finish(lambda index: f"NotRun: task {index}")
     lines = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
-    assert [(e["input"], e["frame"], "error" in e) for e in lines] == [
-        ("v.mp4", 0, False),
-        ("v.mp4", 1, False),
-        ("v.mp4", 2, False),
-        ("v.mp4", 3, False),
-        ("v.mp4", 4, False),
-        ("v.mp4", None, True),
-        ("a.png", None, False),
-        ("b.png", None, True),  # never came back
-        ("c.png", None, False),
+    assert [(e["input"], e["frame"], e.get("error")) for e in lines] == [
+        ("v.mp4", 0, None),
+        ("v.mp4", 1, None),
+        ("v.mp4", 2, None),
+        ("v.mp4", 3, None),
+        ("v.mp4", None, "OSError: again"),  # the input's first failure, and only that one
+        ("v.mp4", 4, None),
+        ("a.png", None, None),
+        ("b.png", None, "OSError: unreadable"),
+        ("c.png", None, "NotRun: task 4"),  # never came back: each of its inputs fails
+        ("d.png", None, "NotRun: task 4"),
+        ("e.png", None, None),
     ]
-    assert lines[5]["error"] == "OSError: decoding failed" and lines[7]["error"] == "NotRun: task 4"
     assert sorted(f for f in seen if f is not None) == [0, 1, 2, 3, 4] and len(seen) == 7
     assert (report.frames, report.processed, report.context_losses) == (7, 2, 1)
-    assert report.failures == [("v.mp4", "OSError: decoding failed"), ("b.png", "NotRun: task 4")]
+    assert report.failures == [
+        ("v.mp4", "OSError: again"),
+        ("b.png", "OSError: unreadable"),
+        ("c.png", "NotRun: task 4"),
+        ("d.png", "NotRun: task 4"),
+    ]
     assert {name: (w.frames, w.tasks) for name, w in report.workers.items()} == {"w1": (4, 3), "w2": (3, 2)}
 
 
@@ -231,8 +246,9 @@ def test_results_in_any_order_give_the_manifest_in_plan_order(tmp_path):
         ("workers", 1.5),
         ("cpus_per_worker", -1),
         ("gpus_per_worker", float("nan")),
-        ("tasks_per_batch", 0),
         ("max_retries", -1),
+        ("frames_per_task", 0),
+        ("images_per_task", 0),
     ],
 )
 def test_bad_pool_options_are_input_errors(tmp_path, option, value):

@@ -14,6 +14,7 @@ for it, the report lists it, and the run goes on with the rest.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
 import time
@@ -25,9 +26,10 @@ from typing import Any
 
 from ..errors import GpuSegError, InputError
 from ..postprocessor import BackendChoice
-from ..segmenter.batch import FrameRecord, find_inputs
+from ..segmenter.batch import FrameRecord, find_inputs, is_video
 from .ledger import LEDGER_PREFIX, Ledger
-from .plan import DEFAULT_FRAMES_PER_TASK, Task, plan_tasks
+from .plan import DEFAULT_FRAMES_PER_TASK, Task, check_task_sizes, plan_tasks
+from .plan import images_per_task as default_images_per_task
 from .report import RayReport, ResultCollector
 from .session import data_settings, ray_session
 from .storage import Manifest, output_label
@@ -53,7 +55,7 @@ def segment_on_ray(
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
     frames_per_task: int = DEFAULT_FRAMES_PER_TASK,
-    tasks_per_batch: int = 1,
+    images_per_task: int | None = None,
     max_retries: int = 3,
     address: str | None = None,
     ray_options: Mapping[str, Any] | None = None,
@@ -75,7 +77,8 @@ def segment_on_ray(
         workers: actors in the pool; cpus_per_worker, gpus_per_worker: Ray resources of each (a
             GPU worker renders on the EGL device of the GPU Ray assigned it; fractions share a GPU).
         frames_per_task: video frames per task (longer videos are split into ranges).
-        tasks_per_batch: tasks handed to an actor in one call.
+        images_per_task: consecutive images per task (default: at least 4 tasks per worker, at
+            most 16 images).
         max_retries: times a task is rerun after its worker process died.
         address: the Ray cluster to join (None: start a local Ray for the run; ignored when Ray is
             already initialised in this process).
@@ -91,12 +94,15 @@ def segment_on_ray(
         InputError: a bad option. RayUnavailableError: Ray is not installed. GpuSegError: the
             model cannot be read.
     """
-    pool = Pool(workers, cpus_per_worker, gpus_per_worker, tasks_per_batch, max_retries)
+    pool = Pool(workers, cpus_per_worker, gpus_per_worker, max_retries)
+    check_task_sizes(frames_per_task, 1 if images_per_task is None else images_per_task)
     model_bytes = _model_bytes(model)
     started = time.time()
     with ray_session(address, ray_options) as ray:
         files = find_inputs(_paths(inputs))
-        tasks = plan_tasks(files, frames_per_task)
+        if images_per_task is None:
+            images_per_task = default_images_per_task(sum(not is_video(f) for f in files), workers)
+        tasks = plan_tasks(files, frames_per_task, images_per_task)
         report = RayReport(inputs=len(files), tasks=len(tasks))
         ledger = ray.remote(num_cpus=0)(Ledger).options(name=LEDGER_PREFIX + uuid.uuid4().hex[:12]).remote()
         worker_options = {
@@ -113,10 +119,11 @@ def segment_on_ray(
         with Manifest(out) as manifest, data_settings():
             collector = ResultCollector(tasks, manifest, report, on_frame)
             failure = _collect(_pipeline(ray, tasks, worker_options, pool), collector) if tasks else ""
+            ended = collector.last_arrival or time.time()
             book = ray.get(ledger.snapshot.remote())
             collector.finish(lambda index: _lost_reason(book["starts"].get(index, 0), max_retries, failure))
         ray.kill(ledger)
-    _account(report, book, started)
+    _account(report, book, started, ended)
     return report
 
 
@@ -127,11 +134,10 @@ class Pool:
     workers: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
-    tasks_per_batch: int = 1
     max_retries: int = 3
 
     def __post_init__(self) -> None:
-        for name, minimum in (("workers", 1), ("tasks_per_batch", 1), ("max_retries", 0)):
+        for name, minimum in (("workers", 1), ("max_retries", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise InputError(name, f"expected an integer >= {minimum}, got {value!r}")
@@ -146,22 +152,17 @@ def _pipeline(ray: Any, tasks: Sequence[Task], worker_options: dict[str, Any], p
     rows = [
         {
             "task": task.index,
-            "input": task.item.input,
-            "source": task.item.path,
-            "name": task.item.name,
-            "start": task.item.start,
-            "stop": -1 if task.item.stop is None else task.item.stop,
+            "items": json.dumps([[i.input, i.path, i.name, i.start, i.stop] for i in task.items]),
         }
         for task in tasks
     ]
-    blocks = max(1, math.ceil(len(rows) / pool.tasks_per_batch))
-    dataset = ray.data.from_items(rows, **{_blocks_keyword(ray.data.from_items): blocks})
+    dataset = ray.data.from_items(rows, **{_blocks_keyword(ray.data.from_items): len(rows)})
     # Ray Data's actors are restarted after they die and their tasks rerun, without limit; the
     # worker gives up on a task itself after max_retries deaths (see SegmentWorker).
     return dataset.map_batches(
         SegmentWorker,
         fn_constructor_kwargs=worker_options,
-        batch_size=pool.tasks_per_batch,
+        batch_size=1,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(
             size=pool.workers, max_tasks_in_flight_per_actor=TASKS_IN_FLIGHT_PER_WORKER
@@ -196,8 +197,9 @@ def _lost_reason(starts: int, max_retries: int, failure: str) -> str:
     return f"NotRun: {failure or 'Ray Data dropped its task'}"
 
 
-def _account(report: RayReport, book: Mapping[str, Any], started: float) -> None:
-    report.seconds = time.time() - started
+def _account(report: RayReport, book: Mapping[str, Any], started: float, ended: float) -> None:
+    """Fill in times, retries and workers; ``ended``: when the last result arrived."""
+    report.seconds = ended - started
     report.retries = sum(max(0, count - 1) for count in book["starts"].values())
     report.restarts = int(book["restarts"])
     ready = [info["ready"] for info in book["workers"].values()]
@@ -223,13 +225,19 @@ def _model_bytes(model: bytes | str | os.PathLike[str] | None) -> bytes:
 
 
 def _paths(inputs: Sequence[str | os.PathLike[str]] | Any) -> list[str | os.PathLike[str]]:
-    """The input paths: a list as given, or the ``path`` column (or only column) of a Ray Dataset."""
+    """The input paths: a list as given, or the ``path`` column (or only column) of a Ray Dataset,
+    in the Dataset's order (read with its ``preserve_order`` on)."""
     if isinstance(inputs, (str, os.PathLike)):
         return [inputs]
-    if hasattr(inputs, "iter_rows") and hasattr(inputs, "columns"):
-        columns = inputs.columns()
-        if "path" not in columns and len(columns) != 1:
-            raise InputError("inputs", f"a Dataset of inputs needs a 'path' column; it has {columns}")
-        column = "path" if "path" in columns else columns[0]
+    if not (hasattr(inputs, "iter_rows") and hasattr(inputs, "columns")):
+        return list(inputs)
+    columns = inputs.columns()
+    if "path" not in columns and len(columns) != 1:
+        raise InputError("inputs", f"a Dataset of inputs needs a 'path' column; it has {columns}")
+    column = "path" if "path" in columns else columns[0]
+    options = inputs.context.execution_options
+    saved, options.preserve_order = options.preserve_order, True
+    try:
         return [str(row[column]) for row in inputs.select_columns([column]).iter_rows()]
-    return list(inputs)
+    finally:
+        options.preserve_order = saved

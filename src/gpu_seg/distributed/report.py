@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..segmenter.batch import BatchReport, FrameRecord, error_line
 from .plan import Task
@@ -61,7 +62,8 @@ class ResultCollector:
 
     Frames are counted (and ``on_frame`` called) when their task's row arrives; lines are written
     once every earlier task has been written. An input's error line is written once, where its
-    first failed task stands; an input is processed when all its tasks came back without error.
+    first failure stands (a video split into ranges may fail in several); an input is processed
+    when all its items came back without error.
     """
 
     def __init__(
@@ -75,10 +77,11 @@ class ResultCollector:
         self._manifest = manifest
         self._report = report
         self._on_frame = on_frame
-        self._arrived: dict[int, tuple[list[str], str]] = {}
+        self._arrived: dict[int, list[_Line]] = {}
         self._seen: set[int] = set()
         self._next = 0
         self._failed: set[str] = set()  # output names (one per input) that failed
+        self.last_arrival: float | None = None  # time.time() of the last result
 
     def add(self, row: Mapping[str, Any]) -> None:
         """One result row of :class:`~.worker.SegmentWorker`."""
@@ -87,40 +90,61 @@ class ResultCollector:
             log.warning("gpu_seg: result of task %d arrived twice; ignored", index)
             return
         self._seen.add(index)
-        lines = [line for line in str(row["records"]).split("\n") if line]
+        self.last_arrival = time.time()
         worker = self._report.workers.setdefault(str(row["worker"]), WorkerReport())
         worker.tasks += 1
-        worker.frames += len(lines)
         worker.seconds += float(row["seconds"])
-        for line in lines:
-            record = FrameRecord.from_dict(json.loads(line))
+        lines: list[_Line] = []
+        for name, line in json.loads(str(row["lines"])):
+            entry = json.loads(line)
+            if "error" in entry:
+                lines.append(_Line(name, line, (entry["input"], entry["error"])))
+                continue
+            lines.append(_Line(name, line))
+            record = FrameRecord.from_dict(entry)
+            worker.frames += 1
             self._report.add(record)
             if self._on_frame is not None:
                 self._on_frame(record)
-        self._arrived[index] = (lines, str(row["error"]))
+        self._arrived[index] = lines
         self._write_ready()
 
     def finish(self, reason_for: Callable[[int], str]) -> None:
-        """Write what is left; a task that never came back fails its input with ``reason_for(task)``."""
+        """Write what is left; a task that never came back fails its inputs with ``reason_for(task)``."""
         for index in range(self._next, len(self._tasks)):
-            lines, error = self._arrived.pop(index, ([], None))  # type: ignore[arg-type]
-            self._write(index, lines, reason_for(index) if error is None else error)
+            lines = self._arrived.pop(index, None)
+            if lines is None:
+                reason = reason_for(index)
+                lines = [
+                    _Line(item.name, error_line(item.input, reason), (item.input, reason))
+                    for item in self._tasks[index].items
+                ]
+            self._write(lines)
         self._next = len(self._tasks)
         self._manifest.flush()
-        names = {task.item.name for task in self._tasks}
+        names = {item.name for task in self._tasks for item in task.items}
         self._report.processed = len(names - self._failed)
 
     def _write_ready(self) -> None:
         while self._next in self._arrived:
-            self._write(self._next, *self._arrived.pop(self._next))
+            self._write(self._arrived.pop(self._next))
             self._next += 1
         self._manifest.flush()
 
-    def _write(self, index: int, lines: list[str], error: str) -> None:
+    def _write(self, lines: list[_Line]) -> None:
         for line in lines:
-            self._manifest.write(line)
-        item = self._tasks[index].item
-        if error and item.name not in self._failed:
-            self._failed.add(item.name)
-            self._report.failures.append((item.input, error))
-            self._manifest.write(error_line(item.input, error))
+            if line.failure is not None:
+                if line.name in self._failed:
+                    continue
+                self._failed.add(line.name)
+                self._report.failures.append(line.failure)
+            self._manifest.write(line.text)
+
+
+class _Line(NamedTuple):
+    """A manifest line of an input (``name``: its output name); ``failure``: ``(input, reason)``
+    for an error line."""
+
+    name: str
+    text: str
+    failure: tuple[str, str] | None = None

@@ -3,17 +3,18 @@
 Each actor opens one :class:`~gpu_seg.segmenter.batch.FrameSegmenter` (one ``ImageSegmenter`` per
 running mode) when it starts and keeps it across batches. A GPU actor first points
 ``GPU_SEG_EGL_DEVICE`` at the EGL device of the GPU Ray assigned it (:mod:`.gpus`); a CPU actor
-limits llvmpipe (if GL runs there) and LiteRT to the CPUs it was given.
+limits llvmpipe (if GL runs there), OpenCV and LiteRT to the CPUs it was given.
 
-A batch holds task rows (columns ``task``, ``input``, ``source`` (the absolute path), ``name``,
-``start``, ``stop`` (-1: to the end)); the worker writes each task's files itself and returns one
-row per task: ``task``, ``worker`` (``host:pid``), ``records`` (the task's manifest lines,
-newline-separated), ``error`` (empty, or why the input failed), ``seconds``. Per-input failures
-are returned, never raised: only a dead process makes Ray retry a task.
+A batch holds task rows: ``task`` (its index) and ``items`` (JSON: a list of ``[input, source,
+name, start, stop]``). The worker writes each item's files itself and returns one row per task:
+``task``, ``worker`` (``host:pid``), ``lines`` (JSON: ``[name, manifest line]`` pairs in order: a
+line per frame, and an error line for an item that failed) and ``seconds``. Per-input failures
+are returned, never raised: only a dead process makes Ray run a task again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..errors import GpuSegError
 from ..postprocessor import BackendChoice
-from ..segmenter.batch import FrameSegmenter, WorkItem
+from ..segmenter.batch import FrameSegmenter, WorkItem, error_line
 from .gpus import DeviceChoice, assign_egl_device
 from .storage import open_output
 
@@ -32,7 +33,7 @@ __all__ = ["RESULT_COLUMNS", "SegmentWorker"]
 
 log = logging.getLogger("gpu_seg")
 
-RESULT_COLUMNS = ("task", "worker", "records", "error", "seconds")
+RESULT_COLUMNS = ("task", "worker", "lines", "seconds")
 
 
 class SegmentWorker:
@@ -110,31 +111,33 @@ class SegmentWorker:
         columns: dict[str, list[Any]] = {name: [] for name in RESULT_COLUMNS}
         for row, task in enumerate(tasks):
             start = time.perf_counter()
+            items = [WorkItem(i, n, a, b, source=s) for i, s, n, a, b in json.loads(str(batch["items"][row]))]
             if attempts[row] > self._max_retries + 1:
-                lines, error = [], _given_up(attempts[row] - 1, self._max_retries)
+                reason = _given_up(attempts[row] - 1, self._max_retries)
+                lines = [(item.name, error_line(item.input, reason)) for item in items]
             else:
                 self._inject_faults()
-                lines, error = self._run(_item(batch, row))
+                lines = [line for item in items for line in self._run(item)]
             columns["task"].append(task)
             columns["worker"].append(self.worker_id)
-            columns["records"].append("\n".join(lines))
-            columns["error"].append(error)
+            columns["lines"].append(json.dumps(lines))
             columns["seconds"].append(time.perf_counter() - start)
         if self._ledger is not None:
             self._ledger.finished.remote(self.worker_id)  # ordered before this worker's next call
         return {name: np.asarray(values) for name, values in columns.items()}
 
-    def _run(self, item: WorkItem) -> tuple[list[str], str]:
-        lines: list[str] = []
+    def _run(self, item: WorkItem) -> list[tuple[str, str]]:
+        """``(name, manifest line)`` per frame written, and an error line if the item failed."""
+        lines: list[tuple[str, str]] = []
         try:
             for record in self.engine.run(item):
-                lines.append(record.to_json())
+                lines.append((item.name, record.to_json()))
         except (GpuSegError, OSError, ValueError) as exc:
-            return lines, f"{type(exc).__name__}: {exc}"
+            lines.append((item.name, error_line(item.input, f"{type(exc).__name__}: {exc}")))
         except Exception as exc:  # a bug: reported for this input, the worker goes on
             log.exception("gpu_seg: %s failed in worker %s", item.input, self.worker_id)
-            return lines, f"{type(exc).__name__}: {exc}"
-        return lines, ""
+            lines.append((item.name, error_line(item.input, f"{type(exc).__name__}: {exc}")))
+        return lines
 
     def _inject_faults(self) -> None:
         self._tasks_run += 1
@@ -153,17 +156,6 @@ class SegmentWorker:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.close()
-
-
-def _item(batch: dict[str, np.ndarray], row: int) -> WorkItem:
-    stop = int(batch["stop"][row])
-    return WorkItem(
-        str(batch["input"][row]),
-        str(batch["name"][row]),
-        int(batch["start"][row]),
-        None if stop < 0 else stop,
-        source=str(batch["source"][row]),
-    )
 
 
 def _given_up(deaths: int, max_retries: int) -> str:
