@@ -235,7 +235,12 @@ def _paths(inputs: Sequence[str | os.PathLike[str]] | Any) -> list[str | os.Path
     if "path" not in columns and len(columns) != 1:
         raise InputError("inputs", f"a Dataset of inputs needs a 'path' column; it has {columns}")
     column = "path" if "path" in columns else columns[0]
-    options = inputs.context.execution_options
+    context = getattr(inputs, "context", None)  # the DataContext the Dataset was made with
+    if context is None:
+        from ray.data import DataContext
+
+        context = DataContext.get_current()
+    options = context.execution_options
     saved, options.preserve_order = options.preserve_order, True
     try:
         return [str(row[column]) for row in inputs.select_columns([column]).iter_rows()]
