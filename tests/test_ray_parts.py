@@ -8,6 +8,7 @@ The Ray runs themselves are in test_ray.py.
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -255,3 +256,20 @@ def test_bad_pool_options_are_input_errors(tmp_path, option, value):
     with environment({"RAY_ADDRESS": "127.0.0.1:9"}), pytest.raises(InputError) as info:
         segment_on_ray([tmp_path], tmp_path / "out", **{option: value})  # raises before Ray starts
     assert info.value.argument == option
+
+
+def test_ray_missing_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from gpu_seg.cli import segment
+
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), skdata.astronaut()[..., ::-1])
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without ray gives: ImportError
+    parser = argparse.ArgumentParser()
+    segment.add_arguments(parser)
+    args = parser.parse_args(
+        [str(image), "--out", str(tmp_path / "o"), "--model", str(selfie_model()), "--ray"]
+    )
+    assert segment.run(args) == 1
+    assert 'pip install "gpu_seg[ray]"' in capsys.readouterr().err

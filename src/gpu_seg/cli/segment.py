@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import GpuSegError
 from ..segmenter.batch import BatchReport, BatchSegmenter, FrameRecord, estimate_frames, find_inputs
 from .args import non_negative_float, positive_int
+
+if TYPE_CHECKING:
+    from ..distributed import RayReport
 
 #: Options that only mean something with ``--ray`` (argparse destinations).
 RAY_OPTIONS = ("workers", "cpus_per_worker", "gpus_per_worker", "frames_per_task")
@@ -119,7 +124,7 @@ def _summary(report: BatchReport) -> str:
     )
 
 
-def _ray_summary(report) -> str:  # a gpu_seg.distributed.RayReport
+def _ray_summary(report: RayReport) -> str:
     workers = ", ".join(
         f"{name} {worker.frames} frames / {worker.tasks} tasks"
         + (f" (GPU {worker.gpu}, EGL device {worker.egl_device})" if worker.gpu is not None else "")
@@ -174,11 +179,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"failed: {name}: {reason}", file=sys.stderr)
     print(_summary(report))
     if args.ray is not None:
-        print(_ray_summary(report))
+        print(_ray_summary(report))  # type: ignore[arg-type]
     return 0 if report.ok else 1
 
 
-def _run(args: argparse.Namespace, inputs: list[Path], model: bytes, advance) -> BatchReport:
+def _run(
+    args: argparse.Namespace, inputs: list[Path], model: bytes, advance: Callable[[FrameRecord], None]
+) -> BatchReport:
     with BatchSegmenter(
         model,
         Path(args.out),
@@ -191,7 +198,9 @@ def _run(args: argparse.Namespace, inputs: list[Path], model: bytes, advance) ->
         return engine.run(inputs)
 
 
-def _run_on_ray(args: argparse.Namespace, inputs: list[Path], model: bytes, advance) -> BatchReport:
+def _run_on_ray(
+    args: argparse.Namespace, inputs: list[Path], model: bytes, advance: Callable[[FrameRecord], None]
+) -> RayReport:
     from ..distributed import DEFAULT_FRAMES_PER_TASK, segment_on_ray
 
     return segment_on_ray(
