@@ -1,20 +1,27 @@
 """``gpu-seg segment --ray`` and ``gpu_seg.distributed.segment_on_ray`` on a real local Ray.
 
-One Ray instance serves the module (2 CPUs, a 200 MB object store, no dashboard, loopback only) and
-is shut down at its end. The photos are scikit-image's bundled ones, resized; the videos are
-written here. Every run is compared with the single-process command on the same inputs: the same
-files, byte for byte, and the same manifest lines (but for the timings). Faults are real: a worker
-process is killed with SIGKILL, a GL context is destroyed with eglDestroyContext.
+Ray runs in a child process of its own (spawned once for the module; 2 CPUs, a 200 MB object store,
+no dashboard, loopback only; shut down at the end), so that its threads and memory arenas never
+touch the rest of the suite; each test sends it a function to run. The photos are scikit-image's
+bundled ones, resized; the videos are written here. Every run is compared with the single-process
+command on the same inputs: the same files, byte for byte, and the same manifest lines (but for
+the timings). Faults are real: a worker process is killed with SIGKILL, a GL context is destroyed
+with eglDestroyContext.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import json
+import multiprocessing
 import os
 import signal
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,31 +30,106 @@ import pytest
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
 cv2 = pytest.importorskip("cv2", reason="OpenCV (it comes with mediapipe) is not installed")
 skdata = pytest.importorskip("skimage.data", reason="scikit-image is not installed")
+if importlib.util.find_spec("ray") is None:
+    pytest.skip('Ray is not installed (pip install "gpu_seg[ray]")', allow_module_level=True)
 
-from gpu_seg.cli import segment  # noqa: E402
-from gpu_seg.distributed import segment_on_ray  # noqa: E402
 from gpu_seg.distributed.ledger import LEDGER_PREFIX  # noqa: E402
-from gpu_seg.distributed.session import RayUnavailableError, import_ray, ray_session  # noqa: E402
 from gpu_seg.segmenter.batch import BatchSegmenter, find_inputs  # noqa: E402
 
 from .segmenter_support import selfie_model  # noqa: E402
 from .test_ray_parts import files_under, write_video  # noqa: E402
 
-try:
-    import_ray(local=True)  # before Ray's first import: its servers listen on loopback only
-except RayUnavailableError as exc:
-    pytest.skip(f"Ray is not installed: {exc}", allow_module_level=True)
-
 #: The local Ray of these tests: small, and on the loopback interface.
 RAY_OPTIONS = {"num_cpus": 2, "object_store_memory": 200 * 1024 * 1024}
+#: Longest a function sent to the Ray process may take.
+RUN_TIMEOUT_S = 300
+
+
+# ------------------------------------------------------------------------------ the Ray process
+def _start_ray() -> None:
+    """Initializer of the Ray process: a local Ray for the module (shut down when the process exits)."""
+    from gpu_seg.distributed.session import LOCAL_RAY_OPTIONS, import_ray
+
+    import_ray(local=True).init(**{**LOCAL_RAY_OPTIONS, **RAY_OPTIONS})
 
 
 @pytest.fixture(scope="module")
-def ray():
-    with ray_session(None, RAY_OPTIONS) as ray:
-        yield ray
+def ray_process():
+    """Runs functions in the Ray process: ``ray_process(fn, *args, **kwargs)``."""
+    with ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_ray
+    ) as pool:
+
+        def run(fn, *args, **kwargs):
+            return pool.submit(fn, *args, **kwargs).result(timeout=RUN_TIMEOUT_S)
+
+        yield run
 
 
+def _cli(argv: list[str]) -> tuple[int, str]:
+    """``gpu-seg segment ARGV`` in the Ray process: exit status and stdout."""
+    from gpu_seg.cli import segment
+
+    parser = argparse.ArgumentParser(prog="gpu-seg segment")
+    segment.add_arguments(parser)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = segment.run(parser.parse_args(argv))
+    return status, stdout.getvalue()
+
+
+def _segment(inputs, out, **options):
+    from gpu_seg.distributed import segment_on_ray
+
+    return segment_on_ray(inputs, out, **options)
+
+
+def _segment_dataset(paths: list[str], out: str, **options):
+    """A Ray Dataset of paths through ``segment_on_ray``; returns the report and the frames seen."""
+    import ray
+
+    from gpu_seg.distributed import segment_on_ray
+
+    frames = []
+    dataset = ray.data.from_items([{"path": p} for p in paths])
+    return segment_on_ray(dataset, out, on_frame=frames.append, **options), len(frames)
+
+
+def _segment_killing_a_worker(inputs, out: Path, masks: int, **options):
+    """``segment_on_ray`` while a thread SIGKILLs a worker process in mid-task once ``masks`` mask
+    files exist; returns the report and the pids killed.
+
+    The run's ledger says which workers are inside a batch (they report before they start one and
+    after they end it); the one that started its batch last is killed a few milliseconds later.
+    """
+    import ray
+
+    from gpu_seg.distributed import segment_on_ray
+
+    killed: list[int] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and sum(1 for _ in out.rglob("*.mask.png")) < masks:
+            time.sleep(0.005)
+        while time.monotonic() < deadline:
+            names = [n for n in ray.util.list_named_actors() if n.startswith(LEDGER_PREFIX)]
+            busy = ray.get(ray.get_actor(names[-1]).in_flight.remote()) if names else {}
+            if busy:
+                victim = max(busy.values(), key=lambda worker: worker["since"])["pid"]
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+                return
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    report = segment_on_ray(inputs, out, **options)
+    watcher.join(5)
+    return report, killed
+
+
+# ------------------------------------------------------------------------------ inputs, references
 def _photos(folder: Path, sizes: tuple[int, ...]) -> list[Path]:
     """Real photos at several widths, as JPEG and PNG files."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,80 +178,6 @@ def corpus(tmp_path_factory):
     return root
 
 
-def _run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="gpu-seg segment")
-    segment.add_arguments(parser)
-    return segment.run(parser.parse_args(argv))
-
-
-def test_cli_on_ray_writes_what_the_single_process_command_writes(ray, corpus, tmp_path, capsys):
-    out = tmp_path / "ray"
-    argv = [str(corpus / "in"), "--out", str(out), "--model", str(selfie_model()), "--confidence"]
-    argv += ["--overlay", "--backend", "cpu", "--quiet", "--ray", "--workers", "2", "--frames-per-task", "6"]
-    assert _run_cli(argv) == 0
-    assert_same_run(corpus / "single", out)
-    printed = capsys.readouterr().out
-    assert "segmented 32 frames from 13/13 inputs" in printed
-    assert "ray: 10 tasks on" in printed and "retries: 0; worker restarts: 0" in printed  # 12 images in 6
-
-
-def test_cli_rejects_ray_options_without_ray(tmp_path, capsys):
-    assert _run_cli([str(tmp_path), "--out", str(tmp_path / "o"), "--workers", "2"]) == 2
-    assert _run_cli([str(tmp_path), "--out", "s3://bucket/masks"]) == 2
-    err = capsys.readouterr().err
-    assert "--workers need --ray" in err and "an output URI needs --ray" in err
-
-
-def test_dataset_of_paths_to_a_pyarrow_uri(ray, corpus, tmp_path):
-    images = sorted(str(p) for p in (corpus / "in").glob("*_320.*"))
-    frames = []
-    report = segment_on_ray(
-        ray.data.from_items([{"path": p} for p in images]),
-        (tmp_path / "masks").as_uri(),
-        model=selfie_model(),
-        confidence=True,
-        overlay=True,
-        backend="cpu",
-        on_frame=frames.append,
-    )
-    assert report.ok and report.frames == len(images) == len(frames) == 6
-    assert sum(worker.frames for worker in report.workers.values()) == 6
-    _single_process(images, tmp_path / "single", confidence=True, overlay=True, backend="cpu")
-    assert_same_run(tmp_path / "single", tmp_path / "masks")
-
-
-def _ledger(ray):
-    """The running distributed run's ledger actor (named, in this driver's namespace), or None."""
-    names = [n for n in ray.util.list_named_actors() if n.startswith(LEDGER_PREFIX)]
-    return ray.get_actor(names[-1]) if names else None
-
-
-def _kill_a_busy_worker_when(ray, out: Path, masks: int, killed: list[int]) -> threading.Thread:
-    """In the background: once ``masks`` mask files exist, SIGKILL a worker process in mid-task.
-
-    The run's ledger says which workers are inside a batch (they report before they start one and
-    after they end it); the one that started its batch last is killed, a few milliseconds later.
-    """
-
-    def watch() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and sum(1 for _ in out.rglob("*.mask.png")) < masks:
-            time.sleep(0.005)
-        while time.monotonic() < deadline:
-            ledger = _ledger(ray)
-            busy = ray.get(ledger.in_flight.remote()) if ledger is not None else {}
-            if busy:
-                victim = max(busy.values(), key=lambda worker: worker["since"])["pid"]
-                os.kill(victim, signal.SIGKILL)
-                killed.append(victim)
-                return
-            time.sleep(0.002)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 @pytest.fixture(scope="module")
 def long_corpus(tmp_path_factory):
     """A longer video (many ranges) and photos, with the single-process outputs."""
@@ -180,34 +188,64 @@ def long_corpus(tmp_path_factory):
     return root
 
 
-def test_a_killed_worker_has_its_tasks_rerun_and_every_input_is_written_once(ray, long_corpus, tmp_path):
+# ------------------------------------------------------------------------------ tests
+def test_cli_on_ray_writes_what_the_single_process_command_writes(ray_process, corpus, tmp_path):
     out = tmp_path / "ray"
-    killed: list[int] = []
-    watcher = _kill_a_busy_worker_when(ray, out, 6, killed)
-    report = segment_on_ray(
-        [long_corpus / "in"], out, model=selfie_model(), backend="cpu", workers=2, frames_per_task=6
+    argv = [str(corpus / "in"), "--out", str(out), "--model", str(selfie_model()), "--confidence"]
+    argv += ["--overlay", "--backend", "cpu", "--quiet", "--ray", "--workers", "2", "--frames-per-task", "6"]
+    status, printed = ray_process(_cli, argv)
+    assert status == 0
+    assert_same_run(corpus / "single", out)
+    assert "segmented 32 frames from 13/13 inputs" in printed
+    # 12 images in 6 tasks, the video's 20 frames in 4
+    assert "ray: 10 tasks on" in printed and "retries: 0; worker restarts: 0" in printed
+
+
+def test_cli_rejects_ray_options_without_ray(tmp_path, capsys):
+    from gpu_seg.cli import segment
+
+    parser = argparse.ArgumentParser()
+    segment.add_arguments(parser)
+    assert (
+        segment.run(parser.parse_args([str(tmp_path), "--out", str(tmp_path / "o"), "--workers", "2"])) == 2
     )
-    watcher.join(5)
+    assert segment.run(parser.parse_args([str(tmp_path), "--out", "s3://bucket/masks"])) == 2
+    err = capsys.readouterr().err
+    assert "--workers need --ray" in err and "an output URI needs --ray" in err
+
+
+def test_dataset_of_paths_to_a_pyarrow_uri(ray_process, corpus, tmp_path):
+    images = sorted(str(p) for p in (corpus / "in").glob("*_320.*"))
+    options = {"model": selfie_model(), "confidence": True, "overlay": True, "backend": "cpu"}
+    report, frames = ray_process(_segment_dataset, images, (tmp_path / "masks").as_uri(), **options)
+    assert report.ok and report.frames == len(images) == frames == 6
+    assert sum(worker.frames for worker in report.workers.values()) == 6
+    _single_process(images, tmp_path / "single", confidence=True, overlay=True, backend="cpu")
+    assert_same_run(tmp_path / "single", tmp_path / "masks")
+
+
+def test_a_killed_worker_has_its_tasks_rerun_and_every_input_is_written_once(
+    ray_process, long_corpus, tmp_path
+):
+    out = tmp_path / "ray"
+    options = {"model": selfie_model(), "backend": "cpu", "workers": 2, "frames_per_task": 6}
+    report, killed = ray_process(_segment_killing_a_worker, [long_corpus / "in"], out, 6, **options)
     assert killed, "no worker was killed: the run ended before the watcher saw it"
     assert report.ok, report.failures
     assert report.restarts >= 1 and report.retries >= 1
     assert_same_run(long_corpus / "single", out)  # every frame once, in order, same bytes
 
 
-def test_a_task_whose_worker_keeps_dying_fails_its_input_for_good(ray, long_corpus, tmp_path):
+def test_a_task_whose_worker_keeps_dying_fails_its_input_for_good(ray_process, long_corpus, tmp_path):
     out = tmp_path / "ray"
-    killed: list[int] = []
-    watcher = _kill_a_busy_worker_when(ray, out, 6, killed)
-    report = segment_on_ray(
-        [long_corpus / "in"],
-        out,
-        model=selfie_model(),
-        backend="cpu",
-        workers=2,
-        frames_per_task=6,
-        max_retries=0,
-    )
-    watcher.join(5)
+    options = {
+        "model": selfie_model(),
+        "backend": "cpu",
+        "workers": 2,
+        "frames_per_task": 6,
+        "max_retries": 0,
+    }
+    report, killed = ray_process(_segment_killing_a_worker, [long_corpus / "in"], out, 6, **options)
     assert killed
     assert not report.ok and report.failures
     assert all(reason.startswith("WorkerLost") for _, reason in report.failures)
@@ -221,17 +259,10 @@ def test_a_task_whose_worker_keeps_dying_fails_its_input_for_good(ray, long_corp
     assert {f for f in expected if f[0] not in failed} <= set(frames)  # no gap in the other inputs
 
 
-def test_context_losses_in_workers_are_recovered_and_counted(ray, corpus, tmp_path):
+def test_context_losses_in_workers_are_recovered_and_counted(ray_process, corpus, tmp_path):
     images = sorted((corpus / "in").glob("*_320.*"))
-    report = segment_on_ray(
-        images,
-        tmp_path / "ray",
-        model=selfie_model(),
-        backend="gl",
-        workers=1,
-        images_per_task=1,
-        lose_context_every=2,  # before the 3rd and the 5th task
-    )
+    options = {"model": selfie_model(), "backend": "gl", "workers": 1, "images_per_task": 1}
+    report = ray_process(_segment, images, tmp_path / "ray", lose_context_every=2, **options)  # tasks 3, 5
     assert report.ok and report.frames == 6
     lines = _manifest(tmp_path / "ray")
     assert [line["backend"] for line in lines] == ["gl"] * 6  # recomputed on a new context
