@@ -250,6 +250,7 @@ def test_results_in_any_order_give_the_manifest_in_plan_order(tmp_path):
         ("max_retries", -1),
         ("frames_per_task", 0),
         ("images_per_task", 0),
+        ("lose_context_every", -1),
     ],
 )
 def test_bad_pool_options_are_input_errors(tmp_path, option, value):

@@ -96,6 +96,12 @@ def segment_on_ray(
     """
     pool = Pool(workers, cpus_per_worker, gpus_per_worker, max_retries)
     check_task_sizes(frames_per_task, 1 if images_per_task is None else images_per_task)
+    if (
+        isinstance(lose_context_every, bool)
+        or not isinstance(lose_context_every, int)
+        or lose_context_every < 0
+    ):
+        raise InputError("lose_context_every", f"expected an integer >= 0, got {lose_context_every!r}")
     model_bytes = _model_bytes(model)
     started = time.time()
     with ray_session(address, ray_options) as ray:

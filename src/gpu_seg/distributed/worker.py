@@ -71,14 +71,8 @@ class SegmentWorker:
         if isinstance(model, ray.ObjectRef):
             model = ray.get(model)
         context = ray.get_runtime_context()
-        cpus = max(1, int(context.get_assigned_resources().get("CPU", 1)))
         self.device: DeviceChoice | None = assign_egl_device(ray.get_gpu_ids())
-        if self.device is None:
-            os.environ.setdefault("LP_NUM_THREADS", str(cpus))  # llvmpipe, when GL runs on the CPU
-        threads = num_threads if num_threads is not None else cpus
-        import cv2
-
-        cv2.setNumThreads(threads)
+        threads = self._limit_threads(int(context.get_assigned_resources().get("CPU", 1)), num_threads)
         self.engine = FrameSegmenter(
             model,
             open_output(out),
@@ -100,6 +94,16 @@ class SegmentWorker:
                 "egl_device": self.device.egl_device if self.device else None,
             }
             ray.get(ledger.register.remote(self.worker_id, context.get_actor_id(), info))
+
+    def _limit_threads(self, cpus: int, num_threads: int | None) -> int:
+        """LiteRT's and OpenCV's threads (and llvmpipe's on a CPU worker) for the CPUs Ray gave us."""
+        threads = num_threads if num_threads is not None else max(1, cpus)
+        if self.device is None:
+            os.environ.setdefault("LP_NUM_THREADS", str(max(1, cpus)))  # llvmpipe, when GL runs on CPUs
+        import cv2
+
+        cv2.setNumThreads(threads)
+        return threads
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tasks = [int(t) for t in batch["task"]]
