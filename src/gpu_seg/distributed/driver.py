@@ -26,7 +26,8 @@ from typing import Any
 
 from ..errors import GpuSegError, InputError
 from ..postprocessor import BackendChoice
-from ..segmenter.batch import FrameRecord, find_inputs, is_video
+from ..segmenter.batch import FrameRecord
+from ..segmenter.files import find_inputs, is_video
 from .ledger import LEDGER_PREFIX, Ledger
 from .plan import DEFAULT_FRAMES_PER_TASK, Task, check_task_sizes, plan_tasks
 from .plan import images_per_task as default_images_per_task

@@ -1,7 +1,7 @@
 """A distributed run's plan: inputs -> output names -> tasks (a few images, or a range of a video's frames).
 
 Names are chosen exactly as the single-process engine chooses them
-(:func:`gpu_seg.segmenter.batch.output_names`), so both write the same files. A video whose
+(:func:`gpu_seg.segmenter.files.output_names`), so both write the same files. A video whose
 container announces more than ``frames_per_task`` frames is split into ranges of that many frames
 (the last range reads to the end, whatever the count said), so that long videos spread over the
 workers. Consecutive images are grouped, ``images_per_task`` at most, so that the fixed cost of a
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..segmenter.batch import WorkItem, is_video, output_names, video_frame_count
+from ..segmenter.batch import WorkItem
+from ..segmenter.files import is_video, output_names, video_frame_count
 
 __all__ = [
     "DEFAULT_FRAMES_PER_TASK",
@@ -69,7 +70,7 @@ def plan_tasks(
     images_per_task: int = 1,
     taken: set[str] | None = None,
 ) -> list[Task]:
-    """The tasks for ``inputs`` (files, in run order; see :func:`~gpu_seg.segmenter.batch.find_inputs`).
+    """The tasks for ``inputs`` (files, in run order; see :func:`~gpu_seg.segmenter.files.find_inputs`).
 
     Args:
         inputs: the input files.

@@ -1,7 +1,7 @@
 """Where a distributed run's outputs go: a local (or shared) folder, or a pyarrow filesystem URI.
 
 * A path (``/mnt/shared/masks``): files are written as by the single-process command
-  (:class:`~gpu_seg.segmenter.batch.LocalOutput`: whole files, renamed into place). On a cluster of
+  (:class:`~gpu_seg.segmenter.files.LocalOutput`: whole files, renamed into place). On a cluster of
   several machines it must be a filesystem every worker and the driver mount at the same path.
 * A URI (``s3://bucket/masks``, ``gs://...``, ``hdfs://...``, ``file:///...``): any filesystem
   ``pyarrow.fs.FileSystem.from_uri`` opens; each worker writes its files there directly, each
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import InputError
-from ..segmenter.batch import LocalOutput, Output
+from ..segmenter.files import LocalOutput, Output
 
 __all__ = ["MANIFEST", "Manifest", "PyArrowOutput", "is_uri", "open_output", "output_label"]
 
@@ -64,7 +64,7 @@ class PyArrowOutput:
 
 
 def open_output(out: str | os.PathLike[str]) -> Output:
-    """The :class:`~gpu_seg.segmenter.batch.Output` for a path or URI (see the module notes).
+    """The :class:`~gpu_seg.segmenter.files.Output` for a path or URI (see the module notes).
 
     Raises:
         InputError("out"): a URI pyarrow cannot open (unknown scheme, pyarrow missing).

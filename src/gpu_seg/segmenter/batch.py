@@ -29,25 +29,47 @@ lines.
 from __future__ import annotations
 
 import functools
-import io
 import json
 import logging
 import os
 import time
-import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ..errors import GpuSegError
 from ..postprocessor import BackendChoice
+from .files import (
+    IMAGE_SUFFIXES,
+    PARTIAL_SUFFIX,
+    VIDEO_SUFFIXES,
+    LocalOutput,
+    OpenCVUnavailableError,
+    Output,
+    encode_npy,
+    encode_png,
+    estimate_frames,
+    find_inputs,
+    is_video,
+    opencv,
+    output_names,
+    overlay,
+    read_image,
+    seek,
+    video_frame_count,
+)
 from .segmenter import ImageSegmenter, SegmentationResult
 
+# The file helpers live in .files; the names other modules import from here stay here.
 __all__ = [
+    "DEFAULT_FPS",
+    "IMAGE_SUFFIXES",
+    "PARTIAL_SUFFIX",
+    "VIDEO_SUFFIXES",
     "BatchReport",
     "BatchSegmenter",
     "FrameRecord",
@@ -61,53 +83,14 @@ __all__ = [
     "find_inputs",
     "is_video",
     "output_names",
+    "overlay",
     "video_frame_count",
 ]
 
 log = logging.getLogger("gpu_seg")
 
-VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"})
-IMAGE_SUFFIXES = frozenset(
-    {
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".bmp",
-        ".tif",
-        ".tiff",
-        ".webp",
-        ".gif",
-        ".ppm",
-        ".pgm",
-        ".pnm",
-        ".jp2",
-        ".exr",
-    }
-)
 #: Frame rate assumed for video timestamps when the container does not give one.
 DEFAULT_FPS = 30.0
-#: Suffix of a file being written (renamed to its name once complete).
-PARTIAL_SUFFIX = ".partial"
-#: Overlay tint (RGB) per class for multi-class models (class 0 is left untinted).
-_PALETTE = np.array(
-    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180]],
-    np.uint8,
-)
-_FOREGROUND_TINT = np.array([0, 255, 0], np.uint8)
-
-
-class OpenCVUnavailableError(GpuSegError, ImportError):
-    """Reading and writing image/video files needs OpenCV (``cv2``)."""
-
-
-def _cv2():
-    try:
-        import cv2
-    except ImportError as exc:
-        raise OpenCVUnavailableError(
-            f"gpu-seg segment reads and writes files with OpenCV: pip install opencv-python-headless ({exc})"
-        ) from exc
-    return cv2
 
 
 @dataclass(frozen=True)
@@ -216,85 +199,6 @@ class BatchReport:
         self.context_losses += record.context_losses
 
 
-def find_inputs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files named, plus the image and video files inside folders named (recursively, sorted)."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
-                    found.append(child)
-        else:
-            found.append(path)
-    return found
-
-
-def is_video(path: str | os.PathLike[str]) -> bool:
-    """Whether a file is read as a video (by its suffix)."""
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
-def video_frame_count(path: str | os.PathLike[str]) -> int:
-    """The container's frame count (a guess: 0 when it gives none or cannot be opened)."""
-    cv2 = _cv2()
-    capture = cv2.VideoCapture(str(path))
-    try:
-        count = capture.get(cv2.CAP_PROP_FRAME_COUNT) if capture.isOpened() else 0
-    finally:
-        capture.release()
-    return max(0, int(count)) if np.isfinite(count) else 0
-
-
-def estimate_frames(paths: Iterable[Path]) -> int:
-    """Frames a run will segment: 1 per image, the container's frame count per video (a guess)."""
-    return sum(max(1, video_frame_count(path)) if is_video(path) else 1 for path in paths)
-
-
-def output_names(paths: Iterable[str | os.PathLike[str]], taken: set[str] | None = None) -> list[str]:
-    """A unique output name per input, in order: the stem, else ``stem_ext``, else ``stem_2``...
-
-    Args:
-        paths: the inputs, in run order.
-        taken: names already used (updated in place with the new ones).
-    """
-    taken = set() if taken is None else taken
-    names = []
-    for raw in paths:
-        path = Path(raw)
-        candidates = [path.stem, f"{path.stem}_{path.suffix.lstrip('.')}"]
-        candidates += [f"{path.stem}_{i}" for i in range(2, 10_000)]
-        name = next(c for c in candidates if c and c not in taken)
-        taken.add(name)
-        names.append(name)
-    return names
-
-
-class Output(Protocol):
-    """Where output files go: ``write`` stores ``data`` whole under a ``/``-separated relative path."""
-
-    def write(self, relative: str, data: bytes) -> None: ...
-
-
-class LocalOutput:
-    """Output files under a local folder; each written to ``FILE.partial``, then renamed over ``FILE``.
-
-    A writer killed midway leaves at most a ``.partial`` file, which the next write of the same
-    file replaces; a reader never sees half a file under its real name.
-    """
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-
-    def write(self, relative: str, data: bytes) -> None:
-        path = self.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + PARTIAL_SUFFIX)
-        with open(partial, "wb") as stream:
-            stream.write(data)
-        os.replace(partial, path)
-
-
 class FrameSegmenter:
     """Segments :class:`WorkItem` s and writes their outputs: the work of one process.
 
@@ -320,7 +224,7 @@ class FrameSegmenter:
         backend: BackendChoice = "auto",
         num_threads: int | None = None,
     ) -> None:
-        self._cv2 = _cv2()
+        self._cv2 = opencv()
         self.output = output
         self.confidence = confidence
         self.overlay = overlay
@@ -346,7 +250,7 @@ class FrameSegmenter:
         if not path.is_file():
             raise OSError(f"no such file: {item.input}")
         if not is_video(path):
-            image = self._read_image(path)
+            image = read_image(self._cv2, path)
             if image is not None:
                 yield self._segment_image(item, image)
                 return
@@ -375,22 +279,6 @@ class FrameSegmenter:
         self.close()
 
     # ----------------------------------------------------------------------------- inputs
-    def _read_image(self, path: Path) -> np.ndarray | None:
-        """RGB uint8 ``(H, W, 3)``, or None when neither OpenCV nor imageio reads it as an image."""
-        cv2 = self._cv2
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is not None:
-            return np.ascontiguousarray(bgr[..., ::-1])
-        try:
-            import imageio.v3 as iio
-
-            with warnings.catch_warnings():  # imageio's plugins warn while probing a file
-                warnings.simplefilter("ignore")
-                pixels = np.asarray(iio.imread(path))
-        except Exception:  # imageio missing, or it cannot read the file either
-            return None
-        return _as_rgb8(pixels)
-
     def _segment_image(self, item: WorkItem, image: np.ndarray) -> FrameRecord:
         return self._frame(self._images, self._images.segment, item.input, None, item.name, image)
 
@@ -422,7 +310,7 @@ class FrameSegmenter:
             if self._videos is None:
                 self._videos = ImageSegmenter(self._model, running_mode="video", **self._options)  # type: ignore[arg-type]
             videos = self._videos
-            capture = _seek(cv2, capture, item.path, item.start)
+            capture = seek(cv2, capture, item.path, item.start)
             first = self._next_timestamp
             index = item.start
             while item.stop is None or index < item.stop:
@@ -443,12 +331,12 @@ class FrameSegmenter:
     # ----------------------------------------------------------------------------- outputs
     def _write(self, stem: str, image: np.ndarray, result: SegmentationResult) -> tuple[str, ...]:
         cv2 = self._cv2
-        files = {f"{stem}.mask.png": _png(cv2, result.category_mask)}
+        files = {f"{stem}.mask.png": encode_png(cv2, result.category_mask)}
         if self.confidence:
-            files[f"{stem}.confidence.npy"] = _npy(result.confidence_masks)
+            files[f"{stem}.confidence.npy"] = encode_npy(result.confidence_masks)
         if self.overlay:
             tinted = overlay(image, result.category_mask, self._images.num_classes == 1)
-            files[f"{stem}.overlay.png"] = _png(cv2, tinted[..., ::-1])
+            files[f"{stem}.overlay.png"] = encode_png(cv2, tinted[..., ::-1])
         for relative, data in files.items():
             self.output.write(relative, data)
         return tuple(files)
@@ -526,63 +414,3 @@ class BatchSegmenter:
 
 def _losses(segmenter: ImageSegmenter) -> int:
     return int(segmenter.postprocessor.stats["context_losses"])
-
-
-def _seek(cv2, capture, path: str, start: int):
-    """``capture`` positioned so that the next read returns frame ``start``.
-
-    OpenCV seeks to the frame number (exact on the containers tried: MJPEG AVI, MPEG-4 Part 2 in
-    MP4 and AVI); where the position it reports differs, the video is read from the start instead.
-    """
-    if start <= 0:
-        return capture
-    if capture.set(cv2.CAP_PROP_POS_FRAMES, start) and int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == start:
-        return capture
-    capture.release()
-    capture = cv2.VideoCapture(path)
-    for _ in range(start):
-        if not capture.grab():
-            break
-    return capture
-
-
-def _png(cv2, pixels: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels))
-    if not ok:
-        raise OSError("OpenCV could not encode a PNG")
-    return encoded.tobytes()
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
-def _as_rgb8(pixels: np.ndarray) -> np.ndarray | None:
-    """imageio's pixels as uint8 RGB, or None for what is not an 8-bit still image."""
-    if pixels.dtype != np.uint8:
-        return None
-    if pixels.ndim == 4:  # an animation: its first frame
-        pixels = pixels[0]
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., None], 3, axis=-1)
-    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
-        return None
-    return np.ascontiguousarray(pixels[..., :3])
-
-
-def overlay(image: np.ndarray, category_mask: np.ndarray, one_class: bool, alpha: float = 0.5) -> np.ndarray:
-    """The RGB image with the category mask tinted over it (uint8 ``(H, W, 3)``).
-
-    One-class models (mask values 0 and 255): foreground (0) in green. Several classes: class
-    k > 0 in a palette colour; class 0 (usually background) untinted.
-    """
-    if one_class:
-        tint = np.broadcast_to(_FOREGROUND_TINT, image.shape)
-        tinted = category_mask == 0
-    else:
-        tint = _PALETTE[1 + (category_mask.astype(np.intp) - 1) % (len(_PALETTE) - 1)]
-        tinted = category_mask != 0
-    blended = image * (1.0 - alpha) + tint * alpha
-    return np.where(tinted[..., None], np.round(blended), image).astype(np.uint8)
