@@ -1,0 +1,283 @@
+"""The fast exact CPU path: :class:`FastCPU`.
+
+It computes what :mod:`gpu_seg.reference` computes, bit for bit, with numba kernels on a small
+thread pool of its own:
+
+* confidence masks: the activation at tensor resolution (numba for the softmax's maximum and
+  sum, numpy's ``exp``, the one the reference uses, so the values are identical), then OpenCV's
+  ``INTER_LINEAR`` resize as two passes with precomputed taps (horizontal rows cached, then the
+  vertical blend written straight into the output, encoded to float16/uint8 on the way);
+* category mask: align-corners interpolation of the raw logits and the first-maximum argmax, with
+  the per-cell shortcut (see :mod:`gpu_seg.cpu._category_kernels` for the exactness argument):
+  cells whose four corners agree with a margin are filled without per-pixel work.
+
+Threads split rows (tensor rows for the activation and the texel classes, output rows for the
+resize and the category mask). Nothing here changes process-global state.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..inputs import parse_activation, parse_confidence_dtype
+from ..types import Activation
+from . import _category_kernels as cat
+from . import _confidence_kernels as conf
+from ._geometry import category_geometry, resize_geometry
+from ._pool import WorkerPool
+
+__all__ = ["FastCPU"]
+
+#: Tasks per thread: more than one evens out rows of uneven cost and threads slowed by other work.
+TASKS_PER_THREAD = 3
+#: Fewest output rows per task (a task costs tens of microseconds to hand out).
+MIN_ROWS_PER_TASK = 16
+#: One-class sigmoid pixels near 0 handed back per task before the task goes dense.
+NEAR_CAPACITY = 1 << 14
+#: Bytes of float32 scratch per chunk of the dense category path (multi-class sigmoid).
+DENSE_CHUNK_BYTES = 2 << 20
+
+_ONE = np.float32(1.0)
+_HALF = np.float32(0.5)
+_RESIZE_KERNELS = {
+    np.dtype(np.float32): conf.resize_float32,
+    np.dtype(np.float16): conf.resize_float16,
+    np.dtype(np.uint8): conf.resize_uint8,
+}
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    """A read-only view, so the kernels see one array type whatever the caller's flags."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def _bands(rows: int, pieces: int) -> list[tuple[int, int]]:
+    """``pieces`` (or fewer) consecutive ``[start, end)`` row ranges covering ``rows``."""
+    pieces = max(1, min(pieces, rows // MIN_ROWS_PER_TASK))
+    edges = [rows * i // pieces for i in range(pieces + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(pieces)]
+
+
+def _sigmoid(values: np.ndarray, out: np.ndarray) -> None:
+    """``out = 1 / (1 + exp(-values))`` in float32 with numpy's ufuncs, as the reference computes it
+    (``out`` may be ``values``)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.negative(values, out=out)
+        np.exp(out, out=out)
+        np.add(_ONE, out, out=out)
+        np.divide(_ONE, out, out=out)
+
+
+class FastCPU:
+    """MediaPipe's CPU post-processing, exact and multi-threaded (numba).
+
+    Args:
+        threads: worker threads, the calling thread included; ``None`` means ``os.cpu_count()``.
+        shortcut: use the category shortcut: ``None`` when the output has at least twice as many
+            pixels as the tensor (below that the texel pass costs as much as it saves), or force
+            it on/off.
+
+    Conventions: tensors are float32 C-contiguous ``(H, W, C)`` (channel-interleaved, row 0 at the
+    top) and already validated; outputs are preallocated C-contiguous arrays: confidence
+    ``(len(channels), height, width)`` of float32/float16/uint8, category ``(height, width)`` uint8.
+    Confidence masks use half-pixel centres (OpenCV ``INTER_LINEAR``), the category mask
+    align-corners. Methods may be called from any thread; calls on one instance run one at a time.
+    """
+
+    def __init__(self, threads: int | None = None, shortcut: bool | None = None) -> None:
+        if threads is None:
+            threads = os.cpu_count() or 1
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        self.threads = threads
+        self.shortcut = shortcut
+        self._pool = WorkerPool(threads)
+        self._lock = threading.Lock()
+        self._scratch: dict[str, np.ndarray] = {}
+        #: ``"cells"`` or ``"full"`` or ``"dense"``: how the last category mask was computed.
+        self.last_category_strategy: str | None = None
+
+    # ----------------------------------------------------------------------------- public
+    def confidence_masks(
+        self,
+        tensor: np.ndarray,
+        activation: Activation | str,
+        width: int,
+        height: int,
+        out: np.ndarray,
+        fmt: str | np.dtype | None = None,
+        channels: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Write the confidence masks of ``channels`` (all by default, in the order given) to ``out``.
+
+        The activation (softmax over every channel) runs at tensor resolution, then each selected
+        plane is resized to ``(width, height)`` and stored as ``out.dtype`` (``fmt``, if given,
+        must name the same dtype): float32 as is, float16 rounded to nearest even, uint8 as
+        ``floor(v * 255 + 0.5)`` clamped, NaN -> 0. Returns ``out``.
+        """
+        activation = parse_activation(activation)
+        h, w, c = tensor.shape
+        selected = np.arange(c, dtype=np.int64) if channels is None else np.asarray(channels, np.int64)
+        dtype = out.dtype if fmt is None else parse_confidence_dtype(fmt)
+        if out.dtype != dtype or out.shape != (selected.size, height, width) or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous {dtype} {(selected.size, height, width)}")
+        with self._lock:
+            source = self._activate(np.ascontiguousarray(tensor, np.float32), activation)
+            self._resize(_readonly(source), selected, width, height, out)
+        return out
+
+    def category_mask(
+        self, tensor: np.ndarray, activation: Activation | str, width: int, height: int, out: np.ndarray
+    ) -> np.ndarray:
+        """Write the uint8 category mask ``(height, width)`` to ``out`` and return it.
+
+        Multi-class: index of the first maximum (modulo 256) of the align-corners interpolated
+        logits (sigmoid applied first when the activation is sigmoid). One channel: 0 where the
+        value (or its sigmoid) is > 0.5, else 255.
+        """
+        activation = parse_activation(activation)
+        if out.dtype != np.uint8 or out.shape != (height, width) or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous uint8 {(height, width)}")
+        tensor = _readonly(np.ascontiguousarray(tensor, np.float32))
+        with self._lock:
+            if tensor.shape[2] > 1 and activation is Activation.SIGMOID:
+                self._category_dense(tensor, width, height, out)
+            else:
+                self._category_cells(tensor, activation, width, height, out)
+        return out
+
+    def close(self) -> None:
+        """Stop the worker threads and drop the scratch buffers (a later call starts them again)."""
+        with self._lock:
+            self._pool.close()
+            self._scratch.clear()
+
+    def __enter__(self) -> FastCPU:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------- helpers
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        """A scratch array kept between frames (one per name: bounded)."""
+        array = self._scratch.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = np.empty(shape, dtype)
+            self._scratch[name] = array
+        return array
+
+    def _pieces(self) -> int:
+        return 1 if self.threads == 1 else self.threads * TASKS_PER_THREAD
+
+    def _activate(self, tensor: np.ndarray, activation: Activation) -> np.ndarray:
+        """The activated tensor, ``(H, W, C)`` float32 (the tensor itself for ``none``)."""
+        if activation is Activation.NONE:
+            return tensor
+        values = self._buffer("activated", tensor.shape, np.float32)
+        bands = _bands(tensor.shape[0], self._pieces())
+        source = _readonly(tensor)
+
+        def task(i: int) -> None:
+            y0, y1 = bands[i]
+            if activation is Activation.SIGMOID:
+                _sigmoid(tensor[y0:y1], values[y0:y1])
+                return
+            conf.softmax_shift(source, y0, y1, values)
+            with np.errstate(over="ignore", invalid="ignore"):
+                np.exp(values[y0:y1], out=values[y0:y1])
+            conf.softmax_normalise(values, y0, y1)
+
+        self._pool.run(task, len(bands))
+        return values
+
+    def _resize(self, source: np.ndarray, selected: np.ndarray, width: int, height: int, out: np.ndarray) -> None:
+        h, w, _ = source.shape
+        geometry = resize_geometry(h, w, width, height)
+        kernel = _RESIZE_KERNELS[out.dtype]
+        target = out.view(np.uint16) if out.dtype == np.float16 else out
+        args = geometry.kernel_args()
+        bands = _bands(height, self._pieces())
+
+        def task(i: int) -> None:
+            r0, r1 = bands[i]
+            kernel(source, selected, *args, r0, r1, target)
+
+        self._pool.run(task, len(bands))
+
+    def _use_shortcut(self, tensor: np.ndarray, width: int, height: int) -> bool:
+        if self.shortcut is not None:
+            return self.shortcut
+        h, w, _ = tensor.shape
+        return width * height >= 2 * h * w
+
+    def _category_cells(
+        self, tensor: np.ndarray, activation: Activation, width: int, height: int, out: np.ndarray
+    ) -> None:
+        """Category mask with the shortcut (where it pays) and per-pixel argmax or threshold."""
+        h, w, channels = tensor.shape
+        geometry = category_geometry(h, w, width, height)
+        sigmoid_one_class = channels == 1 and activation is Activation.SIGMOID
+        mode = cat.THRESHOLD_SIGMOID if sigmoid_one_class else cat.THRESHOLD_HALF
+        threshold = 0.0 if sigmoid_one_class else 0.5
+        shortcut = self._use_shortcut(tensor, width, height)
+        klass = self._buffer("klass", (h, w), np.int32)
+        gap = self._buffer("gap", (h, w), np.float32)
+        scale = self._buffer("scale", (h, w), np.float32)
+        if shortcut:
+            texel_bands = _bands(h, self._pieces())
+
+            def texel_task(i: int) -> None:
+                cat.texel_classes(tensor, threshold, *texel_bands[i], klass, gap, scale)
+
+            self._pool.run(texel_task, len(texel_bands))
+        bands = _bands(height, self._pieces())
+        g = geometry
+
+        def task(i: int) -> None:
+            r0, r1 = bands[i]
+            near = self._buffer(f"near{i}", (NEAR_CAPACITY,), np.int64)
+            near_values = self._buffer(f"near_values{i}", (NEAR_CAPACITY,), np.float32)
+            count = cat.category_rows(
+                tensor, klass, gap, scale, g.xi0, g.xi1, g.xt, g.runs, g.yi0, g.yi1, g.yt,
+                mode, shortcut, r0, r1, out, near, near_values,
+            )  # fmt: skip
+            if count > NEAR_CAPACITY:
+                self._dense_rows(tensor, r0, r1, out)
+            elif count:
+                values = near_values[:count].copy()
+                _sigmoid(values, values)
+                out.ravel()[near[:count]] = np.where(values > _HALF, 0, 255).astype(np.uint8)
+
+        self._pool.run(task, len(bands))
+        self.last_category_strategy = "cells" if shortcut else "full"
+
+    def _category_dense(self, tensor: np.ndarray, width: int, height: int, out: np.ndarray) -> None:
+        """Multi-class sigmoid: interpolate, numpy's sigmoid, then the argmax (no shortcut)."""
+        bands = _bands(height, self._pieces())
+
+        def task(i: int) -> None:
+            self._dense_rows(tensor, *bands[i], out)
+
+        self._pool.run(task, len(bands))
+        self.last_category_strategy = "dense"
+
+    def _dense_rows(self, tensor: np.ndarray, r0: int, r1: int, out: np.ndarray) -> None:
+        """Rows ``r0 <= r < r1`` through the activated values, chunk by chunk (bounded scratch)."""
+        h, w, channels = tensor.shape
+        height, width = out.shape
+        g = category_geometry(h, w, width, height)
+        chunk = max(1, DENSE_CHUNK_BYTES // (4 * width * channels))
+        values = np.empty((min(chunk, r1 - r0), width, channels), np.float32)
+        for start in range(r0, r1, chunk):
+            end = min(r1, start + chunk)
+            part = values[: end - start]
+            cat.interpolate_rows(tensor, g.xi0, g.xi1, g.xt, g.yi0, g.yi1, g.yt, start, end, part)
+            _sigmoid(part, part)
+            cat.classify_values(part, start, out)
