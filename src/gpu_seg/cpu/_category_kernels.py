@@ -134,7 +134,24 @@ def _pixel_class(columns, x0, x1, t1):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def category_rows(
-    tensor, klass, gap, scale, xi0, xi1, xt, runs, yi0, yi1, yt, mode, shortcut, r0, r1, out, near, near_values
+    tensor,
+    klass,
+    gap,
+    scale,
+    xi0,
+    xi1,
+    xt,
+    runs,
+    yi0,
+    yi1,
+    yt,
+    mode,
+    shortcut,
+    r0,
+    r1,
+    out,
+    near,
+    near_values,
 ):  # pragma: no cover - compiled
     """Rows ``r0 <= r < r1`` of the uint8 category mask ``out (height, width)``.
 
@@ -148,7 +165,7 @@ def category_rows(
     index and value go to ``near`` / ``near_values`` (while there is room) and the return value is
     how many there were; the caller applies numpy's sigmoid to them, as the reference does.
     """
-    h, w, channels = tensor.shape
+    w, channels = tensor.shape[1], tensor.shape[2]
     width = out.shape[1]
     columns = np.empty((w, channels), np.float32)
     stamps = np.full(w, -1, np.int64)
@@ -198,7 +215,7 @@ def category_rows(
 @njit(cache=True, nogil=True)
 def interpolate_rows(tensor, xi0, xi1, xt, yi0, yi1, yt, r0, r1, values):  # pragma: no cover - compiled
     """``values[r - r0, x, c]``: the interpolated raw logits of output rows ``r0 <= r < r1``."""
-    h, w, channels = tensor.shape
+    w, channels = tensor.shape[1], tensor.shape[2]
     columns = np.empty((w, channels), np.float32)
     stamps = np.full(w, -1, np.int64)
     for r in range(r0, r1):

@@ -75,7 +75,9 @@ def _slot(tags, row, keep):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _output_row(src, ch, y, xi0, xi1, xw0, xw1, yi0, yi1, yw0, yw1, identity, rows, tags, dst):  # pragma: no cover
+def _output_row(
+    src, ch, y, xi0, xi1, xw0, xw1, yi0, yi1, yw0, yw1, identity, rows, tags, dst
+):  # pragma: no cover
     """Output row ``y`` of channel ``ch`` as float32 into ``dst``.
 
     ``rows`` (2, width) caches two horizontally resized source rows, named by ``tags``; consecutive

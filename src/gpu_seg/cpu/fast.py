@@ -122,7 +122,7 @@ class FastCPU:
         ``floor(v * 255 + 0.5)`` clamped, NaN -> 0. Returns ``out``.
         """
         activation = parse_activation(activation)
-        h, w, c = tensor.shape
+        c = tensor.shape[2]
         selected = np.arange(c, dtype=np.int64) if channels is None else np.asarray(channels, np.int64)
         dtype = out.dtype if fmt is None else parse_confidence_dtype(fmt)
         if out.dtype != dtype or out.shape != (selected.size, height, width) or not out.flags.c_contiguous:
@@ -197,7 +197,9 @@ class FastCPU:
         self._pool.run(task, len(bands))
         return values
 
-    def _resize(self, source: np.ndarray, selected: np.ndarray, width: int, height: int, out: np.ndarray) -> None:
+    def _resize(
+        self, source: np.ndarray, selected: np.ndarray, width: int, height: int, out: np.ndarray
+    ) -> None:
         h, w, _ = source.shape
         geometry = resize_geometry(h, w, width, height)
         kernel = _RESIZE_KERNELS[out.dtype]
