@@ -330,3 +330,21 @@ def test_nan_and_inf_match_mediapipe(fast):
         finite = np.isfinite(want)
         np.testing.assert_allclose(conf[finite], want[finite], rtol=1e-5, atol=2e-5)
         np.testing.assert_array_equal(cat, expected.category_mask)
+
+
+def test_prepare_then_frames_match_the_reference():
+    import threading
+
+    tensor = model_like(np.random.default_rng(6), (48, 40, 4))
+    before = {t.ident for t in threading.enumerate()}
+    with cpu.FastCPU(threads=3) as fast:
+        started = [
+            t for t in threading.enumerate() if t.ident not in before and t.name.startswith("gpu_seg-cpu")
+        ]
+        assert len(started) == 2  # the pool's threads exist before the first frame
+        fast.prepare(tensor.shape, 250, 190)
+        fast.prepare(tensor.shape, 250, 190)  # nothing changed: nothing to do
+        for activation in ACTIVATIONS:
+            conf, cat = run_fast(fast, tensor, activation, (250, 190))
+            assert_same_bits(conf, reference.confidence_masks(tensor, activation, (250, 190)))
+            np.testing.assert_array_equal(cat, reference.category_mask(tensor, activation, (250, 190)))

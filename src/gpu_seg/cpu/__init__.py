@@ -32,6 +32,7 @@ __all__ = ["FastCPU", "FastCPUUnavailableError", "available", "unavailable_reaso
 
 _log = logging.getLogger("gpu_seg")
 _lock = threading.Lock()
+_warm_lock = threading.Lock()  # separate: available() must not wait for a compilation
 _state: dict[str, Any] = {"checked": False, "reason": None, "warm": False}
 
 
@@ -76,7 +77,7 @@ def warm_up() -> float:
     """
     if not available():
         raise FastCPUUnavailableError(str(_state["reason"]))
-    with _lock:
+    with _warm_lock:
         if _state["warm"]:
             return 0.0
         start = time.perf_counter()

@@ -53,58 +53,67 @@ def softmax_normalise(exps, y0, y1):  # pragma: no cover - compiled
 
 # ----------------------------------------------------------------------------- resize
 @njit(cache=True, nogil=True, inline="always")
-def _horizontal(src, r, ch, xi0, xi1, xw0, xw1, dst):  # pragma: no cover - compiled
-    """One source row resized horizontally: ``S[i0] * w0 + S[i1] * w1``, or ``S[i0]`` (single tap)."""
-    for x in range(dst.shape[0]):
-        j = xi1[x]
-        a = src[r, xi0[x], ch]
-        if j < 0:
-            dst[x] = a
-        else:
-            dst[x] = a * xw0[x] + src[r, j, ch] * xw1[x]
+def _horizontal(src, r, channels, xi0, xi1, xw0, xw1, pairs, dst):  # pragma: no cover - compiled
+    """Source row ``r`` resized horizontally for every selected channel: ``dst (n, width)``.
 
-
-@njit(cache=True, nogil=True, inline="always")
-def _slot(tags, row, keep):  # pragma: no cover - compiled
-    """The cache slot holding source ``row`` (>= 0), or the slot to fill (-1 - slot), never ``keep``."""
-    if tags[0] == row:
-        return 0
-    if tags[1] == row:
-        return 1
-    return -2 if keep == 0 else -1
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _output_row(
-    src, ch, y, xi0, xi1, xw0, xw1, yi0, yi1, yw0, yw1, identity, rows, tags, dst
-):  # pragma: no cover
-    """Output row ``y`` of channel ``ch`` as float32 into ``dst``.
-
-    ``rows`` (2, width) caches two horizontally resized source rows, named by ``tags``; consecutive
-    output rows share them, as in OpenCV's ``resizeGeneric_``.
+    Columns ``x < pairs`` read two taps, ``S[i0] * w0 + S[i1] * w1``; the rest (the right border)
+    read ``S[i0]`` alone. The channels of a texel are adjacent in ``src``, so they are the inner loop.
     """
-    if identity:
-        for x in range(dst.shape[0]):
-            dst[x] = src[y, x, ch]
-        return
+    n = channels.shape[0]
+    for x in range(pairs):
+        a = xi0[x]
+        b = xi1[x]
+        w0 = xw0[x]
+        w1 = xw1[x]
+        for i in range(n):
+            c = channels[i]
+            dst[i, x] = src[r, a, c] * w0 + src[r, b, c] * w1
+    for x in range(pairs, dst.shape[1]):
+        a = xi0[x]
+        for i in range(n):
+            dst[i, x] = src[r, a, channels[i]]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _source_rows(src, y, channels, xi0, xi1, xw0, xw1, pairs, yi0, yi1, rows, tags):  # pragma: no cover
+    """Slots of ``rows (2, n, width)`` holding the resized source rows ``yi0[y]`` and ``yi1[y]``.
+
+    ``tags`` names the source row in each slot; consecutive output rows mostly reuse them (as in
+    OpenCV's ``resizeGeneric_``), so each source row is resized about once per band.
+    """
     a = yi0[y]
     b = yi1[y]
-    sa = _slot(tags, a, -1)
-    if sa < 0:
-        sa = 0 if tags[0] != b else 1
-        _horizontal(src, a, ch, xi0, xi1, xw0, xw1, rows[sa])
+    if tags[0] == a:
+        sa = 0
+    elif tags[1] == a:
+        sa = 1
+    else:
+        sa = 1 if tags[0] == b else 0
+        _horizontal(src, a, channels, xi0, xi1, xw0, xw1, pairs, rows[sa])
         tags[sa] = a
-    sb = _slot(tags, b, sa)
-    if sb < 0:
+    if tags[sa] == b:
+        sb = sa
+    elif tags[1 - sa] == b:
         sb = 1 - sa
-        _horizontal(src, b, ch, xi0, xi1, xw0, xw1, rows[sb])
+    else:
+        sb = 1 - sa
+        _horizontal(src, b, channels, xi0, xi1, xw0, xw1, pairs, rows[sb])
         tags[sb] = b
-    w0 = yw0[y]
-    w1 = yw1[y]
-    top = rows[sa]
-    bottom = rows[sb]
+    return sa, sb
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _blend(top, bottom, w0, w1, dst):  # pragma: no cover - compiled
+    """The vertical pass: ``dst = top * w0 + bottom * w1`` (two roundings, then the sum's)."""
     for x in range(dst.shape[0]):
         dst[x] = top[x] * w0 + bottom[x] * w1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _copy_channel(src, y, c, dst):  # pragma: no cover - compiled
+    """Output size equals the tensor size: no resize, the plane row as is."""
+    for x in range(dst.shape[0]):
+        dst[x] = src[y, x, c]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -157,36 +166,40 @@ def _encode_uint8(values, dst):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def resize_float32(
-    src, channels, xi0, xi1, xw0, xw1, yi0, yi1, yw0, yw1, identity, r0, r1, out
+    src, channels, xi0, xi1, xw0, xw1, pairs, yi0, yi1, yw0, yw1, identity, r0, r1, out
 ):  # pragma: no cover - compiled
     """Rows ``r0 <= y < r1`` of every selected channel, float32 ``out (len(channels), h, w)``."""
-    rows = np.empty((2, out.shape[2]), np.float32)
-    tags = np.empty(2, np.int64)
-    for i in range(channels.shape[0]):
-        tags[0] = -1
-        tags[1] = -1
-        for y in range(r0, r1):
-            _output_row(
-                src, channels[i], y, xi0, xi1, xw0, xw1, yi0, yi1, yw0, yw1, identity, rows, tags, out[i, y]
-            )
+    n = channels.shape[0]
+    rows = np.empty((2, n, out.shape[2]), np.float32)
+    tags = np.full(2, -1, np.int64)
+    for y in range(r0, r1):
+        if identity:
+            for i in range(n):
+                _copy_channel(src, y, channels[i], out[i, y])
+            continue
+        sa, sb = _source_rows(src, y, channels, xi0, xi1, xw0, xw1, pairs, yi0, yi1, rows, tags)
+        for i in range(n):
+            _blend(rows[sa, i], rows[sb, i], yw0[y], yw1[y], out[i, y])
 
 
 @njit(cache=True, nogil=True)
 def resize_float16(
-    src, channels, xi0, xi1, xw0, xw1, yi0, yi1, yw0, yw1, identity, r0, r1, out
+    src, channels, xi0, xi1, xw0, xw1, pairs, yi0, yi1, yw0, yw1, identity, r0, r1, out
 ):  # pragma: no cover - compiled
     """As :func:`resize_float32`, stored as float16 bits in uint16 ``out``."""
-    rows = np.empty((2, out.shape[2]), np.float32)
-    tags = np.empty(2, np.int64)
+    n = channels.shape[0]
+    rows = np.empty((2, n, out.shape[2]), np.float32)
+    tags = np.full(2, -1, np.int64)
     line = np.empty(out.shape[2], np.float32)
     bits = line.view(np.uint32)
-    for i in range(channels.shape[0]):
-        tags[0] = -1
-        tags[1] = -1
-        for y in range(r0, r1):
-            _output_row(
-                src, channels[i], y, xi0, xi1, xw0, xw1, yi0, yi1, yw0, yw1, identity, rows, tags, line
-            )
+    for y in range(r0, r1):
+        if not identity:
+            sa, sb = _source_rows(src, y, channels, xi0, xi1, xw0, xw1, pairs, yi0, yi1, rows, tags)
+        for i in range(n):
+            if identity:
+                _copy_channel(src, y, channels[i], line)
+            else:
+                _blend(rows[sa, i], rows[sb, i], yw0[y], yw1[y], line)
             dst = out[i, y]
             for x in range(dst.shape[0]):
                 dst[x] = _half_bits(bits[x])
@@ -194,17 +207,19 @@ def resize_float16(
 
 @njit(cache=True, nogil=True)
 def resize_uint8(
-    src, channels, xi0, xi1, xw0, xw1, yi0, yi1, yw0, yw1, identity, r0, r1, out
+    src, channels, xi0, xi1, xw0, xw1, pairs, yi0, yi1, yw0, yw1, identity, r0, r1, out
 ):  # pragma: no cover - compiled
     """As :func:`resize_float32`, quantised to uint8 ``out`` after the resize."""
-    rows = np.empty((2, out.shape[2]), np.float32)
-    tags = np.empty(2, np.int64)
+    n = channels.shape[0]
+    rows = np.empty((2, n, out.shape[2]), np.float32)
+    tags = np.full(2, -1, np.int64)
     line = np.empty(out.shape[2], np.float32)
-    for i in range(channels.shape[0]):
-        tags[0] = -1
-        tags[1] = -1
-        for y in range(r0, r1):
-            _output_row(
-                src, channels[i], y, xi0, xi1, xw0, xw1, yi0, yi1, yw0, yw1, identity, rows, tags, line
-            )
+    for y in range(r0, r1):
+        if not identity:
+            sa, sb = _source_rows(src, y, channels, xi0, xi1, xw0, xw1, pairs, yi0, yi1, rows, tags)
+        for i in range(n):
+            if identity:
+                _copy_channel(src, y, channels[i], line)
+            else:
+                _blend(rows[sa, i], rows[sb, i], yw0[y], yw1[y], line)
             _encode_uint8(line, out[i, y])

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..sampling import align_corners_taps, identity_taps, resize_taps
+from ..sampling import SINGLE_TAP, align_corners_taps, identity_taps, resize_taps
 
 __all__ = ["CategoryGeometry", "ResizeGeometry", "category_geometry", "resize_geometry"]
 
@@ -27,12 +27,17 @@ def _frozen(array: np.ndarray, dtype: type) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ResizeGeometry:
-    """OpenCV ``INTER_LINEAR`` taps (half-pixel centres) on both axes; ``identity``: sizes equal."""
+    """OpenCV ``INTER_LINEAR`` taps (half-pixel centres) on both axes; ``identity``: sizes equal.
+
+    ``pairs``: the columns ``x < pairs`` have two horizontal taps, the others (a suffix: the
+    right border) one; there ``xi1`` repeats ``xi0``.
+    """
 
     xi0: np.ndarray
     xi1: np.ndarray
     xw0: np.ndarray
     xw1: np.ndarray
+    pairs: int
     yi0: np.ndarray
     yi1: np.ndarray
     yw0: np.ndarray
@@ -40,7 +45,10 @@ class ResizeGeometry:
     identity: bool
 
     def kernel_args(self) -> tuple:
-        return (self.xi0, self.xi1, self.xw0, self.xw1, self.yi0, self.yi1, self.yw0, self.yw1, self.identity)
+        return (
+            *(self.xi0, self.xi1, self.xw0, self.xw1, self.pairs),
+            *(self.yi0, self.yi1, self.yw0, self.yw1, self.identity),
+        )
 
 
 @lru_cache(maxsize=CACHED_GEOMETRIES)
@@ -51,12 +59,17 @@ def resize_geometry(in_h: int, in_w: int, width: int, height: int) -> ResizeGeom
         tx, ty = identity_taps(width), identity_taps(height)
     else:
         tx, ty = resize_taps(in_w, width, "x"), resize_taps(in_h, height, "y")
+    single = tx.i1 == SINGLE_TAP
+    pairs = int(np.argmax(single)) if single.any() else width
+    if not single[pairs:].all():
+        raise AssertionError("single-tap columns must be the right border")
     i32, f32 = np.int32, np.float32
     return ResizeGeometry(
         _frozen(tx.i0, i32),
-        _frozen(tx.i1, i32),
+        _frozen(np.where(single, tx.i0, tx.i1), i32),
         _frozen(tx.w0, f32),
         _frozen(tx.w1, f32),
+        pairs,
         _frozen(ty.i0, i32),
         _frozen(ty.i1, i32),
         _frozen(ty.w0, f32),

@@ -17,8 +17,8 @@ __all__ = ["WorkerPool"]
 class WorkerPool:
     """Runs ``task(i)`` for ``i`` in ``range(count)`` on up to ``threads`` threads.
 
-    The calling thread takes part, so the executor holds ``threads - 1`` threads, created on first
-    use. ``threads == 1`` runs everything in the calling thread.
+    The calling thread takes part, so the executor holds ``threads - 1`` threads, created by
+    :meth:`start` (or the first :meth:`run`). ``threads == 1`` runs everything in the calling thread.
     """
 
     def __init__(self, threads: int) -> None:
@@ -27,6 +27,17 @@ class WorkerPool:
         self.threads = threads
         self._executor: ThreadPoolExecutor | None = None
 
+    def start(self) -> None:
+        """Create every worker thread now, so that the first frame does not pay for it."""
+        if self.threads == 1 or self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="gpu_seg-cpu")
+        barrier = threading.Barrier(self.threads, timeout=10.0)  # one task per thread, all at once
+        futures = [self._executor.submit(barrier.wait) for _ in range(self.threads - 1)]
+        barrier.wait()
+        for future in futures:
+            future.result()
+
     def run(self, task: Callable[[int], None], count: int) -> None:
         """Call ``task(i)`` for every ``i < count``; returns when all are done, re-raising the first error."""
         helpers = min(self.threads, count) - 1
@@ -34,8 +45,7 @@ class WorkerPool:
             for i in range(count):
                 task(i)
             return
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="gpu_seg-cpu")
+        self.start()
         lock = threading.Lock()
         state = {"next": 0, "failed": False}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .fast import FastCPU
@@ -31,3 +33,10 @@ def exercise_every_kernel() -> None:
                 subset = np.empty((1, 5, 6), np.float32)  # identity size, one selected channel
                 fast.confidence_masks(tensor, activation, 6, 5, subset, channels=[channels - 1])
         fast.close()
+    # Once more on a few threads at a size that splits into bands: the first frame of a process
+    # otherwise pays one-time costs in fresh worker threads (allocator arenas, thread states).
+    tensor = rng.standard_normal((48, 40, 2)).astype(np.float32)
+    with FastCPU(threads=min(4, os.cpu_count() or 1)) as fast:
+        for activation in _ACTIVATIONS:
+            fast.confidence_masks(tensor, activation, 200, 160, np.empty((2, 160, 200), np.float32))
+            fast.category_mask(tensor, activation, 200, 160, np.empty((160, 200), np.uint8))

@@ -98,6 +98,7 @@ class FastCPU:
         self.threads = threads
         self.shortcut = shortcut
         self._pool = WorkerPool(threads)
+        self._pool.start()
         self._lock = threading.Lock()
         self._scratch: dict[str, np.ndarray] = {}
         #: ``"cells"`` or ``"full"`` or ``"dense"``: how the last category mask was computed.
@@ -152,6 +153,23 @@ class FastCPU:
                 self._category_cells(tensor, activation, width, height, out)
         return out
 
+    def prepare(self, tensor_shape: tuple[int, int, int], width: int, height: int) -> None:
+        """Get ready for frames of this geometry without computing one: sampling tables, scratch
+        buffers (pages touched) and worker threads. Optional; cheap when nothing changed. Calling
+        it whenever the tensor shape or output size changes keeps a first CPU frame (a fallback
+        after a context loss, say) close to steady-state time."""
+        h, w, c = (int(v) for v in tensor_shape)
+        with self._lock:
+            self._pool.start()
+            resize_geometry(h, w, width, height)
+            category_geometry(h, w, width, height)
+            self._buffer("activated", (h, w, c), np.float32, touch=True)
+            for name, dtype in (("klass", np.int32), ("gap", np.float32), ("scale", np.float32)):
+                self._buffer(name, (h, w), dtype, touch=True)
+            for i in range(len(_bands(height, self._pieces()))):
+                self._buffer(f"near{i}", (NEAR_CAPACITY,), np.int64)
+                self._buffer(f"near_values{i}", (NEAR_CAPACITY,), np.float32)
+
     def close(self) -> None:
         """Stop the worker threads and drop the scratch buffers (a later call starts them again)."""
         with self._lock:
@@ -165,11 +183,13 @@ class FastCPU:
         self.close()
 
     # ----------------------------------------------------------------------------- helpers
-    def _buffer(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-        """A scratch array kept between frames (one per name: bounded)."""
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: type, touch: bool = False) -> np.ndarray:
+        """A scratch array kept between frames (one per name: bounded); ``touch`` faults its pages in."""
         array = self._scratch.get(name)
         if array is None or array.shape != shape or array.dtype != dtype:
             array = np.empty(shape, dtype)
+            if touch:
+                array.fill(0)
             self._scratch[name] = array
         return array
 
