@@ -181,6 +181,38 @@ def test_encoding_edge_values(fast, dtype):
         check(fast, tensor, "none", size, dtype)
 
 
+@pytest.mark.parametrize("hardware", [False, True], ids=["software", "instruction"])
+def test_float16_conversion_matches_numpy_bit_for_bit(hardware):
+    """Both float32 -> float16 conversions, NaN payloads included, on a sample of all 2**32 inputs
+    and every input near the subnormal, overflow and NaN boundaries."""
+    from numba import njit
+
+    from gpu_seg.cpu import _confidence_kernels as kernels
+
+    if hardware and not kernels.HARDWARE_HALF:
+        pytest.skip("no float16 conversion instruction for numba's target here")
+
+    @njit
+    def convert(values, bits, out, hardware):
+        for i in range(values.shape[0]):
+            if hardware:
+                out[i] = kernels._hardware_half_bits(values[i], bits[i])
+            else:
+                out[i] = kernels._half_bits(bits[i])
+
+    spans = [np.arange(0, 1 << 32, 4093, dtype=np.uint64)]
+    for edge in (0x33000000, 0x387FE000, 0x477FE000, 0x7F800000):
+        for sign in (0, 0x80000000):
+            spans.append(np.arange(edge - (1 << 16), edge + (1 << 16), dtype=np.uint64) + sign)
+    bits = np.concatenate(spans).astype(np.uint32)
+    values = bits.view(np.float32)
+    got = np.empty(bits.size, np.uint16)
+    convert(values, bits, got, hardware)
+    with np.errstate(over="ignore"):
+        want = values.astype(np.float16).view(np.uint16)
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("channels", [[2], [3, 0], [1, 1, 4], [4, 3, 2, 1, 0]])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_channel_subsets(fast, activation, channels):
