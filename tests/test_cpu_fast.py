@@ -282,6 +282,11 @@ def test_available_says_why_without_numba():
 
 def test_available_and_reason_when_numba_is_there():
     assert cpu.available() and cpu.unavailable_reason() is None
+    cpu.warm_up()
+    details = cpu.info()
+    assert details["available"] and details["reason"] is None and details["warm"]
+    assert details["default_threads"] == cpu.FastCPU().threads >= 1
+    assert details["float16"] in ("instruction", "software") and details["numba"]
 
 
 def test_bad_arguments_are_rejected(fast):

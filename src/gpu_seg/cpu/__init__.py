@@ -28,7 +28,7 @@ from ..errors import GpuSegError
 if TYPE_CHECKING:
     from .fast import FastCPU
 
-__all__ = ["FastCPU", "FastCPUUnavailableError", "available", "unavailable_reason", "warm_up"]
+__all__ = ["FastCPU", "FastCPUUnavailableError", "available", "info", "unavailable_reason", "warm_up"]
 
 _log = logging.getLogger("gpu_seg")
 _lock = threading.Lock()
@@ -64,13 +64,40 @@ def unavailable_reason() -> str | None:
     return _state["reason"]
 
 
+def info() -> dict[str, Any]:
+    """What the fast CPU path runs with, for reports and benchmark metadata.
+
+    Keys: ``available``, ``reason`` (None when available), and when available ``numba`` (version),
+    ``default_threads`` (what ``FastCPU()`` uses), ``float16`` (``"instruction"`` or ``"software"``
+    conversion) and ``warm`` (whether :func:`warm_up` has run in this process).
+    """
+    result: dict[str, Any] = {"available": available(), "reason": unavailable_reason()}
+    if result["available"]:
+        import numba
+
+        from . import _confidence_kernels
+        from .fast import default_threads
+
+        result.update(
+            numba=numba.__version__,
+            default_threads=default_threads(),
+            float16="instruction" if _confidence_kernels.HARDWARE_HALF else "software",
+            warm=_state["warm"],
+        )
+    return result
+
+
 def warm_up() -> float:
     """Compile every kernel specialisation the processor can need, or load it from numba's cache.
 
     Runs each activation (none, sigmoid, softmax), each confidence dtype (float32, float16,
     uint8), one and several channels, channel subsets, the category shortcut on and off, the
-    one-class sigmoid window and the multi-class sigmoid path, on tiny tensors. Later calls return
-    at once. Returns the seconds spent (0.0 when already warm).
+    one-class sigmoid window and the multi-class sigmoid path, on tiny tensors, then once on a few
+    worker threads. Later calls return at once. Returns the seconds spent (0.0 when already warm).
+
+    Cost: a few seconds when numba's on-disk cache is empty (first run after an install or an
+    upgrade: compilation), a few hundred milliseconds when it is filled (loading). Safe to call
+    from a background thread at start-up; :func:`available` does not wait for it.
 
     Raises:
         FastCPUUnavailableError: numba cannot be used (see :func:`unavailable_reason`).

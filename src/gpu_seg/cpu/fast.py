@@ -30,14 +30,14 @@ from . import _confidence_kernels as conf
 from ._geometry import category_geometry, resize_geometry
 from ._pool import WorkerPool
 
-__all__ = ["FastCPU"]
+__all__ = ["FastCPU", "default_threads"]
 
 #: Tasks per thread: more than one evens out rows of uneven cost and threads slowed by other work.
 TASKS_PER_THREAD = 3
 #: Fewest output rows per task (a task costs tens of microseconds to hand out).
 MIN_ROWS_PER_TASK = 16
 #: One-class sigmoid pixels near 0 handed back per task before the task goes dense.
-NEAR_CAPACITY = 1 << 14
+NEAR_CAPACITY = 1 << 12
 #: Bytes of float32 scratch per chunk of the dense category path (multi-class sigmoid).
 DENSE_CHUNK_BYTES = 2 << 20
 
@@ -48,6 +48,16 @@ _RESIZE_KERNELS = {
     np.dtype(np.float16): conf.resize_float16,
     np.dtype(np.uint8): conf.resize_uint8,
 }
+
+
+def default_threads() -> int:
+    """The CPUs this process may use (its affinity mask where the OS has one), at least 1."""
+    counter = getattr(os, "process_cpu_count", None)  # Python 3.13
+    if counter is not None:
+        return counter() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
@@ -78,7 +88,8 @@ class FastCPU:
     """MediaPipe's CPU post-processing, exact and multi-threaded (numba).
 
     Args:
-        threads: worker threads, the calling thread included; ``None`` means ``os.cpu_count()``.
+        threads: worker threads, the calling thread included; ``None`` means the CPUs this process
+            may run on (:func:`default_threads`).
         shortcut: use the category shortcut: ``None`` when the output has at least twice as many
             pixels as the tensor (below that the texel pass costs as much as it saves), or force
             it on/off.
@@ -92,7 +103,7 @@ class FastCPU:
 
     def __init__(self, threads: int | None = None, shortcut: bool | None = None) -> None:
         if threads is None:
-            threads = os.cpu_count() or 1
+            threads = default_threads()
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
         self.threads = threads
@@ -166,9 +177,6 @@ class FastCPU:
             self._buffer("activated", (h, w, c), np.float32, touch=True)
             for name, dtype in (("klass", np.int32), ("gap", np.float32), ("scale", np.float32)):
                 self._buffer(name, (h, w), dtype, touch=True)
-            for i in range(len(_bands(height, self._pieces()))):
-                self._buffer(f"near{i}", (NEAR_CAPACITY,), np.int64)
-                self._buffer(f"near_values{i}", (NEAR_CAPACITY,), np.float32)
 
     def close(self) -> None:
         """Stop the worker threads and drop the scratch buffers (a later call starts them again)."""
@@ -264,13 +272,14 @@ class FastCPU:
 
         def task(i: int) -> None:
             r0, r1 = bands[i]
-            near = self._buffer(f"near{i}", (NEAR_CAPACITY,), np.int64)
-            near_values = self._buffer(f"near_values{i}", (NEAR_CAPACITY,), np.float32)
+            capacity = NEAR_CAPACITY if sigmoid_one_class else 0
+            near = self._buffer(f"near{i}", (capacity,), np.int64)
+            near_values = self._buffer(f"near_values{i}", (capacity,), np.float32)
             count = cat.category_rows(
                 tensor, klass, gap, scale, g.xi0, g.xi1, g.xt, g.runs, g.yi0, g.yi1, g.yt,
                 mode, shortcut, r0, r1, out, near, near_values,
             )  # fmt: skip
-            if count > NEAR_CAPACITY:
+            if count > capacity:
                 self._dense_rows(tensor, r0, r1, out)
             elif count:
                 values = near_values[:count].copy()
