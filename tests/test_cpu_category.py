@@ -273,3 +273,28 @@ def test_random_partial_ties():
         v1[lead] = v0[lead] - np.float32(2.0**-14 * 1.5) * np.maximum(1, np.abs(v0).max())
         tensor = np.stack([v0, v1], -1)
         assert_matches_reference(tensor, "none", (int(rng.integers(20, 400)), int(rng.integers(20, 400))))
+
+
+def test_auto_shortcut_backs_off_on_noise_and_returns():
+    from gpu_seg.cpu.fast import SHORTCUT_MAX_UNSURE, SHORTCUT_RETRY
+
+    rng = np.random.default_rng(9)
+    noise = (rng.standard_normal((24, 20, 3)) * 4).astype(np.float32)
+    regions = smooth(rng, (24, 20, 3))
+    size = (160, 150)
+    with cpu.FastCPU(threads=2) as fast:
+        out = np.empty((size[1], size[0]), np.uint8)
+        fast.category_mask(regions, "none", *size, out)
+        assert fast.last_category_strategy == "cells"
+        assert fast.last_unsure_fraction < SHORTCUT_MAX_UNSURE
+        fast.category_mask(noise, "none", *size, out)
+        assert fast.last_category_strategy == "cells" and fast.last_unsure_fraction > SHORTCUT_MAX_UNSURE
+        np.testing.assert_array_equal(out, category_mask(noise, "none", size))
+        for _ in range(SHORTCUT_RETRY):  # the shortcut did not pay: plain path for a while
+            fast.category_mask(regions, "none", *size, out)
+            assert fast.last_category_strategy == "full"
+            np.testing.assert_array_equal(out, category_mask(regions, "none", size))
+        fast.category_mask(regions, "none", *size, out)
+        assert fast.last_category_strategy == "cells"
+        fast.category_mask(regions, "none", 30, 20, np.empty((20, 30), np.uint8))  # not worth it
+        assert fast.last_category_strategy == "full"

@@ -38,6 +38,12 @@ TASKS_PER_THREAD = 3
 MIN_ROWS_PER_TASK = 16
 #: One-class sigmoid pixels near 0 handed back per task before the task goes dense.
 NEAR_CAPACITY = 1 << 12
+#: Above this fraction of output pixels left to the per-pixel path, the category shortcut costs
+#: more than it saves (its texel pass and per-cell tests; measured on i.i.d. noise: ~1.5x the
+#: plain path), so the next frames skip it ...
+SHORTCUT_MAX_UNSURE = 0.5
+#: ... for this many frames, then try it again.
+SHORTCUT_RETRY = 16
 #: Bytes of float32 scratch per chunk of the dense category path (multi-class sigmoid).
 DENSE_CHUNK_BYTES = 2 << 20
 
@@ -90,9 +96,10 @@ class FastCPU:
     Args:
         threads: worker threads, the calling thread included; ``None`` means the CPUs this process
             may run on (:func:`default_threads`).
-        shortcut: use the category shortcut: ``None`` when the output has at least twice as many
-            pixels as the tensor (below that the texel pass costs as much as it saves), or force
-            it on/off.
+        shortcut: use the category shortcut: ``None`` decides per frame (only when the output has
+            at least twice as many pixels as the tensor, and not for ``SHORTCUT_RETRY`` frames
+            after one where more than ``SHORTCUT_MAX_UNSURE`` of the pixels were unsure: content
+            without smooth regions), or force it on/off.
 
     Conventions: tensors are float32 C-contiguous ``(H, W, C)`` (channel-interleaved, row 0 at the
     top) and already validated; outputs are preallocated C-contiguous arrays: confidence
@@ -114,6 +121,9 @@ class FastCPU:
         self._scratch: dict[str, np.ndarray] = {}
         #: ``"cells"`` or ``"full"`` or ``"dense"``: how the last category mask was computed.
         self.last_category_strategy: str | None = None
+        #: With ``"cells"``: the fraction of output pixels that still needed per-pixel work.
+        self.last_unsure_fraction: float | None = None
+        self._skip_shortcut = 0
 
     # ----------------------------------------------------------------------------- public
     def confidence_masks(
@@ -245,7 +255,12 @@ class FastCPU:
         if self.shortcut is not None:
             return self.shortcut
         h, w, _ = tensor.shape
-        return width * height >= 2 * h * w
+        if width * height < 2 * h * w:
+            return False
+        if self._skip_shortcut > 0:
+            self._skip_shortcut -= 1
+            return False
+        return True
 
     def _category_cells(
         self, tensor: np.ndarray, activation: Activation, width: int, height: int, out: np.ndarray
@@ -269,13 +284,14 @@ class FastCPU:
             self._pool.run(texel_task, len(texel_bands))
         bands = _bands(height, self._pieces())
         g = geometry
+        unsure = [0] * len(bands)
 
         def task(i: int) -> None:
             r0, r1 = bands[i]
             capacity = NEAR_CAPACITY if sigmoid_one_class else 0
             near = self._buffer(f"near{i}", (capacity,), np.int64)
             near_values = self._buffer(f"near_values{i}", (capacity,), np.float32)
-            count = cat.category_rows(
+            count, unsure[i] = cat.category_rows(
                 tensor, klass, gap, scale, g.xi0, g.xi1, g.xt, g.runs, g.yi0, g.yi1, g.yt,
                 mode, shortcut, r0, r1, out, near, near_values,
             )  # fmt: skip
@@ -288,6 +304,9 @@ class FastCPU:
 
         self._pool.run(task, len(bands))
         self.last_category_strategy = "cells" if shortcut else "full"
+        self.last_unsure_fraction = sum(unsure) / (width * height) if shortcut else None
+        if shortcut and self.shortcut is None and self.last_unsure_fraction > SHORTCUT_MAX_UNSURE:
+            self._skip_shortcut = SHORTCUT_RETRY
 
     def _category_dense(self, tensor: np.ndarray, width: int, height: int, out: np.ndarray) -> None:
         """Multi-class sigmoid: interpolate, numpy's sigmoid, then the argmax (no shortcut)."""
@@ -298,6 +317,7 @@ class FastCPU:
 
         self._pool.run(task, len(bands))
         self.last_category_strategy = "dense"
+        self.last_unsure_fraction = None
 
     def _dense_rows(self, tensor: np.ndarray, r0: int, r1: int, out: np.ndarray) -> None:
         """Rows ``r0 <= r < r1`` through the activated values, chunk by chunk (bounded scratch)."""
