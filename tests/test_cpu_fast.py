@@ -224,21 +224,35 @@ def test_channel_subsets(fast, activation, channels):
 
 
 # ----------------------------------------------------------------------------- threads, warm-up, API
+def counting(run, counts):
+    """``run`` that also records how many tasks each call hands out."""
+
+    def wrapper(task, count):
+        counts.append(count)
+        run(task, count)
+
+    return wrapper
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_threads_give_identical_results(activation):
     rng = np.random.default_rng(5)
     tensor = model_like(rng, (64, 64, 6))
     tensor[10, 10, 2] = np.nan
+    size = (661, 500)
     results = []
     for threads in (1, 2, 5):
         with cpu.FastCPU(threads=threads) as fast:
-            results.append(run_fast(fast, tensor, activation, (331, 250)))
-            results.append(run_fast(fast, tensor, activation, (331, 250), "uint8", [4, 1]))
+            tasks: list[int] = []
+            fast._pool.run = counting(fast._pool.run, tasks)
+            results.append(run_fast(fast, tensor, activation, size))
+            results.append(run_fast(fast, tensor, activation, size, "uint8", [4, 1]))
+            assert max(tasks) == (1 if threads == 1 else 3 * threads)  # the rows really were split
     for i in range(2, len(results)):
         for got, want in zip(results[i], results[i % 2], strict=True):
             assert_same_bits(got, want)
-    assert_same_bits(results[0][0], reference.confidence_masks(tensor, activation, (331, 250)))
-    np.testing.assert_array_equal(results[0][1], reference.category_mask(tensor, activation, (331, 250)))
+    assert_same_bits(results[0][0], reference.confidence_masks(tensor, activation, size))
+    np.testing.assert_array_equal(results[0][1], reference.category_mask(tensor, activation, size))
 
 
 def test_warm_up_leaves_nothing_to_compile():

@@ -34,8 +34,10 @@ __all__ = ["FastCPU", "default_threads"]
 
 #: Tasks per thread: more than one evens out rows of uneven cost and threads slowed by other work.
 TASKS_PER_THREAD = 3
-#: Fewest output rows per task (a task costs tens of microseconds to hand out).
+#: Fewest rows per task, and fewest values (pixels x channels) per task: handing a task to a
+#: thread costs tens of microseconds, more when other processes hold the cores.
 MIN_ROWS_PER_TASK = 16
+MIN_VALUES_PER_TASK = 1 << 16
 #: One-class sigmoid pixels near 0 handed back per task before the task goes dense.
 NEAR_CAPACITY = 1 << 12
 #: Above this fraction of output pixels left to the per-pixel path, the category shortcut costs
@@ -211,15 +213,18 @@ class FastCPU:
             self._scratch[name] = array
         return array
 
-    def _pieces(self) -> int:
-        return 1 if self.threads == 1 else self.threads * TASKS_PER_THREAD
+    def _pieces(self, values: int) -> int:
+        """How many tasks a pass over ``values`` (pixels x channels) is split into."""
+        if self.threads == 1:
+            return 1
+        return max(1, min(self.threads * TASKS_PER_THREAD, values // MIN_VALUES_PER_TASK))
 
     def _activate(self, tensor: np.ndarray, activation: Activation) -> np.ndarray:
         """The activated tensor, ``(H, W, C)`` float32 (the tensor itself for ``none``)."""
         if activation is Activation.NONE:
             return tensor
         values = self._buffer("activated", tensor.shape, np.float32)
-        bands = _bands(tensor.shape[0], self._pieces())
+        bands = _bands(tensor.shape[0], self._pieces(tensor.size))
         source = _readonly(tensor)
 
         def task(i: int) -> None:
@@ -243,7 +248,7 @@ class FastCPU:
         kernel = _RESIZE_KERNELS[out.dtype]
         target = out.view(np.uint16) if out.dtype == np.float16 else out
         args = geometry.kernel_args()
-        bands = _bands(height, self._pieces())
+        bands = _bands(height, self._pieces(height * width * selected.size))
 
         def task(i: int) -> None:
             r0, r1 = bands[i]
@@ -276,13 +281,13 @@ class FastCPU:
         gap = self._buffer("gap", (h, w), np.float32)
         scale = self._buffer("scale", (h, w), np.float32)
         if shortcut:
-            texel_bands = _bands(h, self._pieces())
+            texel_bands = _bands(h, self._pieces(tensor.size))
 
             def texel_task(i: int) -> None:
                 cat.texel_classes(tensor, threshold, *texel_bands[i], klass, gap, scale)
 
             self._pool.run(texel_task, len(texel_bands))
-        bands = _bands(height, self._pieces())
+        bands = _bands(height, self._pieces(height * width * (1 if shortcut else channels)))
         g = geometry
         unsure = [0] * len(bands)
 
@@ -310,7 +315,7 @@ class FastCPU:
 
     def _category_dense(self, tensor: np.ndarray, width: int, height: int, out: np.ndarray) -> None:
         """Multi-class sigmoid: interpolate, numpy's sigmoid, then the argmax (no shortcut)."""
-        bands = _bands(height, self._pieces())
+        bands = _bands(height, self._pieces(height * width * tensor.shape[2]))
 
         def task(i: int) -> None:
             self._dense_rows(tensor, *bands[i], out)
