@@ -399,3 +399,23 @@ def test_prepare_then_frames_match_the_reference():
             conf, cat = run_fast(fast, tensor, activation, (250, 190))
             assert_same_bits(conf, reference.confidence_masks(tensor, activation, (250, 190)))
             np.testing.assert_array_equal(cat, reference.category_mask(tensor, activation, (250, 190)))
+
+
+def test_array_subclasses_and_foreign_channel_arrays_compile_nothing_new(fast, tmp_path):
+    """np.memmap outputs, a read-only channel array: still the warmed-up specialisations."""
+    from gpu_seg.cpu import _category_kernels, _confidence_kernels
+
+    tensor = model_like(np.random.default_rng(7), (20, 16, 3))
+    kernels = [_confidence_kernels.resize_float32, _category_kernels.category_rows]
+    before = [len(k.signatures) for k in kernels]
+    conf = np.memmap(tmp_path / "conf", np.float32, "w+", shape=(2, 30, 40))
+    cat = np.memmap(tmp_path / "cat", np.uint8, "w+", shape=(30, 40))
+    channels = np.array([2, 0])
+    channels.flags.writeable = False
+    assert fast.confidence_masks(tensor, "softmax", 40, 30, conf, channels=channels) is conf
+    assert fast.category_mask(tensor, "softmax", 40, 30, cat) is cat
+    assert [len(k.signatures) for k in kernels] == before
+    assert_same_bits(
+        np.asarray(conf), reference.confidence_masks(tensor, "softmax", (40, 30), channels=[2, 0])
+    )
+    np.testing.assert_array_equal(cat, reference.category_mask(tensor, "softmax", (40, 30)))

@@ -70,7 +70,7 @@ def default_threads() -> int:
 
 def _readonly(array: np.ndarray) -> np.ndarray:
     """A read-only view, so the kernels see one array type whatever the caller's flags."""
-    view = array.view()
+    view = array.view(np.ndarray)  # a plain ndarray even for subclasses (numba types those apart)
     view.flags.writeable = False
     return view
 
@@ -147,7 +147,7 @@ class FastCPU:
         """
         activation = parse_activation(activation)
         c = tensor.shape[2]
-        selected = np.arange(c, dtype=np.int64) if channels is None else np.asarray(channels, np.int64)
+        selected = np.arange(c, dtype=np.int64) if channels is None else np.array(channels, np.int64)
         dtype = out.dtype if fmt is None else parse_confidence_dtype(fmt)
         if out.dtype != dtype or out.shape != (selected.size, height, width) or not out.flags.c_contiguous:
             raise ValueError(f"out must be C-contiguous {dtype} {(selected.size, height, width)}")
@@ -169,11 +169,12 @@ class FastCPU:
         if out.dtype != np.uint8 or out.shape != (height, width) or not out.flags.c_contiguous:
             raise ValueError(f"out must be C-contiguous uint8 {(height, width)}")
         tensor = _readonly(np.ascontiguousarray(tensor, np.float32))
+        mask = out.view(np.ndarray)  # a plain ndarray even for subclasses (numba types those apart)
         with self._lock:
             if tensor.shape[2] > 1 and activation is Activation.SIGMOID:
-                self._category_dense(tensor, width, height, out)
+                self._category_dense(tensor, width, height, mask)
             else:
-                self._category_cells(tensor, activation, width, height, out)
+                self._category_cells(tensor, activation, width, height, mask)
         return out
 
     def prepare(self, tensor_shape: tuple[int, int, int], width: int, height: int) -> None:
@@ -246,7 +247,7 @@ class FastCPU:
         h, w, _ = source.shape
         geometry = resize_geometry(h, w, width, height)
         kernel = _RESIZE_KERNELS[out.dtype]
-        target = out.view(np.uint16) if out.dtype == np.float16 else out
+        target = out.view(np.ndarray) if out.dtype != np.float16 else out.view(np.uint16).view(np.ndarray)
         args = geometry.kernel_args()
         bands = _bands(height, self._pieces(height * width * selected.size))
 
