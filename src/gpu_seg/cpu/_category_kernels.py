@@ -12,9 +12,10 @@ Let every finite corner value satisfy ``|v| <= B`` (``B >= 1``), and let channel
 other channel by more than ``MARGIN * B`` at each of the four corners. The exact interpolated
 values are convex combinations of the corner values, so ``s_k - s_j > MARGIN * B`` exactly. Each
 float32 lerp ``a + (b - a) * t`` errs by at most ``u * (2 |b - a| t + |result|) <= 5 B u``
-(``u = 2**-24``), so after the three lerps every channel is within ``11 B u`` of its exact value
-and the computed gap exceeds ``MARGIN * B - 22 B u > 0`` for ``MARGIN = 2**-14``: the computed
-first maximum is ``k``, with no tie. The same argument with the threshold in place of ``s_j``
+(``u = 2**-24``), so after the three lerps every channel is within ``11 B u`` of its exact value;
+the lead itself is computed in float32 (another ``2 B u``), so the computed gap exceeds
+``MARGIN * B - 24 B u > 0`` for ``MARGIN = 2**-14``: the computed first maximum is ``k``, with
+no tie. The same argument with the threshold in place of ``s_j``
 covers one channel. ``B`` is taken over the whole cell: a per-texel margin is not enough when one
 corner is much larger than another (``b - a`` then rounds by more than the small corner's gap).
 Non-finite values, or values above ``HUGE`` (``b - a`` could overflow), make a texel unsure, and

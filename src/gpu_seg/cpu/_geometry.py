@@ -99,6 +99,9 @@ class CategoryGeometry:
 def category_geometry(in_h: int, in_w: int, width: int, height: int) -> CategoryGeometry:
     """Taps of the category mask's align-corners interpolation ``(in_h, in_w) -> (height, width)``."""
     tx, ty = align_corners_taps(in_w, width), align_corners_taps(in_h, height)
+    # The kernel reads, for a pixel of the run of input column cx, columns cx and min(cx + 1, W - 1).
+    if not np.isin(tx.i1 - tx.i0, (0, 1)).all() or tx.i1.max() > in_w - 1:
+        raise AssertionError("align-corners taps must read neighbouring input columns")
     starts = np.flatnonzero(np.diff(tx.i0, prepend=-1))
     ends = np.append(starts[1:], width)
     runs = np.stack([tx.i0[starts].astype(np.int64), starts, ends], axis=1)
