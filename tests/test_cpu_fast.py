@@ -6,8 +6,10 @@ specified), category masks identical. The case matrix is the one the GL parity t
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,7 +291,9 @@ def test_available_says_why_without_numba():
         "print(cpu.unavailable_reason())\n"
         "try:\n    cpu.FastCPU\nexcept cpu.FastCPUUnavailableError as e:\n    print('raised', e)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    source = str(Path(cpu.__file__).parents[2])  # the gpu_seg under test, not another installed one
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     assert "numba" in result.stdout and "raised" in result.stdout
 
