@@ -16,8 +16,6 @@ from gpu_seg import cpu
 from gpu_seg.reference import category_mask
 from gpu_seg.sampling import align_corners_taps
 
-pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"fast CPU path: {cpu.unavailable_reason()}")
-
 
 @pytest.fixture(scope="module")
 def kernels():

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..inputs import parse_activation, parse_confidence_dtype
+from ..frame import ConfidenceFormat
+from ..inputs import parse_activation
 from ..types import Activation
 from . import _category_kernels as cat
 from . import _confidence_kernels as conf
@@ -135,7 +136,7 @@ class FastCPU:
         width: int,
         height: int,
         out: np.ndarray,
-        fmt: str | np.dtype | None = None,
+        fmt: ConfidenceFormat | str | np.dtype | None = None,
         channels: Sequence[int] | None = None,
     ) -> np.ndarray:
         """Write the confidence masks of ``channels`` (all by default, in the order given) to ``out``.
@@ -148,7 +149,7 @@ class FastCPU:
         activation = parse_activation(activation)
         c = tensor.shape[2]
         selected = np.arange(c, dtype=np.int64) if channels is None else np.array(channels, np.int64)
-        dtype = out.dtype if fmt is None else parse_confidence_dtype(fmt)
+        dtype = out.dtype if fmt is None else ConfidenceFormat.parse(fmt, "fmt").dtype
         if out.dtype != dtype or out.shape != (selected.size, height, width) or not out.flags.c_contiguous:
             raise ValueError(f"out must be C-contiguous {dtype} {(selected.size, height, width)}")
         with self._lock:
