@@ -114,6 +114,7 @@ def test_layout_puts_the_bar_under_the_picture_and_scales_large_frames_down():
     assert small.window_size == (320, 240 + font.CELL_HEIGHT)
     assert small.bar_region == (0, 0, 320, font.CELL_HEIGHT)
     assert small.picture_region == (0, font.CELL_HEIGHT, 320, 240)
+    assert plan_layout((640, 480), (1280, 720)).text_scale == 1
     large = plan_layout((1920, 1080), (1280, 720))
     assert large.picture_size == (1280, 720) and large.text_scale == 2
     assert large.fitted((2560, 1440 + 2 * large.bar_height)).picture_size == (2560, 1440 + large.bar_height)
@@ -121,7 +122,7 @@ def test_layout_puts_the_bar_under_the_picture_and_scales_large_frames_down():
 
 def test_stats_line_names_every_figure():
     line = stats_line(24.25, 5.04, 3.5, "cpu", 2, Effect.REPLACE)
-    for part in ("24.2 FPS", "MODEL   5.0 MS", "POST   3.5 MS", "CPU", "LOSSES 2", "REPLACE"):
+    for part in ("24.2 FPS", "MODEL 5.0 MS", "POST 3.5 MS", " CPU ", "LOSSES 2", "REPLACE"):
         assert part in line
     assert all(ch in font.GLYPHS for ch in line)  # nothing is drawn as "?"
 
@@ -179,3 +180,14 @@ def test_a_video_loops_with_increasing_timestamps(tmp_path):
         assert [once.read() is None for _ in range(4)] == [False, False, False, True]
     finally:
         once.close()
+
+
+def test_without_a_display_the_viewer_says_so(monkeypatch):
+    pytest.importorskip("glfw", reason="glfw is not installed")
+    from gpu_seg.viewer import ViewerError
+    from gpu_seg.viewer.window import WindowSystem
+
+    monkeypatch.setenv("DISPLAY", ":4321")  # no X server there
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(ViewerError, match="DISPLAY=:4321"):
+        WindowSystem(attempts=1)

@@ -7,6 +7,8 @@ one opened), with the post-processing in the window's own context.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 
 import numpy as np
 import pytest
@@ -140,8 +142,10 @@ def test_the_window_shows_the_numpy_composite_before_and_after_real_context_loss
     # computed on the CPU, then was attached to the new window. Frame 5: the same, asked by "key".
     assert [record.backend for record, _, _ in shots] == ["gl", "gl", "gl", "cpu", "gl", "cpu", "gl"]
     assert report.context_losses == 2 and report.windows_opened == 3
+    processor = report.postprocessor  # its own count agrees: two losses, two rebuilds, one CPU frame each
+    assert (processor["context_losses"], processor["rebuilds"], processor["cpu_frames"]) == (2, 2, 2)
     assert [record.context_losses for record, _, _ in shots] == [0, 0, 0, 1, 1, 2, 2]
-    assert "LOSSES 1" in shots[3][0].bar_text and "| CPU |" in shots[3][0].bar_text
+    assert "LOSSES 1" in shots[3][0].bar_text and " CPU " in shots[3][0].bar_text
     assert [record.effect for record, _, _ in shots] == [Effect.BLUR] * 6 + [Effect.REPLACE]
     layout = plan_layout((192, 144), (1280, 720))
     for record, shot, background in shots:
@@ -160,6 +164,56 @@ def test_with_backend_gl_a_loss_is_attached_and_the_frame_redone_on_the_gpu(phot
     assert timestamps == sorted(set(timestamps))
     layout = plan_layout((192, 144), (1280, 720))
     for record, shot, background in shots:
+        mask = foreground_probability(record.confidence_masks)
+        want = _expected_window(record.image, mask, record.effect, background, layout, record.bar_text)
+        _assert_close(shot, want, f"frame {record.index}")
+
+
+class _Keyboard:
+    """Key presses sent to a window through the X server's XTEST extension (libXtst), as a user's."""
+
+    def __init__(self) -> None:
+        names = [ctypes.util.find_library(name) for name in ("X11", "Xtst")]
+        if None in names:
+            pytest.skip("pressing keys in the window needs libX11 and libXtst (XTEST), not found here")
+        self.x11, self.xtst = (ctypes.CDLL(name) for name in names)
+        self.x11.XStringToKeysym.restype = ctypes.c_ulong
+        self.x11.XStringToKeysym.argtypes = [ctypes.c_char_p]
+        self.x11.XKeysymToKeycode.restype = ctypes.c_ubyte
+        self.x11.XKeysymToKeycode.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+        self.x11.XSetInputFocus.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_ulong]
+        self.x11.XSync.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        self.xtst.XTestFakeKeyEvent.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_ulong]
+
+    def press(self, window, *keys: str) -> None:
+        """Focus ``window`` (a glfw window handle) and press and release each key."""
+        import glfw
+
+        x_display = glfw.get_x11_display()
+        self.x11.XSetInputFocus(x_display, glfw.get_x11_window(window), 2, 0)  # RevertToParent, now
+        for key in keys:
+            code = self.x11.XKeysymToKeycode(x_display, self.x11.XStringToKeysym(key.encode()))
+            self.xtst.XTestFakeKeyEvent(x_display, code, True, 0)
+            self.xtst.XTestFakeKeyEvent(x_display, code, False, 0)
+        self.x11.XSync(x_display, False)
+
+
+def test_the_l_and_e_keys_lose_the_context_and_change_the_effect(photo):
+    keyboard = _Keyboard()
+    shots = []
+
+    def on_frame(viewer, record):
+        shots.append((record, viewer.screenshot(), viewer.background))
+        if record.index == 1:
+            keyboard.press(viewer.window.handle, "l", "e")  # read by the viewer after this frame
+
+    options = ViewerOptions(frames=4, visible=True, max_fps=0, blur_radius=RADIUS)
+    report = Viewer(selfie_model().read_bytes(), open_source(photo[0]), options, on_frame).run()
+    assert [record.backend for record, _, _ in shots] == ["gl", "gl", "cpu", "gl"]
+    assert [record.effect for record, _, _ in shots] == [Effect.BLUR] * 2 + [Effect.REPLACE] * 2
+    assert report.context_losses == 1 and report.windows_opened == 2
+    layout = plan_layout((192, 144), (1280, 720))
+    for record, shot, background in shots:  # a visible window this time
         mask = foreground_probability(record.confidence_masks)
         want = _expected_window(record.image, mask, record.effect, background, layout, record.bar_text)
         _assert_close(shot, want, f"frame {record.index}")

@@ -112,7 +112,8 @@ class FrameRecord:
 
 @dataclass
 class ViewerReport:
-    """What a run did: frames drawn, seconds, frames per post-processing backend, losses."""
+    """What a run did: frames drawn, seconds, frames per post-processing backend, the context
+    losses the viewer recovered from, windows opened, and the post-processor's final ``stats``."""
 
     frames: int = 0
     seconds: float = 0.0
@@ -120,6 +121,7 @@ class ViewerReport:
     context_losses: int = 0
     windows_opened: int = 0
     last_bar_text: str = ""
+    postprocessor: dict = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
@@ -129,8 +131,8 @@ class ViewerReport:
 def stats_line(fps: float, model_ms: float, post_ms: float, backend: str, losses: int, effect: Effect) -> str:
     """The stats bar's text."""
     return (
-        f" {fps:5.1f} FPS | MODEL {model_ms:5.1f} MS | POST {post_ms:5.1f} MS | {backend.upper()} | "
-        f"LOSSES {losses} | {effect.value.upper()}"
+        f" {fps:.1f} FPS  MODEL {model_ms:.1f} MS  POST {post_ms:.1f} MS  {backend.upper()}  "
+        f"LOSSES {losses}  {effect.value.upper()}"
     )
 
 
@@ -155,6 +157,21 @@ class _Figures:
             )
             self._key, self._refreshed = key, now
         return self.text
+
+
+class _Pacer:
+    """Keeps a loop at ``rate`` iterations per second at most (0 or None: no limit)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self._interval = 1.0 / rate if rate else 0.0
+        self._due = time.perf_counter()
+
+    def wait(self) -> None:
+        if not self._interval:
+            return
+        self._due += self._interval
+        time.sleep(max(0.0, self._due - time.perf_counter()))
+        self._due = max(self._due, time.perf_counter() - self._interval)  # a slow frame banks no time
 
 
 class Viewer:
@@ -216,6 +233,11 @@ class Viewer:
         return self._layout
 
     @property
+    def window(self) -> Window | None:
+        """The current window (a new one after each context loss); None before :meth:`run`."""
+        return self._window
+
+    @property
     def background(self) -> np.ndarray | None:
         """The replacement background at the frame's size (uint8 RGB), once the first frame came."""
         return self._background
@@ -248,43 +270,38 @@ class Viewer:
 
     def _loop(self, segmenter: ImageSegmenter, item: tuple[np.ndarray, int] | None) -> None:
         figures = _Figures()
-        rate = self._source.fps if self.options.max_fps is None else self.options.max_fps
-        interval = 1.0 / rate if rate else 0.0
-        start = due = time.perf_counter()
+        pacer = _Pacer(self._source.fps if self.options.max_fps is None else self.options.max_fps)
+        start = time.perf_counter()
         index = 0
         while item is not None and not self._finished(index):
-            if self._loss_requested or index in self.options.inject_loss_at:
-                self._loss_requested = False
-                self._lose_context()
-            frame, stamp = item  # the source's stamp; the segmenter may get a later one after a loss
-            result = self._segment(segmenter, frame, stamp)
-            text = figures.update(result, self._report.context_losses, self.effect)
-            self._draw(frame, result, text)
-            if self._on_frame is not None:
-                record = FrameRecord(
-                    index,
-                    self._stamp,
-                    frame,
-                    result.confidence_masks,
-                    result.backend,
-                    result.model_ms,
-                    result.postprocess_ms,
-                    self.effect,
-                    self._report.context_losses,
-                    text,
-                )
-                self._on_frame(self, record)
-            self._window.swap()
-            self._report.frames += 1
-            self._report.backends[result.backend] += 1
-            self._report.last_bar_text = text
+            self._show(segmenter, index, *item, figures)
             index += 1
             self._system.poll()
-            due += interval
-            time.sleep(max(0.0, due - time.perf_counter()))
-            due = max(due, time.perf_counter() - interval)  # a slow frame does not bank time
+            pacer.wait()
             item = self._source.read()
         self._report.seconds = time.perf_counter() - start
+        self._report.postprocessor = dict(segmenter.postprocessor.stats)
+
+    def _show(
+        self, segmenter: ImageSegmenter, index: int, frame: np.ndarray, stamp: int, figures: _Figures
+    ) -> None:
+        """One frame: a requested loss first, then segment, draw, report, swap."""
+        if self._loss_requested or index in self.options.inject_loss_at:
+            self._loss_requested = False
+            self._lose_context()
+        result = self._segment(segmenter, frame, stamp)
+        text = figures.update(result, self._report.context_losses, self.effect)
+        self._draw(frame, result, text)
+        if self._on_frame is not None:
+            fields = (result.confidence_masks, result.backend, result.model_ms, result.postprocess_ms)
+            record = FrameRecord(
+                index, self._stamp, frame, *fields, self.effect, self._report.context_losses, text
+            )
+            self._on_frame(self, record)
+        self._window.swap()
+        self._report.frames += 1
+        self._report.backends[result.backend] += 1
+        self._report.last_bar_text = text
 
     def _finished(self, index: int) -> bool:
         frames = self.options.frames

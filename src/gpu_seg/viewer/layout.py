@@ -16,7 +16,7 @@ from .font import CELL_HEIGHT
 __all__ = ["Layout", "plan_layout"]
 
 #: Pictures at least this wide draw the stats bar's font at twice the size.
-LARGE_TEXT_WIDTH = 640
+LARGE_TEXT_WIDTH = 800
 
 
 @dataclass(frozen=True)

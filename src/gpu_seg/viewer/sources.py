@@ -11,11 +11,15 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InputError
 from ..segmenter.batch import DEFAULT_FPS, VIDEO_SUFFIXES, OpenCVUnavailableError
+
+if TYPE_CHECKING:
+    import cv2
 
 __all__ = ["FrameSource", "fit_image", "open_source", "read_image", "save_image"]
 
@@ -71,7 +75,12 @@ class FrameSource:
     """
 
     def __init__(
-        self, name: str, fps: float | None, capture=None, image: np.ndarray | None = None, loop: bool = False
+        self,
+        name: str,
+        fps: float | None,
+        capture: cv2.VideoCapture | None = None,
+        image: np.ndarray | None = None,
+        loop: bool = False,
     ) -> None:
         self.name = name
         self.fps = fps
@@ -136,10 +145,9 @@ def open_source(
     if file.suffix.lower() not in VIDEO_SUFFIXES:
         return FrameSource(file.name, DEFAULT_FPS, image=read_image(file, "input"))
     capture = cv2.VideoCapture(str(file))
-    ok = capture.isOpened()
-    if ok:
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        fps = fps if fps and np.isfinite(fps) and fps > 0 else DEFAULT_FPS
-        return FrameSource(file.name, float(fps), capture=capture, loop=loop)
-    capture.release()
-    raise InputError("input", f"OpenCV cannot read a video from {str(file)!r}")
+    if not capture.isOpened():
+        capture.release()
+        raise InputError("input", f"OpenCV cannot read a video from {str(file)!r}")
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else DEFAULT_FPS
+    return FrameSource(file.name, fps, capture=capture, loop=loop)
