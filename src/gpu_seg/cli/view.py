@@ -27,10 +27,33 @@ from .segment import _model_bytes  # the same default model (the selfie segmente
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", nargs="?", default=None, help="a video or image file")
     parser.add_argument("--camera", type=non_negative_int, default=None, metavar="N", help="camera N instead")
-    parser.add_argument("--model", type=Path, default=None, metavar="PATH", help="segmentation .tflite")
-    parser.add_argument("--effect", choices=("blur", "replace", "overlay"), default="blur")
-    parser.add_argument("--background", type=Path, default=None, metavar="PATH", help="image for replace")
-    parser.add_argument("--blur-radius", type=non_negative_int, default=12, metavar="R", help="default 12")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="segmentation .tflite (default: selfie model)",
+    )
+    parser.add_argument(
+        "--effect",
+        choices=("blur", "replace", "overlay"),
+        default="blur",
+        help="blur or replace the background, or tint the person (default blur)",
+    )
+    parser.add_argument(
+        "--background",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="image for replace (default: a gradient)",
+    )
+    parser.add_argument(
+        "--blur-radius",
+        type=non_negative_int,
+        default=12,
+        metavar="R",
+        help="blur taps each side (default 12)",
+    )
     parser.add_argument("--frames", type=positive_int, default=None, metavar="N", help="stop after N frames")
     parser.add_argument(
         "--screenshot", type=Path, default=None, metavar="PATH", help="save the window after the last frame"
@@ -51,7 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="at most F frames/s (default: the video's rate; 0: as fast as possible)",
     )
     parser.add_argument("--hidden", action="store_true", help="do not show the window (it still renders)")
-    parser.add_argument("--backend", choices=("auto", "gl", "cpu"), default="auto")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "gl", "cpu"),
+        default="auto",
+        help="post-processing backend (default auto)",
+    )
     parser.add_argument("--threads", type=positive_int, default=None, help="LiteRT threads")
 
 

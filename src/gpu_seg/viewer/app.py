@@ -12,6 +12,7 @@ way, the window being recreated first.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -87,7 +88,7 @@ class ViewerOptions:
             or background.shape[2] != 3
         ):
             raise InputError("background", "expected a uint8 (H, W, 3) RGB image")
-        return ViewerOptions(**{**self.__dict__, "effect": effect})
+        return dataclasses.replace(self, effect=effect)
 
 
 @dataclass(frozen=True)
