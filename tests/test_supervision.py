@@ -38,6 +38,7 @@ def processors():
     made = []
 
     def make(*args, **kwargs):
+        kwargs.setdefault("software_renderer", "gl")  # these tests exercise GL under "auto"
         pp = gpu_seg.SegmentationPostprocessor(*args, **kwargs)
         made.append(pp)
         return pp

@@ -229,7 +229,9 @@ def soak(
     rss, in_use, _ = measure_rss()
     report.before = Snapshot(0, rss, 0, in_use)
     started = time.perf_counter()
-    pp = SegmentationPostprocessor(activation, backend="auto", on_event=on_event, policy=policy)
+    pp = SegmentationPostprocessor(
+        activation, backend="auto", on_event=on_event, policy=policy, software_renderer="gl"
+    )
     try:
 
         def frame(label: str) -> None:
