@@ -7,6 +7,7 @@ import pytest
 
 import gpu_seg
 from gpu_seg import reference_postprocess
+from gpu_seg.inputs import make_frame
 from gpu_seg.types import Activation
 
 ACTIVATIONS = [a.value for a in Activation]
@@ -25,7 +26,7 @@ def _run_pipeline(gl, pipeline, tensor, activation, size):
     width, height = size
     conf = np.empty((tensor.shape[2], height, width), np.float32)
     cat = np.empty((height, width), np.uint8)
-    pipeline.process(tensor, Activation(activation), width, height, conf, cat)
+    pipeline.process(make_frame(tensor, activation, size, confidence=True, category=True), conf, cat)
     return gpu_seg.Result(conf, cat, "gl")
 
 
@@ -247,7 +248,8 @@ def test_float16_rounding_edges(gl_clean):
     tensor = np.tile(values[None, :, None], (2, 1, 1)).astype(np.float32)
     size = (values.size, 2)
     got = np.empty((1, 2, values.size), np.float16)
-    gl_clean.pipeline.process(tensor, Activation.NONE, *size, got, None, "float16")
+    frame = make_frame(tensor, "none", size, confidence=True, category=False, confidence_format="float16")
+    gl_clean.pipeline.process(frame, got, None)
     with np.errstate(over="ignore"):
         want = values.astype(np.float16)
     assert (
@@ -263,7 +265,10 @@ def test_confidence_across_several_row_chunks(gl_clean, channels):
         tensor = (np.random.default_rng(9).standard_normal((24, 10, 21)) * 3).astype(np.float32)
         selected = channels or tuple(range(21))
         conf = np.empty((len(selected), 31, 17), np.float32)
-        pipeline.process(tensor, Activation.SOFTMAX, 17, 31, conf, None, "float32", channels)
+        frame = make_frame(
+            tensor, "softmax", (17, 31), confidence=True, category=False, confidence_channels=channels
+        )
+        pipeline.process(frame, conf, None)
         want = reference_postprocess(tensor, "softmax", (17, 31), confidence_channels=channels)
         np.testing.assert_allclose(conf, want.confidence_masks, rtol=2e-6, atol=2e-6)
     finally:

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import reference
 from .errors import ClosedError, ContextLostError, GLUnavailableError, InputError, ShaderBuildError
-from .frame import ConfidenceFormat
+from .frame import ConfidenceFormat, Frame
 from .gl.pipeline import GLPipeline, TensorLayout
 from .gl.programs import BuildCounters, ProgramCache
 from .gl.session import AttachedSession, GLError, GLSession, OwnedSession
@@ -423,19 +423,16 @@ class SegmentationPostprocessor:
                     self._gl = self._create_generation()
                     self._needs_rebuild_event = self._needs_rebuild_event or not probing
                 gl = self._gl
-                gl.session.run(
-                    functools.partial(
-                        gl.pipeline.process,
-                        tensor,
-                        self.activation,
-                        width,
-                        height,
-                        confidence,
-                        category,
-                        self.confidence_dtype.name,
-                        self.confidence_channels,
-                    )
+                frame = Frame(
+                    tensor,
+                    width,
+                    height,
+                    self.activation,
+                    None if confidence is None else parse_channels(self.confidence_channels, tensor.shape[2]),
+                    category is not None,
+                    self.confidence_format,
                 )
+                gl.session.run(functools.partial(gl.pipeline.process, frame, confidence, category))
             except ContextLostError as exc:
                 if not self._handle_loss(exc):
                     return False
