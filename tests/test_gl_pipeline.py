@@ -307,3 +307,17 @@ def test_shader_errors_are_logged_not_printed(gl_clean, monkeypatch, capsys, cap
         cache.get(bad)
     assert capsys.readouterr().out == ""
     assert any("broken" in record.getMessage() for record in caplog.records)
+
+
+def test_large_copies_out_of_the_mapping_are_split_over_threads(monkeypatch):
+    from gpu_seg.gl import readback
+
+    monkeypatch.setattr(readback, "PARALLEL_COPY_BYTES", 1)
+    monkeypatch.setattr(readback.os, "cpu_count", lambda: 8)
+    rng = np.random.default_rng(7)
+    planes = rng.standard_normal((3, 301, 97)).astype(np.float32)
+    packed = rng.integers(0, 255, (301, 100), np.uint8)  # 4-pixel rows, 97 columns wanted
+    conf, cat = np.empty_like(planes), np.empty((301, 97), np.uint8)
+    readback.copy_rows([(conf[i], planes[i]) for i in range(3)] + [(cat, packed[:, :97])])
+    np.testing.assert_array_equal(conf, planes)
+    np.testing.assert_array_equal(cat, packed[:, :97])

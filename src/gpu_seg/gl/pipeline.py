@@ -414,19 +414,24 @@ class GLPipeline:
             part.size = size
         plan = part.plan
         output_format = TEXTURE_FORMATS[output.kind.format].output_format
-        rows = ProgramDefinition.of(_VERTEX, "resize_rows.frag.glsl", **layout.params())
+        constants = plan.constant_offsets  # else one program with uniform offsets serves every pass
         chunk_done = -1
         for index, step in enumerate(plan.passes):
             if step.chunk_first != chunk_done:
                 chunk_done = step.chunk_first
                 groups = min(plan.chunk_groups, layout.groups - step.chunk_first)
+                rows = ProgramDefinition.of(
+                    _VERTEX, "resize_rows.frag.glsl", CHUNK_FIRST=step.chunk_first if constants else -1,
+                    **layout.params(),
+                )  # fmt: skip
                 self._draw(
                     rows, part.rows.framebuffer, {"u_source": source, "u_taps": part.lut_x},
                     (width, layout.height * groups), u_chunk_first=step.chunk_first,
                 )  # fmt: skip
             columns = ProgramDefinition.of(
                 _VERTEX, "resize_columns.frag.glsl", TENSOR_H=layout.height, LANES=layout.lanes,
-                PASS_OUTPUTS=len(step.channels), SELECT=step.select, OUTPUT_FORMAT=output_format,
+                FIRST_GROUP=step.local_first if constants else -1, PASS_OUTPUTS=len(step.channels),
+                SELECT=step.select, OUTPUT_FORMAT=output_format,
             )  # fmt: skip
             uniforms = {"u_channel": step.channels} if step.select else {"u_first_group": step.local_first}
             self._draw(

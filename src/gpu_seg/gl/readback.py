@@ -19,10 +19,12 @@ Strategies:
   and the fastest there is.
 * :class:`MappedReadback` (``"mapped"``): ``start`` queues every read into one persistently
   mapped, client-storage buffer (``GL_ARB_buffer_storage``) and one fence; ``wait`` waits for
-  that fence; ``collect`` is a plain host copy out of the mapping, no GL call, so it may run after
-  the owner's health check. On a discrete GPU the reads become DMA transfers that overlap, and
-  nothing waits per mask (measured on an H100: deeplab's 174 MB in 19 ms instead of 46 ms, see
-  ``docs/gpu-data-path.md``).
+  that fence; ``collect`` is a plain host copy out of the mapping (split over a few threads when
+  large, see :func:`copy_rows`), no GL call, so it may run after the owner's health check. On a
+  discrete GPU the reads become DMA transfers that overlap, and nothing waits per mask (measured
+  on an H100 in a micro-benchmark: deeplab's 174 MB in 19 ms instead of 46 ms, see
+  ``docs/gpu-data-path.md``). Measured on llvmpipe (2 cores): 1.15-1.5x slower than direct per
+  frame (one more copy), so direct is the default there.
 
 Zero-copy results (views of the mapping, as MediaPipe's ``MPMask`` lends its data) are not offered:
 the mapping is owned by the driver and vanishes with the context (a loss, ``trim()``, ``close()``),
@@ -33,6 +35,9 @@ reuse or free a buffer while a loan is open (``ContextLostError`` on access afte
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import moderngl
@@ -115,6 +120,41 @@ def _check_category(readout: FrameReadout, category_out: np.ndarray | None) -> N
     expected = (readout.category.height, readout.category_width)
     if category_out.shape != expected or category_out.itemsize != 1:
         raise ValueError(f"category_out is {category_out.shape}, the frame computed {expected}")
+
+
+#: Copies of at least this many bytes are split over threads (numpy releases the GIL while copying).
+PARALLEL_COPY_BYTES = 8 << 20
+_COPY_CHUNK_BYTES = 2 << 20
+_copy_pool: ThreadPoolExecutor | None = None
+_copy_pool_lock = threading.Lock()
+
+
+def copy_rows(copies: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """``np.copyto(destination, source)`` for each pair; large copies in row bands over a few threads.
+
+    Threads are used where there are at least 4 CPUs and the copies add up to
+    ``PARALLEL_COPY_BYTES`` (one core does not saturate the memory bus of a large machine).
+    """
+    total = sum(destination.nbytes for destination, _ in copies)
+    workers = min(8, (os.cpu_count() or 1) // 2)
+    if total < PARALLEL_COPY_BYTES or workers < 2:
+        for destination, source in copies:
+            np.copyto(destination, source)
+        return
+    bands = []
+    for destination, source in copies:
+        step = max(1, _COPY_CHUNK_BYTES // max(1, destination[0].nbytes))
+        bands += [(destination[i : i + step], source[i : i + step]) for i in range(0, len(destination), step)]
+    for future in [_pool(workers).submit(np.copyto, d, s) for d, s in bands]:
+        future.result()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    global _copy_pool
+    with _copy_pool_lock:
+        if _copy_pool is None:
+            _copy_pool = ThreadPoolExecutor(workers, thread_name_prefix="gpu_seg-copy")
+        return _copy_pool
 
 
 class Readback:
@@ -225,15 +265,17 @@ class MappedReadback(Readback):
             raise RuntimeError("collect() before wait()")
         readout = self._take(confidence_out, category_out)
         host = self._buffer.host
+        copies: list[tuple[np.ndarray, np.ndarray]] = []
         if confidence_out is not None:
             for index, image in enumerate(readout.confidence):
                 offset = self._offsets[index]
                 plane = host[offset : offset + image.nbytes].view(confidence_out.dtype)
-                np.copyto(confidence_out[index], plane.reshape(image.height, image.width))
+                copies.append((confidence_out[index], plane.reshape(image.height, image.width)))
         if category_out is not None:
             image, offset = readout.category, self._offsets[len(readout.confidence)]
             rows = host[offset : offset + image.nbytes].reshape(image.height, image.width * 4)
-            np.copyto(category_out, rows[:, : readout.category_width])
+            copies.append((category_out, rows[:, : readout.category_width]))
+        copy_rows(copies)
 
     def _ensure(self, size: int) -> None:
         if self._buffer is not None and self._buffer.size >= size:
