@@ -194,6 +194,19 @@ def test_growing_sizes_keep_one_covering_slot(pipeline):
     assert capacities == [(96, 96)]  # the largest width and height seen, rounded up to 32
 
 
+def test_an_output_slot_unused_for_a_while_is_released(pipeline):
+    from gpu_seg.gl.slots import OutputPool
+
+    first, other = _tensor(17, (6, 5, 3)), _tensor(18, (5, 6, 2))
+    _run(pipeline, first, "none", (9, 8))
+    layouts = {slot.kind.layout for slot in pipeline._outputs.slots.values()}
+    for _ in range(OutputPool.IDLE_FRAMES + 2):
+        _run(pipeline, other, "none", (9, 8), category=False)
+    assert not layouts & {slot.kind.layout for slot in pipeline._outputs.slots.values()}
+    conf, cat = _run(pipeline, first, "none", (9, 8))  # and it comes back when needed
+    _assert_exact(first, "none", (9, 8), conf, cat)
+
+
 # ----------------------------------------------------------------------------- slots built in one step
 def test_a_gl_error_while_building_a_slot_leaves_nothing_half_built(gl_clean):
     """A real GL error in the middle of a slot: the textures made before it are released, and the

@@ -22,7 +22,7 @@ import logging
 import moderngl
 import numpy as np
 
-__all__ = ["GLFunctions", "PersistentBuffer", "gl_functions"]
+__all__ = ["GLFunctions", "MappedArena", "PersistentBuffer", "gl_functions"]
 
 log = logging.getLogger("gpu_seg")
 
@@ -94,18 +94,23 @@ class GLFunctions:
             self.glDeleteSync(sync)
 
 
+def _first_symbol(libraries: list[str], symbol: str):
+    """``symbol`` from the first of ``libraries`` that loads and has it, else None."""
+    for library in libraries:
+        try:
+            return getattr(ctypes.CDLL(library), symbol)
+        except (OSError, AttributeError):
+            pass
+    return None
+
+
 @functools.cache
 def _resolver():
     """``name -> address`` through EGL, else GLX; None when neither library loads."""
-    for library, function in (("EGL", "eglGetProcAddress"), ("GL", "glXGetProcAddressARB")):
-        path = ctypes.util.find_library(library)
-        candidates = [path] if path else []
-        candidates.append(f"lib{library}.so.1")
-        for candidate in candidates:
-            try:
-                proc = getattr(ctypes.CDLL(candidate), function)
-            except (OSError, AttributeError):
-                continue
+    for library, symbol in (("EGL", "eglGetProcAddress"), ("GL", "glXGetProcAddressARB")):
+        found = ctypes.util.find_library(library)
+        proc = _first_symbol([*([found] if found else []), f"lib{library}.so.1"], symbol)
+        if proc is not None:
             proc.restype = ctypes.c_void_p
             proc.argtypes = [ctypes.c_char_p]
             return lambda name, proc=proc: proc(name.encode("ascii")) or 0
@@ -169,3 +174,65 @@ class PersistentBuffer:
         self.host = np.empty(0, np.uint8)
         self.buffer.release()
         self._gl.glDeleteBuffers(1, ctypes.byref(_u(self.name)))
+
+
+class MappedArena:
+    """A :class:`PersistentBuffer` that grows on demand (never shrinks), with at most one fence.
+
+    Args:
+        mode: ``"read"`` or ``"write"`` (see :class:`PersistentBuffer`).
+        growth: a new buffer is at least this factor larger than the one it replaces.
+    """
+
+    #: Sizes are rounded up to this many bytes.
+    GRANULE = 1 << 20
+
+    def __init__(self, ctx: moderngl.Context, gl: GLFunctions, mode: str, growth: float = 1.0) -> None:
+        self.ctx = ctx
+        self.gl = gl
+        self.mode = mode
+        self.growth = growth
+        self.buffer: PersistentBuffer | None = None
+        self._fence: int | None = None
+
+    def ensure(self, size: int) -> bool:
+        """Make the buffer hold at least ``size`` bytes; returns whether it is a new buffer."""
+        if self.buffer is not None and self.buffer.size >= size:
+            return False
+        old = self.buffer.size if self.buffer is not None else 0
+        capacity = -(-max(size, int(old * self.growth)) // self.GRANULE) * self.GRANULE
+        self.release()
+        self.buffer = PersistentBuffer(self.ctx, self.gl, capacity, self.mode)
+        return True
+
+    def fence(self) -> None:
+        """Fence the commands issued so far (replacing an earlier fence that nobody waited for)."""
+        self.drop_fence()
+        self._fence = self.gl.fence()
+
+    def wait(self) -> bool:
+        """Wait for the pending fence, if any; returns whether there was one."""
+        fence, self._fence = self._fence, None
+        if fence is None:
+            return False
+        self.gl.wait(fence)
+        return True
+
+    def drop_fence(self) -> None:
+        fence, self._fence = self._fence, None
+        self.gl.delete(fence)
+
+    def objects(self) -> int:
+        return int(self.buffer is not None)
+
+    def release(self) -> None:
+        """Delete the fence and the buffer (context alive and current)."""
+        self.drop_fence()
+        buffer, self.buffer = self.buffer, None
+        if buffer is not None:
+            buffer.release()
+
+    def abandon(self) -> None:
+        """Forget both without GL calls (context lost)."""
+        self._fence = None
+        self.buffer = None

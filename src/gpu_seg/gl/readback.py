@@ -43,14 +43,12 @@ from dataclasses import dataclass
 import moderngl
 import numpy as np
 
-from .rawgl import GLFunctions, PersistentBuffer
+from .rawgl import GLFunctions, MappedArena
 
 __all__ = ["DirectReadback", "FrameReadout", "ImageRead", "MappedReadback", "Readback"]
 
 #: Offsets of the images in the mapped buffer are multiples of this (bytes).
 _ALIGN = 256
-#: The mapped buffer grows by at least this factor, rounded up to this many bytes.
-_GROWTH, _GRANULE = 1.25, 1 << 20
 
 
 @dataclass(frozen=True)
@@ -232,39 +230,34 @@ class MappedReadback(Readback):
 
     def __init__(self, ctx: moderngl.Context, gl: GLFunctions) -> None:
         super().__init__()
-        self.ctx = ctx
-        self.gl = gl
-        self._buffer: PersistentBuffer | None = None
-        self._fence: int | None = None
+        self._arena = MappedArena(ctx, gl, "read", growth=1.25)
         self._offsets: tuple[int, ...] = ()
         self._ready = False
 
     def start(self, readout: FrameReadout) -> None:
-        self._drop_fence()
+        self._arena.drop_fence()
         images = [*readout.confidence, *([readout.category] if readout.category else [])]
         offsets, end = [], 0
         for image in images:
             offsets.append(end)
             end += -(-image.nbytes // _ALIGN) * _ALIGN
-        self._ensure(end)
+        self._arena.ensure(end)
         for image, offset in zip(images, offsets, strict=True):
-            image.read_into(self._buffer.buffer, offset)
-        self._fence = self.gl.fence()
+            image.read_into(self._arena.buffer.buffer, offset)
+        self._arena.fence()
         self._offsets = tuple(offsets)
         self._ready = False
         super().start(readout)
 
     def wait(self) -> None:
-        fence, self._fence = self._fence, None
-        if fence is not None:
-            self.gl.wait(fence)
+        if self._arena.wait():
             self._ready = True
 
     def collect(self, confidence_out: np.ndarray | None, category_out: np.ndarray | None) -> None:
         if not self._ready:
             raise RuntimeError("collect() before wait()")
         readout = self._take(confidence_out, category_out)
-        host = self._buffer.host
+        host = self._arena.buffer.host
         copies: list[tuple[np.ndarray, np.ndarray]] = []
         if confidence_out is not None:
             for index, image in enumerate(readout.confidence):
@@ -277,32 +270,13 @@ class MappedReadback(Readback):
             copies.append((category_out, rows[:, : readout.category_width]))
         copy_rows(copies)
 
-    def _ensure(self, size: int) -> None:
-        if self._buffer is not None and self._buffer.size >= size:
-            return
-        old = self._buffer.size if self._buffer is not None else 0
-        capacity = -(-max(size, int(old * _GROWTH)) // _GRANULE) * _GRANULE
-        self._release_buffer()
-        self._buffer = PersistentBuffer(self.ctx, self.gl, capacity, "read")
-
-    def _drop_fence(self) -> None:
-        fence, self._fence = self._fence, None
-        self.gl.delete(fence)
-
-    def _release_buffer(self) -> None:
-        buffer, self._buffer = self._buffer, None
-        if buffer is not None:
-            buffer.release()
-
     def objects(self) -> int:
-        return int(self._buffer is not None)
+        return self._arena.objects()
 
     def release(self) -> None:
-        self._drop_fence()
-        self._release_buffer()
+        self._arena.release()
         super().release()
 
     def abandon(self) -> None:
-        self._fence = None
-        self._buffer = None
+        self._arena.abandon()
         super().abandon()

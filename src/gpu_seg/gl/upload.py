@@ -12,15 +12,14 @@
 
 from __future__ import annotations
 
+import moderngl
 import numpy as np
 
 from .plan import TensorLayout
-from .rawgl import GLFunctions, PersistentBuffer
+from .rawgl import GLFunctions, MappedArena
 from .slots import TensorSlot
 
 __all__ = ["DirectUpload", "MappedUpload", "Upload"]
-
-_GRANULE = 1 << 20
 
 
 class Upload:
@@ -63,24 +62,17 @@ class MappedUpload(Upload):
 
     name = "mapped"
 
-    def __init__(self, ctx, gl: GLFunctions) -> None:
-        self.ctx = ctx
-        self.gl = gl
-        self._buffer: PersistentBuffer | None = None
-        self._fence: int | None = None
+    def __init__(self, ctx: moderngl.Context, gl: GLFunctions) -> None:
+        self._arena = MappedArena(ctx, gl, "write")
         self._layout: TensorLayout | None = None  # the layout whose padding the buffer holds
 
     def upload(self, slot: TensorSlot, tensor: np.ndarray) -> None:
         layout = slot.layout
         size = layout.texels * layout.lanes * 4
-        fence, self._fence = self._fence, None
-        if fence is not None:
-            self.gl.wait(fence)  # the previous upload has left the buffer
-        if self._buffer is None or self._buffer.size < size:
-            self._release_buffer()
-            self._buffer = PersistentBuffer(self.ctx, self.gl, -(-size // _GRANULE) * _GRANULE, "write")
+        self._arena.wait()  # the previous upload has left the buffer
+        if self._arena.ensure(size):
             self._layout = None
-        floats = self._buffer.host[:size].view(np.float32)
+        floats = self._arena.buffer.host[:size].view(np.float32)
         if not layout.padded:
             np.copyto(floats.reshape(tensor.shape), tensor)
         else:
@@ -88,24 +80,16 @@ class MappedUpload(Upload):
                 floats[...] = 0.0
             layout.padded_view(floats)[...] = tensor
         self._layout = layout
-        slot.texture.write(self._buffer.buffer)
-        self._fence = self.gl.fence()
-
-    def _release_buffer(self) -> None:
-        buffer, self._buffer = self._buffer, None
-        if buffer is not None:
-            buffer.release()
+        slot.texture.write(self._arena.buffer.buffer)
+        self._arena.fence()
 
     def objects(self) -> int:
-        return int(self._buffer is not None)
+        return self._arena.objects()
 
     def release(self) -> None:
-        fence, self._fence = self._fence, None
-        self.gl.delete(fence)
-        self._release_buffer()
+        self._arena.release()
         self._layout = None
 
     def abandon(self) -> None:
-        self._fence = None
-        self._buffer = None
+        self._arena.abandon()
         self._layout = None
