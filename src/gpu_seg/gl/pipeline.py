@@ -127,8 +127,8 @@ class GLPipeline:
         self._gl = rawgl.gl_functions(ctx)
         default = "direct" if software or self._gl is None else "mapped"
         self.readback = self.upload = default
-        self._readback: Readback = DirectReadback()
-        self._upload: Upload = DirectUpload()
+        self._readback: Readback = self._make_readback(default)
+        self._upload: Upload = self._make_upload(default)
         self.category_shortcut = software
         self.last_category_strategy: tuple[str, float] = ("full", 1.0)
         self.objects_created = 0
@@ -183,20 +183,30 @@ class GLPipeline:
         return self._readback.needs_gl
 
     def _apply_strategies(self) -> None:
-        for wanted in (self.readback, self.upload):
-            if wanted not in STRATEGIES:
-                raise InputError("readback/upload", f"{wanted!r} is not one of {STRATEGIES}")
-            if wanted == "mapped" and self._gl is None:
-                raise InputError("readback/upload", f"'mapped' needs GL_ARB_buffer_storage ({self.renderer})")
+        """Switch to the strategies named by ``readback`` and ``upload`` if they changed."""
         if self._readback.name != self.readback:
+            readback = self._make_readback(self.readback)
             self._idle.use()
             self._readback.release()
-            self._readback = (
-                DirectReadback() if self.readback == "direct" else MappedReadback(self.ctx, self._gl)
-            )
+            self._readback = readback
         if self._upload.name != self.upload:
+            upload = self._make_upload(self.upload)
             self._upload.release()
-            self._upload = DirectUpload() if self.upload == "direct" else MappedUpload(self.ctx, self._gl)
+            self._upload = upload
+
+    def _check_strategy(self, argument: str, name: str) -> None:
+        if name not in STRATEGIES:
+            raise InputError(argument, f"{name!r} is not one of {STRATEGIES}")
+        if name == "mapped" and self._gl is None:
+            raise InputError(argument, f"'mapped' needs GL_ARB_buffer_storage (renderer {self.renderer})")
+
+    def _make_readback(self, name: str) -> Readback:
+        self._check_strategy("readback", name)
+        return DirectReadback() if name == "direct" else MappedReadback(self.ctx, self._gl)
+
+    def _make_upload(self, name: str) -> Upload:
+        self._check_strategy("upload", name)
+        return DirectUpload() if name == "direct" else MappedUpload(self.ctx, self._gl)
 
     # ----------------------------------------------------------------------------- passes
     @staticmethod
