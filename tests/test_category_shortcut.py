@@ -53,17 +53,15 @@ def test_lemma_holds_for_float32_lerps():
 
 def _run(gl, tensor, activation, size, shortcut=True):
     pipeline = gl.pipeline
+    saved = pipeline.category_shortcut, pipeline.SHORTCUT_MAX_UNSURE, pipeline.SHORTCUT_MIN_WORK
     pipeline.category_shortcut = shortcut
-    saved = pipeline.SHORTCUT_MAX_UNSURE, pipeline.SHORTCUT_MIN_WORK
     pipeline.SHORTCUT_MAX_UNSURE, pipeline.SHORTCUT_MIN_WORK = 1.0, 0  # always take it when it applies
     try:
         out = np.empty((size[1], size[0]), np.uint8)
-        frame = make_frame(tensor, activation, size, confidence=False, category=True)
-        pipeline.process(frame, None, out)
+        pipeline.process(make_frame(tensor, activation, size, confidence=False, category=True), None, out)
         return out, pipeline.last_category_strategy[0]
     finally:
-        pipeline.category_shortcut = True
-        pipeline.SHORTCUT_MAX_UNSURE, pipeline.SHORTCUT_MIN_WORK = saved
+        pipeline.category_shortcut, pipeline.SHORTCUT_MAX_UNSURE, pipeline.SHORTCUT_MIN_WORK = saved
 
 
 def _smooth(rng, shape, scale=6.0):
@@ -125,8 +123,8 @@ def test_cells_marked_certain_really_are(gl_clean):
     tensor = _smooth(rng, (18, 22, 4))
     size = (95, 71)
     _run(gl_clean, tensor, "softmax", size)
-    slot = next(s for layout, s in gl_clean.pipeline._tensor_slots.items() if layout.height == 18)
-    cells = slot.cells_host.copy()
+    slot = next(s for layout, s in gl_clean.pipeline._tensors.slots.items() if layout.height == 18)
+    cells = slot.cells.host.copy()
     want = category_mask(tensor, "softmax", size)
     from gpu_seg.sampling import align_corners_taps
 

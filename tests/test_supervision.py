@@ -278,3 +278,26 @@ def test_stats_report_gpu_memory_where_the_driver_does(processors):
     else:
         assert memory is None  # llvmpipe says nothing
     assert pp.stats["programs"] > 0
+
+
+def test_mapped_readback_copies_into_the_callers_arrays_only_after_the_health_check(processors):
+    pp = processors("softmax", backend="gl", policy=RecoveryPolicy(budget=LossBudget(capacity=0)))
+    tensor = _tensor(13)
+    pp.process(tensor, SIZE)
+    generation = pp._supervisor.generation
+    generation.pipeline.readback = "mapped"
+    result = pp.process(tensor, SIZE)  # mapped frames are exact too
+    _assert_correct(result, tensor)
+    assert not generation.pipeline.collect_needs_gl
+    original_wait = generation.pipeline.wait
+
+    def wait_then_die():
+        original_wait()
+        generation.session.egl_context.destroy()  # lost after the results reached host memory
+
+    generation.pipeline.wait = wait_then_die
+    confidence = np.full((5, SIZE[1], SIZE[0]), -7.0, np.float32)
+    category = np.full((SIZE[1], SIZE[0]), 77, np.uint8)
+    with pytest.raises(gpu_seg.ContextLostError):
+        pp.process(tensor, SIZE, confidence_out=confidence, category_out=category)
+    assert (confidence == -7.0).all() and (category == 77).all()

@@ -372,12 +372,10 @@ class SegmentationPostprocessor:
         """The frame on GL, or None when it goes to the CPU (auto backend only)."""
         assert self._supervisor is not None
         while True:
-            # Fresh arrays per attempt: a lost or timed-out attempt may still be written to later.
-            confidence, category = frame.allocate_confidence(), frame.allocate_category()
             try:
                 with self._lock:
                     self._check_open()
-                    outcome = self._supervisor.run(frame, confidence, category)
+                    outcome = self._supervisor.run(frame, confidence_dst, category_dst)
                     if outcome.verdict is Verdict.DONE:
                         self._frames += 1
                         self._gl_frames += 1
@@ -390,6 +388,7 @@ class SegmentationPostprocessor:
                 continue
             if outcome.verdict is Verdict.CPU:
                 return None
+            confidence, category = outcome.confidence, outcome.category
             return Result(_into(confidence, confidence_dst), _into(category, category_dst), "gl")
 
     def _cpu_frame(
@@ -452,7 +451,7 @@ class SegmentationPostprocessor:
 
 def _into(computed: np.ndarray | None, destination: np.ndarray | None) -> np.ndarray | None:
     """The result array: ``computed`` itself, or the caller's array once the frame is known good."""
-    if destination is None or computed is None:
+    if destination is None or computed is None or computed is destination:
         return computed
     np.copyto(destination, computed)
     return destination
