@@ -17,15 +17,15 @@ python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d.get(k) 
 
 step tests
 # test_models downloads from PyPI (no network on a GPU machine); attached/viewer tests skip without X.
-timeout "${PYTEST_TIMEOUT:-260}" python3 -m pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-8}" \
+timeout "${PYTEST_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-12}" \
     --ignore=tests/test_models.py -rfE 2>&1 | tee "$out/pytest.log" | tail -30
 
 step verify
-timeout 150 python3 -m gpu_seg verify --cases 24 --json "$out/verify.json" 2>&1 | tail -6
+timeout "${VERIFY_TIMEOUT:-50}" python3 -m gpu_seg verify --cases "${VERIFY_CASES:-12}" --json "$out/verify.json" 2>&1 | tail -6
 
 step data path
-timeout 240 python3 benchmarks/gpu_data_path.py --json "$out/data-path.json" 2>&1 | grep -v "^INFO" | tee "$out/data-path.md"
+timeout "${DATA_PATH_TIMEOUT:-110}" python3 benchmarks/gpu_data_path.py --frames "${DATA_PATH_FRAMES:-8}" --rounds 2 --json "$out/data-path.json" 2>&1 | grep -v "^INFO" | tee "$out/data-path.md"
 
 step soak
-timeout 150 python3 -m gpu_seg soak --frames 2000 --lose-every 200 --json "$out/soak.json" --quiet 2>&1 | tail -15
+timeout "${SOAK_TIMEOUT:-50}" python3 -m gpu_seg soak --frames "${SOAK_FRAMES:-1000}" --lose-every 100 --json "$out/soak.json" --quiet 2>&1 | tail -15
 step done
