@@ -9,6 +9,7 @@ export PYTHONUNBUFFERED=1
 nv=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 [[ -f $nv ]] && export __EGL_VENDOR_LIBRARY_FILENAMES=$nv
 export GPU_SEG_CACHE_DIR=${GPU_SEG_CACHE_DIR:-$PWD/.device-kit}
+export GPU_SEG_TEST_MODEL_CACHE=${GPU_SEG_TEST_MODEL_CACHE:-$GPU_SEG_CACHE_DIR}
 step() { echo; echo "=== $* ($(date +%T))"; }
 
 step info

@@ -238,13 +238,13 @@ def test_a_hung_gl_thread_is_treated_as_a_loss(make_pp, recorder):
 def test_many_threads_share_one_processor(make_pp):
     pp = make_pp()
     gl_threads = set()
-    pipeline_process = pp._supervisor.generation.pipeline.process
+    pipeline_submit = pp._supervisor.generation.pipeline.submit  # every readback strategy submits
 
     def spy(*args, **kwargs):
         gl_threads.add(threading.get_ident())
-        return pipeline_process(*args, **kwargs)
+        return pipeline_submit(*args, **kwargs)
 
-    pp._supervisor.generation.pipeline.process = spy
+    pp._supervisor.generation.pipeline.submit = spy
     errors = []
     callers = set()
 

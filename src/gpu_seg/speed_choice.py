@@ -16,18 +16,12 @@ from collections import OrderedDict
 from collections.abc import Hashable
 
 from .frame import Frame
+from .gl.pipeline import is_software_renderer
 
 __all__ = ["CAPACITY", "Route", "SpeedChoice", "frame_key", "is_software_renderer"]
 
 #: Configurations remembered per processor.
 CAPACITY = 32
-_SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swiftshader", "swrast", "software rasterizer", "lavapipe")
-
-
-def is_software_renderer(renderer: str) -> bool:
-    """Whether ``GL_RENDERER`` names a software rasteriser (the GPU is the CPU)."""
-    name = renderer.lower()
-    return any(word in name for word in _SOFTWARE_RENDERERS)
 
 
 def frame_key(frame: Frame) -> Hashable:

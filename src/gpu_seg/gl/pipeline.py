@@ -68,7 +68,7 @@ _VERTEX = "fullscreen.vert.glsl"
 _ACTIVATION_CODE = {Activation.NONE: 0, Activation.SIGMOID: 1, Activation.SOFTMAX: 2}
 #: Data-path strategies (readback and upload): see :mod:`.readback` and :mod:`.upload`.
 STRATEGIES = ("direct", "mapped")
-_SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software rasterizer")
+_SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software rasterizer", "swiftshader", "lavapipe")
 
 
 def is_software_renderer(renderer: str) -> bool:
