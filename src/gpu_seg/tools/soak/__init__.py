@@ -9,20 +9,27 @@ churn, a forced CPU fallback, and the end-to-end segmenter on a video stream.
 
 from __future__ import annotations
 
+from .loop import default_budget
 from .plan import IDLE_RELEASES, ChurnSizes, IdlePlan
 from .report import IdlePeriod, Snapshot, SoakReport
-from .run import DEFAULT_WARMUP, LOGIT_SCALE, compare, default_budget, soak
+from .run import DEFAULT_WARMUP, LOGIT_SCALE, compare, soak
+from .segmenter import DEFAULT_FRAME_SIZE, SegmenterSoakReport, segmenter_soak
+from .video import SkimageUnavailableError
 
 __all__ = [
+    "DEFAULT_FRAME_SIZE",
     "DEFAULT_WARMUP",
     "IDLE_RELEASES",
     "LOGIT_SCALE",
     "ChurnSizes",
     "IdlePeriod",
     "IdlePlan",
+    "SegmenterSoakReport",
+    "SkimageUnavailableError",
     "Snapshot",
     "SoakReport",
     "compare",
     "default_budget",
+    "segmenter_soak",
     "soak",
 ]

@@ -76,7 +76,10 @@ class ChurnSizes:
 
     def __init__(self, output_size: tuple[int, int], seed: int) -> None:
         width, height = output_size
-        self.min_size = (max(1, math.ceil(width * self.MIN_FRACTION)), max(1, math.ceil(height * self.MIN_FRACTION)))
+        self.min_size = (
+            max(1, math.ceil(width * self.MIN_FRACTION)),
+            max(1, math.ceil(height * self.MIN_FRACTION)),
+        )
         self.max_size = (width * self.MAX_FACTOR, height * self.MAX_FACTOR)
         self._rng = np.random.default_rng([seed & 0xFFFFFFFF, 0x636875726E])  # "churn"
         self.seen: set[tuple[int, int]] = set()

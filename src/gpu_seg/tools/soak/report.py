@@ -9,7 +9,7 @@ import numpy as np
 
 from ..memory import measure_rss
 
-__all__ = ["FrameTimes", "IdlePeriod", "Snapshot", "SoakReport", "snapshot"]
+__all__ = ["FrameTimes", "IdlePeriod", "LoopReport", "Snapshot", "SoakReport", "snapshot"]
 
 
 @dataclass
@@ -86,16 +86,12 @@ class FrameTimes:
         return float(np.median(samples)) if samples else None
 
 
-@dataclass
-class SoakReport:
-    """Everything a soak run measured (``to_dict`` gives the ``--json`` document)."""
+@dataclass(kw_only=True)
+class LoopReport:
+    """What every soak run counts: frames, losses, rebuilds, checks, memory, live GL objects."""
 
     frames: int
     lose_every: int
-    output_size: tuple[int, int]
-    tensor_shape: tuple[int, int, int]
-    activation: str
-    seed: int
     budget: int
     backoff: float
     warmup_frames: int
@@ -107,7 +103,6 @@ class SoakReport:
     gl_frames: int = 0
     cpu_frames: int = 0
     mismatched_frames: int = 0
-    overwritten_frames: int = 0
     near_tie_pixels: int = 0
     worst_confidence_error: float = 0.0
     error_frames: int = 0
@@ -128,9 +123,52 @@ class SoakReport:
     rss_timeline: list[tuple[int, int]] = field(default_factory=list)
     #: Most live GL objects seen after any frame (warm-up included).
     max_live_gl_objects: int = 0
-    #: Median ``process()`` latency of the frames that ran on GL / on the CPU (None: no such frame).
+    #: Median latency of the frames that ran on GL / on the CPU (None: no such frame).
     gl_frame_ms: float | None = None
     cpu_frame_ms: float | None = None
+
+    @property
+    def rebuilds_back_to_baseline(self) -> bool:
+        """Every rebuild left exactly the warm-up count of live GL objects after its frame."""
+        return all(n == self.baseline_gl_objects for n in self.gl_objects_after_rebuilds)
+
+    @property
+    def rss_growth_kib(self) -> int:
+        """VmRSS at the end minus VmRSS after warm-up."""
+        if self.start is None or self.end is None:
+            return 0
+        return self.end.rss_kib - self.start.rss_kib
+
+    @property
+    def frames_ok(self) -> bool:
+        """No mismatched frame, no exception, every frame returned."""
+        return (
+            self.mismatched_frames == 0
+            and self.error_frames == 0
+            and self.frames_returned == self.frames + self.warmup_frames
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.frames_ok
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["rebuilds_back_to_baseline"] = self.rebuilds_back_to_baseline
+        data["rss_growth_kib"] = self.rss_growth_kib
+        data["ok"] = self.ok
+        return data
+
+
+@dataclass(kw_only=True)
+class SoakReport(LoopReport):
+    """Everything a tensor soak run measured (``to_dict`` gives the ``--json`` document)."""
+
+    output_size: tuple[int, int]
+    tensor_shape: tuple[int, int, int]
+    activation: str
+    seed: int
+    overwritten_frames: int = 0
     # Output-size churn mode: a new seeded random output size every frame.
     churn: bool = False
     churn_min_size: tuple[int, int] | None = None
@@ -148,18 +186,6 @@ class SoakReport:
     first_fallback_frame_ms: float | None = None
     #: Median of the CPU frames after the first fallback frame.
     steady_cpu_frame_ms: float | None = None
-
-    @property
-    def rebuilds_back_to_baseline(self) -> bool:
-        """Every rebuild left exactly the warm-up count of live GL objects after its frame."""
-        return all(n == self.baseline_gl_objects for n in self.gl_objects_after_rebuilds)
-
-    @property
-    def rss_growth_kib(self) -> int:
-        """VmRSS at the end minus VmRSS after warm-up."""
-        if self.start is None or self.end is None:
-            return 0
-        return self.end.rss_kib - self.start.rss_kib
 
     @property
     def first_fallback_ratio(self) -> float | None:
@@ -185,22 +211,17 @@ class SoakReport:
 
     @property
     def ok(self) -> bool:
-        """No mismatched or overwritten frame, no exception, every frame returned, every idle
-        release seen and complete, and in the fallback mode the fallback frame on the CPU."""
+        """Every frame returned and right, no result overwritten, every idle release seen and
+        complete, and in the fallback mode the fallback frame on the CPU."""
         return (
-            self.mismatched_frames == 0
+            self.frames_ok
             and self.overwritten_frames == 0
-            and self.error_frames == 0
-            and self.frames_returned == self.frames + self.warmup_frames
             and self.idle_releases_ok
             and (self.fallback_at is None or self.fallback_frame_backend == "cpu")
         )
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["rebuilds_back_to_baseline"] = self.rebuilds_back_to_baseline
-        data["rss_growth_kib"] = self.rss_growth_kib
+        data = super().to_dict()
         data["first_fallback_ratio"] = self.first_fallback_ratio
         data["idle_releases_ok"] = self.idle_releases_ok
-        data["ok"] = self.ok
         return data

@@ -25,31 +25,29 @@ Optional modes, alone or together:
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 
 from ...errors import GpuSegError
-from ...postprocessor import Event, SegmentationPostprocessor
+from ...postprocessor import SegmentationPostprocessor
 from ...reference import reference_postprocess
-from ...resilience import Backoff, LossBudget, RecoveryPolicy
+from ...resilience import RecoveryPolicy
 from ...testing import exhaust_loss_budget, lose_context
 from ...types import Activation, Result
 from .. import Progress
 from ..memory import measure_rss
 from ..parity import parity
+from .loop import SoakLoop, default_budget, median_or_none, recovery_policy
 from .plan import AUTO_RELEASE_GRACE_S, ChurnSizes, IdlePlan
-from .report import FrameTimes, IdlePeriod, Snapshot, SoakReport, snapshot
+from .report import IdlePeriod, Snapshot, SoakReport, snapshot
 
-__all__ = ["DEFAULT_WARMUP", "LOGIT_SCALE", "compare", "default_budget", "soak"]
+__all__ = ["DEFAULT_WARMUP", "LOGIT_SCALE", "compare", "soak"]
 
 #: Standard deviation of the random logits: wide enough for confident pixels and near ties both.
 LOGIT_SCALE = 4.0
 #: Frames run (and checked) before the baseline RSS and GL-object figures are taken.
 DEFAULT_WARMUP = 10
-#: RSS samples of ``SoakReport.rss_timeline`` over the soak frames.
-TIMELINE_POINTS = 10
 
 
 def compare(
@@ -68,13 +66,10 @@ def compare(
     return report.problem, report.confidence_error, report.near_ties
 
 
-def default_budget(frames: int, lose_every: int) -> int:
-    """A loss budget that rebuilds every injected loss: ``max(3, frames // lose_every + 1)``."""
-    return max(3, frames // lose_every + 1) if lose_every > 0 else 3
+class _TensorSoak(SoakLoop):
+    """Random tensors through one processor, with the idle, churn and fallback modes."""
 
-
-class _Run:
-    """The state of one soak run: the processor, the report, what is pending for the next frame."""
+    report: SoakReport
 
     def __init__(
         self,
@@ -84,68 +79,45 @@ class _Run:
         idle: IdlePlan | None,
         churn: ChurnSizes | None,
     ) -> None:
-        self.report = report
+        super().__init__(report)
         self.activation = activation
         self.idle = idle
         self.churn = churn
         self.rng = np.random.default_rng(report.seed)
-        self.times = FrameTimes()
         self.previous: tuple[Result, Result, np.ndarray, tuple[int, int]] | None = None
-        self.rebuilt_pending = False
-        self.trimmed = threading.Event()
         self.waking: IdlePeriod | None = None
         self.fallback_pending = False
         self.steady_cpu_ms: list[float] = []
-        self.last_frame_end = time.monotonic()
         options = idle.processor_options() if idle is not None else {}
         self.pp = SegmentationPostprocessor(
             activation, backend="auto", on_event=self.on_event, policy=policy, **options
         )
 
-    def on_event(self, event: Event) -> None:
-        events = self.report.events
-        events[event.kind] = events.get(event.kind, 0) + 1
-        if event.kind == "rebuilt":
-            self.rebuilt_pending = True
-        elif event.kind == "trimmed":
-            self.trimmed.set()
-
-    def record_error(self, label: str, exc: BaseException) -> None:
-        if len(self.report.errors) < 10:
-            self.report.errors.append(f"{label}: {type(exc).__name__}: {exc}")
-
     # ----------------------------------------------------------------------------- one frame
     def frame(self, label: str) -> None:
-        report, pp = self.report, self.pp
+        report = self.report
         size = self.churn() if self.churn is not None else report.output_size
         tensor = (self.rng.standard_normal(report.tensor_shape) * LOGIT_SCALE).astype(np.float32)
         started = time.perf_counter()
         try:
-            result = pp.process(tensor, size)
+            result = self.pp.process(tensor, size)
         except Exception as exc:  # recorded: the soak reports, it does not stop
-            report.error_frames += 1
-            self.record_error(label, exc)
+            self.raised(label, exc)
             self.previous = None
             return
         finally:
             self.last_frame_end = time.monotonic()
         ms = (time.perf_counter() - started) * 1e3
-        report.frames_returned += 1
-        self.times.add(result.backend, ms)
-        self.after_frame(result.backend, ms)
+        self.returned(result.backend, ms)
+        self.after_injection(result.backend, ms)
         self.check(label, result, tensor, size)
 
-    def after_frame(self, backend: str, ms: float) -> None:
-        """Bookkeeping that depends on what came before this frame (rebuild, idle, fallback)."""
-        report, pp = self.report, self.pp
-        report.max_live_gl_objects = max(report.max_live_gl_objects, pp.live_gl_objects())
-        if self.rebuilt_pending:
-            self.rebuilt_pending = False
-            report.gl_objects_after_rebuilds.append(pp.live_gl_objects())
-            report.rss_after_rebuilds_kib.append(measure_rss()[0])
+    def after_injection(self, backend: str, ms: float) -> None:
+        """The wake-up frame of an idle period, the first fallback frame, the CPU frames after it."""
+        report = self.report
         if self.waking is not None:
             period, self.waking = self.waking, None
-            period.woken, _ = snapshot(period.frame, pp.stats)
+            period.woken, _ = snapshot(period.frame, self.pp.stats)
             period.wake_frame_ms, period.wake_backend = ms, backend
         if self.fallback_pending:
             self.fallback_pending = False
@@ -160,9 +132,7 @@ class _Run:
         report.worst_confidence_error = max(report.worst_confidence_error, error)
         report.near_tie_pixels += near
         if problem is not None:
-            report.mismatched_frames += 1
-            if len(report.first_mismatches) < 10:
-                report.first_mismatches.append(f"{label} ({result.backend}): {problem}")
+            self.mismatch(f"{label} ({result.backend})", problem)
         if self.previous is not None:  # the previous frame passed: its arrays must not have changed
             old_result, old_expected, old_tensor, old_size = self.previous
             old_problem, _, _ = compare(old_result, old_expected, old_tensor, activation, old_size)
@@ -173,12 +143,13 @@ class _Run:
         self.previous = (result, expected, tensor, size) if problem is None else None
 
     # ----------------------------------------------------------------------------- injections
-    def lose(self) -> None:
-        try:
-            lose_context(self.pp)
-            self.report.losses += 1
-        except GpuSegError:  # no owned context now (CPU fallback, released while idle): nothing to lose
-            self.report.losses_skipped += 1
+    def before_frame(self, i: int) -> None:
+        if self.idle is not None and self.idle.due(i):
+            self.idle_period(i)
+        if self.report.fallback_at is not None and i == self.report.fallback_at:
+            self.force_fallback(i)
+        else:
+            super().before_frame(i)
 
     def force_fallback(self, i: int) -> None:
         """Exhaust the loss budget and lose the context: frame ``i`` is the first fallback frame."""
@@ -215,48 +186,11 @@ class _Run:
         time.sleep(max(0.0, idle_since + idle.seconds - time.monotonic()))
         self.waking = period
 
-    # ----------------------------------------------------------------------------- the run
-    def run(self, frames: int, warmup: int, lose_every: int, fallback_at: int | None, progress) -> None:
-        report, pp = self.report, self.pp
-        for w in range(warmup):
-            self.frame(f"warm-up frame {w}")
-        report.start, report.rss_source = snapshot(0, pp.stats)
-        report.baseline_gl_objects = report.start.live_gl_objects
-        report.rss_timeline.append((0, report.start.rss_kib))
-        every = max(1, frames // TIMELINE_POINTS)
-        for i in range(frames):
-            if self.idle is not None and self.idle.due(i):
-                self.idle_period(i)
-            if fallback_at is not None and i == fallback_at:
-                self.force_fallback(i)
-            elif lose_every and i > 0 and i % lose_every == 0:
-                self.lose()
-            self.frame(f"frame {i}")
-            if i == frames // 2:
-                report.middle, _ = snapshot(i + 1, pp.stats)
-            if (i + 1) % every == 0 and i + 1 < frames:
-                report.rss_timeline.append((i + 1, measure_rss()[0]))
-            if progress is not None:
-                progress(
-                    1,
-                    f"losses={report.losses} rebuilds={pp.stats['rebuilds']} "
-                    f"bad={report.mismatched_frames + report.error_frames}",
-                )
-        report.end, _ = snapshot(frames, pp.stats)
-        report.rss_timeline.append((frames, report.end.rss_kib))
-
     def finish(self) -> None:
-        report, stats = self.report, self.pp.stats
-        report.context_losses = int(stats["context_losses"])  # type: ignore[call-overload]
-        report.rebuilds = int(stats["rebuilds"])  # type: ignore[call-overload]
-        report.gl_frames = int(stats["gl_frames"])  # type: ignore[call-overload]
-        report.cpu_frames = int(stats["cpu_frames"])  # type: ignore[call-overload]
-        report.gl_frame_ms = self.times.median("gl")
-        report.cpu_frame_ms = self.times.median("cpu")
-        if self.steady_cpu_ms:
-            report.steady_cpu_frame_ms = float(np.median(self.steady_cpu_ms))
+        super().finish()
+        self.report.steady_cpu_frame_ms = median_or_none(self.steady_cpu_ms)
         if self.churn is not None:
-            report.distinct_output_sizes = len(self.churn.seen)
+            self.report.distinct_output_sizes = len(self.churn.seen)
 
 
 def _check_arguments(
@@ -332,12 +266,8 @@ def soak(
     _check_arguments(frames, lose_every, (width, height), shape, warmup, fallback_at)
     if budget is None:
         budget = default_budget(frames, lose_every)
-    if budget < 0:
-        raise ValueError(f"budget must not be negative, got {budget}")
-    policy_backoff = Backoff() if backoff is None else Backoff(base=backoff)
-    policy = RecoveryPolicy(budget=LossBudget(capacity=budget), backoff=policy_backoff)
+    policy = recovery_policy(budget, backoff)
     sizes = ChurnSizes((width, height), seed) if churn else None
-
     report = SoakReport(
         frames=frames,
         lose_every=lose_every,
@@ -346,7 +276,7 @@ def soak(
         activation=activation.value,
         seed=seed,
         budget=budget,
-        backoff=policy_backoff.base,
+        backoff=policy.backoff.base,
         warmup_frames=warmup,
         churn=churn,
         churn_min_size=sizes.min_size if sizes else None,
@@ -359,12 +289,11 @@ def soak(
     rss, in_use, _ = measure_rss()
     report.before = Snapshot(0, rss, 0, in_use)
     started = time.perf_counter()
-    run = _Run(report, activation, policy, idle, sizes)
+    run = _TensorSoak(report, activation, policy, idle, sizes)
     try:
-        run.run(frames, warmup, lose_every, fallback_at, progress)
+        run.run(progress)
         run.finish()
     finally:
-        run.pp.close()
-    report.live_gl_objects_after_close = run.pp.live_gl_objects()
+        run.close()
     report.duration_s = time.perf_counter() - started
     return report
