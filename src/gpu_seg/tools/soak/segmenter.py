@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +25,15 @@ import numpy as np
 from ...resilience import RecoveryPolicy
 from ...segmenter import ImageSegmenter, ImageToTensor, SegmentationResult
 from ...segmenter.inference import LiteRTModel
+from ...types import Activation
 from .. import Progress
 from ..memory import measure_rss
-from ..parity import parity
+from ..parity import Parity, parity
 from .loop import SoakLoop, default_budget, recovery_policy
 from .report import LoopReport, Snapshot
 from .video import photo_video
 
-__all__ = ["DEFAULT_FRAME_SIZE", "SegmenterSoakReport", "segmenter_soak"]
+__all__ = ["DEFAULT_FRAME_SIZE", "SegmenterSoakReport", "check_frame", "segmenter_soak"]
 
 #: Frame size ``(width, height)`` of the video stream unless given.
 DEFAULT_FRAME_SIZE = (320, 240)
@@ -52,6 +54,36 @@ class SegmenterSoakReport(LoopReport):
     #: Its mean stage times in ms over the run (``seg.stats``).
     model_ms: float | None = None
     postprocess_ms: float | None = None
+
+
+def check_frame(
+    result: SegmentationResult,
+    expected: SegmentationResult,
+    logits: Callable[[], np.ndarray],
+    activation: Activation,
+) -> Parity:
+    """Judge ``result`` against ``expected`` (same image, same model) with the parity rule.
+
+    ``logits()`` gives the model output ``(h, w, C)`` for the image; it is called only when a
+    multi-class category mask differs, to tell near ties from real mismatches.
+    """
+    masks = expected.confidence_masks if expected.confidence_masks is not None else expected.category_mask
+    assert masks is not None
+    height, width = masks.shape[-2:]
+    channels = len(expected.confidence_masks) if expected.confidence_masks is not None else 0
+    tensor = np.zeros((1, 1, max(channels, 1)), np.float32)  # only its channel count matters ...
+    categories_differ = not np.array_equal(result.category_mask, expected.category_mask)
+    if categories_differ and channels != 1:
+        tensor = logits()  # ... unless near ties must be judged
+    return parity(
+        result.confidence_masks,
+        result.category_mask,
+        expected.confidence_masks,
+        expected.category_mask,
+        tensor,
+        activation,
+        (width, height),
+    )
 
 
 class _ModelOutput:
@@ -111,20 +143,7 @@ class _SegmenterSoak(SoakLoop):
         self, label: str, image: np.ndarray, result: SegmentationResult, expected: SegmentationResult
     ) -> None:
         report = self.report
-        channels = report.model_channels
-        tensor = np.zeros((1, 1, channels), np.float32)  # only its channel count matters ...
-        if channels > 1 and not np.array_equal(result.category_mask, expected.category_mask):
-            tensor = self.logits(image)  # ... unless near ties must be judged
-        height, width = image.shape[:2]
-        check = parity(
-            result.confidence_masks,
-            result.category_mask,
-            expected.confidence_masks,
-            expected.category_mask,
-            tensor,
-            self.seg.activation,
-            (width, height),
-        )
+        check = check_frame(result, expected, lambda: self.logits(image), self.seg.activation)
         report.worst_confidence_error = max(report.worst_confidence_error, check.confidence_error)
         report.near_tie_pixels += check.near_ties
         if check.problem is not None:
