@@ -21,6 +21,8 @@ TABLE_BACKENDS = {
     "cpu": "gpu_seg CPU",
     "opencv": "OpenCV",
     "torch": "PyTorch",
+    "torch_cuda": "PyTorch CUDA",
+    "torch_cuda_resident": "CUDA resident",
     "mediapipe": "MediaPipe",
 }
 
@@ -74,6 +76,7 @@ def _preamble(report: dict[str, Any]) -> list[str]:
         f"{meta.get('platform')}",
         f"GL: {gl.get('renderer', gl.get('error', 'n/a'))} | {gl.get('version', '')}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v),
+        _cuda_line(meta.get("cuda")),
         f"git: {git.get('commit')}" + (" (dirty)" if git.get("dirty") else ""),
         f"copy bandwidth (np.copyto, read+write): {report['copy_bandwidth_gbps']:.1f} GB/s; load average "
         f"(1/5/15 min) {meta.get('load_average')} at the start, {meta.get('load_average_end')} at the end",
@@ -81,6 +84,14 @@ def _preamble(report: dict[str, Any]) -> list[str]:
         f"(at most {settings['max_seconds']:g} s each after 3), back to back, median ±IQR in ms; "
         f"seed {settings['seed']}",
     ]
+
+
+def _cuda_line(cuda: dict[str, Any] | None) -> str:
+    if not cuda:
+        return "CUDA: not checked"
+    if cuda.get("available"):
+        return f"CUDA: {cuda.get('device')} (CUDA {cuda.get('cuda')}, torch {cuda.get('torch')})"
+    return f"CUDA: no PyTorch CUDA rows: {cuda.get('reason')}"
 
 
 def _main_table(rows: list[BenchRow]) -> Table:
@@ -142,7 +153,16 @@ def _agreement_table(rows: list[BenchRow]) -> Table:
         "of which away from ties",
     ]
     grid = table(headers, "llrrr")
-    for key in ("gl", "gl_alloc", *VARIANTS, "opencv", "torch", "mediapipe"):
+    for key in (
+        "gl",
+        "gl_alloc",
+        *VARIANTS,
+        "opencv",
+        "torch",
+        "torch_cuda",
+        "torch_cuda_resident",
+        "mediapipe",
+    ):
         for content in ("model-like", "iid-noise"):
             checked = [
                 r.vs_reference for r in rows if r.backend == key and r.content == content and r.vs_reference

@@ -6,21 +6,28 @@ from .cases import MODES, BenchCase
 from .gpu_seg_backends import GPU_SEG_BACKENDS, ProcessorPool, gpu_seg_runner
 from .peers import PEER_RUNNERS
 from .runner import VARIANTS, Runner
+from .torch_peers import CUDA_BACKENDS, cuda_status
 
 __all__ = ["PEERS", "backends_for", "make_runner"]
 
-#: The backends ``--backends`` chooses from; ``gl`` brings ``gl_alloc`` and the GL variants along.
-PEERS = ("gl", "cpu", "opencv", "torch", "mediapipe")
+#: The backends ``--backends`` chooses from; ``gl`` brings ``gl_alloc`` and the GL variants along,
+#: ``torch_cuda`` its host->host and resident rows (only where CUDA is available).
+PEERS = ("gl", "cpu", "opencv", "torch", "torch_cuda", "mediapipe")
 
 
 def backends_for(case: BenchCase, mode: str, peers: tuple[str, ...], alloc: bool) -> list[str]:
     """Backend keys timed for one case and mode, in table order.
 
-    ``gl_alloc`` follows ``gl`` on model-like tensors when ``alloc``; the GL variants close the list
-    for cases with ``variants`` in modes with confidence masks.
+    ``gl_alloc`` follows ``gl`` on model-like tensors when ``alloc``; ``torch_cuda`` stands for
+    :data:`~.torch_peers.CUDA_BACKENDS`, left out where CUDA is not available (the report's
+    metadata says why); the GL variants close the list for cases with ``variants`` in modes with
+    confidence masks.
     """
     keys: list[str] = []
     for key in peers:
+        if key == "torch_cuda":
+            keys.extend(CUDA_BACKENDS if cuda_status()["available"] else ())
+            continue
         keys.append(key)
         if key == "gl" and alloc and case.content == "model-like":
             keys.append("gl_alloc")

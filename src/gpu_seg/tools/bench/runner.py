@@ -26,6 +26,8 @@ BACKENDS: dict[str, str] = {
     "cpu": "gpu_seg CPU",
     "opencv": "OpenCV",
     "torch": "PyTorch CPU",
+    "torch_cuda": "PyTorch CUDA host->host (pinned)",
+    "torch_cuda_resident": "PyTorch CUDA resident",
     "mediapipe": "MediaPipe CPU",
     "gl_f16": "gpu_seg GL f16 conf",
     "gl_u8": "gpu_seg GL u8 conf",
