@@ -40,6 +40,7 @@ from ..tools.bench.cases import (
     build_cases,
     custom_preset,
 )
+from ..tools.bench.end_to_end import E2E_PRESET, end_to_end_case
 from ..tools.bench.run import (
     DEFAULT_BANDWIDTH_MIB,
     DEFAULT_FRAMES,
@@ -59,9 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument(
         "--preset",
         action="append",
-        choices=list(PRESETS),
+        choices=[*PRESETS, E2E_PRESET],
         default=None,
-        help="a preset to run (repeatable; default: all presets unless --tensor is given)",
+        help="a preset to run (repeatable; default: all tensor presets unless --tensor is given). "
+        f"'{E2E_PRESET}' (opt-in, ~15 s): the selfie model on a 640x480 photo, gpu_seg's ImageSegmenter "
+        "(auto and cpu) against MediaPipe's, and video-mode frames/s (needs ai-edge-litert, "
+        "scikit-image and the model, fetched once)",
     )
     what.add_argument("--tensor", type=tensor_shape, metavar="HxWxC", help="a custom tensor shape")
     what.add_argument(
@@ -145,10 +149,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cases_from_args(args: argparse.Namespace) -> list[BenchCase]:
     """The tensors to time: one model-like (and one i.i.d.-noise) tensor per preset or custom shape."""
-    presets = [PRESETS[name] for name in dict.fromkeys(args.preset or ([] if args.tensor else PRESETS))]
+    names = list(dict.fromkeys(args.preset or ([] if args.tensor else PRESETS)))
+    presets = [PRESETS[name] for name in names if name != E2E_PRESET]
     if args.tensor:
         presets.append(custom_preset(args.tensor, args.output_size, args.activation))
-    return build_cases(presets, args.outputs or tuple(MODES), args.seed, args.noise, args.variants)
+    cases = build_cases(presets, args.outputs or tuple(MODES), args.seed, args.noise, args.variants)
+    if E2E_PRESET in names:
+        cases.append(end_to_end_case())
+    return cases
 
 
 def _matplotlib_available() -> bool:

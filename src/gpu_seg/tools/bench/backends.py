@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .cases import MODES, BenchCase
+from .end_to_end import E2E_MEDIAPIPE_PEER, E2E_PRESET, end_to_end_keys, end_to_end_runner
 from .gpu_seg_backends import GPU_SEG_BACKENDS, ProcessorPool, gpu_seg_runner
 from .peers import PEER_RUNNERS
 from .runner import VARIANTS, Runner
@@ -21,8 +22,10 @@ def backends_for(case: BenchCase, mode: str, peers: tuple[str, ...], alloc: bool
     ``gl_alloc`` follows ``gl`` on model-like tensors when ``alloc``; ``torch_cuda`` stands for
     :data:`~.torch_peers.CUDA_BACKENDS`, left out where CUDA is not available (the report's
     metadata says why); the GL variants close the list for cases with ``variants`` in modes with
-    confidence masks.
+    confidence masks. The end-to-end case has rows of its own (:func:`.end_to_end.end_to_end_keys`).
     """
+    if case.preset == E2E_PRESET:
+        return end_to_end_keys(peers)
     keys: list[str] = []
     for key in peers:
         if key == "torch_cuda":
@@ -44,6 +47,8 @@ def make_runner(pool: ProcessorPool, key: str, case: BenchCase, mode: str) -> Ru
         BackendUnavailableError: the backend cannot run here; the message says why.
         ValueError: ``key`` is not a backend.
     """
+    if key in E2E_MEDIAPIPE_PEER:
+        return end_to_end_runner(case, key)
     if key in GPU_SEG_BACKENDS:
         return gpu_seg_runner(pool, key, case, mode)
     if key in PEER_RUNNERS:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import InputError
 from ...resilience import RecoveryPolicy
-from ...segmenter import ImageSegmenter, ImageToTensor, SegmentationResult
+from ...segmenter import ImageSegmenter, ImageToTensor, SegmentationResult, read_model_info
 from ...segmenter.inference import LiteRTModel
 from ...types import Activation
 from .. import Progress
@@ -33,7 +34,7 @@ from .loop import SoakLoop, default_budget, recovery_policy
 from .report import LoopReport, Snapshot
 from .video import photo_video
 
-__all__ = ["DEFAULT_FRAME_SIZE", "SegmenterSoakReport", "check_frame", "segmenter_soak"]
+__all__ = ["DEFAULT_FRAME_SIZE", "ModelOutput", "SegmenterSoakReport", "check_frame", "segmenter_soak"]
 
 #: Frame size ``(width, height)`` of the video stream unless given.
 DEFAULT_FRAME_SIZE = (320, 240)
@@ -86,18 +87,24 @@ def check_frame(
     )
 
 
-class _ModelOutput:
-    """The model output for a frame, as the segmenters compute it: for judging near ties."""
+class ModelOutput:
+    """A model's raw output for an image, computed as :class:`ImageSegmenter` computes it
+    (MediaPipe's preprocessing, LiteRT): ``ModelOutput(model)(image)`` is float32 ``(h, w, C)``.
 
-    def __init__(self, model: bytes, segmenter: ImageSegmenter) -> None:
-        info = segmenter.model_info
+    Raises:
+        InputError: the model has no normalisation metadata, or LiteRT cannot load it.
+    """
+
+    def __init__(self, model: bytes) -> None:
+        info = read_model_info(model)
+        if info.normalization is None:
+            raise InputError("model", "the model has no NormalizationOptions metadata for its input")
         shape = info.input.shape
-        assert info.normalization is not None  # the segmenter was created from the same metadata
         self._to_tensor = ImageToTensor((shape[2], shape[1]), info.normalization)
         self._model = LiteRTModel(model, output_index=info.output_index)
 
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        return self._model.run(lambda view: self._to_tensor(frame, out=view))[0]
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self._model.run(lambda view: self._to_tensor(image, out=view))[0]
 
     def close(self) -> None:
         self._model.close()
@@ -121,7 +128,7 @@ class _SegmenterSoak(SoakLoop):
         self.pp = self.seg.postprocessor
         self.video = photo_video(frame_size)
         self.timestamp = 0
-        self.model_output: _ModelOutput | None = None
+        self.model_output: ModelOutput | None = None
         self.segment_s = 0.0
 
     def frame(self, label: str) -> None:
@@ -151,7 +158,7 @@ class _SegmenterSoak(SoakLoop):
 
     def logits(self, image: np.ndarray) -> np.ndarray:
         if self.model_output is None:
-            self.model_output = _ModelOutput(self.model, self.seg)
+            self.model_output = ModelOutput(self.model)
         return self.model_output(image)
 
     def finish(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["PHOTOS", "SkimageUnavailableError", "load_photos", "photo_video"]
+__all__ = ["PHOTOS", "SkimageUnavailableError", "frame_of", "load_photos", "photo_at_size", "photo_video"]
 
 #: The scikit-image photos the stream is made of, in scene order.
 PHOTOS = ("astronaut", "coffee", "chelsea")
@@ -63,13 +63,30 @@ def _window(
     return x0, y0, w, h
 
 
-def frame_of(photo: np.ndarray, size: tuple[int, int], t: float) -> np.ndarray:
-    """The frame of ``size`` ``(width, height)`` showing the window at phase ``t`` of ``photo``."""
+def _sample(
+    photo: np.ndarray, window: tuple[float, float, float, float], size: tuple[int, int]
+) -> np.ndarray:
+    """The ``(x0, y0, w, h)`` window of ``photo`` at ``size`` ``(width, height)``, nearest neighbour."""
+    x0, y0, w, h = window
     width, height = size
-    x0, y0, w, h = _window(photo.shape, size, t)
     cols = np.clip((x0 + (np.arange(width) + 0.5) * (w / width)).astype(np.intp), 0, photo.shape[1] - 1)
     rows = np.clip((y0 + (np.arange(height) + 0.5) * (h / height)).astype(np.intp), 0, photo.shape[0] - 1)
     return np.ascontiguousarray(photo[rows[:, None], cols[None, :]])
+
+
+def frame_of(photo: np.ndarray, size: tuple[int, int], t: float) -> np.ndarray:
+    """The frame of ``size`` ``(width, height)`` showing the window at phase ``t`` of ``photo``."""
+    return _sample(photo, _window(photo.shape, size, t), size)
+
+
+def photo_at_size(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The largest centred crop of ``photo`` with the aspect ratio of ``size`` ``(width, height)``,
+    sampled to that size with nearest-neighbour indexing."""
+    width, height = size
+    ph, pw = photo.shape[:2]
+    w = min(pw, ph * width / height)
+    h = w * height / width
+    return _sample(photo, ((pw - w) / 2, (ph - h) / 2, w, h), size)
 
 
 def photo_video(
