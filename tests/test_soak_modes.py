@@ -33,9 +33,16 @@ CHURN_RSS_GROWTH_BOUND_KIB = 16 * 1024
 SMALL = {"output_size": (48, 40), "tensor_shape": (16, 16, 4), "activation": "softmax"}
 
 
+#: Idle seconds per release method. An automatic release comes after half of it without frames,
+#: which must stay well above the pauses the soak itself makes between frames to measure memory
+#: (gc.collect: over 0.1 s in a process that has imported PyTorch, as seen on the H100 machine).
+IDLE_SECONDS = {"trim": 0.2, "trim-context": 0.2, "auto": 1.0, "auto-context": 1.0}
+
+
 @pytest.mark.parametrize("release", ["trim", "trim-context", "auto", "auto-context"])
 def test_idle_periods_release_gl_objects_and_every_wake_up_frame_is_exact(release):
-    report = soak(frames=30, lose_every=0, warmup=5, seed=7, idle=IdlePlan(0.25, 10, release), **SMALL)
+    seconds = IDLE_SECONDS[release]
+    report = soak(frames=30, lose_every=0, warmup=5, seed=7, idle=IdlePlan(seconds, 10, release), **SMALL)
 
     assert report.errors == [] and report.mismatched_frames == 0 and report.frames_returned == 35
     assert [p.frame for p in report.idle_periods] == [10, 20]
@@ -49,12 +56,13 @@ def test_idle_periods_release_gl_objects_and_every_wake_up_frame_is_exact(releas
         assert period.released.live_gl_objects == (1 if keeps_context else 0)
         assert period.released.programs == 0
         assert period.released.rss_kib <= baseline.rss_kib + IDLE_RELEASE_RSS_SLACK_KIB
-        assert period.release_s is not None and period.release_s < 0.25 + 5
+        assert period.release_s is not None and period.release_s < seconds + 5
         assert period.wake_backend == "gl"
         assert period.woken is not None
         assert period.woken.live_gl_objects == baseline.live_gl_objects  # recreated, nothing more
         assert period.woken.programs == baseline.programs
-    assert report.context_losses == 0 and report.idle_releases_ok and report.ok
+    assert report.context_losses == 0 and report.unplanned_releases == 0
+    assert report.idle_releases_ok and report.ok
 
 
 def test_idle_report_fails_when_a_release_does_not_happen():

@@ -122,7 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive_float,
         default=None,
         metavar="SECONDS",
-        help="idle periods of SECONDS without frames (every --idle-every frames)",
+        help="idle periods of SECONDS without frames (every --idle-every frames); with an automatic "
+        "release keep it well above the soak's own pauses to measure memory (0.1-0.2 s)",
     )
     modes.add_argument(
         "--idle-every",
@@ -314,11 +315,15 @@ def _memory_figures(report: LoopReport) -> list[tuple[str, str]]:
     rows.append(("RSS over time (frame:MiB)", timeline or "-"))
     rows.append(("most live GL objects", str(report.max_live_gl_objects)))
     after = sorted(set(report.gl_objects_after_rebuilds))
+    verdict = {
+        True: "back to baseline",
+        False: "NOT back to baseline",
+        None: "n/a (sizes change every frame)",
+    }
     rows.append(
         (
             "GL objects after rebuilds",
-            f"{after or '-'} vs baseline {report.baseline_gl_objects}: "
-            + ("back to baseline" if report.rebuilds_back_to_baseline else "NOT back to baseline"),
+            f"{after or '-'} vs baseline {report.baseline_gl_objects}: {verdict[report.rebuilds_back_to_baseline]}",
         )
     )
     rows.append(("GL objects after close", str(report.live_gl_objects_after_close)))
@@ -415,6 +420,11 @@ def print_report(console: Console, report: LoopReport) -> None:
     for name, value in figures:
         row(grid, name, value)
     console.print(grid)
+    if isinstance(report, SoakReport) and report.unplanned_releases:
+        console.print(
+            f"\n{report.unplanned_releases} automatic release(s) outside the idle periods: the soak's "
+            "memory measurements paused longer than --idle / 2; choose a longer --idle"
+        )
     if isinstance(report, SoakReport) and report.idle_periods:
         console.print(
             f"\nIdle periods ({report.idle_seconds:g} s every {report.idle_every} frames, release "

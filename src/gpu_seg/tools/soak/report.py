@@ -128,7 +128,7 @@ class LoopReport:
     cpu_frame_ms: float | None = None
 
     @property
-    def rebuilds_back_to_baseline(self) -> bool:
+    def rebuilds_back_to_baseline(self) -> bool | None:
         """Every rebuild left exactly the warm-up count of live GL objects after its frame."""
         return all(n == self.baseline_gl_objects for n in self.gl_objects_after_rebuilds)
 
@@ -188,6 +188,18 @@ class SoakReport(LoopReport):
     steady_cpu_frame_ms: float | None = None
 
     @property
+    def rebuilds_back_to_baseline(self) -> bool | None:
+        """As for every soak; None with ``churn`` (the pools then hold whatever sizes came last)."""
+        return None if self.churn else super().rebuilds_back_to_baseline
+
+    @property
+    def unplanned_releases(self) -> int:
+        """Releases (``trimmed`` events) outside the idle periods: an automatic release that fired
+        while the soak paused between frames to measure memory (choose a longer ``--idle``)."""
+        planned = sum(1 for p in self.idle_periods if p.released is not None)
+        return max(0, self.events.get("trimmed", 0) - planned)
+
+    @property
     def first_fallback_ratio(self) -> float | None:
         """First fallback frame / steady-state CPU frame (None when not measured)."""
         if self.first_fallback_frame_ms is None or not self.steady_cpu_frame_ms:
@@ -230,4 +242,5 @@ class SoakReport(LoopReport):
         data = super().to_dict()
         data["first_fallback_ratio"] = self.first_fallback_ratio
         data["idle_releases_ok"] = self.idle_releases_ok
+        data["unplanned_releases"] = self.unplanned_releases
         return data
