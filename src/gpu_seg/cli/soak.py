@@ -321,7 +321,8 @@ def _memory_figures(report: LoopReport) -> list[tuple[str, str]]:
         None: "n/a (sizes change every frame)",
     }
     back = verdict[report.rebuilds_back_to_baseline]
-    rows.append(("GL objects after rebuilds", f"{after or '-'} vs baseline {report.baseline_gl_objects}: {back}"))
+    baseline = report.baseline_gl_objects
+    rows.append(("GL objects after rebuilds", f"{after or '-'} vs baseline {baseline}: {back}"))
     rows.append(("GL objects after close", str(report.live_gl_objects_after_close)))
     rows.append(("events", ", ".join(f"{k}={v}" for k, v in sorted(report.events.items())) or "-"))
     rows.append(("time", f"{report.duration_s:.1f} s"))
