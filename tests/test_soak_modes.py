@@ -35,8 +35,9 @@ SMALL = {"output_size": (48, 40), "tensor_shape": (16, 16, 4), "activation": "so
 
 #: Idle seconds per release method. An automatic release comes after half of it without frames,
 #: which must stay well above the pauses the soak itself makes between frames to measure memory
-#: (gc.collect: over 0.1 s in a process that has imported PyTorch, as seen on the H100 machine).
-IDLE_SECONDS = {"trim": 0.2, "trim-context": 0.2, "auto": 1.0, "auto-context": 1.0}
+#: (gc.collect + malloc_trim: 0.1-0.3 s in this test process with mediapipe, numba and PyTorch
+#: loaded; with 0.5 s, 3-4 releases for 2 periods were seen here and on the H100 machine).
+IDLE_SECONDS = {"trim": 0.2, "trim-context": 0.2, "auto": 2.0, "auto-context": 2.0}
 
 
 @pytest.mark.parametrize("release", ["trim", "trim-context", "auto", "auto-context"])
@@ -61,13 +62,14 @@ def test_idle_periods_release_gl_objects_and_every_wake_up_frame_is_exact(releas
         assert period.woken is not None
         assert period.woken.live_gl_objects == baseline.live_gl_objects  # recreated, nothing more
         assert period.woken.programs == baseline.programs
-    assert report.context_losses == 0 and report.unplanned_releases == 0
+    assert report.context_losses == 0
+    assert report.unplanned_releases == 0, f"measurement pauses up to {report.measure_pause_s:.2f} s"
     assert report.idle_releases_ok and report.ok
 
 
 def test_idle_report_fails_when_a_release_does_not_happen():
     """The check is not vacuous: a period whose release never came fails the run."""
-    report = soak(frames=12, lose_every=0, warmup=2, idle=IdlePlan(0.05, 6, "trim-context"), **SMALL)
+    report = soak(frames=6, lose_every=0, warmup=2, idle=IdlePlan(0.05, 3, "trim-context"), **SMALL)
     assert report.ok
     report.idle_periods[0].released = None
     assert not report.idle_releases_ok and not report.ok

@@ -419,8 +419,9 @@ def print_report(console: Console, report: LoopReport) -> None:
     console.print(grid)
     if isinstance(report, SoakReport) and report.unplanned_releases:
         console.print(
-            f"\n{report.unplanned_releases} automatic release(s) outside the idle periods: the soak's "
-            "memory measurements paused longer than --idle / 2; choose a longer --idle"
+            f"\n{report.unplanned_releases} automatic release(s) outside the idle periods: a pause of the "
+            f"soak to measure memory (up to {report.measure_pause_s:.2f} s) outlasted --idle / 2; "
+            "choose a longer --idle"
         )
     if isinstance(report, SoakReport) and report.idle_periods:
         console.print(

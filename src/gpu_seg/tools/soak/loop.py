@@ -13,7 +13,7 @@ from ...resilience import Backoff, LossBudget, RecoveryPolicy
 from ...testing import lose_context
 from .. import Progress
 from ..memory import measure_rss
-from .report import FrameTimes, LoopReport, snapshot
+from .report import FrameTimes, LoopReport, Snapshot, snapshot
 
 __all__ = ["TIMELINE_POINTS", "SoakLoop", "default_budget", "median_or_none", "recovery_policy"]
 
@@ -84,7 +84,27 @@ class SoakLoop:
         if self.rebuilt_pending:
             self.rebuilt_pending = False
             report.gl_objects_after_rebuilds.append(pp.live_gl_objects())
-            report.rss_after_rebuilds_kib.append(measure_rss()[0])
+            report.rss_after_rebuilds_kib.append(self.rss_now())
+
+    # ----------------------------------------------------------------------------- measuring
+    def snapshot(self, frame: int) -> tuple[Snapshot, str]:
+        """A :class:`Snapshot` of the processor now; its pause goes into ``measure_pause_s``."""
+        started = time.perf_counter()
+        try:
+            return snapshot(frame, self.pp.stats)
+        finally:
+            self._paused(started)
+
+    def rss_now(self) -> int:
+        started = time.perf_counter()
+        try:
+            return measure_rss()[0]
+        finally:
+            self._paused(started)
+
+    def _paused(self, started: float) -> None:
+        pause = time.perf_counter() - started
+        self.report.measure_pause_s = max(self.report.measure_pause_s, pause)
 
     # ----------------------------------------------------------------------------- injections
     def lose(self) -> None:
@@ -109,7 +129,7 @@ class SoakLoop:
         frames = report.frames
         for w in range(report.warmup_frames):
             self.frame(f"warm-up frame {w}")
-        report.start, report.rss_source = snapshot(0, pp.stats)
+        report.start, report.rss_source = self.snapshot(0)
         report.baseline_gl_objects = report.start.live_gl_objects
         report.rss_timeline.append((0, report.start.rss_kib))
         every = max(1, frames // TIMELINE_POINTS)
@@ -117,16 +137,16 @@ class SoakLoop:
             self.before_frame(i)
             self.frame(f"frame {i}")
             if i == frames // 2:
-                report.middle, _ = snapshot(i + 1, pp.stats)
+                report.middle, _ = self.snapshot(i + 1)
             if (i + 1) % every == 0 and i + 1 < frames:
-                report.rss_timeline.append((i + 1, measure_rss()[0]))
+                report.rss_timeline.append((i + 1, self.rss_now()))
             if progress is not None:
                 progress(
                     1,
                     f"losses={report.losses} rebuilds={pp.stats['rebuilds']} "
                     f"bad={report.mismatched_frames + report.error_frames}",
                 )
-        report.end, _ = snapshot(frames, pp.stats)
+        report.end, _ = self.snapshot(frames)
         report.rss_timeline.append((frames, report.end.rss_kib))
 
     def finish(self) -> None:

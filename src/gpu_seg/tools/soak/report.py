@@ -126,6 +126,9 @@ class LoopReport:
     #: Median latency of the frames that ran on GL / on the CPU (None: no such frame).
     gl_frame_ms: float | None = None
     cpu_frame_ms: float | None = None
+    #: The longest pause the soak made between frames to measure memory (``gc.collect()`` and
+    #: ``malloc_trim``): 0.1-0.5 s in a process with large libraries loaded.
+    measure_pause_s: float = 0.0
 
     @property
     def rebuilds_back_to_baseline(self) -> bool | None:

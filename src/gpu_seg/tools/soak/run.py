@@ -40,7 +40,7 @@ from ..memory import measure_rss
 from ..parity import parity
 from .loop import SoakLoop, default_budget, median_or_none, recovery_policy
 from .plan import AUTO_RELEASE_GRACE_S, ChurnSizes, IdlePlan
-from .report import IdlePeriod, Snapshot, SoakReport, snapshot
+from .report import IdlePeriod, Snapshot, SoakReport
 
 __all__ = ["DEFAULT_WARMUP", "LOGIT_SCALE", "compare", "soak"]
 
@@ -117,7 +117,7 @@ class _TensorSoak(SoakLoop):
         report = self.report
         if self.waking is not None:
             period, self.waking = self.waking, None
-            period.woken, _ = snapshot(period.frame, self.pp.stats)
+            period.woken, _ = self.snapshot(period.frame)
             period.wake_frame_ms, period.wake_backend = ms, backend
         if self.fallback_pending:
             self.fallback_pending = False
@@ -167,7 +167,7 @@ class _TensorSoak(SoakLoop):
         idle, pp = self.idle, self.pp
         self.trimmed.clear()
         idle_since = self.last_frame_end
-        before, _ = snapshot(i, pp.stats)
+        before, _ = self.snapshot(i)
         period = IdlePeriod(len(self.report.idle_periods), i, idle.release, before)
         self.report.idle_periods.append(period)
         if idle.automatic:
@@ -182,7 +182,7 @@ class _TensorSoak(SoakLoop):
                 released = False
         if released:
             period.release_s = time.monotonic() - idle_since
-            period.released, _ = snapshot(i, pp.stats)
+            period.released, _ = self.snapshot(i)
         time.sleep(max(0.0, idle_since + idle.seconds - time.monotonic()))
         self.waking = period
 
