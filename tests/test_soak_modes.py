@@ -16,10 +16,15 @@ from gpu_seg.cli import main
 from gpu_seg.tools.soak import IdlePlan, soak
 
 #: The figures ``idle`` periods are judged by: after the release, at most this much above the RSS
-#: after warm-up. Measured on llvmpipe: a context release frees ~12 MiB below it (Mesa's
-#: per-context state); a pool trim keeps the context. A release that frees nothing still passes,
-#: a leak of the wake-up frames does not (``woken`` is checked against the baseline objects).
-IDLE_RELEASE_RSS_SLACK_KIB = 1024
+#: after warm-up (and never above the RSS before the pause). Measured on llvmpipe: a context release
+#: frees ~13 MiB below it (Mesa's per-context state); a pool trim frees what the pools held. On
+#: NVIDIA (H200, driver 580) the textures live in video memory: a trim frees ~0.3 MiB of RSS and
+#: 0.5 MiB of GPU memory, while the driver's RSS still grows ~1.5 MiB over the first 30 frames after
+#: warm-up, hence the slack. A release that frees nothing still passes; a leak of the wake-up frames
+#: does not (``woken`` is checked against the baseline objects).
+IDLE_RELEASE_RSS_SLACK_KIB = 4 * 1024
+#: Allocator noise between the snapshot before a pause and the one after the release.
+RSS_NOISE_KIB = 256
 #: Live GL objects a churn run may hold at most. Measured: 72-80 on llvmpipe with the pools of
 #: main at 9bdefd6 (4 slots per kind); one leaked object per frame crosses it within 30 frames.
 CHURN_GL_OBJECTS_BOUND = 100
@@ -57,6 +62,10 @@ def test_idle_periods_release_gl_objects_and_every_wake_up_frame_is_exact(releas
         assert period.released.live_gl_objects == (1 if keeps_context else 0)
         assert period.released.programs == 0
         assert period.released.rss_kib <= baseline.rss_kib + IDLE_RELEASE_RSS_SLACK_KIB
+        assert period.released.rss_kib <= period.before.rss_kib + RSS_NOISE_KIB
+        if period.released.gpu_memory and "available_kib" in period.released.gpu_memory:  # NVIDIA
+            freed = period.released.gpu_memory["available_kib"] - period.before.gpu_memory["available_kib"]
+            assert freed >= 0
         assert period.release_s is not None and period.release_s < seconds + 5
         assert period.wake_backend == "gl"
         assert period.woken is not None
