@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Protocol
 
 import numpy as np
 
@@ -11,14 +12,46 @@ from ...errors import GpuSegError
 from ...postprocessor import Event, SegmentationPostprocessor
 from ...resilience import Backoff, LossBudget, RecoveryPolicy
 from ...testing import lose_context
+from ...types import Activation
 from .. import Progress
 from ..memory import measure_rss
+from ..parity import Parity, parity
 from .report import FrameTimes, LoopReport, Snapshot, snapshot
 
-__all__ = ["TIMELINE_POINTS", "SoakLoop", "default_budget", "median_or_none", "recovery_policy"]
+__all__ = [
+    "TIMELINE_POINTS",
+    "Masks",
+    "SoakLoop",
+    "default_budget",
+    "judge",
+    "median_or_none",
+    "recovery_policy",
+]
 
 #: RSS samples of ``rss_timeline`` over the soak frames.
 TIMELINE_POINTS = 10
+
+
+class Masks(Protocol):
+    """What a frame returns: ``Result`` (processor) or ``SegmentationResult`` (segmenter)."""
+
+    confidence_masks: np.ndarray | None
+    category_mask: np.ndarray | None
+
+
+def judge(
+    result: Masks, expected: Masks, tensor: np.ndarray, activation: Activation, size: tuple[int, int]
+) -> Parity:
+    """``result``'s masks against ``expected``'s by the parity rule (:func:`gpu_seg.tools.parity.parity`)."""
+    return parity(
+        result.confidence_masks,
+        result.category_mask,
+        expected.confidence_masks,
+        expected.category_mask,
+        tensor,
+        activation,
+        size,
+    )
 
 
 def default_budget(frames: int, lose_every: int) -> int:
@@ -158,6 +191,16 @@ class SoakLoop:
         report.cpu_frames = int(stats["cpu_frames"])  # type: ignore[call-overload]
         report.gl_frame_ms = self.times.median("gl")
         report.cpu_frame_ms = self.times.median("cpu")
+
+    def execute(self, progress: Progress | None, started: float) -> None:
+        """:meth:`run`, :meth:`finish`, :meth:`close` whatever happens; ``duration_s`` from ``started``
+        (a ``time.perf_counter()`` value)."""
+        try:
+            self.run(progress)
+            self.finish()
+        finally:
+            self.close()
+        self.report.duration_s = time.perf_counter() - started
 
     def close(self) -> None:
         """Close the processor; the GL objects it still holds go into the report."""

@@ -36,11 +36,9 @@ from ...resilience import RecoveryPolicy
 from ...testing import exhaust_loss_budget, lose_context
 from ...types import Activation, Result
 from .. import Progress
-from ..memory import measure_rss
-from ..parity import parity
-from .loop import SoakLoop, default_budget, median_or_none, recovery_policy
+from .loop import SoakLoop, default_budget, judge, median_or_none, recovery_policy
 from .plan import AUTO_RELEASE_GRACE_S, ChurnSizes, IdlePlan
-from .report import IdlePeriod, Snapshot, SoakReport
+from .report import IdlePeriod, SoakReport, snapshot
 
 __all__ = ["DEFAULT_WARMUP", "LOGIT_SCALE", "compare", "soak"]
 
@@ -54,15 +52,7 @@ def compare(
     result: Result, expected: Result, tensor: np.ndarray, activation: Activation, size: tuple[int, int]
 ) -> tuple[str | None, float, int]:
     """Check one frame. Returns ``(problem or None, confidence max |diff|, near-tie pixels)``."""
-    report = parity(
-        result.confidence_masks,
-        result.category_mask,
-        expected.confidence_masks,
-        expected.category_mask,
-        tensor,
-        activation,
-        size,
-    )
+    report = judge(result, expected, tensor, activation, size)
     return report.problem, report.confidence_error, report.near_ties
 
 
@@ -286,14 +276,7 @@ def soak(
         idle_release=idle.release if idle else None,
         fallback_at=fallback_at,
     )
-    rss, in_use, _ = measure_rss()
-    report.before = Snapshot(0, rss, 0, in_use)
+    report.before, _ = snapshot(0)
     started = time.perf_counter()
-    run = _TensorSoak(report, activation, policy, idle, sizes)
-    try:
-        run.run(progress)
-        run.finish()
-    finally:
-        run.close()
-    report.duration_s = time.perf_counter() - started
+    _TensorSoak(report, activation, policy, idle, sizes).execute(progress, started)
     return report

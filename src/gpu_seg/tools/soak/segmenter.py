@@ -28,10 +28,9 @@ from ...segmenter import ImageSegmenter, ImageToTensor, SegmentationResult, read
 from ...segmenter.inference import LiteRTModel
 from ...types import Activation
 from .. import Progress
-from ..memory import measure_rss
-from ..parity import Parity, parity
-from .loop import SoakLoop, default_budget, recovery_policy
-from .report import LoopReport, Snapshot
+from ..parity import Parity
+from .loop import SoakLoop, default_budget, judge, recovery_policy
+from .report import LoopReport, snapshot
 from .video import photo_video
 
 __all__ = ["DEFAULT_FRAME_SIZE", "ModelOutput", "SegmenterSoakReport", "check_frame", "segmenter_soak"]
@@ -76,15 +75,7 @@ def check_frame(
     categories_differ = not np.array_equal(result.category_mask, expected.category_mask)
     if categories_differ and channels != 1:
         tensor = logits()  # ... unless near ties must be judged
-    return parity(
-        result.confidence_masks,
-        result.category_mask,
-        expected.confidence_masks,
-        expected.category_mask,
-        tensor,
-        activation,
-        (width, height),
-    )
+    return judge(result, expected, tensor, activation, (width, height))
 
 
 class ModelOutput:
@@ -229,8 +220,7 @@ def segmenter_soak(
     data, name = _read_model(model, landscape)
     budget = default_budget(frames, lose_every) if budget is None else budget
     policy = recovery_policy(budget, backoff)
-    rss, in_use, _ = measure_rss()
-    before = Snapshot(0, rss, 0, in_use)
+    before, _ = snapshot(0)
     started = time.perf_counter()
     report = SegmenterSoakReport(
         frames=frames,
@@ -245,12 +235,7 @@ def segmenter_soak(
         before=before,
     )
     run = _SegmenterSoak(report, data, (width, height), policy)
-    try:
-        report.model_channels = run.seg.num_classes
-        report.activation = run.seg.activation.value
-        run.run(progress)
-        run.finish()
-    finally:
-        run.close()
-    report.duration_s = time.perf_counter() - started
+    report.model_channels = run.seg.num_classes
+    report.activation = run.seg.activation.value
+    run.execute(progress, started)
     return report
