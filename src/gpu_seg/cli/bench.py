@@ -9,9 +9,14 @@ Each preset is timed on a model-like tensor (smooth class regions, mostly backgr
 of class-boundary texels is printed) and on i.i.d. noise logits (the worst case for
 content-dependent shortcuts). Backends: gpu_seg GL (preallocated outputs, and without), gpu_seg
 CPU (the numpy reference), OpenCV (cv2.resize + numpy argmax), PyTorch CPU (F.interpolate +
-softmax/argmax) when installed, MediaPipe CPU (ImageSegmenter on a constant model; only
+softmax/argmax) when installed, PyTorch CUDA (host->host through pinned buffers, and resident)
+where torch.cuda.is_available(), MediaPipe CPU (ImageSegmenter on a constant model; only
 segment() is timed) when installed, plus GL variants (f16/u8/channel-subset confidence masks)
 on the multiclass and deeplab presets.
+
+--preset end-to-end (opt-in, ~10 s): the selfie model on a 640x480 photo, both masks: gpu_seg's
+ImageSegmenter.segment() (post-processing auto and cpu) against MediaPipe's ImageSegmenter.segment()
+(CPU delegate), and video-mode frames/s of both.
 
 Method: the same tensor goes to every backend. Each backend runs one untimed check frame and
 --warmup frames, then up to --frames timed frames back to back (it stops early once it has 3
