@@ -135,7 +135,7 @@ def time_cell(
             rows[key] = new_row(case, mode, key, unavailable=str(exc))
             steps.finish(per_backend)
             continue
-        row = rows[key] = new_row(case, mode, key)
+        row = rows[key] = new_row(case, mode, key, note=runner.note)
         try:
             try:
                 samples = _time_frames(runner, frames, warmup, max_seconds, steps)
