@@ -329,13 +329,17 @@ def test_create_and_close_many_processors_leaks_nothing():
             assert pp.live_gl_objects() == 0
 
     cycles(10)  # warm-up
-    start = rss_kib()
-    cycles(40)
-    growth = rss_kib() - start
+    growths = []
+    for _ in range(2):  # a leak grows both rounds; a one-off allocator hiccup under load only one
+        start = rss_kib()
+        cycles(40)
+        growths.append(rss_kib() - start)
     assert threading.active_count() <= threads + 1
     assert len(os.listdir("/proc/self/fd")) <= fds + 2
-    # moderngl keeps ~40 KiB per Context it ever created (tests/test_egl.py): 1.6 MiB here.
-    assert growth < 48 * 1024, f"RSS grew by {growth} KiB over 40 processors of ~10 MiB each"
+    # moderngl keeps ~40 KiB per Context it ever created (tests/test_egl.py): 1.6 MiB per round here.
+    assert min(growths) < 48 * 1024, (
+        f"RSS grew by {growths} KiB over two rounds of 40 processors (~10 MiB each)"
+    )
 
 
 def test_rebuild_cycles_keep_live_gl_objects_at_baseline(make_pp):
