@@ -31,10 +31,12 @@
 //    channel, hence the first maximum whatever the channel order. The whole cell is class k.
 //    (The bounds are first order in u; MARGIN = 2^-14 is over 40 times 24u, which covers the
 //    rest.)
-// One class: the same with the threshold in place of s_j: |v - threshold| > MARGIN * B - 13Bu
-// (threshold 0.5, or 0 for sigmoid: numpy's float32 1 / (1 + exp(-v)) is > 0.5 exactly when
-// v > 0 once |v| > 2^-15, which MARGIN * B - 13Bu exceeds).
-// GPU arithmetic: the leads are computed under PRECISE (no fma contraction), and a GPU that
+// One class: the same with the threshold in place of s_j: every computed value lies on the
+// corners' side of the threshold, more than MARGIN * B - 13Bu from it (threshold 0.5, or 0 for
+// sigmoid: numpy's float32 1 / (1 + exp(-v)) is > 0.5 exactly when v > 0 once |v| > 2^-15, and
+// MARGIN * B - 13Bu > 2^-15).
+// GPU arithmetic: the leads and the margin are computed under PRECISE (none is a multiply-add a
+// compiler could contract into fma anyway, so GLSL 3.30 is safe too), and a GPU that
 // flushes subnormals to zero moves a value by < 2^-126, far below MARGIN * B >= 2^-14 (an order
 // it gets wrong among subnormals comes with a lead below that, so the cell is unsure anyway).
 // Why the rule must be this strict (see tests/test_category_shortcut.py):
