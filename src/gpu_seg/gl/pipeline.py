@@ -317,8 +317,9 @@ class GLPipeline:
         if slot.cells is None:
             size = (layout.width, layout.height)
             with self._builder() as build:
-                classes, cells = build.target(size, 1, "i4"), build.target(size, 1, "i4")
-            slot.cells = CellsPart(classes, cells, np.empty((layout.height, layout.width), np.int32))
+                # (class, lead, scale, 0) per texel; RGBA32F is renderable in every GL 3.3 context
+                texels, cells = build.target(size, 4, "f4"), build.target(size, 1, "i4")
+            slot.cells = CellsPart(texels, cells, np.empty((layout.height, layout.width), np.int32))
         part = slot.cells
         classes = ProgramDefinition.of(
             _VERTEX,
@@ -331,7 +332,7 @@ class GLPipeline:
         cells = ProgramDefinition.of(
             _VERTEX, "cell_uniform.frag.glsl", TENSOR_W=layout.width, TENSOR_H=layout.height
         )
-        self._draw(cells, part.cells.framebuffer, {"u_classes": part.classes.texture})
+        self._draw(cells, part.cells.framebuffer, {"u_texels": part.classes.texture})
         part.cells.texture.read_into(part.host)
         return part
 
