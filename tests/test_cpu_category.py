@@ -227,7 +227,8 @@ def test_iid_noise_and_downscale(activation, channels):
 
 # ----------------------------------------------------------------------------- rules that are not enough
 # Two cells found by random search on which a weaker shortcut rule is wrong (the GL shortcut in
-# cell_class.frag.glsl uses both weaker rules and gets one pixel wrong on each, on llvmpipe).
+# cell_class.frag.glsl used both weaker rules and got one pixel wrong on each, on llvmpipe, until it
+# took this kernel's rule; tests/test_category_shortcut.py runs both cells on GL).
 # 1. Exact ties with a higher channel allowed at some corners: float32 lerp is not monotone in its
 #    first argument, so a lead of a few ulp in the left column can turn into a loss.
 PARTIAL_TIES = (

@@ -124,7 +124,8 @@ class Target:
 
 @dataclass(frozen=True)
 class CellsPart:
-    """Category shortcut, at tensor resolution: per-cell class, its uniformity, and a host copy."""
+    """Category shortcut, at tensor resolution: per texel (class, lead, scale) in RGBA32F
+    (``classes``), per cell its class or -1 when unsure, and a host copy."""
 
     classes: Target
     cells: Target
