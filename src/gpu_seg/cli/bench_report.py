@@ -21,6 +21,7 @@ TABLE_BACKENDS = {
     "gl": "gpu_seg GL",
     "gl_alloc": "GL no-prealloc",
     "cpu": "gpu_seg CPU",
+    "reference": "reference",
     "opencv": "OpenCV",
     "torch": "PyTorch",
     "torch_cuda": "PyTorch CUDA",

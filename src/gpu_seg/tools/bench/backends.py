@@ -13,7 +13,7 @@ __all__ = ["PEERS", "backends_for", "make_runner"]
 
 #: The backends ``--backends`` chooses from; ``gl`` brings ``gl_alloc`` and the GL variants along,
 #: ``torch_cuda`` its host->host and resident rows (only where CUDA is available).
-PEERS = ("gl", "cpu", "opencv", "torch", "torch_cuda", "mediapipe")
+PEERS = ("gl", "cpu", "reference", "opencv", "torch", "torch_cuda", "mediapipe")
 
 
 def backends_for(case: BenchCase, mode: str, peers: tuple[str, ...], alloc: bool) -> list[str]:

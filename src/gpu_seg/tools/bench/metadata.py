@@ -87,6 +87,11 @@ def _threads() -> dict[str, Any]:
         threads["torch"] = importlib.import_module("torch").get_num_threads()
     except ImportError:
         pass
+    from ... import cpu
+
+    fast = cpu.info()
+    threads["gpu_seg_cpu"] = fast.get("default_threads", 1)  # the fast CPU path (numba kernels)
+    threads["gpu_seg_cpu_path"] = fast
     return threads
 
 

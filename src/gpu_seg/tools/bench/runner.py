@@ -23,7 +23,8 @@ __all__ = [
 BACKENDS: dict[str, str] = {
     "gl": "gpu_seg GL",
     "gl_alloc": "gpu_seg GL (no prealloc)",
-    "cpu": "gpu_seg CPU",
+    "cpu": "gpu_seg CPU (fast)",
+    "reference": "gpu_seg numpy reference",
     "opencv": "OpenCV",
     "torch": "PyTorch CPU",
     "torch_cuda": "PyTorch CUDA host->host (pinned)",

@@ -150,7 +150,7 @@ def time_cell(
             row.samples = len(samples)
             row.median_ms, row.iqr_ms = summarize(samples)
             row.bytes_moved = case.tensor.nbytes + runner.bytes_out
-            if key == "cpu":
+            if key == "reference":
                 continue
             # Agreement with MediaPipe's semantics (the gpu_seg CPU reference), from the last frame.
             try:
