@@ -45,10 +45,22 @@ class GLFixture:
 
 
 @pytest.fixture(scope="session")
-def gl():
+def _gl_session():
     fixture = GLFixture()
+    fixture.egl_context.release_current()
     yield fixture
+    fixture.egl_context.make_current()
     fixture.close()
+    fixture.egl_context.release_current()
+
+
+@pytest.fixture
+def gl(_gl_session):
+    """The session's context, current on the test thread for this test only: a context left current
+    would meet the application windows (GLX) that later tests make current on the same thread."""
+    _gl_session.egl_context.make_current()
+    yield _gl_session
+    _gl_session.egl_context.release_current()
 
 
 @pytest.fixture

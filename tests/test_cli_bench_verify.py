@@ -266,7 +266,7 @@ def test_verify_without_mediapipe_exits_2(monkeypatch, capsys):
 def test_verify_reports_a_failure(monkeypatch, capsys):
     """A GL path that returns wrong masks makes verify fail with status 1."""
 
-    def broken(case, processors, gl_error):
+    def broken(case, processors, gl_error, cpu_processors=None):
         outcome = verify.CaseOutcome(case)
         outcome.gl = Parity(confidence_error=0.5, confidence_bad=3, problem="3 confidence values off")
         outcome.problems.append("GL: 3 confidence values off")

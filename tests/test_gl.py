@@ -26,8 +26,7 @@ def _run_pipeline(gl, pipeline, tensor, activation, size):
     width, height = size
     conf = np.empty((tensor.shape[2], height, width), np.float32)
     cat = np.empty((height, width), np.uint8)
-    frame = make_frame(tensor, activation, size, confidence=True, category=True)
-    pipeline.process(frame, conf, cat)
+    pipeline.process(make_frame(tensor, activation, size, confidence=True, category=True), conf, cat)
     return gpu_seg.Result(conf, cat, "gl")
 
 

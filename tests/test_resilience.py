@@ -18,6 +18,8 @@ from gpu_seg.gl.pipeline import GLPipeline
 from gpu_seg.gl.programs import ProgramCache, ProgramDefinition
 from gpu_seg.resilience import LossBudget, RecoveryPolicy
 
+from .process_memory import check_rss_growth
+
 SIZE = (37, 29)
 
 
@@ -54,6 +56,7 @@ def make_pp(recorder):
 
     def make(**kwargs):
         kwargs.setdefault("on_event", recorder)
+        kwargs.setdefault("software_renderer", "gl")  # these tests exercise GL recovery under "auto"
         pp = gpu_seg.SegmentationPostprocessor("softmax", **kwargs)
         made.append(pp)
         return pp
@@ -208,7 +211,9 @@ def test_gl_backend_without_a_usable_device_raises():
 
 
 def test_auto_backend_without_a_usable_device_runs_on_the_cpu(recorder):
-    with gpu_seg.SegmentationPostprocessor("softmax", device_index=999, on_event=recorder) as pp:
+    with gpu_seg.SegmentationPostprocessor(
+        "softmax", device_index=999, on_event=recorder, software_renderer="gl"
+    ) as pp:
         tensor = _tensor(16)
         result = pp.process(tensor, SIZE)
         assert result.backend == "cpu"
@@ -235,13 +240,13 @@ def test_a_hung_gl_thread_is_treated_as_a_loss(make_pp, recorder):
 def test_many_threads_share_one_processor(make_pp):
     pp = make_pp()
     gl_threads = set()
-    pipeline_process = pp._supervisor.generation.pipeline.process
+    pipeline_submit = pp._supervisor.generation.pipeline.submit  # every readback strategy submits
 
     def spy(*args, **kwargs):
         gl_threads.add(threading.get_ident())
-        return pipeline_process(*args, **kwargs)
+        return pipeline_submit(*args, **kwargs)
 
-    pp._supervisor.generation.pipeline.process = spy
+    pp._supervisor.generation.pipeline.submit = spy
     errors = []
     callers = set()
 
@@ -313,6 +318,9 @@ def test_create_and_close_many_processors_leaks_nothing():
     # per cycle; RSS noise from allocator arenas and llvmpipe's JIT is about +-20 MiB here.
     tensor = _tensor(19, (32, 32, 6))
     size = (512, 512)
+    # Earlier tests' processors warm the fast CPU path up on a background thread (numba compiles
+    # or loads kernels): let that finish first, or its memory would count as growth here.
+    gpu_seg.cpu.warm_up()
     threads = threading.active_count()
     fds = len(os.listdir("/proc/self/fd"))
 
@@ -323,13 +331,15 @@ def test_create_and_close_many_processors_leaks_nothing():
             assert pp.live_gl_objects() == 0
 
     cycles(10)  # warm-up
-    start = rss_kib()
-    cycles(40)
-    growth = rss_kib() - start
+    growths = []
+    for _ in range(2):  # a leak grows both rounds; a one-off allocator hiccup under load only one
+        start = rss_kib()
+        cycles(40)
+        growths.append(rss_kib() - start)
     assert threading.active_count() <= threads + 1
     assert len(os.listdir("/proc/self/fd")) <= fds + 2
-    # moderngl keeps ~40 KiB per Context it ever created (tests/test_egl.py): 1.6 MiB here.
-    assert growth < 48 * 1024, f"RSS grew by {growth} KiB over 40 processors of ~10 MiB each"
+    # moderngl keeps ~40 KiB per Context it ever created (tests/test_egl.py): 1.6 MiB per round here.
+    check_rss_growth(min(growths), 48 * 1024, f"two rounds of 40 processors (~10 MiB each): {growths} KiB")
 
 
 def test_rebuild_cycles_keep_live_gl_objects_at_baseline(make_pp):

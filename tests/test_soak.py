@@ -18,6 +18,8 @@ from gpu_seg.reference import reference_postprocess
 from gpu_seg.tools.soak import compare, soak
 from gpu_seg.types import Activation, Result
 
+from .process_memory import check_rss_growth
+
 FRAMES = 3000
 LOSE_EVERY = 300
 #: Bound on VmRSS growth from the end of warm-up to the end of the 3000-frame, 9-loss soak.
@@ -68,9 +70,10 @@ def test_soak_rebuilds_every_loss_with_correct_frames_and_no_leak():
     assert report.middle.live_gl_objects == report.end.live_gl_objects == baseline
     assert report.live_gl_objects_after_close == 0
 
-    assert report.rss_growth_kib <= RSS_GROWTH_BOUND_KIB, (
-        f"RSS grew {report.rss_growth_kib} KiB from warm-up to the end "
-        f"(after each rebuild: {report.rss_after_rebuilds_kib})"
+    check_rss_growth(
+        report.rss_growth_kib,
+        RSS_GROWTH_BOUND_KIB,
+        f"soak, warm-up to end (after each rebuild: {report.rss_after_rebuilds_kib})",
     )
     assert report.ok
     print(

@@ -38,6 +38,7 @@ def processors():
     made = []
 
     def make(*args, **kwargs):
+        kwargs.setdefault("software_renderer", "gl")  # these tests exercise GL under "auto"
         pp = gpu_seg.SegmentationPostprocessor(*args, **kwargs)
         made.append(pp)
         return pp
@@ -47,9 +48,18 @@ def processors():
         pp.close()
 
 
+def _direct_readback(pp):
+    """Read back the way llvmpipe does (GL reads into arrays); the mapped path has its own test."""
+    pipeline = pp._supervisor.generation.pipeline
+    pipeline.readback = "direct"
+    pp.process(_tensor(0), SIZE)  # the strategy switches at the next frame
+    assert pipeline.collect_needs_gl
+    return pipeline
+
+
 def _lose_inside_the_frame(pp):
     """Make the next GL frame destroy its own context after its readback (a loss mid-frame)."""
-    pipeline = pp._supervisor.generation.pipeline
+    pipeline = _direct_readback(pp)
     session = pp._supervisor.generation.session
     original = pipeline.process
 
@@ -90,7 +100,7 @@ def test_a_timed_out_frame_that_finishes_later_cannot_touch_the_callers_arrays(p
     pp = processors("softmax", gl_timeout=1.0)
     tensor = _tensor(3)
     pp.process(tensor, SIZE)
-    pipeline = pp._supervisor.generation.pipeline
+    pipeline = _direct_readback(pp)
     original = pipeline.process
     release = threading.Event()
     finished = threading.Event()
@@ -238,10 +248,10 @@ def test_bad_policy_and_idle_arguments_name_themselves():
 
 def test_idle_release_frees_the_context_and_the_next_frame_is_exact(processors):
     events = []
-    pp = processors("softmax", idle_release_after=0.3, idle_release_context=True, on_event=events.append)
+    pp = processors("softmax", idle_release_after=1.0, idle_release_context=True, on_event=events.append)
     tensor = _tensor(10)
     pp.process(tensor, SIZE)
-    assert pp.live_gl_objects() > 1
+    assert pp.stats["trims"] == 0
     deadline = time.monotonic() + 5.0
     while pp.live_gl_objects() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -251,7 +261,9 @@ def test_idle_release_frees_the_context_and_the_next_frame_is_exact(processors):
     _assert_correct(result, tensor)
     assert pp.stats["context_losses"] == 0
     assert [e.kind for e in events] == ["trimmed"]
-    time.sleep(0.6)  # idle again: released again
+    deadline = time.monotonic() + 5.0  # idle again: released again
+    while pp.stats["trims"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert pp.live_gl_objects() == 0 and pp.stats["trims"] == 2
 
 
@@ -277,3 +289,26 @@ def test_stats_report_gpu_memory_where_the_driver_does(processors):
     else:
         assert memory is None  # llvmpipe says nothing
     assert pp.stats["programs"] > 0
+
+
+def test_mapped_readback_copies_into_the_callers_arrays_only_after_the_health_check(processors):
+    pp = processors("softmax", backend="gl", policy=RecoveryPolicy(budget=LossBudget(capacity=0)))
+    tensor = _tensor(13)
+    pp.process(tensor, SIZE)
+    generation = pp._supervisor.generation
+    generation.pipeline.readback = "mapped"
+    result = pp.process(tensor, SIZE)  # mapped frames are exact too
+    _assert_correct(result, tensor)
+    assert not generation.pipeline.collect_needs_gl
+    original_wait = generation.pipeline.wait
+
+    def wait_then_die():
+        original_wait()
+        generation.session.egl_context.destroy()  # lost after the results reached host memory
+
+    generation.pipeline.wait = wait_then_die
+    confidence = np.full((5, SIZE[1], SIZE[0]), -7.0, np.float32)
+    category = np.full((SIZE[1], SIZE[0]), 77, np.uint8)
+    with pytest.raises(gpu_seg.ContextLostError):
+        pp.process(tensor, SIZE, confidence_out=confidence, category_out=category)
+    assert (confidence == -7.0).all() and (category == 77).all()

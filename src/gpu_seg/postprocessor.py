@@ -11,7 +11,7 @@ from typing import Literal
 import moderngl
 import numpy as np
 
-from . import reference
+from .cpu.backend import CPUBackend
 from .errors import ClosedError, InputError
 from .events import Event, EventKind, EventLog
 from .frame import ConfidenceFormat, Frame
@@ -19,6 +19,7 @@ from .gl.pipeline import TensorLayout
 from .idle import IdleWatch
 from .inputs import CPU_MAX_OUTPUT_DIM, check_output_array, make_frame, parse_activation, parse_channels
 from .resilience import RecoveryPolicy
+from .speed_choice import Route, SpeedChoice, frame_key, is_software_renderer
 from .supervisor import GLSupervisor, Verdict
 from .types import Activation, Result
 
@@ -58,6 +59,12 @@ class SegmentationPostprocessor:
             (:meth:`trim`); ``None`` (default) never releases them by itself.
         idle_release_context: with ``idle_release_after``, release the owned context too (the
             next frame creates a new one, without counting a loss).
+        software_renderer: with ``backend="auto"`` on a software rasteriser (llvmpipe, softpipe,
+            SwiftShader: the "GPU" is the CPU), ``"fastest"`` (default) measures GL and the fast
+            CPU path once per frame configuration and uses the faster (:mod:`gpu_seg.speed_choice`;
+            ``result.backend`` and ``stats["speed_choice"]`` say which); ``"gl"`` always uses GL.
+            Hardware GPUs always use GL.
+        cpu_threads: threads of the fast CPU path (default: the CPUs this process may use).
 
     Convention:
         ``tensor`` is float32 ``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)``, channel-interleaved
@@ -91,6 +98,8 @@ class SegmentationPostprocessor:
         confidence_channels: Sequence[int] | None = None,
         idle_release_after: float | None = None,
         idle_release_context: bool = False,
+        software_renderer: Literal["fastest", "gl"] = "fastest",
+        cpu_threads: int | None = None,
     ) -> None:
         self.activation = parse_activation(activation)
         self.confidence_format = ConfidenceFormat.parse(confidence_dtype)
@@ -106,6 +115,12 @@ class SegmentationPostprocessor:
             raise InputError("backend", f"unknown backend {backend!r}; expected 'auto', 'gl' or 'cpu'")
         if context is not None and context != "current" and not isinstance(context, moderngl.Context):
             raise InputError("context", "expected None, 'current' or a moderngl.Context")
+        if software_renderer not in ("fastest", "gl"):
+            raise InputError("software_renderer", f"{software_renderer!r} is not 'fastest' or 'gl'")
+        if cpu_threads is not None and (
+            isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int) or cpu_threads < 1
+        ):
+            raise InputError("cpu_threads", f"{cpu_threads!r} is not a positive integer")
         if policy is not None and not isinstance(policy, RecoveryPolicy):
             raise InputError("policy", f"expected a gpu_seg.RecoveryPolicy, got {type(policy).__name__}")
         if idle_release_after is not None and not (
@@ -124,6 +139,14 @@ class SegmentationPostprocessor:
         self._frames = self._gl_frames = self._cpu_frames = self._backoff_cpu_frames = 0
         self._supervisor: GLSupervisor | None = None
         self._idle: IdleWatch | None = None
+        self._cpu = CPUBackend(cpu_threads) if backend != "gl" else None
+        self._speed = (
+            SpeedChoice()
+            if backend == "auto" and software_renderer == "fastest" and self._cpu.kind == "fast"
+            else None
+        )
+        self._chosen_cpu_frames = 0
+        self._last_geometry: tuple | None = None
         try:
             if backend != "cpu":
                 self._supervisor = GLSupervisor(
@@ -193,11 +216,22 @@ class SegmentationPostprocessor:
         )
         if self._idle is not None:
             self._idle.touch()
-        if self._supervisor is not None:
-            result = self._gl_frame(frame, confidence_dst, category_dst)
-            if result is not None:
-                return result
-        return self._cpu_frame(frame, confidence_dst, category_dst)
+        if self._supervisor is None:
+            return self._cpu_frame(frame, confidence_dst, category_dst)
+        route, key = self._route(frame)
+        if route in (Route.CPU, Route.TIME_CPU):
+            started = time.perf_counter()
+            result = self._cpu_frame(frame, confidence_dst, category_dst, chosen=True)
+            self._record_speed(key, route, time.perf_counter() - started)
+            return result
+        self._prepare_cpu(frame)
+        started = time.perf_counter()
+        result = self._gl_frame(frame, confidence_dst, category_dst)
+        if result is None:
+            return self._cpu_frame(frame, confidence_dst, category_dst)
+        if route is Route.TIME_GL:
+            self._record_speed(key, route, time.perf_counter() - started)
+        return result
 
     __call__ = process
 
@@ -262,6 +296,10 @@ class SegmentationPostprocessor:
                 "live_gl_objects": supervisor.live_gl_objects() if supervisor else 0,
                 "programs": len(generation.pipeline.programs) if generation else 0,
                 "gpu_memory": supervisor.gpu_memory() if supervisor else None,
+                "cpu_path": self._cpu.kind if self._cpu else None,
+                "cpu_threads": self._cpu.threads if self._cpu else 0,
+                "speed_choice": self._speed.summary() if self._speed else None,
+                "chosen_cpu_frames": self._chosen_cpu_frames,
             }
 
     @property
@@ -287,6 +325,8 @@ class SegmentationPostprocessor:
             self._closed = True
             if self._supervisor is not None:
                 self._supervisor.close()
+            if self._cpu is not None:
+                self._cpu.close()
 
     def __enter__(self) -> SegmentationPostprocessor:
         return self
@@ -332,12 +372,10 @@ class SegmentationPostprocessor:
         """The frame on GL, or None when it goes to the CPU (auto backend only)."""
         assert self._supervisor is not None
         while True:
-            # Fresh arrays per attempt: a lost or timed-out attempt may still be written to later.
-            confidence, category = frame.allocate_confidence(), frame.allocate_category()
             try:
                 with self._lock:
                     self._check_open()
-                    outcome = self._supervisor.run(frame, confidence, category)
+                    outcome = self._supervisor.run(frame, confidence_dst, category_dst)
                     if outcome.verdict is Verdict.DONE:
                         self._frames += 1
                         self._gl_frames += 1
@@ -350,18 +388,53 @@ class SegmentationPostprocessor:
                 continue
             if outcome.verdict is Verdict.CPU:
                 return None
+            confidence, category = outcome.confidence, outcome.category
             return Result(_into(confidence, confidence_dst), _into(category, category_dst), "gl")
 
     def _cpu_frame(
-        self, frame: Frame, confidence_dst: np.ndarray | None, category_dst: np.ndarray | None
+        self,
+        frame: Frame,
+        confidence_dst: np.ndarray | None,
+        category_dst: np.ndarray | None,
+        chosen: bool = False,
     ) -> Result:
+        assert self._cpu is not None
         confidence = confidence_dst if confidence_dst is not None else frame.allocate_confidence()
         category = category_dst if category_dst is not None else frame.allocate_category()
-        reference.compute(frame, confidence, category)
+        self._cpu.compute(frame, confidence, category)
         with self._lock:
             self._frames += 1
             self._cpu_frames += 1
+            self._chosen_cpu_frames += int(chosen)
         return Result(confidence, category, "cpu")
+
+    def _route(self, frame: Frame) -> tuple[Route, object]:
+        """GL, or on a software rasteriser (auto, owned context) whichever is faster for the frame."""
+        if self._speed is None:
+            return Route.GL, None
+        with self._lock:
+            supervisor = self._supervisor
+            generation = supervisor.generation if supervisor is not None else None
+            if generation is None or not generation.session.owned:
+                return Route.GL, None
+            if not is_software_renderer(generation.session.info.renderer):
+                return Route.GL, None
+            key = frame_key(frame)
+            return self._speed.route(key), key
+
+    def _record_speed(self, key: object, route: Route, seconds: float) -> None:
+        if self._speed is not None and key is not None:
+            with self._lock:
+                self._speed.record(key, route, seconds)
+
+    def _prepare_cpu(self, frame: Frame) -> None:
+        """Keep the CPU path ready for a geometry that repeats, so a fallback frame is not slow."""
+        if self._cpu is None:
+            return
+        geometry = (frame.tensor.shape, frame.width, frame.height)
+        if geometry == self._last_geometry:
+            self._cpu.prepare(frame)
+        self._last_geometry = geometry
 
     def _trim_if_idle(self, release_context: bool) -> None:
         """Called by the idle watch on its own thread."""
@@ -378,7 +451,7 @@ class SegmentationPostprocessor:
 
 def _into(computed: np.ndarray | None, destination: np.ndarray | None) -> np.ndarray | None:
     """The result array: ``computed`` itself, or the caller's array once the frame is known good."""
-    if destination is None or computed is None:
+    if destination is None or computed is None or computed is destination:
         return computed
     np.copyto(destination, computed)
     return destination

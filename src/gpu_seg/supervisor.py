@@ -93,9 +93,10 @@ class Outcome:
     verdict: Verdict
     delay: float = 0.0
     during_backoff: bool = False  #: a CPU frame only because a rebuild is deferred by the backoff
+    confidence: np.ndarray | None = None  #: DONE: the results (the caller's arrays, or fresh ones)
+    category: np.ndarray | None = None
 
 
-_DONE = Outcome(Verdict.DONE)
 _CPU = Outcome(Verdict.CPU)
 
 
@@ -215,8 +216,16 @@ class GLSupervisor:
         return 0 if generation is None else 1 + generation.pipeline.live_objects()
 
     # ----------------------------------------------------------------------------- frames
-    def run(self, frame: Frame, confidence: np.ndarray | None, category: np.ndarray | None) -> Outcome:
-        """Compute ``frame`` on GL into ``confidence``/``category`` (arrays nobody else sees yet).
+    def run(
+        self, frame: Frame, confidence_dst: np.ndarray | None, category_dst: np.ndarray | None
+    ) -> Outcome:
+        """Compute ``frame`` on GL.
+
+        The caller's arrays (``*_dst``, may be None) are written only once the frame is known
+        good: with a readback that makes GL calls ("direct") every attempt reads into fresh
+        arrays, which the caller copies from; with a mapped readback the results are copied from
+        host memory straight into the caller's arrays after the health check. DONE carries the
+        arrays holding the results.
 
         Returns DONE, CPU (auto backend only) or WAIT. Raises (``backend="gl"``) ContextLostError,
         GLUnavailableError, ShaderBuildError or GLError when GL cannot compute the frame.
@@ -235,8 +244,7 @@ class GLSupervisor:
             try:
                 if self.generation is None:
                     self.generation = self._create_generation()
-                pipeline = self.generation.pipeline
-                self.generation.session.run(functools.partial(pipeline.process, frame, confidence, category))
+                confidence, category = self._compute(self.generation, frame, confidence_dst, category_dst)
             except ContextLostError as exc:
                 outcome = self._after_loss(exc)
                 if outcome is None:
@@ -259,7 +267,26 @@ class GLSupervisor:
                     raise
                 return _CPU
             self._after_success(probing)
-            return _DONE
+            return Outcome(Verdict.DONE, confidence=confidence, category=category)
+
+    @staticmethod
+    def _compute(
+        generation: Generation,
+        frame: Frame,
+        confidence_dst: np.ndarray | None,
+        category_dst: np.ndarray | None,
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        pipeline = generation.pipeline
+        if pipeline.collect_needs_gl:
+            # Fresh arrays per attempt: a lost or timed-out attempt may still be written to later.
+            confidence, category = frame.allocate_confidence(), frame.allocate_category()
+            generation.session.run(functools.partial(pipeline.process, frame, confidence, category))
+            return confidence, category
+        generation.session.run(functools.partial(_submit_and_wait, pipeline, frame))
+        confidence = confidence_dst if confidence_dst is not None else frame.allocate_confidence()
+        category = category_dst if category_dst is not None else frame.allocate_category()
+        pipeline.collect(confidence, category)  # a host copy; the health check has passed
+        return confidence, category
 
     def _deferred_rebuild(self) -> Outcome | None:
         if self._rebuild_at is None:
@@ -366,3 +393,8 @@ class GLSupervisor:
 
     def _record(self, kind: EventKind, reason: str, generation: int | None = None) -> None:
         self.events.record(kind, reason, self.last_number if generation is None else generation)
+
+
+def _submit_and_wait(pipeline: GLPipeline, frame: Frame) -> None:
+    pipeline.submit(frame)
+    pipeline.wait()

@@ -1,4 +1,4 @@
-"""The ``gpu-seg`` command line: ``info``, ``bench``, ``verify``, ``soak``, ``segment``.
+"""The ``gpu-seg`` command line: ``info``, ``bench``, ``verify``, ``soak``, ``segment``, ``view``.
 
 Each command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``: argument
 parsing and output only; the work is done by the engines in :mod:`gpu_seg.tools`. Tables and
@@ -19,6 +19,7 @@ COMMANDS = {
     "verify": "check the GL path and the numpy reference against real MediaPipe on a random battery",
     "soak": "run many frames with injected context losses and check every frame",
     "segment": "segment images and videos with a real model (default: MediaPipe's selfie model)",
+    "view": "play a video, image or camera through the segmenter in a window, composited on the GPU",
 }
 
 #: Commands that draw their report and progress with rich (the ``cli`` extra). ``info`` and

@@ -9,9 +9,14 @@ Each preset is timed on a model-like tensor (smooth class regions, mostly backgr
 of class-boundary texels is printed) and on i.i.d. noise logits (the worst case for
 content-dependent shortcuts). Backends: gpu_seg GL (preallocated outputs, and without), gpu_seg
 CPU (the numpy reference), OpenCV (cv2.resize + numpy argmax), PyTorch CPU (F.interpolate +
-softmax/argmax) when installed, MediaPipe CPU (ImageSegmenter on a constant model; only
+softmax/argmax) when installed, PyTorch CUDA (host->host through pinned buffers, and resident)
+where torch.cuda.is_available(), MediaPipe CPU (ImageSegmenter on a constant model; only
 segment() is timed) when installed, plus GL variants (f16/u8/channel-subset confidence masks)
 on the multiclass and deeplab presets.
+
+--preset end-to-end (opt-in, ~10 s): the selfie model on a 640x480 photo, both masks: gpu_seg's
+ImageSegmenter.segment() (post-processing auto and cpu) against MediaPipe's ImageSegmenter.segment()
+(CPU delegate), and video-mode frames/s of both.
 
 Method: the same tensor goes to every backend. Each backend runs one untimed check frame and
 --warmup frames, then up to --frames timed frames back to back (it stops early once it has 3
@@ -40,6 +45,7 @@ from ..tools.bench.cases import (
     build_cases,
     custom_preset,
 )
+from ..tools.bench.end_to_end import E2E_PRESET, end_to_end_case
 from ..tools.bench.run import (
     DEFAULT_BANDWIDTH_MIB,
     DEFAULT_FRAMES,
@@ -59,9 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument(
         "--preset",
         action="append",
-        choices=list(PRESETS),
+        choices=[*PRESETS, E2E_PRESET],
         default=None,
-        help="a preset to run (repeatable; default: all presets unless --tensor is given)",
+        help="a preset to run (repeatable; default: all tensor presets unless --tensor is given). "
+        f"'{E2E_PRESET}' (opt-in, ~15 s): the selfie model on a 640x480 photo, gpu_seg's ImageSegmenter "
+        "(auto and cpu) against MediaPipe's, and video-mode frames/s (needs ai-edge-litert, "
+        "scikit-image and the model, fetched once)",
     )
     what.add_argument("--tensor", type=tensor_shape, metavar="HxWxC", help="a custom tensor shape")
     what.add_argument(
@@ -145,10 +154,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cases_from_args(args: argparse.Namespace) -> list[BenchCase]:
     """The tensors to time: one model-like (and one i.i.d.-noise) tensor per preset or custom shape."""
-    presets = [PRESETS[name] for name in dict.fromkeys(args.preset or ([] if args.tensor else PRESETS))]
+    names = list(dict.fromkeys(args.preset or ([] if args.tensor else PRESETS)))
+    presets = [PRESETS[name] for name in names if name != E2E_PRESET]
     if args.tensor:
         presets.append(custom_preset(args.tensor, args.output_size, args.activation))
-    return build_cases(presets, args.outputs or tuple(MODES), args.seed, args.noise, args.variants)
+    cases = build_cases(presets, args.outputs or tuple(MODES), args.seed, args.noise, args.variants)
+    if E2E_PRESET in names:
+        cases.append(end_to_end_case())
+    return cases
 
 
 def _matplotlib_available() -> bool:

@@ -1,5 +1,5 @@
-"""The report of ``gpu-seg bench`` in a terminal: environment, main table, GL variants, agreement
-with MediaPipe's semantics, goals (drawn with rich; see :mod:`.console`)."""
+"""The report of ``gpu-seg bench`` in a terminal: environment, main table, GL variants, end to end,
+agreement with MediaPipe's semantics, goals (drawn with rich; see :mod:`.console`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..tools.bench.end_to_end import E2E_MEDIAPIPE_PEER, E2E_PRESET
 from ..tools.bench.results import BenchRow
 from ..tools.bench.runner import BACKENDS, VARIANTS
+from ..tools.bench.torch_peers import CUDA_BACKENDS
 from .console import BAD, GOOD, MUTED, Text, row, table
 
 __all__ = ["print_report"]
@@ -19,8 +21,11 @@ TABLE_BACKENDS = {
     "gl": "gpu_seg GL",
     "gl_alloc": "GL no-prealloc",
     "cpu": "gpu_seg CPU",
+    "reference": "reference",
     "opencv": "OpenCV",
     "torch": "PyTorch",
+    "torch_cuda": "PyTorch CUDA",
+    "torch_cuda_resident": "CUDA resident",
     "mediapipe": "MediaPipe",
 }
 
@@ -41,24 +46,30 @@ def _fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
 
 def print_report(console: Console, report: dict[str, Any]) -> None:
     """The human-readable report: environment, main table, GL variants, semantics, goals."""
-    rows = [BenchRow.from_dict(r) for r in report["cases"]]
+    every_row = [BenchRow.from_dict(r) for r in report["cases"]]
+    rows = [r for r in every_row if r.preset != E2E_PRESET]
+    end_to_end = [r for r in every_row if r.preset == E2E_PRESET]
     for line in _preamble(report):
         console.print(line)
-    console.print()
-    console.print(
-        "Median ±IQR in ms (MB = tensor in + masks out; floor = MB at the copy bandwidth; "
-        "bnd % = class-boundary texels)"
-    )
-    console.print(_main_table(rows))
+    if rows:
+        console.print()
+        console.print(
+            "Median ±IQR in ms (MB = tensor in + masks out; floor = MB at the copy bandwidth; "
+            "bnd % = class-boundary texels)"
+        )
+        console.print(_main_table(rows))
     variants = [r for r in rows if r.backend in VARIANTS]
     if variants:
         console.print("\nGL confidence variants")
         console.print(_variants_table(rows, variants))
+    if end_to_end:
+        console.print("\nEnd to end: selfie model on a 640x480 photo, both masks (image -> masks)")
+        console.print(_end_to_end_table(end_to_end))
     console.print("\nAgreement with MediaPipe semantics (vs the gpu_seg CPU reference, last frame)")
-    console.print(_agreement_table(rows))
+    console.print(_agreement_table(every_row))
     console.print("\nGoals")
     console.print(_goals_table(report["goals"]))
-    reasons = sorted({f"{r.label}: {r.unavailable}" for r in rows if r.unavailable})
+    reasons = sorted({f"{r.label}: {r.unavailable}" for r in every_row if r.unavailable})
     if reasons:
         console.print("\nNot timed")
         for reason in reasons[:20]:
@@ -74,6 +85,7 @@ def _preamble(report: dict[str, Any]) -> list[str]:
         f"{meta.get('platform')}",
         f"GL: {gl.get('renderer', gl.get('error', 'n/a'))} | {gl.get('version', '')}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v),
+        _cuda_line(meta.get("cuda")),
         f"git: {git.get('commit')}" + (" (dirty)" if git.get("dirty") else ""),
         f"copy bandwidth (np.copyto, read+write): {report['copy_bandwidth_gbps']:.1f} GB/s; load average "
         f"(1/5/15 min) {meta.get('load_average')} at the start, {meta.get('load_average_end')} at the end",
@@ -81,6 +93,14 @@ def _preamble(report: dict[str, Any]) -> list[str]:
         f"(at most {settings['max_seconds']:g} s each after 3), back to back, median ±IQR in ms; "
         f"seed {settings['seed']}",
     ]
+
+
+def _cuda_line(cuda: dict[str, Any] | None) -> str:
+    if not cuda:
+        return "CUDA: not checked"
+    if cuda.get("available"):
+        return f"CUDA: {cuda.get('device')} (CUDA {cuda.get('cuda')}, torch {cuda.get('torch')})"
+    return f"CUDA: no PyTorch CUDA rows: {cuda.get('reason')}"
 
 
 def _main_table(rows: list[BenchRow]) -> Table:
@@ -133,6 +153,29 @@ def _variants_table(rows: list[BenchRow], variants: list[BenchRow]) -> Table:
     return grid
 
 
+def _end_to_end_table(rows: list[BenchRow]) -> Table:
+    headers = ["backend", "ms", "frames/s", "x MediaPipe", "category agreement", "mean conf |diff|", "note"]
+    grid = table(headers, "lrrrrrl")
+    for r in rows:
+        if not r.timed:
+            row(grid, r.label, "n/a", "", "", "", "", (r.unavailable or "")[:90])
+            continue
+        check = r.vs_reference or {}
+        agree = check.get("category_mismatch_fraction")
+        mean = check.get("confidence_mean_abs_error")
+        row(
+            grid,
+            r.label,
+            _fmt_ms(r),
+            _fmt(1e3 / r.median_ms if r.median_ms else None, ".1f"),
+            _fmt(r.ratio_to_mediapipe, ".2f", "x"),
+            "-" if agree is None else f"{100 * (1 - agree):.4f} %",
+            "-" if mean is None else f"{mean:.2g}",
+            r.note,
+        )
+    return grid
+
+
 def _agreement_table(rows: list[BenchRow]) -> Table:
     headers = [
         "backend",
@@ -142,8 +185,9 @@ def _agreement_table(rows: list[BenchRow]) -> Table:
         "of which away from ties",
     ]
     grid = table(headers, "llrrr")
-    for key in ("gl", "gl_alloc", *VARIANTS, "opencv", "torch", "mediapipe"):
-        for content in ("model-like", "iid-noise"):
+    keys = ("gl", "gl_alloc", *VARIANTS, "opencv", "torch", *CUDA_BACKENDS, "mediapipe", *E2E_MEDIAPIPE_PEER)
+    for key in keys:
+        for content in ("model-like", "iid-noise", "photo"):
             checked = [
                 r.vs_reference for r in rows if r.backend == key and r.content == content and r.vs_reference
             ]

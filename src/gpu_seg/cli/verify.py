@@ -1,4 +1,5 @@
-"""Check the GL path and the numpy reference against real MediaPipe CPU on a seeded random battery.
+"""Check the GL path, the fast CPU path and the numpy reference against real MediaPipe CPU on a seeded
+random battery.
 
 Each case draws an activation (none, sigmoid, softmax), a channel count from
 {1, 2, 3, 4, 5, 8, 21, 64}, a tensor size, an output size (upscale, downscale, same size or odd
@@ -120,6 +121,8 @@ def print_report(console: Console, report: VerifyReport) -> None:
         f"reference conf |diff| {figures['worst_reference_confidence_error']:.2g}; category mismatches: "
         f"GL {figures['gl_category_mismatches']} ({figures['gl_category_near_ties']} at near ties), "
         f"reference {figures['reference_category_mismatches']} "
-        f"({figures['reference_category_near_ties']} at near ties); "
+        f"({figures['reference_category_near_ties']} at near ties), "
+        f"fast CPU {figures['cpu_category_mismatches']} ({figures['cpu_category_near_ties']} at near ties); "
+        f"fast CPU conf |diff| {figures['worst_cpu_confidence_error']:.2g}; "
         f"{figures['passed']}/{figures['cases']} cases within tolerance"
     )

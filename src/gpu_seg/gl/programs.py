@@ -9,11 +9,13 @@ step runs before compilation:
   placeholder without a value, or a value that no placeholder uses, is an error.
 
 :class:`ProgramCache` builds each program once per context generation, keyed by its definition
-(shader files, parameters, GLSL version). Every build checks compile and link status. A failure
-is classified: on a lost context it is a :class:`~gpu_seg.errors.ContextLostError`; on a healthy
-one a :class:`~gpu_seg.errors.ShaderBuildError` carrying the driver log and the line-numbered
-source, and the same definition is not built again (the failure is kept in the counters shared by
-all generations of a processor).
+(shader files, parameters, GLSL version); past its capacity the least recently used program is
+released. Every build checks compile and link status. A failure is classified: on a lost context
+it is a :class:`~gpu_seg.errors.ContextLostError`; on a healthy one a
+:class:`~gpu_seg.errors.ShaderBuildError` carrying the driver log and the line-numbered source,
+and the same definition is not built again (the failure is kept in the counters shared by all
+generations of a processor). Nothing here prints: failures go to the ``gpu_seg`` logger (with the
+source when ``GPU_SEG_PRINT_GLSL_ON_ERROR`` is set).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import importlib.resources
 import logging
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -102,15 +105,43 @@ class ProgramDefinition:
 
 @dataclass
 class BuildCounters:
-    """Counts kept by the cache (surfaced in ``SegmentationPostprocessor.stats``)."""
+    """Counts kept by the cache (surfaced in ``SegmentationPostprocessor.stats``).
+
+    ``failed_definitions`` remembers at most :data:`MAX_FAILED_DEFINITIONS` shaders that failed to
+    build on a healthy context (the oldest is forgotten first).
+    """
 
     program_builds: int = 0
     link_failures: int = 0
-    failed_definitions: dict[ProgramDefinition, ShaderBuildError] = field(default_factory=dict)
+    program_evictions: int = 0
+    failed_definitions: OrderedDict[ProgramDefinition, ShaderBuildError] = field(default_factory=OrderedDict)
+
+    def remember_failure(self, definition: ProgramDefinition, error: ShaderBuildError) -> None:
+        self.failed_definitions[definition] = error
+        while len(self.failed_definitions) > MAX_FAILED_DEFINITIONS:
+            self.failed_definitions.popitem(last=False)
+
+
+#: Broken shader definitions remembered (never rebuilt) per processor.
+MAX_FAILED_DEFINITIONS = 64
+
+
+@dataclass
+class _Entry:
+    program: moderngl.Program
+    vertex_array: moderngl.VertexArray | None = None  # attribute-less, for full-screen passes
 
 
 class ProgramCache:
-    """Programs of one GL context generation, keyed by definition.
+    """Programs of one GL context generation, keyed by definition, least recently used evicted first.
+
+    At most ``capacity`` programs are kept (default :data:`DEFAULT_CAPACITY`, more than the ten
+    that one frame can use); each may carry the attribute-less vertex array that full-screen
+    passes draw with (:meth:`vertex_array`), released with its program. Evictions are counted in
+    ``counters.program_evictions``, and the callbacks registered with :meth:`on_evict` are told
+    (a vertex array elsewhere that was made for an evicted program must be released too). A
+    program is used right after :meth:`get` returns it, before the next :meth:`get`, so eviction
+    never releases a program that a pass is about to draw with.
 
     Args:
         ctx: the moderngl context of this generation.
@@ -121,7 +152,11 @@ class ProgramCache:
         counters: shared counters (kept across generations by the owner).
         fault_hook: called before each build; returning a string makes that build fail as a
             link failure on a lost context would (used by :mod:`gpu_seg.testing`).
+        capacity: programs kept before the least recently used one is released.
     """
+
+    #: Programs kept per generation.
+    DEFAULT_CAPACITY = 48
 
     def __init__(
         self,
@@ -131,29 +166,59 @@ class ProgramCache:
         is_context_lost: Callable[[], str | None],
         counters: BuildCounters | None = None,
         fault_hook: Callable[[], str | None] | None = None,
+        capacity: int = DEFAULT_CAPACITY,
     ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
         self.ctx = ctx
         self.generation = generation
         self.glsl_version = glsl_version
+        self.capacity = capacity
         self._is_context_lost = is_context_lost
         self.counters = counters if counters is not None else BuildCounters()
         self._fault_hook = fault_hook
-        self._programs: dict[ProgramDefinition, moderngl.Program] = {}
+        self._entries: OrderedDict[ProgramDefinition, _Entry] = OrderedDict()
+        self._evict_callbacks: list[Callable[[moderngl.Program], None]] = []
 
     def __len__(self) -> int:
-        return len(self._programs)
+        return len(self._entries)
+
+    def live_objects(self) -> int:
+        """GL objects held: programs and their vertex arrays."""
+        return sum(1 + (entry.vertex_array is not None) for entry in list(self._entries.values()))
+
+    def on_evict(self, callback: Callable[[moderngl.Program], None]) -> None:
+        """Call ``callback(program)`` before an evicted program is released."""
+        self._evict_callbacks.append(callback)
 
     def get(self, definition: ProgramDefinition) -> moderngl.Program:
         """The program for ``definition``, built on first use."""
-        program = self._programs.get(definition)
-        if program is not None:
-            return program
+        return self._entry(definition).program
+
+    def vertex_array(self, definition: ProgramDefinition) -> tuple[moderngl.Program, moderngl.VertexArray]:
+        """The program and an attribute-less vertex array for it (full-screen passes)."""
+        entry = self._entry(definition)
+        if entry.vertex_array is None:
+            entry.vertex_array = self.ctx.vertex_array(entry.program, [])
+        return entry.program, entry.vertex_array
+
+    def _entry(self, definition: ProgramDefinition) -> _Entry:
+        entry = self._entries.get(definition)
+        if entry is not None:
+            self._entries.move_to_end(definition)
+            return entry
         failed = self.counters.failed_definitions.get(definition)
         if failed is not None:  # a shader that failed on a healthy context is not rebuilt, in any generation
             raise failed
-        program = self._build(definition)
-        self._programs[definition] = program
-        return program
+        entry = _Entry(self._build(definition))
+        self._entries[definition] = entry
+        while len(self._entries) > self.capacity:
+            _, evicted = self._entries.popitem(last=False)
+            self.counters.program_evictions += 1
+            for callback in self._evict_callbacks:
+                callback(evicted.program)
+            _release(evicted)
+        return entry
 
     def _build(self, definition: ProgramDefinition) -> moderngl.Program:
         params = dict(definition.params, GLSL_VERSION=self.glsl_version)
@@ -182,21 +247,28 @@ class ProgramCache:
                 ) from exc
             failing = "fragment" if "fragment" in str(exc).lower() else "vertex"
             error = ShaderBuildError(definition.name, str(exc), line_numbered(sources[failing]))
-            self.counters.failed_definitions[definition] = error
+            self.counters.remember_failure(definition, error)
             log.error("shader build failed on a healthy context: %s", error)
             if os.environ.get("GPU_SEG_PRINT_GLSL_ON_ERROR"):
-                print(error.source)
+                log.error("source of %s:\n%s", definition.name, error.source)
             raise error from exc
 
     def release(self) -> None:
-        """Release every program (the context must be alive and current)."""
-        for program in self._programs.values():
-            program.release()
-        self._programs.clear()
+        """Release every program and vertex array (the context must be alive and current)."""
+        entries = list(self._entries.values())
+        self._entries.clear()
+        for entry in entries:
+            _release(entry)
 
     def abandon(self) -> None:
         """Forget every program without GL calls (the context is gone)."""
-        self._programs.clear()
+        self._entries.clear()
+
+
+def _release(entry: _Entry) -> None:
+    if entry.vertex_array is not None:
+        entry.vertex_array.release()
+    entry.program.release()
 
 
 def _params_for(name: str, params: Mapping[str, object]) -> dict[str, object]:

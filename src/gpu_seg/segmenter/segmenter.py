@@ -95,8 +95,9 @@ class ImageSegmenter:
             sequence of 1 or 3 equal numbers).
         activation: ``"none"``, ``"sigmoid"`` or ``"softmax"``, overriding the metadata.
         labels: one name per output channel, overriding the metadata.
-        context, on_event, policy: passed to ``SegmentationPostprocessor`` (attached GL context,
-            event callback, recovery policy).
+        context, on_event, policy, software_renderer, cpu_threads: passed to
+            ``SegmentationPostprocessor`` (attached GL context, event callback, recovery policy,
+            GL or CPU on a software rasteriser, CPU threads).
 
     Raises:
         InputError: bad option, corrupt or unsupported model (``argument == "model"``), missing
@@ -119,6 +120,8 @@ class ImageSegmenter:
         context: object = None,
         on_event: Callable[[Event], None] | None = None,
         policy: RecoveryPolicy | None = None,
+        software_renderer: Literal["fastest", "gl"] = "fastest",
+        cpu_threads: int | None = None,
     ) -> None:
         check_requested_outputs(bool(output_confidence_masks), bool(output_category_mask))
         if running_mode not in ("image", "video"):
@@ -151,6 +154,8 @@ class ImageSegmenter:
                 context=context,  # type: ignore[arg-type]
                 on_event=on_event,
                 policy=policy,
+                software_renderer=software_renderer,
+                cpu_threads=cpu_threads,
             )
         except BaseException:
             self._model.close()

@@ -3,20 +3,28 @@
 // Confidence masks, step 2 of 2: the horizontally resampled rows (resize_rows.frag.glsl) blended
 // vertically, h(y0) * w0 + h(y1) * w1 as OpenCV does, PASS_OUTPUTS (<= 8) masks per pass, each to
 // its own attachment, stored as OUTPUT_FORMAT says (encode.glsl).
-// SELECT 0: the masks are the channels of groups FIRST_GROUP.. of the chunk in the rows texture.
+// SELECT 0: the masks are the channels of groups FIRST_GROUP.. of the chunk in the rows texture;
+// FIRST_GROUP is a constant, or the uniform u_first_group when the template gets -1 (a plan with
+// many passes then needs one program instead of one per pass).
 // SELECT 1: mask k is channel u_channel[k] (any subset, any order); its group's rows start at
 // row (u_channel[k] / LANES) * TENSOR_H (the whole tensor is in one chunk then).
 // u_taps = (y0, y1, w0, w1) per output row; y1 < 0 means one tap. Row indices are already clamped
 // (OpenCV keeps the fractional weights at the borders).
 const int TENSOR_H = {{TENSOR_H}};
 const int LANES = {{LANES}};
-#define FIRST_GROUP {{FIRST_GROUP}}
+#define FIRST_GROUP_CONSTANT {{FIRST_GROUP}}
 #define PASS_OUTPUTS {{PASS_OUTPUTS}}
 #define SELECT {{SELECT}}
 const int PASS_GROUPS = (PASS_OUTPUTS + LANES - 1) / LANES;
 
 uniform sampler2D u_rows;
 uniform sampler2D u_taps;
+#if FIRST_GROUP_CONSTANT < 0
+uniform int u_first_group;
+#define FIRST_GROUP u_first_group
+#else
+#define FIRST_GROUP FIRST_GROUP_CONSTANT
+#endif
 #if SELECT
 uniform int u_channel[PASS_OUTPUTS];
 #endif

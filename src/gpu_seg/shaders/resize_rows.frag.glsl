@@ -4,8 +4,15 @@
 // every tensor row resampled horizontally to the output width. u_taps = (x0, x1, w0, w1) per output
 // column (gpu_seg.sampling.resize_taps, OpenCV's float64 mapping), x1 < 0 meaning one tap (S[x0]).
 // Target: one chunk of groups starting at CHUNK_FIRST; group CHUNK_FIRST + n of tensor row y goes
-// to row n * TENSOR_H + y.
-#define CHUNK_FIRST {{CHUNK_FIRST}}
+// to row n * TENSOR_H + y. CHUNK_FIRST is a constant, or the uniform u_chunk_first when the
+// template gets -1 (many chunks: one program instead of one per chunk).
+#define CHUNK_FIRST_CONSTANT {{CHUNK_FIRST}}
+#if CHUNK_FIRST_CONSTANT < 0
+uniform int u_chunk_first;
+#define CHUNK_FIRST u_chunk_first
+#else
+#define CHUNK_FIRST CHUNK_FIRST_CONSTANT
+#endif
 
 uniform sampler2D u_source;
 uniform sampler2D u_taps;

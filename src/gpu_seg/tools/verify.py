@@ -1,5 +1,5 @@
-"""``gpu-seg verify``: the GL path and the numpy reference against real MediaPipe CPU, on a seeded
-random battery.
+"""``gpu-seg verify``: the GL path, the fast CPU path and the numpy reference against real MediaPipe
+CPU, on a seeded random battery.
 
 Each case draws an activation (none, sigmoid, softmax), a channel count from
 {1, 2, 3, 4, 5, 8, 21, 64}, a tensor size, an output size (upscale, downscale, same size or odd
@@ -63,6 +63,7 @@ class CaseOutcome:
     case: VerifyCase
     gl: judge.Parity | None = None
     reference: judge.Parity | None = None
+    cpu: judge.Parity | None = None  #: the fast CPU path (a processor with ``backend="cpu"``)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -75,6 +76,7 @@ class CaseOutcome:
             **case,
             "gl": None if self.gl is None else asdict(self.gl),
             "reference": None if self.reference is None else asdict(self.reference),
+            "cpu": None if self.cpu is None else asdict(self.cpu),
             "problems": self.problems,
             "ok": self.ok,
         }
@@ -118,9 +120,13 @@ def make_battery(cases: int, seed: int) -> list[VerifyCase]:
 
 
 def check_case(
-    case: VerifyCase, processors: dict[str, SegmentationPostprocessor], gl_error: str | None
+    case: VerifyCase,
+    processors: dict[str, SegmentationPostprocessor],
+    gl_error: str | None,
+    cpu_processors: dict[str, SegmentationPostprocessor] | None = None,
 ) -> CaseOutcome:
-    """Run one case through the GL path, the reference and MediaPipe, and judge both against MediaPipe."""
+    """Run one case through the GL path, the fast CPU path, the reference and MediaPipe, and judge
+    each against MediaPipe."""
     outcome = CaseOutcome(case)
     tensor, activation, size = case.tensor, case.activation, case.output_size
     try:
@@ -133,6 +139,11 @@ def check_case(
     outcome.reference = judge.parity(ref.confidence_masks, ref.category_mask, *want, tensor, activation, size)
     if outcome.reference.problem:
         outcome.problems.append(f"reference: {outcome.reference.problem}")
+    if cpu_processors:
+        cpu = cpu_processors[activation].process(tensor, size)
+        outcome.cpu = judge.parity(cpu.confidence_masks, cpu.category_mask, *want, tensor, activation, size)
+        if outcome.cpu.problem:
+            outcome.problems.append(f"fast CPU: {outcome.cpu.problem}")
     if gl_error is not None:
         outcome.problems.append(f"GL: {gl_error}")
         return outcome
@@ -182,6 +193,9 @@ class VerifyReport:
             "gl_category_near_ties": sum(o.gl.near_ties for o in outcomes if o.gl),
             "reference_category_mismatches": sum(o.reference.mismatches for o in outcomes if o.reference),
             "reference_category_near_ties": sum(o.reference.near_ties for o in outcomes if o.reference),
+            "worst_cpu_confidence_error": worst("cpu"),
+            "cpu_category_mismatches": sum(o.cpu.mismatches for o in outcomes if o.cpu),
+            "cpu_category_near_ties": sum(o.cpu.near_ties for o in outcomes if o.cpu),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,14 +238,15 @@ def run_verify(cases: int = DEFAULT_CASES, seed: int = 0, progress: Progress | N
     renderer = None
     if processors:
         renderer = getattr(next(iter(processors.values())).context_info, "renderer", None)
+    cpu_processors = {a.value: SegmentationPostprocessor(a, backend="cpu") for a in Activation}
     outcomes: list[CaseOutcome] = []
     try:
         for case in battery:
-            outcomes.append(check_case(case, processors, gl_error))
+            outcomes.append(check_case(case, processors, gl_error, cpu_processors))
             if progress is not None:
                 progress(1, f"failed={sum(not o.ok for o in outcomes)}")
     finally:
-        for processor in processors.values():
+        for processor in (*processors.values(), *cpu_processors.values()):
             processor.close()
     report = VerifyReport(seed, renderer, gl_error, oracle.mediapipe_version(), outcomes)
     report.wall_s = time.perf_counter() - started

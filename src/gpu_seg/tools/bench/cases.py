@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -159,6 +160,10 @@ class BenchCase:
     variants: bool = False
     modes: tuple[str, ...] = tuple(MODES)
     _model: bytes | None = None
+    #: Why none of this case's rows can run (the end-to-end case when a part is missing).
+    unavailable: str | None = None
+    #: What the end-to-end rows run on (model bytes, image, video frames); empty for tensor cases.
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -3,7 +3,10 @@
 * GL at most 0.20x MediaPipe CPU's time for multiclass and selfie (both outputs), 0.33x for the
   deeplab category mask;
 * GL faster than OpenCV for the category mask of every preset timed;
-* GL confidence masks within 2.5x of the copy-bandwidth floor of the bytes they move.
+* GL confidence masks within 2.5x of the copy-bandwidth floor of the bytes they move;
+* with the end-to-end preset: gpu_seg's ``ImageSegmenter.segment()`` (auto) at most 0.7x
+  MediaPipe's, and MediaPipe's masks within the end-to-end parity goal of gpu_seg's (category
+  identical on >= 99.99 % of pixels, mean |confidence diff| <= 1e-5).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .cases import PRESETS
+from .end_to_end import E2E_PRESET
 from .results import BenchRow
 
 __all__ = ["evaluate_goals"]
@@ -83,6 +87,29 @@ def evaluate_goals(rows: Sequence[BenchRow]) -> list[dict[str, Any]]:
         _mediapipe_goal(rows, "deeplab", "category", 0.33),
     ]
     presets = sorted({r.preset for r in rows}, key=lambda p: list(PRESETS).index(p) if p in PRESETS else 99)
-    goals += [_opencv_goal(rows, preset) for preset in presets]
-    goals += [_floor_goal(rows, preset) for preset in presets]
+    goals += [_opencv_goal(rows, preset) for preset in presets if preset != E2E_PRESET]
+    goals += [_floor_goal(rows, preset) for preset in presets if preset != E2E_PRESET]
+    if E2E_PRESET in presets:
+        goals += [_end_to_end_speed_goal(rows), _end_to_end_parity_goal(rows)]
     return goals
+
+
+def _end_to_end_speed_goal(rows: Sequence[BenchRow]) -> dict[str, Any]:
+    row = _row(rows, E2E_PRESET, "both", "e2e_auto", "photo")
+    ratio = row.ratio_to_mediapipe if row is not None else None
+    name = "end-to-end selfie 640x480 both: gpu_seg ImageSegmenter / MediaPipe ImageSegmenter <= 0.70"
+    if row is None or ratio is None:
+        return _goal(name, 0.7, None, False, "")
+    detail = f"gpu_seg {row.median_ms:.2f} ms vs MediaPipe {row.median_ms / ratio:.2f} ms: {ratio:.2f}x"
+    return _goal(name, 0.7, ratio, ratio <= 0.7, detail)
+
+
+def _end_to_end_parity_goal(rows: Sequence[BenchRow]) -> dict[str, Any]:
+    row = _row(rows, E2E_PRESET, "both", "e2e_mediapipe", "photo")
+    check = (row.vs_reference or {}) if row is not None else {}
+    name = "end-to-end parity: MediaPipe's masks vs gpu_seg's, category >= 99.99 %, mean conf diff <= 1e-5"
+    if "category_mismatch_fraction" not in check or "confidence_mean_abs_error" not in check:
+        return _goal(name, 0.9999, None, False, "")
+    agree, mean = 1.0 - check["category_mismatch_fraction"], check["confidence_mean_abs_error"]
+    detail = f"category identical on {100 * agree:.4f} % of pixels, mean |confidence diff| {mean:.2g}"
+    return _goal(name, 0.9999, agree, agree >= 0.9999 and mean <= 1e-5, detail)

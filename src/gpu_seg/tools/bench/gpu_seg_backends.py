@@ -1,5 +1,6 @@
 """gpu_seg's own bench rows: the GL path (with and without preallocated outputs, and the f16, u8 and
-one-channel confidence variants) and the CPU reference."""
+one-channel confidence variants), the fast CPU path (``cpu``: a processor with ``backend="cpu"``) and
+the numpy reference (``reference``: the specification, as 0.1's CPU fallback ran it)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ... import reference
+from ...inputs import make_frame
 from ...postprocessor import SegmentationPostprocessor
 from ..messages import first_line
 from .cases import MODES, BenchCase
@@ -15,7 +18,7 @@ from .runner import BACKENDS, VARIANTS, BackendUnavailableError, Runner
 __all__ = ["GPU_SEG_BACKENDS", "ProcessorPool", "gpu_seg_runner"]
 
 #: The backend keys this module prepares.
-GPU_SEG_BACKENDS = ("gl", "gl_alloc", "cpu", *VARIANTS)
+GPU_SEG_BACKENDS = ("gl", "gl_alloc", "cpu", "reference", *VARIANTS)
 
 
 class ProcessorPool:
@@ -67,6 +70,8 @@ def gpu_seg_runner(pool: ProcessorPool, key: str, case: BenchCase, mode: str) ->
     Every key but ``gl_alloc`` writes into preallocated outputs. One untimed frame runs here: it
     checks that the frame ran where it should (GL, not a CPU fallback).
     """
+    if key == "reference":
+        return _reference_runner(case, mode)
     backend = "cpu" if key == "cpu" else "gl"
     options = VARIANTS.get(key, {})
     channels = options.get("confidence_channels")
@@ -102,3 +107,16 @@ def gpu_seg_runner(pool: ProcessorPool, key: str, case: BenchCase, mode: str) ->
         bytes_out,
         channels=tuple(channels) if channels is not None else None,
     )
+
+
+def _reference_runner(case: BenchCase, mode: str) -> Runner:
+    """The numpy reference into preallocated outputs (validated once, like the processor does)."""
+    conf, cat = MODES[mode]
+    frame = make_frame(case.tensor, case.activation, case.output_size, confidence=conf, category=cat)
+    conf_out, cat_out = frame.allocate_confidence(), frame.allocate_category()
+
+    def call() -> None:
+        reference.compute(frame, conf_out, cat_out)
+
+    bytes_out = sum(a.nbytes for a in (conf_out, cat_out) if a is not None)
+    return Runner("reference", BACKENDS["reference"], call, lambda: (conf_out, cat_out), bytes_out)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ... import __version__
+from .torch_peers import cuda_status
 
 __all__ = ["environment", "load_average"]
 
@@ -86,13 +87,18 @@ def _threads() -> dict[str, Any]:
         threads["torch"] = importlib.import_module("torch").get_num_threads()
     except ImportError:
         pass
+    from ... import cpu
+
+    fast = cpu.info()
+    threads["gpu_seg_cpu"] = fast.get("default_threads", 1)  # the fast CPU path (numba kernels)
+    threads["gpu_seg_cpu_path"] = fast
     return threads
 
 
 def environment(gl_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``metadata`` of a report: time, platform, CPU and memory, load, GL (``gl_info`` without
     its extension list), environment variables that change the figures, thread counts of the
-    peers, versions and the git commit."""
+    peers, CUDA (whether the PyTorch CUDA rows run, and why not), versions and the git commit."""
     try:
         affinity = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -111,10 +117,11 @@ def environment(gl_info: dict[str, Any] | None = None) -> dict[str, Any]:
         "gl": gl,
         "env": {
             k: os.environ[k]
-            for k in ("LP_NUM_THREADS", "GPU_SEG_EGL_DEVICE", "OMP_NUM_THREADS")
+            for k in ("LP_NUM_THREADS", "GPU_SEG_EGL_DEVICE", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
             if k in os.environ
         },
         "threads": _threads(),
+        "cuda": cuda_status(),
         "versions": {
             "gpu_seg": __version__,
             "numpy": _version("numpy"),

@@ -2,7 +2,9 @@
 
 * OpenCV + numpy: numpy activation, ``cv2.resize`` per plane (confidence); ``cv2.resize`` of the
   logits + ``np.argmax`` (category, half-pixel rather than MediaPipe's align-corners mapping).
-* PyTorch CPU: ``softmax``/``sigmoid`` + ``F.interpolate(bilinear)``, ``argmax`` for the category.
+* PyTorch CPU, and PyTorch CUDA (host -> host with pinned buffers, and resident) where CUDA
+  exists: ``softmax``/``sigmoid`` + ``F.interpolate(bilinear)``, ``argmax`` for the category
+  (:mod:`.torch_peers`).
 * MediaPipe CPU: ``ImageSegmenter`` on a constant model (:mod:`gpu_seg.tools.oracle`); only
   ``segment()`` is timed.
 
@@ -24,6 +26,7 @@ from .. import oracle
 from ..messages import INSTALL_BENCH, INSTALL_MEDIAPIPE
 from .cases import MODES, BenchCase
 from .runner import BACKENDS, BackendUnavailableError, Runner, float32_outputs, nominal_bytes_out
+from .torch_peers import one_class_threshold, torch_cuda_runner, torch_runner
 
 __all__ = ["PEER_RUNNERS", "mediapipe_runner", "opencv_runner", "torch_runner"]
 
@@ -41,15 +44,6 @@ def _numpy_activation(tensor: np.ndarray, activation: Activation) -> np.ndarray:
     return planes
 
 
-def _one_class_threshold(activation: Activation) -> float:
-    """The logit above which a one-class pixel is foreground (MediaPipe: activated value > 0.5)."""
-    if activation is Activation.SIGMOID:
-        return 0.0
-    if activation is Activation.SOFTMAX:
-        return -np.inf  # softmax of one channel is 1.0
-    return 0.5
-
-
 def opencv_runner(case: BenchCase, mode: str) -> Runner:
     try:
         cv2 = importlib.import_module("cv2")
@@ -58,7 +52,7 @@ def opencv_runner(case: BenchCase, mode: str) -> Runner:
     activation = parse_activation(case.activation)
     tensor, (width, height) = case.tensor, case.output_size
     conf_out, cat_out = float32_outputs(case, mode)
-    threshold = _one_class_threshold(activation)
+    threshold = one_class_threshold(activation)
     linear = cv2.INTER_LINEAR
 
     def resize_hwc(x: np.ndarray) -> np.ndarray:
@@ -81,45 +75,6 @@ def opencv_runner(case: BenchCase, mode: str) -> Runner:
 
     return Runner(
         "opencv", BACKENDS["opencv"], call, lambda: (conf_out, cat_out), nominal_bytes_out(case, mode)
-    )
-
-
-def torch_runner(case: BenchCase, mode: str) -> Runner:
-    try:
-        torch = importlib.import_module("torch")
-        functional = importlib.import_module("torch.nn.functional")
-    except ImportError as exc:
-        raise BackendUnavailableError("PyTorch is not installed (optional peer: pip install torch)") from exc
-    activation = parse_activation(case.activation)
-    tensor, (width, height) = case.tensor, case.output_size
-    conf, cat = MODES[mode]
-    threshold = _one_class_threshold(activation)
-    last: dict[str, Any] = {"conf": None, "cat": None}
-
-    def call() -> None:
-        nhwc = torch.from_numpy(tensor)
-        with torch.inference_mode():
-            if conf:
-                # Channels-last view of the HWC tensor: the fastest input layout for the resize.
-                x = nhwc.permute(2, 0, 1).unsqueeze(0)
-                if activation is Activation.SOFTMAX:
-                    x = torch.softmax(x, dim=1)
-                elif activation is Activation.SIGMOID:
-                    x = torch.sigmoid(x)
-                up = functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
-                last["conf"] = up[0].contiguous().numpy()
-            if cat:
-                # Contiguous NCHW: argmax(dim=1) is ~2x faster on it than on the channels-last view.
-                x = nhwc.permute(2, 0, 1).unsqueeze(0).contiguous()
-                up = functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
-                if up.shape[1] == 1:
-                    mask = torch.where(up[0, 0] > threshold, 0, 255).to(torch.uint8)
-                else:
-                    mask = up[0].argmax(dim=0).to(torch.uint8)
-                last["cat"] = mask.numpy()
-
-    return Runner(
-        "torch", BACKENDS["torch"], call, lambda: (last["conf"], last["cat"]), nominal_bytes_out(case, mode)
     )
 
 
@@ -163,5 +118,7 @@ def mediapipe_runner(case: BenchCase, mode: str) -> Runner:
 PEER_RUNNERS: dict[str, Callable[[BenchCase, str], Runner]] = {
     "opencv": opencv_runner,
     "torch": torch_runner,
+    "torch_cuda": lambda case, mode: torch_cuda_runner(case, mode, resident=False),
+    "torch_cuda_resident": lambda case, mode: torch_cuda_runner(case, mode, resident=True),
     "mediapipe": mediapipe_runner,
 }

@@ -23,13 +23,21 @@ __all__ = [
 BACKENDS: dict[str, str] = {
     "gl": "gpu_seg GL",
     "gl_alloc": "gpu_seg GL (no prealloc)",
-    "cpu": "gpu_seg CPU",
+    "cpu": "gpu_seg CPU (fast)",
+    "reference": "gpu_seg numpy reference",
     "opencv": "OpenCV",
     "torch": "PyTorch CPU",
+    "torch_cuda": "PyTorch CUDA host->host (pinned)",
+    "torch_cuda_resident": "PyTorch CUDA resident",
     "mediapipe": "MediaPipe CPU",
     "gl_f16": "gpu_seg GL f16 conf",
     "gl_u8": "gpu_seg GL u8 conf",
     "gl_subset": "gpu_seg GL 1-channel conf",
+    "e2e_auto": "gpu_seg ImageSegmenter (auto)",
+    "e2e_cpu": "gpu_seg ImageSegmenter (cpu)",
+    "e2e_mediapipe": "MediaPipe ImageSegmenter",
+    "e2e_video": "gpu_seg ImageSegmenter video mode",
+    "e2e_mediapipe_video": "MediaPipe ImageSegmenter video mode",
 }
 
 #: The GL variants: key -> the processor options that make them.
@@ -59,6 +67,8 @@ class Runner:
     close: Callable[[], None] = lambda: None
     #: The reference channels the confidence planes hold (None: all of them).
     channels: tuple[int, ...] | None = None
+    #: Free text for the row's ``note`` (for example where the post-processing ran).
+    note: str = ""
 
     def __call__(self) -> None:
         self.call()

@@ -135,7 +135,7 @@ def time_cell(
             rows[key] = new_row(case, mode, key, unavailable=str(exc))
             steps.finish(per_backend)
             continue
-        row = rows[key] = new_row(case, mode, key)
+        row = rows[key] = new_row(case, mode, key, note=runner.note)
         try:
             try:
                 samples = _time_frames(runner, frames, warmup, max_seconds, steps)
@@ -150,7 +150,7 @@ def time_cell(
             row.samples = len(samples)
             row.median_ms, row.iqr_ms = summarize(samples)
             row.bytes_moved = case.tensor.nbytes + runner.bytes_out
-            if key == "cpu":
+            if key == "reference":
                 continue
             # Agreement with MediaPipe's semantics (the gpu_seg CPU reference), from the last frame.
             try:

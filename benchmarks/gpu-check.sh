@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One run on a GPU machine, after `bash .device-kit/setup.sh` (see README "Running on a real GPU"):
+# GL info, the test suite, verify against MediaPipe, the data-path benchmark and a soak with real
+# context losses. Everything lands in $OUT (default /tmp/gpu-check).
+set -uo pipefail
+out=${OUT:-/tmp/gpu-check}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+nv=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+[[ -f $nv ]] && export __EGL_VENDOR_LIBRARY_FILENAMES=$nv
+export GPU_SEG_CACHE_DIR=${GPU_SEG_CACHE_DIR:-$PWD/.device-kit}
+export GPU_SEG_TEST_MODEL_CACHE=${GPU_SEG_TEST_MODEL_CACHE:-$GPU_SEG_CACHE_DIR}
+step() { echo; echo "=== $* ($(date +%T))"; }
+
+step info
+python3 -m gpu_seg info --json >"$out/info.json" 2>&1
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d.get(k) for k in ('renderer','version','robust_context','reset_notification','error')})" "$out/info.json"
+
+step tests
+# test_models downloads from PyPI (no network on a GPU machine); attached/viewer tests skip without X.
+timeout "${PYTEST_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-12}" \
+    --ignore=tests/test_models.py -rfE 2>&1 | tee "$out/pytest.log" | tail -30
+
+step verify
+timeout "${VERIFY_TIMEOUT:-50}" python3 -m gpu_seg verify --cases "${VERIFY_CASES:-12}" --json "$out/verify.json" 2>&1 | tail -6
+
+step data path
+timeout "${DATA_PATH_TIMEOUT:-110}" python3 benchmarks/gpu_data_path.py --frames "${DATA_PATH_FRAMES:-8}" --rounds 2 --json "$out/data-path.json" 2>&1 | grep -v "^INFO" | tee "$out/data-path.md"
+
+step soak
+timeout "${SOAK_TIMEOUT:-50}" python3 -m gpu_seg soak --frames "${SOAK_FRAMES:-1000}" --lose-every 100 --json "$out/soak.json" --quiet 2>&1 | tail -15
+step done

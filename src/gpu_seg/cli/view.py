@@ -1,0 +1,133 @@
+"""Play a video, an image or a camera through the segmenter in a window, composited on the GPU.
+
+The picture: the background blurred (``--effect blur``), replaced (``replace``, by ``--background``
+or a built-in gradient) or the person tinted (``overlay``); below it a bar of figures: frames/s,
+model ms, post-processing ms, the backend of the last frame, context losses. The post-processing
+runs in the window's own OpenGL context. Keys: ``L`` loses that context for real (the window is
+destroyed and a new one opened; the view recovers), ``E`` the next effect, ``Q``/``Esc`` quits.
+
+For tests and headless runs (Xvfb): ``--frames N`` stops after N frames, ``--screenshot PATH``
+saves the window after the last of them (PNG), ``--inject-loss-at N`` loses the context before frame
+N (from 0; repeatable), ``--hidden`` keeps the window off screen. A summary goes to stdout. Exit
+status: 0 after a run, 1 when the viewer cannot run (no display, unreadable input), 2 for bad
+arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import GpuSegError
+from .args import non_negative_float, non_negative_int, positive_int
+from .segment import _model_bytes  # the same default model (the selfie segmenter) as `gpu-seg segment`
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", nargs="?", default=None, help="a video or image file")
+    parser.add_argument("--camera", type=non_negative_int, default=None, metavar="N", help="camera N instead")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="segmentation .tflite (default: selfie model)",
+    )
+    parser.add_argument(
+        "--effect",
+        choices=("blur", "replace", "overlay"),
+        default="blur",
+        help="blur or replace the background, or tint the person (default blur)",
+    )
+    parser.add_argument(
+        "--background",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="image for replace (default: a gradient)",
+    )
+    parser.add_argument(
+        "--blur-radius",
+        type=non_negative_int,
+        default=12,
+        metavar="R",
+        help="blur taps each side (default 12)",
+    )
+    parser.add_argument("--frames", type=positive_int, default=None, metavar="N", help="stop after N frames")
+    parser.add_argument(
+        "--screenshot", type=Path, default=None, metavar="PATH", help="save the window after the last frame"
+    )
+    parser.add_argument(
+        "--inject-loss-at",
+        type=non_negative_int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="lose the window's context before frame N (from 0); repeatable",
+    )
+    parser.add_argument(
+        "--max-fps",
+        type=non_negative_float,
+        default=None,
+        metavar="F",
+        help="at most F frames/s (default: the video's rate; 0: as fast as possible)",
+    )
+    parser.add_argument("--hidden", action="store_true", help="do not show the window (it still renders)")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "gl", "cpu"),
+        default="auto",
+        help="post-processing backend (default auto)",
+    )
+    parser.add_argument("--threads", type=positive_int, default=None, help="LiteRT threads")
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    if (args.input is None) == (args.camera is None):
+        return "give an input file or --camera N (one of them)"
+    if args.screenshot is not None and args.frames is None:
+        return "--screenshot needs --frames N (it saves the window after frame N)"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = _check(args)
+    if problem:
+        print(f"gpu-seg view: {problem}", file=sys.stderr)
+        return 2
+    from ..viewer import Viewer, ViewerOptions, open_source, read_image, save_image
+
+    try:
+        background = read_image(args.background, "background") if args.background is not None else None
+        options = ViewerOptions(
+            effect=args.effect,
+            background=background,
+            frames=args.frames,
+            inject_loss_at=frozenset(args.inject_loss_at),
+            max_fps=args.max_fps,
+            visible=not args.hidden,
+            blur_radius=args.blur_radius,
+            backend=args.backend,
+            num_threads=args.threads,
+        )
+        model = _model_bytes(args.model)
+        source = open_source(args.input, args.camera)
+
+        def on_frame(viewer: Viewer, record) -> None:
+            if args.screenshot is not None and record.index == args.frames - 1:
+                save_image(args.screenshot, viewer.screenshot(), "screenshot")
+
+        report = Viewer(model, source, options, on_frame=on_frame).run()
+    except GpuSegError as exc:
+        print(f"gpu-seg view: {exc}", file=sys.stderr)
+        return 1
+    backends = ", ".join(f"{name} {count}" for name, count in sorted(report.backends.items())) or "none"
+    print(
+        f"viewed {report.frames} frames in {report.seconds:.1f} s ({report.fps:.1f} frames/s); "
+        f"post-processing: {backends}; context losses: {report.context_losses} "
+        f"(windows opened: {report.windows_opened})"
+    )
+    if args.screenshot is not None and report.frames == args.frames:
+        print(f"screenshot: {args.screenshot}")
+    return 0

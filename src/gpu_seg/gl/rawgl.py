@@ -1,0 +1,238 @@
+"""The few GL entry points moderngl 5.13 does not wrap: immutable buffer storage, persistent mapping, fences.
+
+Resolved through ``eglGetProcAddress`` (libglvnd's dispatch stubs, which serve whichever context
+is current on the calling thread: EGL or GLX), else ``glXGetProcAddressARB``. Every prototype is
+typed (pointers as ``c_void_p``: a ``GLsync`` or a mapping is never truncated to an int).
+
+:class:`PersistentBuffer` is a buffer with ``glBufferStorage(MAP_PERSISTENT | MAP_COHERENT |
+CLIENT_STORAGE)``, mapped once for its whole life, wrapped as a ``moderngl.Buffer`` (through
+``ctx.external_buffer``) so that ``Texture.read_into`` / ``Framebuffer.read_into`` / ``Texture.write``
+can use it as a pixel pack or unpack buffer. Its host view is valid until :meth:`PersistentBuffer.release`
+(or until the context is destroyed): never hand it out beyond that. moderngl's own
+``Buffer.read/write/orphan`` must not be called on it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import logging
+
+import moderngl
+import numpy as np
+
+__all__ = ["GLFunctions", "MappedArena", "PersistentBuffer", "gl_functions"]
+
+log = logging.getLogger("gpu_seg")
+
+GL_COPY_WRITE_BUFFER = 0x8F37
+GL_MAP_READ_BIT = 0x0001
+GL_MAP_WRITE_BIT = 0x0002
+GL_MAP_PERSISTENT_BIT = 0x0040
+GL_MAP_COHERENT_BIT = 0x0080
+GL_CLIENT_STORAGE_BIT = 0x0200
+GL_SYNC_GPU_COMMANDS_COMPLETE = 0x9117
+GL_SYNC_FLUSH_COMMANDS_BIT = 0x0001
+GL_ALREADY_SIGNALED = 0x911A
+GL_TIMEOUT_EXPIRED = 0x911B
+GL_CONDITION_SATISFIED = 0x911C
+GL_WAIT_FAILED = 0x911D
+
+_u = ctypes.c_uint
+_PROTOTYPES = {
+    "glGenBuffers": ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.POINTER(_u)),
+    "glDeleteBuffers": ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.POINTER(_u)),
+    "glBindBuffer": ctypes.CFUNCTYPE(None, _u, _u),
+    "glBufferStorage": ctypes.CFUNCTYPE(None, _u, ctypes.c_ssize_t, ctypes.c_void_p, _u),
+    "glMapBufferRange": ctypes.CFUNCTYPE(ctypes.c_void_p, _u, ctypes.c_ssize_t, ctypes.c_ssize_t, _u),
+    "glFenceSync": ctypes.CFUNCTYPE(ctypes.c_void_p, _u, _u),
+    "glClientWaitSync": ctypes.CFUNCTYPE(_u, ctypes.c_void_p, _u, ctypes.c_uint64),
+    "glDeleteSync": ctypes.CFUNCTYPE(None, ctypes.c_void_p),
+}
+
+
+class GLFunctions:
+    """Typed GL entry points (see :data:`_PROTOTYPES`), callable with the context current."""
+
+    def __init__(self, resolve) -> None:
+        for name, prototype in _PROTOTYPES.items():
+            address = resolve(name)
+            if not address:
+                raise LookupError(f"{name} is not available")
+            setattr(self, name, prototype(address))
+
+    # -- fences ---------------------------------------------------------------------------------
+    def fence(self) -> int:
+        """A fence after the commands issued so far (``glFenceSync``)."""
+        sync = self.glFenceSync(GL_SYNC_GPU_COMMANDS_COMPLETE, 0)
+        if not sync:
+            raise moderngl.Error("glFenceSync failed")
+        return sync
+
+    def wait(self, sync: int, timeout_s: float = 1.0) -> None:
+        """Block until ``sync`` signalled (flushing first), then delete it.
+
+        Raises:
+            moderngl.Error: the wait failed (a lost context, for example); the caller's health
+                check tells which.
+        """
+        try:
+            flags = GL_SYNC_FLUSH_COMMANDS_BIT
+            while True:
+                status = self.glClientWaitSync(sync, flags, int(timeout_s * 1e9))
+                if status in (GL_ALREADY_SIGNALED, GL_CONDITION_SATISFIED):
+                    return
+                if status != GL_TIMEOUT_EXPIRED:
+                    raise moderngl.Error(f"glClientWaitSync failed (0x{status:04X})")
+                flags = 0  # flushed once; a hung driver is the session's timeout to catch
+        finally:
+            self.glDeleteSync(sync)
+
+    def delete(self, sync: int | None) -> None:
+        if sync:
+            self.glDeleteSync(sync)
+
+
+def _first_symbol(libraries: list[str], symbol: str):
+    """``symbol`` from the first of ``libraries`` that loads and has it, else None."""
+    for library in libraries:
+        try:
+            return getattr(ctypes.CDLL(library), symbol)
+        except (OSError, AttributeError):
+            pass
+    return None
+
+
+@functools.cache
+def _resolver():
+    """``name -> address`` through EGL, else GLX; None when neither library loads."""
+    for library, symbol in (("EGL", "eglGetProcAddress"), ("GL", "glXGetProcAddressARB")):
+        found = ctypes.util.find_library(library)
+        proc = _first_symbol([*([found] if found else []), f"lib{library}.so.1"], symbol)
+        if proc is not None:
+            proc.restype = ctypes.c_void_p
+            proc.argtypes = [ctypes.c_char_p]
+            return lambda name, proc=proc: proc(name.encode("ascii")) or 0
+    return None
+
+
+def gl_functions(ctx: moderngl.Context) -> GLFunctions | None:
+    """The functions for persistent buffers and fences, or None where the context lacks them.
+
+    Needs ``GL_ARB_buffer_storage`` (core in 4.4) and ``GL_ARB_sync`` (core in 3.2).
+    """
+    if ctx.version_code < 440 and "GL_ARB_buffer_storage" not in ctx.extensions:
+        return None
+    resolve = _resolver()
+    if resolve is None:
+        return None
+    try:
+        return GLFunctions(resolve)
+    except LookupError as exc:
+        log.info("persistent mapped buffers unavailable: %s", exc)
+        return None
+
+
+class PersistentBuffer:
+    """A persistently mapped buffer of ``size`` bytes for reading (``"read"``) or writing (``"write"``).
+
+    Attributes:
+        buffer: the ``moderngl.Buffer`` wrapping it (a pack/unpack buffer for reads and writes).
+        host: ``uint8`` view of the mapping; valid until :meth:`release`.
+    """
+
+    def __init__(self, ctx: moderngl.Context, gl: GLFunctions, size: int, mode: str) -> None:
+        access = GL_MAP_READ_BIT if mode == "read" else GL_MAP_WRITE_BIT
+        flags = access | GL_MAP_PERSISTENT_BIT | GL_MAP_COHERENT_BIT
+        name = _u(0)
+        gl.glGenBuffers(1, ctypes.byref(name))
+        if not name.value:
+            raise moderngl.Error("glGenBuffers failed")
+        self._gl = gl
+        self.name = name.value
+        self.buffer = ctx.external_buffer(name.value, size)
+        try:
+            gl.glBindBuffer(GL_COPY_WRITE_BUFFER, name.value)
+            gl.glBufferStorage(GL_COPY_WRITE_BUFFER, size, None, flags | GL_CLIENT_STORAGE_BIT)
+            pointer = gl.glMapBufferRange(GL_COPY_WRITE_BUFFER, 0, size, flags)
+            gl.glBindBuffer(GL_COPY_WRITE_BUFFER, 0)
+            error = ctx.error
+            if not pointer or error != "GL_NO_ERROR":
+                raise moderngl.Error(f"cannot map a persistent buffer of {size} bytes ({error})")
+        except BaseException:
+            self.release()
+            raise
+        self.size = size
+        self.host = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_uint8)), (size,))
+
+    def release(self) -> None:
+        """Delete the buffer (which unmaps it); the host view must not be used afterwards.
+
+        moderngl does not delete the GL name of an external buffer: ``glDeleteBuffers`` does.
+        """
+        self.host = np.empty(0, np.uint8)
+        self.buffer.release()
+        self._gl.glDeleteBuffers(1, ctypes.byref(_u(self.name)))
+
+
+class MappedArena:
+    """A :class:`PersistentBuffer` that grows on demand (never shrinks), with at most one fence.
+
+    Args:
+        mode: ``"read"`` or ``"write"`` (see :class:`PersistentBuffer`).
+        growth: a new buffer is at least this factor larger than the one it replaces.
+    """
+
+    #: Sizes are rounded up to this many bytes.
+    GRANULE = 1 << 20
+
+    def __init__(self, ctx: moderngl.Context, gl: GLFunctions, mode: str, growth: float = 1.0) -> None:
+        self.ctx = ctx
+        self.gl = gl
+        self.mode = mode
+        self.growth = growth
+        self.buffer: PersistentBuffer | None = None
+        self._fence: int | None = None
+
+    def ensure(self, size: int) -> bool:
+        """Make the buffer hold at least ``size`` bytes; returns whether it is a new buffer."""
+        if self.buffer is not None and self.buffer.size >= size:
+            return False
+        old = self.buffer.size if self.buffer is not None else 0
+        capacity = -(-max(size, int(old * self.growth)) // self.GRANULE) * self.GRANULE
+        self.release()
+        self.buffer = PersistentBuffer(self.ctx, self.gl, capacity, self.mode)
+        return True
+
+    def fence(self) -> None:
+        """Fence the commands issued so far (replacing an earlier fence that nobody waited for)."""
+        self.drop_fence()
+        self._fence = self.gl.fence()
+
+    def wait(self) -> bool:
+        """Wait for the pending fence, if any; returns whether there was one."""
+        fence, self._fence = self._fence, None
+        if fence is None:
+            return False
+        self.gl.wait(fence)
+        return True
+
+    def drop_fence(self) -> None:
+        fence, self._fence = self._fence, None
+        self.gl.delete(fence)
+
+    def objects(self) -> int:
+        return int(self.buffer is not None)
+
+    def release(self) -> None:
+        """Delete the fence and the buffer (context alive and current)."""
+        self.drop_fence()
+        buffer, self.buffer = self.buffer, None
+        if buffer is not None:
+            buffer.release()
+
+    def abandon(self) -> None:
+        """Forget both without GL calls (context lost)."""
+        self._fence = None
+        self.buffer = None

@@ -1,0 +1,95 @@
+"""Uploading a frame's tensor into its texture: ``"direct"`` or ``"mapped"``.
+
+* :class:`DirectUpload` (``"direct"``): ``glTexSubImage2D`` from the caller's array when the
+  layout matches it (C of 1, 2 or a multiple of 4, unwrapped), else from a padded host staging
+  copy. On llvmpipe this is one or two ``memcpy`` and the fastest there is.
+* :class:`MappedUpload` (``"mapped"``): the tensor is copied once into a persistently mapped
+  write buffer, already in the texture's layout (the padding happens in that one copy, no
+  separate staging array), and the texture is filled from that buffer (a pixel unpack buffer:
+  a DMA on a discrete GPU, no pageable-memory stall). A fence after each upload guards the buffer
+  against being overwritten while the GPU still reads it.
+"""
+
+from __future__ import annotations
+
+import moderngl
+import numpy as np
+
+from .plan import TensorLayout
+from .rawgl import GLFunctions, MappedArena
+from .slots import TensorSlot
+
+__all__ = ["DirectUpload", "MappedUpload", "Upload"]
+
+
+class Upload:
+    """Interface of the strategies."""
+
+    name = ""
+
+    def upload(self, slot: TensorSlot, tensor: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def objects(self) -> int:
+        """GL objects held."""
+        return 0
+
+    def release(self) -> None:
+        """Free GL objects (context alive and current)."""
+
+    def abandon(self) -> None:
+        """Forget GL objects without GL calls (context lost)."""
+
+
+class DirectUpload(Upload):
+    """``Texture.write`` from the tensor, or from a padded staging copy (see the module docstring)."""
+
+    name = "direct"
+
+    def upload(self, slot: TensorSlot, tensor: np.ndarray) -> None:
+        layout = slot.layout
+        if not layout.padded:
+            slot.texture.write(tensor)
+            return
+        if slot.staging is None:  # zeros in the padding lanes, written once
+            slot.staging = np.zeros(layout.texels * layout.lanes, np.float32)
+        layout.padded_view(slot.staging)[...] = tensor
+        slot.texture.write(slot.staging)
+
+
+class MappedUpload(Upload):
+    """One copy into a persistent write buffer, then a pixel-unpack upload (see the module docstring)."""
+
+    name = "mapped"
+
+    def __init__(self, ctx: moderngl.Context, gl: GLFunctions) -> None:
+        self._arena = MappedArena(ctx, gl, "write")
+        self._layout: TensorLayout | None = None  # the layout whose padding the buffer holds
+
+    def upload(self, slot: TensorSlot, tensor: np.ndarray) -> None:
+        layout = slot.layout
+        size = layout.texels * layout.lanes * 4
+        self._arena.wait()  # the previous upload has left the buffer
+        if self._arena.ensure(size):
+            self._layout = None
+        floats = self._arena.buffer.host[:size].view(np.float32)
+        if not layout.padded:
+            np.copyto(floats.reshape(tensor.shape), tensor)
+        else:
+            if self._layout != layout:
+                floats[...] = 0.0
+            layout.padded_view(floats)[...] = tensor
+        self._layout = layout
+        slot.texture.write(self._arena.buffer.buffer)
+        self._arena.fence()
+
+    def objects(self) -> int:
+        return self._arena.objects()
+
+    def release(self) -> None:
+        self._arena.release()
+        self._layout = None
+
+    def abandon(self) -> None:
+        self._arena.abandon()
+        self._layout = None

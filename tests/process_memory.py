@@ -1,0 +1,40 @@
+"""Where RSS bounds mean something: the renderer gpu_seg's owned contexts run on.
+
+On a software rasteriser (llvmpipe here and in CI) every GL object is process memory, so an RSS
+bound catches a leaked texture, buffer or context. On an NVIDIA GPU the driver's own RSS grows with
+every context it creates, whatever gpu_seg does (measured on an H200, driver 580: 0.5-3 MiB per
+context generation, with direct or mapped readback, lost or released contexts; README "Context
+loss"); there the tests still check that live GL objects return to baseline, and report the RSS
+figure instead of judging it.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+
+import gpu_seg
+from gpu_seg.gl.pipeline import is_software_renderer
+
+
+@functools.cache
+def owned_renderer() -> str:
+    """``GL_RENDERER`` of an owned context on this machine."""
+    with gpu_seg.SegmentationPostprocessor(backend="gl") as pp:
+        pp.process(np.zeros((2, 2, 1), np.float32))
+        return pp.context_info.renderer
+
+
+def check_rss_growth(growth_kib: float, bound_kib: float, what: str) -> None:
+    """Assert ``growth_kib <= bound_kib`` where GL memory is process memory; report it elsewhere."""
+    renderer = owned_renderer()
+    if is_software_renderer(renderer):
+        assert growth_kib <= bound_kib, f"{what}: RSS grew {growth_kib:.0f} KiB (bound {bound_kib:.0f} KiB)"
+    else:
+        warnings.warn(
+            f"{what}: RSS grew {growth_kib:.0f} KiB on {renderer} (bound {bound_kib:.0f} KiB judged on "
+            "software rasterisers only: the GPU driver's own RSS grows per context)",
+            stacklevel=2,
+        )
