@@ -3,7 +3,7 @@
 Each actor opens one :class:`~gpu_seg.segmenter.batch.FrameSegmenter` (one ``ImageSegmenter`` per
 running mode) when it starts and keeps it across batches. A GPU actor first points
 ``GPU_SEG_EGL_DEVICE`` at the EGL device of the GPU Ray assigned it (:mod:`.gpus`); a CPU actor
-limits llvmpipe (if GL runs there), OpenCV and LiteRT to the CPUs it was given.
+limits llvmpipe (if GL runs there), OpenCV, LiteRT and the fast CPU path to the CPUs it was given.
 
 A batch holds task rows: ``task`` (its index) and ``items`` (JSON: a list of ``[input, source,
 name, start, stop]``). The worker writes each item's files itself and returns one row per task:
@@ -80,6 +80,7 @@ class SegmentWorker:
             overlay=overlay,
             backend=backend,
             num_threads=threads,
+            cpu_threads=threads,
         )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._ledger = ledger
@@ -96,7 +97,8 @@ class SegmentWorker:
             ray.get(ledger.register.remote(self.worker_id, context.get_actor_id(), info))
 
     def _limit_threads(self, cpus: int, num_threads: int | None) -> int:
-        """LiteRT's and OpenCV's threads (and llvmpipe's on a CPU worker) for the CPUs Ray gave us."""
+        """LiteRT's, OpenCV's and the fast CPU path's threads (and llvmpipe's on a CPU worker) for the
+        CPUs Ray gave this worker (its process may run on any of the machine's)."""
         threads = num_threads if num_threads is not None else max(1, cpus)
         if self.device is None:
             os.environ.setdefault("LP_NUM_THREADS", str(max(1, cpus)))  # llvmpipe, when GL runs on CPUs

@@ -211,7 +211,7 @@ class FrameSegmenter:
         model: the ``.tflite`` bytes.
         output: where files go (:class:`LocalOutput` or any :class:`Output`).
         confidence: also write the confidence masks (``.npy``); overlay: also write ``.overlay.png``.
-        backend, num_threads: as for :class:`ImageSegmenter`.
+        backend, num_threads, cpu_threads: as for :class:`ImageSegmenter`.
     """
 
     def __init__(
@@ -223,6 +223,7 @@ class FrameSegmenter:
         overlay: bool = False,
         backend: BackendChoice = "auto",
         num_threads: int | None = None,
+        cpu_threads: int | None = None,
     ) -> None:
         self._cv2 = opencv()
         self.output = output
@@ -233,6 +234,7 @@ class FrameSegmenter:
             "output_category_mask": True,
             "backend": backend,
             "num_threads": num_threads,
+            "cpu_threads": cpu_threads,
         }
         self._model = model
         self._images = ImageSegmenter(model, running_mode="image", **self._options)  # type: ignore[arg-type]
