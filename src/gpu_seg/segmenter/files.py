@@ -122,12 +122,18 @@ def output_names(paths: Iterable[str | os.PathLike[str]], taken: set[str] | None
         taken: names already used (updated in place with the new ones).
     """
     taken = set() if taken is None else taken
+    numbers: dict[str, int] = {}  # per stem: every stem_i below it is taken already
     names = []
     for raw in paths:
         path = Path(raw)
-        candidates = [path.stem, f"{path.stem}_{path.suffix.lstrip('.')}"]
-        candidates += [f"{path.stem}_{i}" for i in range(2, 10_000)]
-        name = next(c for c in candidates if c and c not in taken)
+        stem = path.stem
+        name = next((c for c in (stem, f"{stem}_{path.suffix.lstrip('.')}") if c and c not in taken), None)
+        if name is None:
+            number = numbers.get(stem, 2)
+            while f"{stem}_{number}" in taken:
+                number += 1
+            numbers[stem] = number + 1
+            name = f"{stem}_{number}"
         taken.add(name)
         names.append(name)
     return names
