@@ -85,8 +85,8 @@ def test_plan_names_like_the_single_process_engine_groups_images_and_splits_vide
 
 
 def test_images_per_task_keeps_every_worker_busy():
-    assert [images_per_task(n, 2) for n in (0, 1, 8, 9, 60, 120, 1000)] == [1, 1, 1, 2, 8, 15, 16]
-    assert images_per_task(120, 1) == 16 and images_per_task(3, 0) == 1
+    assert [images_per_task(n, 2) for n in (0, 1, 8, 9, 60, 240, 1000)] == [1, 1, 1, 2, 8, 30, 64]
+    assert images_per_task(240, 1) == 60 and images_per_task(3, 0) == 1
 
 
 def test_video_ranges_segmented_apart_write_the_same_bytes_as_the_whole_video(tmp_path):

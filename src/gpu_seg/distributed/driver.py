@@ -79,7 +79,7 @@ def segment_on_ray(
             GPU worker renders on the EGL device of the GPU Ray assigned it; fractions share a GPU).
         frames_per_task: video frames per task (longer videos are split into ranges).
         images_per_task: consecutive images per task (default: at least 4 tasks per worker, at
-            most 16 images).
+            most 64 images).
         max_retries: times a task is rerun after its worker process died.
         address: the Ray cluster to join (None: start a local Ray for the run; ignored when Ray is
             already initialised in this process).
