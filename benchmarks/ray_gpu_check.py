@@ -10,7 +10,8 @@
    backends on 18 real photos (640-1920 px): category masks must agree on >= 99.9 % of pixels,
    confidence masks within 2e-5. Prints ``RESULT ok`` when the device was matched and the masks agree.
 
-It needs no Ray (the GPU machines here cannot install it). Last run (NVIDIA H200, driver 580.159.04):
+It needs no Ray (the GPU machines here cannot install it). Last run (NVIDIA H200, driver 580.159.04,
+before the fast CPU path was merged):
 device 0 reports CUDA 0 with ``CUDA_VISIBLE_DEVICES`` unset or ``0`` and nothing with it empty, ``1`` or
 a bogus UUID (the driver counts visible devices); the worker got EGL device 0, renderer "NVIDIA
 H200/PCIe/SSE2"; category agreement 1.000000, worst confidence difference 3.76e-37; RESULT ok.
