@@ -1,7 +1,8 @@
 """Starting or joining Ray for a run, and Ray Data settings for its duration.
 
 * No address: a local Ray is started for the run and shut down after it, reachable on the
-  loopback interface only (its node address is 127.0.0.1, so its servers listen there), without
+  loopback interface only (its node address is 127.0.0.1, so its servers listen there; this needs
+  ``ray`` not imported yet in the process, else Ray's own choice of address applies), without
   the dashboard, with a small object store (the workers write their files themselves; only
   manifest lines travel back).
 * An address (``auto``, ``HOST:PORT``, ``ray://HOST:10001``): that cluster is joined, and left
