@@ -11,6 +11,9 @@ For each preset and output mode, interleaved rounds time (medians with IQR, mill
 * ``torch-cuda-h2h`` / ``torch-cuda-resident``: PyTorch CUDA, host to host through pinned buffers, and
   with the tensor and masks on the GPU (where CUDA exists).
 
+GL rows also carry ``gpu_ms``: the median GPU time of a frame's GL work (``time_gpu=True``: one
+``GL_TIME_ELAPSED`` query around upload, passes and the start of the readback).
+
 Every gpu_seg row is checked against the numpy reference on its last frame. Prints a Markdown table
 and writes everything (with the machine, GPU, driver and commit) to ``--json``.
 
@@ -138,7 +141,7 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
     want = gpu_seg.reference_postprocess(tensor, activation, size, conf, cat)
     options = {"output_confidence_masks": conf, "output_category_mask": cat}
     processors = {
-        name: gpu_seg.SegmentationPostprocessor(activation, backend="gl", **options)
+        name: gpu_seg.SegmentationPostprocessor(activation, backend="gl", time_gpu=True, **options)
         for name in ("gl-direct", "gl-mapped", "gl-mapped-out")
     }
     calls: dict[str, Call] = {}
@@ -163,6 +166,7 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
         print(f"  mediapipe unavailable: {exc}", file=sys.stderr)
     calls.update(_torch_calls(tensor, size, activation, mode))
     samples: dict[str, list[float]] = {name: [] for name in calls}
+    gpu_ms: dict[str, list[float]] = {name: [] for name in processors}
     for call in calls.values():  # warm-up
         call()
     for _ in range(rounds):
@@ -171,11 +175,14 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
                 started = time.perf_counter()
                 call()
                 samples[name].append((time.perf_counter() - started) * 1e3)
+                if name in processors:
+                    gpu_ms[name].append(processors[name].stats["last_gpu_ms"])
     rows = {name: _summary(values) for name, values in samples.items()}
     for name, check in checks.items():
         rows[name].update(_check(check(), want))
     for name, pp in processors.items():
         rows[name]["readback"] = pp._supervisor.generation.pipeline.readback
+        rows[name]["gpu_ms"] = float(np.median(gpu_ms[name])) if gpu_ms[name] else None
         pp.close()
     cpu.close()
     if mediapipe is not None:

@@ -336,3 +336,23 @@ def test_large_copies_out_of_the_mapping_are_split_over_threads(monkeypatch):
     readback.copy_rows([(conf[i], planes[i]) for i in range(3)] + [(cat, packed[:, :97])])
     np.testing.assert_array_equal(conf, planes)
     np.testing.assert_array_equal(cat, packed[:, :97])
+
+
+def test_gpu_time_of_a_frame_is_measured_when_asked():
+    tensor = (np.random.default_rng(5).standard_normal((32, 32, 6)) * 3).astype(np.float32)
+    with gpu_seg.SegmentationPostprocessor("softmax", backend="gl", time_gpu=True) as pp:
+        result = pp.process(tensor, (320, 240))
+        want = gpu_seg.reference_postprocess(tensor, "softmax", (320, 240))
+        np.testing.assert_array_equal(result.category_mask, want.category_mask)
+        first = pp.stats["last_gpu_ms"]
+        assert first is not None and first > 0
+        objects = pp.live_gl_objects()
+        pp.process(tensor, (320, 240))
+        assert pp.stats["last_gpu_ms"] > 0 and pp.live_gl_objects() == objects  # one query, reused
+        pp.trim()
+        assert pp.live_gl_objects() == 2  # the context and the query (moderngl cannot delete one)
+        pp.process(tensor, (320, 240))
+        assert pp.live_gl_objects() == objects
+    with gpu_seg.SegmentationPostprocessor("softmax", backend="gl") as pp:
+        pp.process(tensor, (320, 240))
+        assert pp.stats["last_gpu_ms"] is None

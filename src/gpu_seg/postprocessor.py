@@ -65,6 +65,8 @@ class SegmentationPostprocessor:
             ``result.backend`` and ``stats["speed_choice"]`` say which); ``"gl"`` always uses GL.
             Hardware GPUs always use GL.
         cpu_threads: threads of the fast CPU path (default: the CPUs this process may use).
+        time_gpu: measure each GL frame's GPU time with a ``GL_TIME_ELAPSED`` query (upload,
+            passes, start of the readback), reported as ``stats["last_gpu_ms"]``; a small cost.
 
     Convention:
         ``tensor`` is float32 ``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)``, channel-interleaved
@@ -100,6 +102,7 @@ class SegmentationPostprocessor:
         idle_release_context: bool = False,
         software_renderer: Literal["fastest", "gl"] = "fastest",
         cpu_threads: int | None = None,
+        time_gpu: bool = False,
     ) -> None:
         self.activation = parse_activation(activation)
         self.confidence_format = ConfidenceFormat.parse(confidence_dtype)
@@ -152,6 +155,7 @@ class SegmentationPostprocessor:
                 self._supervisor = GLSupervisor(
                     backend, context, self._events, self.policy, device_index, gl_timeout
                 )
+                self._supervisor.time_gpu = bool(time_gpu)
                 self._supervisor.start()
         finally:
             self._events.deliver()
@@ -300,6 +304,7 @@ class SegmentationPostprocessor:
                 "cpu_threads": self._cpu.threads if self._cpu else 0,
                 "speed_choice": self._speed.summary() if self._speed else None,
                 "chosen_cpu_frames": self._chosen_cpu_frames,
+                "last_gpu_ms": generation.pipeline.last_gpu_ms if generation else None,
             }
 
     @property

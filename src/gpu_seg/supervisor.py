@@ -138,6 +138,7 @@ class GLSupervisor:
         self._announce_rebuild = False
         self._rebuild_at: float | None = None  # a rebuild deferred by the backoff (time.monotonic)
         self._rebuild_owner: int | None = None  # the thread that waits for it
+        self.time_gpu = False  # GL_TIME_ELAPSED per frame (pipeline.last_gpu_ms)
 
     # ----------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -375,6 +376,7 @@ class GLSupervisor:
             session.abandon()
             raise
         self.max_texture_size = pipeline.limits.max_texture_size
+        pipeline.time_gpu = self.time_gpu
         return Generation(number, session, pipeline)
 
     @staticmethod

@@ -132,6 +132,12 @@ class GLPipeline:
         self.category_shortcut = software
         self.last_category_strategy: tuple[str, float] = ("full", 1.0)
         self.objects_created = 0
+        #: Time each frame's GL work (upload, passes, the start of the readback) with one
+        #: ``GL_TIME_ELAPSED`` query (one per generation, kept until the context goes); the result
+        #: is ``last_gpu_ms`` after :meth:`wait`. Off by default.
+        self.time_gpu = False
+        self.last_gpu_ms: float | None = None
+        self._timer: moderngl.Query | None = None
         programs.on_evict(self._forget_program)
 
     # ----------------------------------------------------------------------------- frame
@@ -150,6 +156,15 @@ class GLPipeline:
 
     def submit(self, frame: Frame) -> None:
         """Upload the tensor, run the passes and start reading the results back."""
+        if not self.time_gpu:
+            self._submit(frame)
+            return
+        if self._timer is None:
+            self._timer = self.ctx.query(time=True)
+        with self._timer:
+            self._submit(frame)
+
+    def _submit(self, frame: Frame) -> None:
         layout = TensorLayout.for_tensor(*frame.tensor.shape, self.limits.max_texture_size)
         self._apply_strategies()
         slot = self._tensor_slot(layout)
@@ -172,6 +187,8 @@ class GLPipeline:
     def wait(self) -> None:
         """Block until the submitted frame's results are in host memory (GL)."""
         self._readback.wait()
+        if self.time_gpu and self._timer is not None:
+            self.last_gpu_ms = self._timer.elapsed / 1e6
 
     def collect(self, confidence_out: np.ndarray | None, category_out: np.ndarray | None) -> None:
         """Copy the submitted frame's results into the arrays (see :attr:`collect_needs_gl`)."""
@@ -495,6 +512,7 @@ class GLPipeline:
     def live_objects(self) -> int:
         """GL objects this pipeline holds (textures, framebuffers, buffers, vertex arrays, programs)."""
         count = self.programs.live_objects() + self._readback.objects() + self._upload.objects()
+        count += int(self._timer is not None)
         return count + len(self._tensors.objects()) + len(self._outputs.objects())
 
     def trim(self) -> None:
@@ -505,6 +523,8 @@ class GLPipeline:
         self._readback.release()
         self._upload.release()
         self.programs.release()
+        # The timer query (time_gpu) stays: moderngl 5.13 cannot delete a query, so it lives as
+        # long as the context (one per generation, reused by every frame).
 
     def release(self) -> None:
         """Free every GL object (context alive and current)."""
@@ -517,3 +537,4 @@ class GLPipeline:
         self._readback.abandon()
         self._upload.abandon()
         self.programs.abandon()
+        self._timer = None
