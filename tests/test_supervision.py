@@ -104,8 +104,10 @@ def test_a_timed_out_frame_that_finishes_later_cannot_touch_the_callers_arrays(p
     original = pipeline.process
     release = threading.Event()
     finished = threading.Event()
+    stuck = {}
 
     def hang_then_scribble(frame, confidence, category):
+        stuck["arrays"] = (confidence, category)
         release.wait()
         confidence[...] = -1.0  # what a stuck driver call completing late would do
         category[...] = 13
@@ -122,6 +124,13 @@ def test_a_timed_out_frame_that_finishes_later_cannot_touch_the_callers_arrays(p
     _assert_correct(result, tensor)
     np.testing.assert_array_equal(confidence, kept[0])
     np.testing.assert_array_equal(category, kept[1])
+    # The stuck attempt's arrays are never handed to a later frame either.
+    staging = pp._supervisor._staging
+    assert (
+        staging is not None and staging[0] is not stuck["arrays"][0] and staging[1] is not stuck["arrays"][1]
+    )
+    again = pp.process(_tensor(4), SIZE, confidence_out=confidence, category_out=category)
+    _assert_correct(again, _tensor(4))
 
 
 def test_backoff_does_not_hold_the_lock_other_threads_run_on_the_cpu(processors):
@@ -312,3 +321,23 @@ def test_mapped_readback_copies_into_the_callers_arrays_only_after_the_health_ch
     with pytest.raises(gpu_seg.ContextLostError):
         pp.process(tensor, SIZE, confidence_out=confidence, category_out=category)
     assert (confidence == -7.0).all() and (category == 77).all()
+
+
+def test_preallocated_outputs_reuse_one_staging_pair_and_stay_exact(processors):
+    pp = processors("softmax", backend="gl")
+    _direct_readback(pp)
+    confidence = np.empty((5, SIZE[1], SIZE[0]), np.float32)
+    category = np.empty((SIZE[1], SIZE[0]), np.uint8)
+    kept = []
+    for seed in range(3):
+        tensor = _tensor(20 + seed)
+        result = pp.process(tensor, SIZE, confidence_out=confidence, category_out=category)
+        assert result.confidence_masks is confidence and result.category_mask is category
+        _assert_correct(result, tensor)
+        staging = pp._supervisor._staging
+        assert staging is not None and staging[0] is not confidence and staging[1] is not category
+        kept.append(staging[0])
+    assert kept[0] is kept[1] is kept[2]  # reused, not reallocated per frame
+    owned = pp.process(_tensor(30), SIZE)  # without caller arrays: fresh arrays, never the staging
+    assert owned.confidence_masks is not pp._supervisor._staging[0]
+    _assert_correct(owned, _tensor(30))

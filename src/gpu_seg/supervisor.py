@@ -139,6 +139,7 @@ class GLSupervisor:
         self._rebuild_at: float | None = None  # a rebuild deferred by the backoff (time.monotonic)
         self._rebuild_owner: int | None = None  # the thread that waits for it
         self.time_gpu = False  # GL_TIME_ELAPSED per frame (pipeline.last_gpu_ms)
+        self._staging: tuple[np.ndarray | None, np.ndarray | None] | None = None
 
     # ----------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -270,8 +271,8 @@ class GLSupervisor:
             self._after_success(probing)
             return Outcome(Verdict.DONE, confidence=confidence, category=category)
 
-    @staticmethod
     def _compute(
+        self,
         generation: Generation,
         frame: Frame,
         confidence_dst: np.ndarray | None,
@@ -279,9 +280,20 @@ class GLSupervisor:
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         pipeline = generation.pipeline
         if pipeline.collect_needs_gl:
-            # Fresh arrays per attempt: a lost or timed-out attempt may still be written to later.
-            confidence, category = frame.allocate_confidence(), frame.allocate_category()
+            # GL reads into arrays before the health check: never the caller's. Without caller
+            # arrays, fresh arrays (returned as they are); with them, a staging pair kept for the
+            # next frames of the same geometry (no page faults of fresh memory each frame), which
+            # the caller's arrays are copied from. An attempt that does not end normally (a loss,
+            # a hung driver that may still write later) takes its staging away for good.
+            staging = confidence_dst is not None or category_dst is not None
+            if staging:
+                confidence, category = self._staging_pair(frame)
+                self._staging = None  # given back only if this attempt ends normally
+            else:
+                confidence, category = frame.allocate_confidence(), frame.allocate_category()
             generation.session.run(functools.partial(pipeline.process, frame, confidence, category))
+            if staging:
+                self._staging = (confidence, category)
             return confidence, category
         generation.session.run(functools.partial(_submit_and_wait, pipeline, frame))
         confidence = confidence_dst if confidence_dst is not None else frame.allocate_confidence()
@@ -378,6 +390,25 @@ class GLSupervisor:
         self.max_texture_size = pipeline.limits.max_texture_size
         pipeline.time_gpu = self.time_gpu
         return Generation(number, session, pipeline)
+
+    def _staging_pair(self, frame: Frame) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The kept staging arrays if they fit ``frame``, else a new pair (the old one is dropped)."""
+        pair = self._staging
+        if pair is not None:
+            confidence, category = pair
+            fits_confidence = (confidence is None and frame.confidence_shape is None) or (
+                confidence is not None
+                and confidence.shape == frame.confidence_shape
+                and confidence.dtype == frame.confidence_format.dtype
+            )
+            fits_category = (category is None) == (frame.category_shape is None)
+            if (
+                fits_confidence
+                and fits_category
+                and (category is None or category.shape == frame.category_shape)
+            ):
+                return pair
+        return frame.allocate_confidence(), frame.allocate_category()
 
     @staticmethod
     def _no_context_attached() -> ContextLostError:
