@@ -127,7 +127,7 @@ def test_a_timed_out_frame_that_finishes_later_cannot_touch_the_callers_arrays(p
     # The stuck attempt's arrays are never handed to a later frame either.
     staging = pp._supervisor._staging
     assert (
-        staging is not None and staging[0] is not stuck["arrays"][0] and staging[1] is not stuck["arrays"][1]
+        staging is not None and staging[1] is not stuck["arrays"][0] and staging[2] is not stuck["arrays"][1]
     )
     again = pp.process(_tensor(4), SIZE, confidence_out=confidence, category_out=category)
     _assert_correct(again, _tensor(4))
@@ -335,9 +335,9 @@ def test_preallocated_outputs_reuse_one_staging_pair_and_stay_exact(processors):
         assert result.confidence_masks is confidence and result.category_mask is category
         _assert_correct(result, tensor)
         staging = pp._supervisor._staging
-        assert staging is not None and staging[0] is not confidence and staging[1] is not category
-        kept.append(staging[0])
+        assert staging is not None and staging[1] is not confidence and staging[2] is not category
+        kept.append(staging[1])
     assert kept[0] is kept[1] is kept[2]  # reused, not reallocated per frame
     owned = pp.process(_tensor(30), SIZE)  # without caller arrays: fresh arrays, never the staging
-    assert owned.confidence_masks is not pp._supervisor._staging[0]
+    assert owned.confidence_masks is not pp._supervisor._staging[1]
     _assert_correct(owned, _tensor(30))

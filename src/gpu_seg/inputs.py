@@ -22,6 +22,7 @@ __all__ = [
     "parse_activation",
     "parse_channels",
     "parse_output_size",
+    "positive_int",
 ]
 
 #: Upper bound on an output dimension for the CPU path (the GL path uses the driver's limit).
@@ -80,7 +81,8 @@ def as_hwc_float32(tensor: object) -> np.ndarray:
     return np.ascontiguousarray(tensor, dtype=np.float32)
 
 
-def _positive_int(value: object, argument: str) -> int:
+def positive_int(value: object, argument: str) -> int:
+    """``value`` as a positive ``int``; InputError naming ``argument`` otherwise (floats and bools too)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         if isinstance(value, float) and value.is_integer():
             raise InputError(argument, f"{value!r} is a float; pass an integer")
@@ -105,8 +107,8 @@ def parse_output_size(
             width_obj, height_obj = output_size  # type: ignore[misc]
         except (TypeError, ValueError):
             raise InputError("output_size", f"{output_size!r} is not a (width, height) pair") from None
-        width = _positive_int(width_obj, "output_size")
-        height = _positive_int(height_obj, "output_size")
+        width = positive_int(width_obj, "output_size")
+        height = positive_int(height_obj, "output_size")
     for name, value in (("width", width), ("height", height)):
         if value > max_dim:
             raise InputError("output_size", f"{name} {value} exceeds the limit of {max_dim} for this backend")

@@ -17,7 +17,15 @@ from .events import Event, EventKind, EventLog
 from .frame import ConfidenceFormat, Frame
 from .gl.pipeline import TensorLayout
 from .idle import IdleWatch
-from .inputs import CPU_MAX_OUTPUT_DIM, check_output_array, make_frame, parse_activation, parse_channels
+from .inputs import (
+    CPU_MAX_OUTPUT_DIM,
+    check_output_array,
+    check_requested_outputs,
+    make_frame,
+    parse_activation,
+    parse_channels,
+    positive_int,
+)
 from .resilience import RecoveryPolicy
 from .speed_choice import Route, SpeedChoice, frame_key, is_software_renderer
 from .supervisor import GLSupervisor, Verdict
@@ -109,21 +117,15 @@ class SegmentationPostprocessor:
         if confidence_channels is not None:
             parse_channels(confidence_channels, 1 << 30)  # shape and type now; range per frame
         self.confidence_channels = None if confidence_channels is None else tuple(confidence_channels)
-        if not output_confidence_masks and not output_category_mask:
-            raise InputError(
-                "output_confidence_masks",
-                "at least one of output_confidence_masks and output_category_mask must be True",
-            )
+        check_requested_outputs(bool(output_confidence_masks), bool(output_category_mask))
         if backend not in ("auto", "gl", "cpu"):
             raise InputError("backend", f"unknown backend {backend!r}; expected 'auto', 'gl' or 'cpu'")
         if context is not None and context != "current" and not isinstance(context, moderngl.Context):
             raise InputError("context", "expected None, 'current' or a moderngl.Context")
         if software_renderer not in ("fastest", "gl"):
             raise InputError("software_renderer", f"{software_renderer!r} is not 'fastest' or 'gl'")
-        if cpu_threads is not None and (
-            isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int) or cpu_threads < 1
-        ):
-            raise InputError("cpu_threads", f"{cpu_threads!r} is not a positive integer")
+        if cpu_threads is not None:
+            cpu_threads = positive_int(cpu_threads, "cpu_threads")
         if policy is not None and not isinstance(policy, RecoveryPolicy):
             raise InputError("policy", f"expected a gpu_seg.RecoveryPolicy, got {type(policy).__name__}")
         if idle_release_after is not None and not (
@@ -153,9 +155,8 @@ class SegmentationPostprocessor:
         try:
             if backend != "cpu":
                 self._supervisor = GLSupervisor(
-                    backend, context, self._events, self.policy, device_index, gl_timeout
+                    backend, context, self._events, self.policy, device_index, gl_timeout, bool(time_gpu)
                 )
-                self._supervisor.time_gpu = bool(time_gpu)
                 self._supervisor.start()
         finally:
             self._events.deliver()

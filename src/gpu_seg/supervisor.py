@@ -111,6 +111,7 @@ class GLSupervisor:
         policy: recovery settings; this supervisor keeps its own state.
         device_index: EGL device of owned contexts.
         gl_timeout: seconds before a frame on the GL thread counts as a hung driver.
+        time_gpu: time each frame's GL work with a timer query (``pipeline.last_gpu_ms``).
     """
 
     def __init__(
@@ -121,6 +122,7 @@ class GLSupervisor:
         policy: RecoveryPolicy,
         device_index: int | None,
         gl_timeout: float | None,
+        time_gpu: bool = False,
     ) -> None:
         self.backend = backend
         self.events = events
@@ -138,8 +140,9 @@ class GLSupervisor:
         self._announce_rebuild = False
         self._rebuild_at: float | None = None  # a rebuild deferred by the backoff (time.monotonic)
         self._rebuild_owner: int | None = None  # the thread that waits for it
-        self.time_gpu = False  # GL_TIME_ELAPSED per frame (pipeline.last_gpu_ms)
-        self._staging: tuple[np.ndarray | None, np.ndarray | None] | None = None
+        self.time_gpu = time_gpu  # GL_TIME_ELAPSED per frame (pipeline.last_gpu_ms)
+        #: (shapes and format, confidence, category) kept for caller-array frames on direct readback
+        self._staging: tuple[tuple, np.ndarray | None, np.ndarray | None] | None = None
 
     # ----------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -293,7 +296,8 @@ class GLSupervisor:
                 confidence, category = frame.allocate_confidence(), frame.allocate_category()
             generation.session.run(functools.partial(pipeline.process, frame, confidence, category))
             if staging:
-                self._staging = (confidence, category)
+                key = (frame.confidence_shape, frame.confidence_format, frame.category_shape)
+                self._staging = (key, confidence, category)
             return confidence, category
         generation.session.run(functools.partial(_submit_and_wait, pipeline, frame))
         confidence = confidence_dst if confidence_dst is not None else frame.allocate_confidence()
@@ -392,22 +396,10 @@ class GLSupervisor:
         return Generation(number, session, pipeline)
 
     def _staging_pair(self, frame: Frame) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The kept staging arrays if they fit ``frame``, else a new pair (the old one is dropped)."""
-        pair = self._staging
-        if pair is not None:
-            confidence, category = pair
-            fits_confidence = (confidence is None and frame.confidence_shape is None) or (
-                confidence is not None
-                and confidence.shape == frame.confidence_shape
-                and confidence.dtype == frame.confidence_format.dtype
-            )
-            fits_category = (category is None) == (frame.category_shape is None)
-            if (
-                fits_confidence
-                and fits_category
-                and (category is None or category.shape == frame.category_shape)
-            ):
-                return pair
+        """The kept staging arrays if they are of ``frame``'s shapes, else a new pair."""
+        key = (frame.confidence_shape, frame.confidence_format, frame.category_shape)
+        if self._staging is not None and self._staging[0] == key:
+            return self._staging[1], self._staging[2]
         return frame.allocate_confidence(), frame.allocate_category()
 
     @staticmethod

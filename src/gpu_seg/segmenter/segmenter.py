@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ClosedError, InputError
-from ..inputs import check_requested_outputs, parse_activation
+from ..inputs import check_requested_outputs, parse_activation, positive_int
 from ..postprocessor import BackendChoice, Event, SegmentationPostprocessor
 from ..resilience import RecoveryPolicy
 from ..types import Activation
@@ -128,10 +128,8 @@ class ImageSegmenter:
             raise InputError(
                 "running_mode", f"unknown running mode {running_mode!r}; expected 'image' or 'video'"
             )
-        if num_threads is not None and (
-            isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1
-        ):
-            raise InputError("num_threads", f"expected a positive integer or None, got {num_threads!r}")
+        if num_threads is not None:
+            num_threads = positive_int(num_threads, "num_threads")
         if not isinstance(model, (bytes, bytearray, memoryview)):
             raise InputError("model", f"expected the model's bytes, got {type(model).__name__}")
         model = bytes(model)
