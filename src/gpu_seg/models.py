@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import GpuSegError
 
-__all__ = ["SELFIE_MODELS", "ModelFetchError", "ModelSpec", "cache_dir", "selfie_segmenter"]
+__all__ = ["SELFIE_MODELS", "ModelFetchError", "ModelSpec", "cache_dir", "model_bytes", "selfie_segmenter"]
 
 log = logging.getLogger("gpu_seg")
 
@@ -219,3 +219,19 @@ def _write_atomically(target: Path, data: bytes) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def model_bytes(model: bytes | str | os.PathLike[str] | None = None) -> bytes:
+    """A model's bytes: ``model`` itself (bytes), the file it names, or the selfie model (None).
+
+    Raises:
+        GpuSegError: the file cannot be read (ModelFetchError: the default model cannot be had).
+    """
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model)
+    if model is None:
+        model = selfie_segmenter()
+    try:
+        return Path(model).read_bytes()
+    except (OSError, TypeError) as exc:
+        raise GpuSegError(f"cannot read the model {model!r}: {exc}") from None

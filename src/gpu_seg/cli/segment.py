@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import GpuSegError
+from ..models import model_bytes
 from ..segmenter.batch import BatchReport, BatchSegmenter, FrameRecord, estimate_frames, find_inputs
 from .args import non_negative_float, positive_int
 
@@ -104,17 +105,6 @@ def _add_ray_arguments(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def _model_bytes(path: Path | None) -> bytes:
-    if path is None:
-        from ..models import selfie_segmenter
-
-        path = selfie_segmenter()
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise GpuSegError(f"cannot read the model {path}: {exc}") from None
-
-
 def _summary(report: BatchReport) -> str:
     backends = ", ".join(f"{name} {count}" for name, count in sorted(report.backends.items())) or "none"
     return (
@@ -160,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from .console import progress_bar
 
     try:
-        model = _model_bytes(args.model)
+        model = model_bytes(args.model)
         with progress_bar(estimate_frames(inputs), "segment", enabled=not args.quiet) as progress:
 
             def advance(record: FrameRecord) -> None:

@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 from ..errors import GpuSegError
+from ..models import model_bytes
 from .args import non_negative_float, non_negative_int, positive_int
-from .segment import _model_bytes  # the same default model (the selfie segmenter) as `gpu-seg segment`
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             backend=args.backend,
             num_threads=args.threads,
         )
-        model = _model_bytes(args.model)
+        model = model_bytes(args.model)
         source = open_source(args.input, args.camera)
 
         def on_frame(viewer: Viewer, record) -> None:

@@ -21,10 +21,10 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ..errors import GpuSegError, InputError
+from ..errors import InputError
+from ..models import model_bytes
 from ..postprocessor import BackendChoice
 from ..segmenter.batch import FrameRecord
 from ..segmenter.files import find_inputs, is_video
@@ -103,7 +103,7 @@ def segment_on_ray(
         or lose_context_every < 0
     ):
         raise InputError("lose_context_every", f"expected an integer >= 0, got {lose_context_every!r}")
-    model_bytes = _model_bytes(model)
+    model_data = model_bytes(model)
     started = time.time()
     with ray_session(address, ray_options) as ray:
         files = find_inputs(_paths(inputs))
@@ -113,7 +113,7 @@ def segment_on_ray(
         report = RayReport(inputs=len(files), tasks=len(tasks))
         ledger = ray.remote(num_cpus=0)(Ledger).options(name=LEDGER_PREFIX + uuid.uuid4().hex[:12]).remote()
         worker_options = {
-            "model": ray.put(model_bytes),
+            "model": ray.put(model_data),
             "out": output_label(out),
             "confidence": confidence,
             "overlay": overlay,
@@ -216,19 +216,6 @@ def _account(report: RayReport, book: Mapping[str, Any], started: float, ended: 
         entry = report.workers.get(worker)
         if entry is not None:
             entry.gpu, entry.egl_device = info.get("gpu"), info.get("egl_device")
-
-
-def _model_bytes(model: bytes | str | os.PathLike[str] | None) -> bytes:
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        return bytes(model)
-    if model is None:
-        from ..models import selfie_segmenter
-
-        model = selfie_segmenter()
-    try:
-        return Path(model).read_bytes()
-    except (OSError, TypeError) as exc:
-        raise GpuSegError(f"cannot read the model {model!r}: {exc}") from None
 
 
 def _paths(inputs: Sequence[str | os.PathLike[str]] | Any) -> list[str | os.PathLike[str]]:
