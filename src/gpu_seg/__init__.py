@@ -15,6 +15,7 @@ import logging
 from .errors import (
     ClosedError,
     ContextLostError,
+    ExpiredResultError,
     GLUnavailableError,
     GpuSegError,
     InputError,
@@ -38,6 +39,7 @@ __all__ = [
     "ClosedError",
     "ConfidenceFormat",
     "ContextLostError",
+    "ExpiredResultError",
     "Event",
     "EventKind",
     "GLUnavailableError",

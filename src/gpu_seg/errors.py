@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ClosedError",
     "ContextLostError",
+    "ExpiredResultError",
     "GLUnavailableError",
     "GpuSegError",
     "InputError",
@@ -65,3 +66,13 @@ class ShaderBuildError(GpuSegError, RuntimeError):
         self.program = program
         self.log = log
         self.source = source
+
+
+class ExpiredResultError(GpuSegError, RuntimeError):
+    """A result that lends GPU or mapped memory was used after its lifetime ended.
+
+    Zero-copy views, GPU-resident textures and pending (in-flight) frames each document when they
+    end (released, superseded by a later frame, collected, or the processor closed). Using them
+    afterwards raises this instead of returning data that may have been overwritten. A result
+    whose context generation died raises :class:`ContextLostError` instead.
+    """
