@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from .errors import (
+    CapacityError,
     ClosedError,
     ContextLostError,
     ExpiredResultError,
@@ -36,6 +37,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "Activation",
     "Backoff",
+    "CapacityError",
     "ClosedError",
     "ConfidenceFormat",
     "ContextLostError",
