@@ -27,6 +27,7 @@ from .frame import ConfidenceFormat
 from .postprocessor import SegmentationPostprocessor
 from .reference import reference_postprocess
 from .resilience import Backoff, LossBudget, RecoveryPolicy
+from .results import MaskView, PendingFrame
 from .segmenter import ImageSegmenter, RunningMode, SegmentationResult, read_model_info
 from .types import Activation, Result
 
@@ -41,14 +42,16 @@ __all__ = [
     "ClosedError",
     "ConfidenceFormat",
     "ContextLostError",
-    "ExpiredResultError",
     "Event",
     "EventKind",
+    "ExpiredResultError",
     "GLUnavailableError",
     "GpuSegError",
     "ImageSegmenter",
     "InputError",
     "LossBudget",
+    "MaskView",
+    "PendingFrame",
     "RecoveryPolicy",
     "Result",
     "RunningMode",

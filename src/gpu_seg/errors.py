@@ -8,8 +8,8 @@ not know gpu_seg.
 from __future__ import annotations
 
 __all__ = [
-    "ClosedError",
     "CapacityError",
+    "ClosedError",
     "ContextLostError",
     "ExpiredResultError",
     "GLUnavailableError",

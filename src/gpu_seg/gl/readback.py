@@ -251,6 +251,7 @@ class DirectReadback(Readback):
 #: numpy dtype of confidence masks stored in textures of each moderngl dtype (float16 as its bits).
 _MASK_DTYPES = {"f4": np.dtype(np.float32), "u2": np.dtype(np.float16), "u1": np.dtype(np.uint8)}
 
+
 @dataclass(eq=False)
 class _ReadSlot:
     """One buffer of the ring and the frame it holds."""
@@ -452,8 +453,14 @@ class MappedReadback(Readback):
         self._slots = []
 
     def abandon(self) -> None:
+        """Forget every slot without GL calls, except those lent views still reference: their
+        memory stays mapped while the owner keeps the (dead) context undestroyed."""
+        kept = []
         for slot in self._slots:
-            slot.arena.abandon()
-        self._slots = []
+            if slot.lent():
+                kept.append(slot)
+            else:
+                slot.arena.abandon()
+        self._slots = kept
         self._last = None
         super().abandon()
