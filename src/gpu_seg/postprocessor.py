@@ -76,6 +76,11 @@ class SegmentationPostprocessor:
         cpu_threads: threads of the fast CPU path (default: the CPUs this process may use).
         time_gpu: measure each GL frame's GPU time with a ``GL_TIME_ELAPSED`` query (upload,
             passes, start of the readback), reported as ``stats["last_gpu_ms"]``; a small cost.
+        readback: how masks come back to host memory: ``"auto"`` (default: ``"direct"`` on
+            software rasterisers, where it is fastest, ``"mapped"`` on GPUs), ``"direct"`` (one
+            synchronous read per mask) or ``"mapped"`` (a ring of persistently mapped buffers,
+            one fence per frame: needed for zero-copy views and overlapping frames in flight;
+            ``GL_ARB_buffer_storage``). See :mod:`gpu_seg.gl.readback`.
 
     Convention:
         ``tensor`` is float32 ``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)``, channel-interleaved
@@ -112,6 +117,7 @@ class SegmentationPostprocessor:
         software_renderer: Literal["fastest", "gl"] = "fastest",
         cpu_threads: int | None = None,
         time_gpu: bool = False,
+        readback: Literal["auto", "direct", "mapped"] = "auto",
     ) -> None:
         self.activation = parse_activation(activation)
         self.confidence_format = ConfidenceFormat.parse(confidence_dtype)
@@ -127,6 +133,8 @@ class SegmentationPostprocessor:
             raise InputError("software_renderer", f"{software_renderer!r} is not 'fastest' or 'gl'")
         if cpu_threads is not None:
             cpu_threads = positive_int(cpu_threads, "cpu_threads")
+        if readback not in ("auto", "direct", "mapped"):
+            raise InputError("readback", f"{readback!r} is not 'auto', 'direct' or 'mapped'")
         if policy is not None and not isinstance(policy, RecoveryPolicy):
             raise InputError("policy", f"expected a gpu_seg.RecoveryPolicy, got {type(policy).__name__}")
         if idle_release_after is not None and not (
@@ -156,7 +164,14 @@ class SegmentationPostprocessor:
         try:
             if backend != "cpu":
                 self._supervisor = GLSupervisor(
-                    backend, context, self._events, self.policy, device_index, gl_timeout, bool(time_gpu)
+                    backend,
+                    context,
+                    self._events,
+                    self.policy,
+                    device_index,
+                    gl_timeout,
+                    bool(time_gpu),
+                    readback,
                 )
                 self._supervisor.start()
         finally:

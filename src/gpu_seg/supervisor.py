@@ -122,6 +122,7 @@ class GLSupervisor:
         device_index: EGL device of owned contexts.
         gl_timeout: seconds before a frame on the GL thread counts as a hung driver.
         time_gpu: time each frame's GL work with a timer query (``pipeline.last_gpu_ms``).
+        readback: ``"auto"``, ``"direct"`` or ``"mapped"`` (see :mod:`gpu_seg.gl.readback`).
     """
 
     def __init__(
@@ -133,8 +134,10 @@ class GLSupervisor:
         device_index: int | None,
         gl_timeout: float | None,
         time_gpu: bool = False,
+        readback: str = "auto",
     ) -> None:
         self.backend = backend
+        self.readback = readback  # "auto" (the pipeline's choice per renderer), "direct" or "mapped"
         self.events = events
         self.recovery: RecoveryState = policy.new_state()
         self.counters = GLCounters()
@@ -542,7 +545,7 @@ class GLSupervisor:
             self.faults.take_link_failure,
         )
         try:
-            pipeline = session.run(lambda: GLPipeline(session.mgl, programs))
+            pipeline = session.run(lambda: GLPipeline(session.mgl, programs, readback=self.readback))
         except BaseException:
             session.abandon()
             raise

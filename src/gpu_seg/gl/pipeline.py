@@ -111,7 +111,11 @@ class GLPipeline:
     SHORTCUT_BLOCK = (16, 8)
 
     def __init__(
-        self, ctx: moderngl.Context, programs: ProgramCache, max_texture_size: int | None = None
+        self,
+        ctx: moderngl.Context,
+        programs: ProgramCache,
+        max_texture_size: int | None = None,
+        readback: str = "auto",
     ) -> None:
         self.ctx = ctx
         self.programs = programs
@@ -131,7 +135,9 @@ class GLPipeline:
         self._gl = rawgl.gl_functions(ctx)
         default = "direct" if software or self._gl is None else "mapped"
         self.readback = self.upload = default
-        self._readback: Readback = self._make_readback(default)
+        if readback != "auto":
+            self.readback = readback
+        self._readback: Readback = self._make_readback(self.readback)
         self._upload: Upload = self._make_upload(default)
         self.category_shortcut = software
         self.last_category_strategy: tuple[str, float] = ("full", 1.0)
@@ -228,8 +234,8 @@ class GLPipeline:
 
     @property
     def lends(self) -> bool:
-        """Whether results can be lent as views (the mapped readback) and frames overlap."""
-        return isinstance(self._readback, MappedReadback)
+        """Whether the next frame's results can be lent as views and frames overlap ("mapped")."""
+        return self.readback == "mapped" and self._gl is not None
 
     def lent_views(self) -> int:
         """Readback buffers held by lent views that are still referenced."""
