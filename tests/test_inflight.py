@@ -62,7 +62,7 @@ def test_a_view_is_exact_read_only_and_zero_copy(make_pp):
             view.category_mask.flags.writeable = True  # the memory itself is lent read-only
     assert view.released
     with pytest.raises(gpu_seg.ExpiredResultError):
-        view.confidence_masks
+        _ = view.confidence_masks
     with pytest.raises(gpu_seg.ExpiredResultError):
         view.to_result()
 
