@@ -55,7 +55,8 @@ def measure(preset: str, mode: str, frames: int, readback: str | None) -> dict:
     if readback:
         pipeline.readback = readback
     pp.process(tensor, size)
-    out: dict = {"preset": preset, "mode": mode, "readback": pipeline.readback, "renderer": session.info.renderer}
+    out: dict = {"preset": preset, "mode": mode, "readback": pipeline.readback}
+    out["renderer"] = session.info.renderer
     for _ in range(20):
         pp.process(tensor, size)
     out["process"] = _median_ms(lambda: pp.process(tensor, size), frames)
@@ -147,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as handle:
             handle.write(text)
     for result in results:
-        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items() if not isinstance(v, list)})
+        shown = {k: v for k, v in result.items() if not isinstance(v, list)}
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in shown.items()})
     return 0
 
 
