@@ -49,6 +49,7 @@ _PROTOTYPES = {
     "glFenceSync": ctypes.CFUNCTYPE(ctypes.c_void_p, _u, _u),
     "glClientWaitSync": ctypes.CFUNCTYPE(_u, ctypes.c_void_p, _u, ctypes.c_uint64),
     "glDeleteSync": ctypes.CFUNCTYPE(None, ctypes.c_void_p),
+    "glFlush": ctypes.CFUNCTYPE(None),
 }
 
 

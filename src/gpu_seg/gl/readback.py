@@ -350,6 +350,8 @@ class MappedReadback(Readback):
         for image, offset in zip(images, offsets, strict=True):
             image.read_into(slot.arena.buffer.buffer, offset)
         slot.arena.fence()
+        if purpose == "async":
+            self._gl.glFlush()  # start the GPU on it now: nobody waits (and so flushes) soon
         slot.offsets, slot.readout = tuple(offsets), readout
         slot.started, slot.ready = True, False
         slot.owner = None if owner is None else weakref.ref(owner)
