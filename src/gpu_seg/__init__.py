@@ -25,6 +25,7 @@ from .events import Event, EventKind
 from .frame import ConfidenceFormat
 from .postprocessor import SegmentationPostprocessor
 from .reference import reference_postprocess
+from .resident import GLTensor, ResidentMasks
 from .resilience import Backoff, LossBudget, RecoveryPolicy
 from .segmenter import ImageSegmenter, RunningMode, SegmentationResult, read_model_info
 from .types import Activation, Result
@@ -39,15 +40,17 @@ __all__ = [
     "ClosedError",
     "ConfidenceFormat",
     "ContextLostError",
-    "ExpiredResultError",
     "Event",
+    "ExpiredResultError",
     "EventKind",
+    "GLTensor",
     "GLUnavailableError",
     "GpuSegError",
     "ImageSegmenter",
     "InputError",
     "LossBudget",
     "RecoveryPolicy",
+    "ResidentMasks",
     "Result",
     "RunningMode",
     "SegmentationPostprocessor",

@@ -49,6 +49,7 @@ from .plan import (
 )
 from .programs import ProgramCache, ProgramDefinition
 from .readback import DirectReadback, FrameReadout, ImageRead, MappedReadback, Readback
+from .resident import GLSource, ResidentImages, run_resident
 from .slots import (
     CategoryPart,
     CellsPart,
@@ -183,6 +184,23 @@ class GLPipeline:
             planes = self._draw_confidence(slot, output, source, size)
         self._idle.use()
         self._readback.start(FrameReadout(planes, category, frame.width))
+
+    def submit_resident(
+        self, frame: Frame, source: GLSource | None = None, unpack_category: bool = True
+    ) -> ResidentImages:
+        """Run the frame's passes and leave the results in textures (see :mod:`.resident`).
+
+        ``source``: a GL-side tensor of this context, or None to upload ``frame.tensor``. With
+        ``time_gpu`` the GL work is timed like :meth:`submit` (``last_gpu_ms``, read at once: a wait).
+        """
+        if not self.time_gpu:
+            return run_resident(self, frame, source, unpack_category)
+        if self._timer is None:
+            self._timer = self.ctx.query(time=True)
+        with self._timer:
+            images = run_resident(self, frame, source, unpack_category)
+        self.last_gpu_ms = self._timer.elapsed / 1e6
+        return images
 
     def wait(self) -> None:
         """Block until the submitted frame's results are in host memory (GL)."""
