@@ -59,7 +59,9 @@ class GLTensor:
             smaller than the shape needs.
     """
 
-    def __init__(self, source: moderngl.Buffer | moderngl.Texture, shape: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, source: moderngl.Buffer | moderngl.Texture, shape: Sequence[int] | None = None
+    ) -> None:
         if isinstance(source, moderngl.Buffer):
             if shape is None:
                 raise InputError("tensor", "a GLTensor over a buffer needs its shape=(H, W, C)")
@@ -75,7 +77,8 @@ class GLTensor:
             height, width, channels = _check_texture(source, shape)
         else:
             raise InputError(
-                "tensor", f"a GLTensor holds a moderngl.Buffer or moderngl.Texture, not {type(source).__name__}"
+                "tensor",
+                f"a GLTensor holds a moderngl.Buffer or moderngl.Texture, not {type(source).__name__}",
             )
         self.source = source
         self.shape: tuple[int, int, int] = (height, width, channels)
@@ -178,7 +181,8 @@ def resolve_source(supervisor: GLSupervisor, generation: Generation, tensor: GLT
 def _checked_on_gl(source: GLSource, generation: Generation) -> GLSource:
     if source.obj.ctx is not generation.session.mgl and not names_an_object(source):
         raise InputError(
-            "tensor", f"the GLTensor's {source.kind} (name {source.obj.glo}) is not an object of the attached context"
+            "tensor",
+            f"the GLTensor's {source.kind} (name {source.obj.glo}) is not an object of the attached context",
         )
     return source
 

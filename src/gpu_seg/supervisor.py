@@ -31,8 +31,8 @@ from .errors import ContextLostError, GLUnavailableError, ShaderBuildError
 from .events import EventKind, EventLog
 from .frame import Frame
 from .gl.pipeline import GLPipeline
-from .gl.resident import SourceLostError
 from .gl.programs import BuildCounters, ProgramCache
+from .gl.resident import SourceLostError
 from .gl.session import AttachedSession, GLError, GLSession, OwnedSession
 from .gl.worker import GLThread
 from .resilience import RecoveryPolicy, RecoveryState
