@@ -62,6 +62,8 @@ class GLTensor:
     def __init__(
         self, source: moderngl.Buffer | moderngl.Texture, shape: Sequence[int] | None = None
     ) -> None:
+        if isinstance(source, (moderngl.Buffer, moderngl.Texture)) and _released(source):
+            raise InputError("tensor", f"the {type(source).__name__} given was released")
         if isinstance(source, moderngl.Buffer):
             if shape is None:
                 raise InputError("tensor", "a GLTensor over a buffer needs its shape=(H, W, C)")
