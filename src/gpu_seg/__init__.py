@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from .cuda import CudaArray, CudaMasks
 from .errors import (
     ClosedError,
     ContextLostError,
@@ -40,6 +41,8 @@ __all__ = [
     "ClosedError",
     "ConfidenceFormat",
     "ContextLostError",
+    "CudaArray",
+    "CudaMasks",
     "Event",
     "EventKind",
     "ExpiredResultError",

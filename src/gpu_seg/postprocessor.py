@@ -32,6 +32,8 @@ from .supervisor import GLSupervisor, Verdict
 from .types import Activation, Result
 
 if TYPE_CHECKING:
+    from .cuda import CudaMasks
+    from .cuda.interop import CudaBridge
     from .resident import GLTensor, Lease, ResidentMasks
 
 __all__ = ["Event", "EventKind", "SegmentationPostprocessor"]
@@ -157,6 +159,7 @@ class SegmentationPostprocessor:
         self._chosen_cpu_frames = 0
         self._last_geometry: tuple | None = None
         self._lease: Lease | None = None  # the lent results of the last resident/CUDA frame
+        self._cuda: CudaBridge | None = None  # created by the first process_cuda()
         try:
             if backend != "cpu":
                 self._supervisor = GLSupervisor(
@@ -284,6 +287,41 @@ class SegmentationPostprocessor:
         images, lease = process_resident(self, tensor, output_size)
         return ResidentMasks(self, lease, images, self.confidence_format)
 
+    def process_cuda(self, tensor: object, output_size: tuple[int, int] | None = None) -> CudaMasks:
+        """Masks for a CUDA tensor, as CUDA arrays, through CUDA-GL interop (no host copy anywhere).
+
+        Needs the optional extra ``cuda`` (cuda-python) and an NVIDIA GPU whose EGL device is the
+        tensor's CUDA device (``EGL_CUDA_DEVICE_NV``; attached contexts: ``cudaGLGetDevices``).
+
+        Args:
+            tensor: an object with ``__cuda_array_interface__`` (torch, CuPy, JAX, Numba): float32,
+                C-contiguous, ``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)`` (HWC, row 0 = top).
+            output_size: ``(width, height)``; defaults to the tensor size.
+
+        Returns:
+            :class:`~gpu_seg.CudaMasks`: ``confidence_masks`` ``(masks, height, width)`` and
+            ``category_mask`` ``(height, width)`` uint8 as :class:`~gpu_seg.CudaArray`, which own
+            their device memory (valid while referenced, never overwritten by later frames; freed
+            memory returns to a bounded pool). ``torch.as_tensor(x, device="cuda")`` and
+            ``cupy.asarray(x)`` wrap them without a copy; ``to_host()`` copies.
+
+        The copies run on the legacy default stream, after the producer's stream (named in the
+        tensor's interface) is synchronised; consumers synchronise through the results' interface.
+        A context loss during the frame recomputes it on a new generation (the CUDA input is still
+        valid). Ends the lifetime of the previous ``process_resident`` results.
+
+        Raises:
+            InputError: not a CUDA array (a host array: use :meth:`process`), wrong dtype, shape or
+                strides, or a tensor on another CUDA device than the GL context's.
+            GLUnavailableError: no cuda-python, no CUDA driver/device, the GL context is not on a
+                CUDA device (llvmpipe, another vendor), a known-broken cuda-python, no GL.
+            ContextLostError: the context was lost and could not be rebuilt.
+        """
+        from .cuda.frames import process_cuda
+
+        self._check_open()
+        return process_cuda(self, tensor, output_size)
+
     def run_gl(self, function: Callable[[moderngl.Context], T]) -> T:
         """Call ``function(ctx)`` with the processor's GL context current and return its result.
 
@@ -352,6 +390,8 @@ class SegmentationPostprocessor:
                 self._end_lease("trim() released the pooled GL objects")
                 if self._supervisor is not None:
                     self._supervisor.trim(release_context)
+                if self._cuda is not None:
+                    self._cuda.trim()
         finally:
             self._events.deliver()
 
@@ -413,6 +453,8 @@ class SegmentationPostprocessor:
             self._end_lease("the processor was closed")
             if self._supervisor is not None:
                 self._supervisor.close()
+            if self._cuda is not None:
+                self._cuda.close()
             if self._cpu is not None:
                 self._cpu.close()
 

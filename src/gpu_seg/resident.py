@@ -132,10 +132,13 @@ def _released(obj: moderngl.Buffer | moderngl.Texture) -> bool:
     return type(obj.mglo).__name__ == "InvalidObject"
 
 
-def gl_frame(pp: SegmentationPostprocessor, tensor: GLTensor, output_size: object, max_dim: int) -> Frame:
-    """The :class:`Frame` of a GL-side tensor: the tensor's data stay on the GPU, so ``Frame.tensor``
-    is a read-only zero-strided placeholder of the right shape (never computed on)."""
-    height, width, channels = tensor.shape
+def device_frame(
+    pp: SegmentationPostprocessor, shape: tuple[int, int, int], output_size: object, max_dim: int
+) -> Frame:
+    """The :class:`Frame` of a tensor on the GPU (GL or CUDA): its data stay there, so ``Frame.tensor``
+    is a read-only zero-strided placeholder of the right shape (never computed on; such frames
+    never go to the CPU)."""
+    height, width, channels = shape
     TensorLayout.for_tensor(height, width, channels, max_dim)  # too big for GL: InputError now
     out_width, out_height = parse_output_size(output_size, (height, width), max_dim)
     confidence = pp.output_confidence_masks
@@ -322,7 +325,7 @@ def process_resident(
     if supervisor is None:
         raise GLUnavailableError("a processor created with backend='cpu' has no GL to keep results on")
     if isinstance(tensor, GLTensor):
-        frame = gl_frame(pp, tensor, output_size, supervisor.max_texture_size or 1 << 14)
+        frame = device_frame(pp, tensor.shape, output_size, supervisor.max_texture_size or 1 << 14)
         gl_tensor: GLTensor | None = tensor
     else:
         frame = pp._frame(tensor, output_size)

@@ -28,6 +28,8 @@ A frame, step by step (:meth:`GLPipeline.process` does all three)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import moderngl
 import numpy as np
 
@@ -139,6 +141,9 @@ class GLPipeline:
         self.time_gpu = False
         self.last_gpu_ms: float | None = None
         self._timer: moderngl.Query | None = None
+        #: Called with the GL objects about to be released (before any is deleted): the CUDA
+        #: interop (:mod:`gpu_seg.cuda.interop`) unregisters the ones it registered.
+        self.release_hooks: list[Callable[[list], None]] = []
         programs.on_evict(self._forget_program)
 
     # ----------------------------------------------------------------------------- frame
@@ -505,6 +510,8 @@ class GLPipeline:
 
     def _release(self, objects: list) -> None:
         if objects:
+            for hook in self.release_hooks:
+                hook(objects)
             self._idle.use()
             for obj in objects:
                 obj.release()

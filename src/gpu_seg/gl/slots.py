@@ -165,10 +165,12 @@ class TensorSlot:
     stats: Target | None = None
     cells: CellsPart | None = None
     relayout: RelayoutPart | None = None  # GL-side inputs (process_resident)
+    device_input: moderngl.Buffer | None = None  # the texels of CUDA inputs (gpu_seg.cuda.interop)
 
     def objects(self) -> list:
         objects = [*(self.cells.objects() if self.cells else ())]
         objects += self.relayout.objects() if self.relayout else []
+        objects += [self.device_input] if self.device_input else []
         for part in (self.stats, self.activated):
             objects += part.objects() if part else []
         return [*objects, self.texture]
