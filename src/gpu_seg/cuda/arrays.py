@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import InputError
 from .runtime import check, runtime
 
-__all__ = ["CudaArray", "CudaTensor", "DevicePool", "cuda_tensor"]
+__all__ = ["CudaArray", "CudaTensor", "DevicePool", "cuda_tensor", "parse_interface"]
 
 #: ``__cuda_array_interface__["stream"]`` of results: the legacy default stream (1), which the
 #: copies are issued on; consumers synchronise with it (CAI v3).
@@ -51,6 +51,16 @@ def cuda_tensor(tensor: object) -> CudaTensor:
         GLUnavailableError: cuda-python is missing.
         CudaError: the pointer query failed.
     """
+    pointer, (height, width, channels), stream = parse_interface(tensor)
+    return CudaTensor(pointer, height, width, channels, _device_of(pointer), stream, tensor)
+
+
+def parse_interface(tensor: object) -> tuple[int, tuple[int, int, int], int | None]:
+    """``(pointer, (H, W, C), producer stream)`` from ``__cuda_array_interface__``; no CUDA call.
+
+    Raises:
+        InputError: (``"tensor"``) no interface (a host array), wrong dtype, shape or strides.
+    """
     interface = getattr(tensor, "__cuda_array_interface__", None)
     if not isinstance(interface, dict):
         kind = (
@@ -76,17 +86,14 @@ def cuda_tensor(tensor: object) -> CudaTensor:
         shape = (*shape, 1)
     if len(shape) != 3 or min(shape) <= 0:
         raise InputError("tensor", f"shape {raw_shape} is not a non-empty (H, W), (H, W, C) or (1, H, W, C)")
-    pointer = int(interface["data"][0])
-    height, width, channels = shape
-    device = _device_of(pointer)
     stream = interface.get("stream")
-    return CudaTensor(
-        pointer, height, width, channels, device, None if stream is None else int(stream), tensor
-    )
+    return int(interface["data"][0]), shape, None if stream is None else int(stream)
 
 
 def _c_contiguous(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
     """Whether float32 ``strides`` (bytes) lay ``shape`` out in C order (size-1 axes may have any)."""
+    if len(shape) != len(strides):
+        return False
     step = 4
     for size, stride in zip(reversed(shape), reversed(strides), strict=True):
         if size != 1 and stride != step:

@@ -9,7 +9,7 @@ from ..errors import GLUnavailableError
 from ..resident import device_frame, run_leased_frame
 from ..supervisor import Generation
 from ..types import Result
-from .arrays import CudaArray, CudaTensor, cuda_tensor
+from .arrays import CudaArray, CudaTensor, cuda_tensor, parse_interface
 from .interop import CudaBridge, NotCudaDeviceError
 from .runtime import CudaError, check, runtime
 
@@ -66,8 +66,7 @@ def process_cuda(pp: SegmentationPostprocessor, tensor: object, output_size: obj
     supervisor = pp._supervisor
     if supervisor is None:
         raise GLUnavailableError("a processor created with backend='cpu' has no GL side for CUDA interop")
-    if not hasattr(tensor, "__cuda_array_interface__"):
-        cuda_tensor(tensor)  # InputError naming the argument, before any CUDA requirement
+    parse_interface(tensor)  # InputError naming the argument, before any CUDA requirement
     _usable_runtime()
     source = cuda_tensor(tensor)
     shape = (source.height, source.width, source.channels)
