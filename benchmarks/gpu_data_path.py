@@ -6,6 +6,11 @@ For each preset and output mode, interleaved rounds time (medians with IQR, mill
 * ``gl-mapped``: gpu_seg GL, every output into one persistent mapped buffer, one fence, then a copy
   into fresh arrays (the default where ``GL_ARB_buffer_storage`` exists and the renderer is a GPU);
 * ``gl-mapped-out``: the same, copied into the caller's preallocated arrays (``confidence_out=``);
+* ``gl-view``: ``process_view``: the masks are read-only views of the mapped buffer (zero-copy),
+  released after each frame;
+* ``gl-async`` / ``gl-async-view``: frames in flight (``submit``, two queued at a time) over chains
+  of ``ASYNC_CHAIN`` frames, collected as owned arrays / as views: milliseconds per frame (the
+  inverse of the throughput), not the latency of one frame;
 * ``cpu-fast``: gpu_seg's fast CPU path (numba, all cores);
 * ``mediapipe``: MediaPipe's ``ImageSegmenter`` (CPU delegate) post-processing the same tensor;
 * ``torch-cuda-h2h`` / ``torch-cuda-resident``: PyTorch CUDA, host to host through pinned buffers, and
@@ -61,6 +66,51 @@ def _gl_call(pp: gpu_seg.SegmentationPostprocessor, tensor, size, readback: str,
         last["r"] = pp.process(tensor, size, **outs)
 
     return call, lambda: last["r"]
+
+
+#: Frames per timed call of the frames-in-flight rows (two in flight at a time).
+ASYNC_CHAIN = 6
+
+
+def _view_call(pp: gpu_seg.SegmentationPostprocessor, tensor, size):
+    pp.process(tensor, size)
+    last: dict[str, Any] = {}
+
+    def call() -> None:
+        previous = last.pop("v", None)
+        if previous is not None:
+            previous.release()
+        last["v"] = pp.process_view(tensor, size)
+
+    return call, lambda: last["v"].to_result()
+
+
+def _async_call(pp: gpu_seg.SegmentationPostprocessor, tensor, size, view: bool):
+    pp.process(tensor, size)
+    last: dict[str, Any] = {}
+
+    def collect(pending) -> None:
+        if view:
+            result = pending.view()
+            last["r"] = result.to_result() if "check" in last else None
+            result.release()
+        else:
+            last["r"] = pending.result()
+
+    def call() -> None:
+        queued = [pp.submit(tensor, size), pp.submit(tensor, size)]
+        for _ in range(ASYNC_CHAIN - 2):
+            collect(queued.pop(0))
+            queued.append(pp.submit(tensor, size))
+        for pending in queued:
+            collect(pending)
+
+    def check():
+        last["check"] = True
+        call()
+        return last["r"]
+
+    return call, check
 
 
 def _torch_calls(tensor: np.ndarray, size: tuple[int, int], activation: str, mode: str) -> dict[str, Call]:
@@ -144,6 +194,10 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
         name: gpu_seg.SegmentationPostprocessor(activation, backend="gl", time_gpu=True, **options)
         for name in ("gl-direct", "gl-mapped", "gl-mapped-out")
     }
+    for name in ("gl-view", "gl-async", "gl-async-view"):
+        processors[name] = gpu_seg.SegmentationPostprocessor(
+            activation, backend="gl", readback="mapped", **options
+        )
     calls: dict[str, Call] = {}
     checks: dict[str, Call] = {}
     for name, readback, into in (
@@ -152,6 +206,10 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
         ("gl-mapped-out", "mapped", True),
     ):
         calls[name], checks[name] = _gl_call(processors[name], tensor, size, readback, into, mode)
+    calls["gl-view"], checks["gl-view"] = _view_call(processors["gl-view"], tensor, size)
+    for name, view in (("gl-async", False), ("gl-async-view", True)):
+        calls[name], checks[name] = _async_call(processors[name], tensor, size, view)
+    per_call = {"gl-async": ASYNC_CHAIN, "gl-async-view": ASYNC_CHAIN}
     cpu = gpu_seg.SegmentationPostprocessor(activation, backend="cpu", **options)
     gpu_seg.cpu.warm_up()
     last_cpu: dict[str, Any] = {}
@@ -174,12 +232,14 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
             for _ in range(max(1, frames // rounds)):
                 started = time.perf_counter()
                 call()
-                samples[name].append((time.perf_counter() - started) * 1e3)
-                if name in processors:
+                samples[name].append((time.perf_counter() - started) * 1e3 / per_call.get(name, 1))
+                if name in processors and processors[name].stats["last_gpu_ms"] is not None:
                     gpu_ms[name].append(processors[name].stats["last_gpu_ms"])
     rows = {name: _summary(values) for name, values in samples.items()}
     for name, check in checks.items():
         rows[name].update(_check(check(), want))
+    for name in per_call:
+        rows[name]["frames_per_call"] = per_call[name]
     for name, pp in processors.items():
         rows[name]["readback"] = pp._supervisor.generation.pipeline.readback
         rows[name]["gpu_ms"] = float(np.median(gpu_ms[name])) if gpu_ms[name] else None

@@ -20,12 +20,16 @@ START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 COLUMNS = {
     "gl": "gpu_seg GL",
     "gl_alloc": "GL (no prealloc)",
+    "gl_view": "GL zero-copy view",
+    "gl_async": "GL in flight (ms/frame)",
     "cpu": "gpu_seg CPU",
     "opencv": "OpenCV",
     "torch": "PyTorch CPU",
     "mediapipe": "MediaPipe CPU",
 }
 PEERS = ("mediapipe", "opencv", "torch", "cpu")
+#: GL rows that are not confidence-format variants.
+NOT_VARIANTS = ("gl_alloc", "gl_view", "gl_async")
 
 
 def _ms(row: dict[str, Any] | None) -> str:
@@ -134,7 +138,9 @@ def render(report: dict[str, Any]) -> str:
         add("| " + " | ".join(row) + " |")
     add("")
 
-    variants = [r for r in report["cases"] if r["backend"].startswith("gl_") and r["backend"] != "gl_alloc"]
+    variants = [
+        r for r in report["cases"] if r["backend"].startswith("gl_") and r["backend"] not in NOT_VARIANTS
+    ]
     if variants:
         add("### GL confidence variants")
         add("")
@@ -216,7 +222,7 @@ def render(report: dict[str, Any]) -> str:
     add("")
     add("| backend | content | worst confidence abs diff | category pixels differing | away from near ties |")
     add("|---|---|---:|---:|---:|")
-    for key in ("gl", "gl_alloc", "opencv", "torch", "mediapipe"):
+    for key in ("gl", "gl_alloc", "gl_view", "gl_async", "opencv", "torch", "mediapipe"):
         for content in ("model-like", "iid-noise"):
             checked = [
                 r

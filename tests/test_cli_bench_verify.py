@@ -170,7 +170,7 @@ def test_bench_json_structure(tiny_run, capsys):
         "backend", "median_ms", "iqr_ms", "samples", "bytes_moved", "ratio_to_mediapipe",
         "fraction_of_copy_bandwidth",
     }  # fmt: skip
-    expected_backends = {"gl", "gl_alloc", "cpu"}
+    expected_backends = {"gl", "gl_alloc", "gl_view", "gl_async", "cpu"}
     expected_backends |= {"opencv"} if HAS_CV2 else set()
     expected_backends |= {"torch"} if HAS_TORCH else set()
     expected_backends |= {"mediapipe"} if oracle.mediapipe_available() else set()
@@ -182,7 +182,8 @@ def test_bench_json_structure(tiny_run, capsys):
         assert {r["outputs"] for r in rows} == modes
         for mode in modes:
             timed = {r["backend"] for r in rows if r["outputs"] == mode and r["median_ms"] is not None}
-            assert timed >= expected_backends - ({"gl_alloc"} if content == "iid-noise" else set())
+            model_like_only = {"gl_alloc", "gl_view", "gl_async"}
+            assert timed >= expected_backends - (model_like_only if content == "iid-noise" else set())
     for row in report["cases"]:
         assert set(row) >= keys
         assert row["tensor_shape"] == [16, 16, 3] and row["output_size"] == [32, 24]
@@ -195,7 +196,7 @@ def test_bench_json_structure(tiny_run, capsys):
         assert row["fraction_of_copy_bandwidth"] > 0
         if oracle.mediapipe_available():
             assert row["ratio_to_mediapipe"] > 0
-        if row["backend"] == "gl":
+        if row["backend"] in ("gl", "gl_view", "gl_async"):
             assert row["vs_reference"]["parity_ok"] is True
     assert {g["name"] for g in report["goals"]} >= {
         "custom category: GL faster than OpenCV",

@@ -185,6 +185,11 @@ def test_lifetime_ends_with_the_next_frame_release_trim_and_close():
         pp.trim()
         with pytest.raises(gpu_seg.ExpiredResultError, match="trim"):
             fourth.read_confidence()
+        for later_frame in (lambda: pp.process_view(tensor).release(), lambda: pp.submit(tensor).result()):
+            lent = pp.process_resident(tensor)
+            later_frame()  # zero-copy views and frames in flight are later frames too
+            with pytest.raises(gpu_seg.ExpiredResultError, match="superseded"):
+                lent.read_category()
         fifth = pp.process_resident(tensor)
     with pytest.raises(gpu_seg.ExpiredResultError, match="closed"):
         _ = fifth.confidence_textures

@@ -311,8 +311,8 @@ def test_mapped_readback_copies_into_the_callers_arrays_only_after_the_health_ch
     assert not generation.pipeline.collect_needs_gl
     original_wait = generation.pipeline.wait
 
-    def wait_then_die():
-        original_wait()
+    def wait_then_die(*args):
+        original_wait(*args)
         generation.session.egl_context.destroy()  # lost after the results reached host memory
 
     generation.pipeline.wait = wait_then_die

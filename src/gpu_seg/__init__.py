@@ -14,6 +14,7 @@ import logging
 
 from .cuda import CudaArray, CudaMasks
 from .errors import (
+    CapacityError,
     ClosedError,
     ContextLostError,
     ExpiredResultError,
@@ -28,6 +29,7 @@ from .postprocessor import SegmentationPostprocessor
 from .reference import reference_postprocess
 from .resident import GLTensor, ResidentMasks
 from .resilience import Backoff, LossBudget, RecoveryPolicy
+from .results import MaskView, PendingFrame
 from .segmenter import ImageSegmenter, RunningMode, SegmentationResult, read_model_info
 from .types import Activation, Result
 
@@ -38,6 +40,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "Activation",
     "Backoff",
+    "CapacityError",
     "ClosedError",
     "ConfidenceFormat",
     "ContextLostError",
@@ -52,6 +55,8 @@ __all__ = [
     "ImageSegmenter",
     "InputError",
     "LossBudget",
+    "MaskView",
+    "PendingFrame",
     "RecoveryPolicy",
     "ResidentMasks",
     "Result",

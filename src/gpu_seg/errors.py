@@ -8,6 +8,7 @@ not know gpu_seg.
 from __future__ import annotations
 
 __all__ = [
+    "CapacityError",
     "ClosedError",
     "ContextLostError",
     "ExpiredResultError",
@@ -75,4 +76,12 @@ class ExpiredResultError(GpuSegError, RuntimeError):
     end (released, superseded by a later frame, collected, or the processor closed). Using them
     afterwards raises this instead of returning data that may have been overwritten. A result
     whose context generation died raises :class:`ContextLostError` instead.
+    """
+
+
+class CapacityError(GpuSegError, RuntimeError):
+    """A bounded pool is full: too many frames in flight, or too many zero-copy results still held.
+
+    Collect pending frames (``PendingFrame.result()``) or release zero-copy results (and drop
+    the arrays taken from them) first. The message says which limit was reached.
     """

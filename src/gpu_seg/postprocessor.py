@@ -27,8 +27,9 @@ from .inputs import (
     positive_int,
 )
 from .resilience import RecoveryPolicy
+from .results import MaskView, PendingFrame
 from .speed_choice import Route, SpeedChoice, frame_key, is_software_renderer
-from .supervisor import GLSupervisor, Verdict
+from .supervisor import GLSupervisor, InFlight, Verdict
 from .types import Activation, Result
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from .cuda.interop import CudaBridge
     from .resident import GLTensor, Lease, ResidentMasks
 
-__all__ = ["Event", "EventKind", "SegmentationPostprocessor"]
+__all__ = ["Event", "EventKind", "MaskView", "PendingFrame", "SegmentationPostprocessor"]
 
 log = logging.getLogger("gpu_seg")
 T = TypeVar("T")
@@ -81,6 +82,11 @@ class SegmentationPostprocessor:
         cpu_threads: threads of the fast CPU path (default: the CPUs this process may use).
         time_gpu: measure each GL frame's GPU time with a ``GL_TIME_ELAPSED`` query (upload,
             passes, start of the readback), reported as ``stats["last_gpu_ms"]``; a small cost.
+        readback: how masks come back to host memory: ``"auto"`` (default: ``"direct"`` on
+            software rasterisers, where it is fastest, ``"mapped"`` on GPUs), ``"direct"`` (one
+            synchronous read per mask) or ``"mapped"`` (a ring of persistently mapped buffers,
+            one fence per frame: needed for zero-copy views and overlapping frames in flight;
+            ``GL_ARB_buffer_storage``). See :mod:`gpu_seg.gl.readback`.
 
     Convention:
         ``tensor`` is float32 ``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)``, channel-interleaved
@@ -117,6 +123,7 @@ class SegmentationPostprocessor:
         software_renderer: Literal["fastest", "gl"] = "fastest",
         cpu_threads: int | None = None,
         time_gpu: bool = False,
+        readback: Literal["auto", "direct", "mapped"] = "auto",
     ) -> None:
         self.activation = parse_activation(activation)
         self.confidence_format = ConfidenceFormat.parse(confidence_dtype)
@@ -132,6 +139,8 @@ class SegmentationPostprocessor:
             raise InputError("software_renderer", f"{software_renderer!r} is not 'fastest' or 'gl'")
         if cpu_threads is not None:
             cpu_threads = positive_int(cpu_threads, "cpu_threads")
+        if readback not in ("auto", "direct", "mapped"):
+            raise InputError("readback", f"{readback!r} is not 'auto', 'direct' or 'mapped'")
         if policy is not None and not isinstance(policy, RecoveryPolicy):
             raise InputError("policy", f"expected a gpu_seg.RecoveryPolicy, got {type(policy).__name__}")
         if idle_release_after is not None and not (
@@ -163,7 +172,14 @@ class SegmentationPostprocessor:
         try:
             if backend != "cpu":
                 self._supervisor = GLSupervisor(
-                    backend, context, self._events, self.policy, device_index, gl_timeout, bool(time_gpu)
+                    backend,
+                    context,
+                    self._events,
+                    self.policy,
+                    device_index,
+                    gl_timeout,
+                    bool(time_gpu),
+                    readback,
                 )
                 self._supervisor.start()
         finally:
@@ -214,38 +230,72 @@ class SegmentationPostprocessor:
             GLUnavailableError, ContextLostError, ShaderBuildError: only with ``backend="gl"``.
         """
         self._check_open()
-        self._end_lease("superseded by a later frame")
-        frame = self._frame(tensor, output_size)
-        confidence_dst = (
-            None
-            if confidence_out is None
-            else check_output_array(
-                confidence_out, "confidence_out", frame.confidence_shape, self.confidence_dtype
-            )
-        )
-        category_dst = (
-            None
-            if category_out is None
-            else check_output_array(category_out, "category_out", frame.category_shape, np.dtype(np.uint8))
-        )
-        if self._idle is not None:
-            self._idle.touch()
-        if self._supervisor is None:
-            return self._cpu_frame(frame, confidence_dst, category_dst)
-        route, key = self._route(frame)
-        if route in (Route.CPU, Route.TIME_CPU):
-            started = time.perf_counter()
-            result = self._cpu_frame(frame, confidence_dst, category_dst, chosen=True)
-            self._record_speed(key, route, time.perf_counter() - started)
-            return result
-        self._prepare_cpu(frame)
-        started = time.perf_counter()
-        result = self._gl_frame(frame, confidence_dst, category_dst)
-        if result is None:
-            return self._cpu_frame(frame, confidence_dst, category_dst)
-        if route is Route.TIME_GL:
-            self._record_speed(key, route, time.perf_counter() - started)
+        frame, confidence_dst, category_dst = self._prepare(tensor, output_size, confidence_out, category_out)
+        result = self._process_frame(frame, confidence_dst, category_dst)
+        assert isinstance(result, Result)
         return result
+
+    def process_view(self, tensor: np.ndarray, output_size: tuple[int, int] | None = None) -> MaskView:
+        """Masks for one model output, lent without a copy (a :class:`~gpu_seg.results.MaskView`).
+
+        On a GPU the masks are read-only views of the buffer the GPU wrote them into (the copy
+        into owned arrays, the largest cost of a big frame, is skipped). Release the view (or use
+        it as a context manager) when done; the buffer is not reused while any array taken from
+        it is referenced. See :mod:`gpu_seg.results` for the lifetime rules.
+
+        Raises:
+            CapacityError: too many views are held (or frames in flight) at once.
+            The errors of :meth:`process`.
+        """
+        self._check_open()
+        frame, _, _ = self._prepare(tensor, output_size, None, None)
+        view = self._process_frame(frame, None, None, lend=True)
+        assert isinstance(view, MaskView)
+        return view
+
+    def submit(
+        self,
+        tensor: np.ndarray,
+        output_size: tuple[int, int] | None = None,
+        *,
+        confidence_out: np.ndarray | None = None,
+        category_out: np.ndarray | None = None,
+    ) -> PendingFrame:
+        """Start a frame and return at once; collect it later (frames in flight).
+
+        On a GPU with the mapped readback the frame's upload, passes and readback are queued and
+        the call returns; the next frames can be submitted before this one is collected, so the
+        GPU's work on one overlaps the host's work on another. Elsewhere (llvmpipe, the CPU path)
+        the frame is computed now and collecting it only returns it. Arguments as :meth:`process`.
+
+        The tensor must not be modified until the frame is collected (a frame hit by a context
+        loss is recomputed from it). Every submitted frame is either computed exactly or raises
+        when collected; none returns stale data.
+
+        Returns:
+            A :class:`~gpu_seg.results.PendingFrame`: ``.result()`` or ``.view()``.
+
+        Raises:
+            CapacityError: too many frames in flight (or zero-copy views held); collect some first.
+        """
+        self._check_open()
+        frame, confidence_dst, category_dst = self._prepare(tensor, output_size, confidence_out, category_out)
+        pending = PendingFrame(self._collect_pending, frame, confidence_dst, category_dst)
+        if self._supervisor is not None and self._route(frame)[0] is Route.GL:
+            try:
+                with self._lock:
+                    self._check_open()
+                    pending.flight = self._supervisor.submit(frame, pending)
+            finally:
+                self._events.deliver()
+            if pending.flight is not None:
+                if self._idle is not None:
+                    self._idle.touch()
+                return pending
+        computed = self._process_frame(frame, confidence_dst, category_dst)
+        assert isinstance(computed, Result)
+        pending.computed = computed
+        return pending
 
     __call__ = process
 
@@ -263,7 +313,7 @@ class SegmentationPostprocessor:
 
         Returns:
             :class:`~gpu_seg.ResidentMasks`: exact-size textures in the processor's context, valid
-            until the next frame of this processor (any ``process*`` call), ``release()``,
+            until the next frame of this processor (any ``process*``/``submit`` call), ``release()``,
             ``trim()`` or ``close()``; afterwards access raises ``ExpiredResultError``, and
             ``ContextLostError`` if the frame's context generation was lost. The textures are
             pooled per output size (no GL allocation per frame): keep the size stable.
@@ -475,6 +525,67 @@ class SegmentationPostprocessor:
         )
 
     # ----------------------------------------------------------------------------- frames
+    def _prepare(
+        self,
+        tensor: object,
+        output_size: object,
+        confidence_out: np.ndarray | None,
+        category_out: np.ndarray | None,
+    ) -> tuple[Frame, np.ndarray | None, np.ndarray | None]:
+        """The validated frame and output arrays of a call (it ends the last resident frame's lease)."""
+        self._end_lease("superseded by a later frame")
+        frame = self._frame(tensor, output_size)
+        confidence_dst = (
+            None
+            if confidence_out is None
+            else check_output_array(
+                confidence_out, "confidence_out", frame.confidence_shape, self.confidence_dtype
+            )
+        )
+        category_dst = (
+            None
+            if category_out is None
+            else check_output_array(category_out, "category_out", frame.category_shape, np.dtype(np.uint8))
+        )
+        return frame, confidence_dst, category_dst
+
+    def _process_frame(
+        self,
+        frame: Frame,
+        confidence_dst: np.ndarray | None,
+        category_dst: np.ndarray | None,
+        lend: bool = False,
+        flight: InFlight | None = None,
+    ) -> Result | MaskView:
+        """One frame on the route it takes (GL, or the CPU); a MaskView when ``lend``."""
+        if self._idle is not None:
+            self._idle.touch()
+        if self._supervisor is None:
+            return _shaped(self._cpu_frame(frame, confidence_dst, category_dst), lend)
+        route, key = (Route.GL, None) if flight is not None else self._route(frame)
+        if route in (Route.CPU, Route.TIME_CPU):
+            started = time.perf_counter()
+            result = self._cpu_frame(frame, confidence_dst, category_dst, chosen=True)
+            self._record_speed(key, route, time.perf_counter() - started)
+            return _shaped(result, lend)
+        if flight is None:
+            self._prepare_cpu(frame)
+        started = time.perf_counter()
+        gl = self._gl_frame(frame, confidence_dst, category_dst, lend, flight)
+        if gl is None:
+            return _shaped(self._cpu_frame(frame, confidence_dst, category_dst), lend)
+        if route is Route.TIME_GL:
+            self._record_speed(key, route, time.perf_counter() - started)
+        return gl
+
+    def _collect_pending(self, pending: PendingFrame, lend: bool) -> Result | MaskView:
+        """Collect a submitted frame (called by ``PendingFrame.result()`` / ``.view()``)."""
+        if pending.computed is not None:
+            return _shaped(pending.computed, lend)
+        flight, pending.flight = pending.flight, None
+        self._check_open()
+        return self._process_frame(pending.frame, pending.confidence_dst, pending.category_dst, lend, flight)
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("this SegmentationPostprocessor was closed")
@@ -497,15 +608,25 @@ class SegmentationPostprocessor:
         return frame
 
     def _gl_frame(
-        self, frame: Frame, confidence_dst: np.ndarray | None, category_dst: np.ndarray | None
-    ) -> Result | None:
-        """The frame on GL, or None when it goes to the CPU (auto backend only)."""
+        self,
+        frame: Frame,
+        confidence_dst: np.ndarray | None,
+        category_dst: np.ndarray | None,
+        lend: bool = False,
+        flight: InFlight | None = None,
+    ) -> Result | MaskView | None:
+        """The frame on GL (a frame in flight: collected), or None when it goes to the CPU."""
         assert self._supervisor is not None
+        lend = lend and confidence_dst is None and category_dst is None
         while True:
             try:
                 with self._lock:
                     self._check_open()
-                    outcome = self._supervisor.run(frame, confidence_dst, category_dst)
+                    if flight is not None:
+                        outcome = self._supervisor.finish(flight, confidence_dst, category_dst, lend)
+                        flight = None  # a WAIT: the frame is recomputed by run() afterwards
+                    else:
+                        outcome = self._supervisor.run(frame, confidence_dst, category_dst, lend)
                     if outcome.verdict is Verdict.DONE:
                         self._frames += 1
                         self._gl_frames += 1
@@ -519,6 +640,9 @@ class SegmentationPostprocessor:
             if outcome.verdict is Verdict.CPU:
                 return None
             confidence, category = outcome.confidence, outcome.category
+            if lend:
+                zero_copy = any(a is not None and not a.flags.owndata for a in (confidence, category))
+                return MaskView(confidence, category, "gl", zero_copy)
             return Result(_into(confidence, confidence_dst), _into(category, category_dst), "gl")
 
     def _cpu_frame(
@@ -578,6 +702,13 @@ class SegmentationPostprocessor:
             log.exception("gpu_seg idle trim failed")
         finally:
             self._events.deliver()
+
+
+def _shaped(result: Result, lend: bool) -> Result | MaskView:
+    """``result`` itself, or as a (not zero-copy) MaskView when a view was asked for."""
+    if not lend:
+        return result
+    return MaskView(result.confidence_masks, result.category_mask, result.backend, zero_copy=False)
 
 
 def _into(computed: np.ndarray | None, destination: np.ndarray | None) -> np.ndarray | None:

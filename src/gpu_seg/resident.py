@@ -4,8 +4,8 @@ Public names: :class:`GLTensor` (a tensor held by a GL buffer or texture) and
 :class:`ResidentMasks` (the textures of one frame, lent like MediaPipe's ``MPMask``).
 
 Lifetime (one *lease* per processor): a :class:`ResidentMasks` is valid until the next frame of
-its processor (``process``, ``process_resident`` or ``process_cuda``), its :meth:`~ResidentMasks.release`,
-or the processor's ``trim()``/``close()``; afterwards every access raises
+its processor (``process``, ``process_view``, ``submit``, ``process_resident``, ``process_cuda``),
+its :meth:`~ResidentMasks.release`, or the processor's ``trim()``/``close()``; afterwards every access raises
 :class:`~gpu_seg.errors.ExpiredResultError`. If the frame's context generation was lost, access
 raises :class:`~gpu_seg.errors.ContextLostError` instead (compute the frame again). The textures are
 the processor's pooled ones (no GL allocation per frame): never release or resize them.

@@ -32,12 +32,13 @@ from .events import EventKind, EventLog
 from .frame import Frame
 from .gl.pipeline import GLPipeline
 from .gl.programs import BuildCounters, ProgramCache
+from .gl.readback import Purpose
 from .gl.resident import SourceLostError
 from .gl.session import AttachedSession, GLError, GLSession, OwnedSession
 from .gl.worker import GLThread
 from .resilience import RecoveryPolicy, RecoveryState
 
-__all__ = ["Faults", "GLSupervisor", "Generation", "Outcome", "Verdict"]
+__all__ = ["Faults", "GLSupervisor", "Generation", "InFlight", "Outcome", "Verdict"]
 
 log = logging.getLogger("gpu_seg")
 T = TypeVar("T")
@@ -84,6 +85,15 @@ class GLCounters:
     builds: BuildCounters = field(default_factory=BuildCounters)
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """A frame submitted to GL and not yet collected: its generation and readback ticket."""
+
+    frame: Frame
+    generation: int
+    ticket: int
+
+
 class Verdict(enum.Enum):
     """What the caller does with a frame after :meth:`GLSupervisor.run`."""
 
@@ -116,6 +126,7 @@ class GLSupervisor:
         device_index: EGL device of owned contexts.
         gl_timeout: seconds before a frame on the GL thread counts as a hung driver.
         time_gpu: time each frame's GL work with a timer query (``pipeline.last_gpu_ms``).
+        readback: ``"auto"``, ``"direct"`` or ``"mapped"`` (see :mod:`gpu_seg.gl.readback`).
     """
 
     def __init__(
@@ -127,8 +138,10 @@ class GLSupervisor:
         device_index: int | None,
         gl_timeout: float | None,
         time_gpu: bool = False,
+        readback: str = "auto",
     ) -> None:
         self.backend = backend
+        self.readback = readback  # "auto" (the pipeline's choice per renderer), "direct" or "mapped"
         self.events = events
         self.recovery: RecoveryState = policy.new_state()
         self.counters = GLCounters()
@@ -149,6 +162,10 @@ class GLSupervisor:
         self._staging: tuple[tuple, np.ndarray | None, np.ndarray | None] | None = None
         #: moderngl context -> generation number, for every generation (GL-side inputs of a dead one)
         self.contexts: weakref.WeakKeyDictionary[moderngl.Context, int] = weakref.WeakKeyDictionary()
+        #: Dropped generations whose readback buffers lent views still reference: their contexts
+        #: stay undestroyed (so the mapped memory stays valid) until those views are gone.
+        #: Each entry: (generation, whether it was healthy when dropped).
+        self._graveyard: list[tuple[Generation, bool]] = []
 
     # ----------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -175,6 +192,8 @@ class GLSupervisor:
 
     def trim(self, release_context: bool = False) -> None:
         """Release pooled GL objects (and with ``release_context`` the whole generation)."""
+        if self._graveyard:
+            self.bury()
         generation = self.generation
         if generation is None:
             return
@@ -193,14 +212,28 @@ class GLSupervisor:
 
     def close(self) -> None:
         self.drop_generation(release=True)
+        self.bury()
+        if self._graveyard:
+            log.warning(
+                "gpu_seg: closed with zero-copy views of %d context generation(s) still referenced; "
+                "their mapped memory stays allocated until the process exits",
+                len(self._graveyard),
+            )
         if self._thread is not None:
             self._thread.stop()
             self._thread = None
 
     def drop_generation(self, release: bool) -> None:
-        """Forget the current generation: ``release`` it on a live context, else ``abandon`` it."""
+        """Forget the current generation: ``release`` it on a live context, else ``abandon`` it.
+
+        A generation whose readback buffers lent views still reference keeps its context (its
+        other objects are released or abandoned now) until :meth:`bury` finds the views gone.
+        """
         generation, self.generation = self.generation, None
         if generation is None:
+            return
+        if generation.pipeline.lent_views():
+            self._keep_for_views(generation, release)
             return
         if release:
             try:
@@ -210,6 +243,34 @@ class GLSupervisor:
                 log.debug("release of generation %d failed: %s", generation.number, exc)
         generation.pipeline.abandon()
         generation.session.abandon()
+
+    def _keep_for_views(self, generation: Generation, healthy: bool) -> None:
+        if healthy:
+            try:
+                generation.session.run(generation.pipeline.release)  # keeps the lent buffers
+            except Exception as exc:  # lost meanwhile: keep it as a dead one
+                log.debug("release of generation %d failed: %s", generation.number, exc)
+                healthy = False
+        if not healthy:
+            generation.pipeline.abandon()  # keeps the lent buffers, without GL calls
+        self._graveyard.append((generation, healthy))
+
+    def bury(self) -> None:
+        """Destroy the kept generations whose lent views are all gone."""
+        kept = []
+        for generation, healthy in self._graveyard:
+            if generation.pipeline.lent_views():
+                kept.append((generation, healthy))
+                continue
+            if healthy:
+                try:
+                    generation.session.close(release=generation.pipeline.release_lent)
+                    continue
+                except Exception as exc:
+                    log.debug("release of kept generation %d failed: %s", generation.number, exc)
+            generation.pipeline.abandon()
+            generation.session.abandon()
+        self._graveyard = kept
 
     def gpu_memory(self) -> dict[str, object] | None:
         """Video memory as the driver of the current generation reports it, or None."""
@@ -228,7 +289,11 @@ class GLSupervisor:
 
     # ----------------------------------------------------------------------------- frames
     def run(
-        self, frame: Frame, confidence_dst: np.ndarray | None, category_dst: np.ndarray | None
+        self,
+        frame: Frame,
+        confidence_dst: np.ndarray | None,
+        category_dst: np.ndarray | None,
+        lend: bool = False,
     ) -> Outcome:
         """Compute ``frame`` on GL.
 
@@ -236,11 +301,14 @@ class GLSupervisor:
         good: with a readback that makes GL calls ("direct") every attempt reads into fresh
         arrays, which the caller copies from; with a mapped readback the results are copied from
         host memory straight into the caller's arrays after the health check. DONE carries the
-        arrays holding the results.
+        arrays holding the results. With ``lend`` (and no caller arrays) the results of a mapped
+        readback are read-only views of mapped memory (see :meth:`GLPipeline.lend`).
 
         Returns DONE, CPU (auto backend only) or WAIT. Raises (``backend="gl"``) ContextLostError,
         GLUnavailableError, ShaderBuildError or GLError when GL cannot compute the frame.
         """
+        if self._graveyard:
+            self.bury()
         probing = self.recovery.fallback_active
         if probing and not self.recovery.probe_due():
             return _CPU
@@ -255,7 +323,9 @@ class GLSupervisor:
             try:
                 if self.generation is None:
                     self.generation = self._create_generation()
-                confidence, category = self._compute(self.generation, frame, confidence_dst, category_dst)
+                confidence, category = self._compute(
+                    self.generation, frame, confidence_dst, category_dst, lend
+                )
             except ContextLostError as exc:
                 outcome = self._after_loss(exc)
                 if outcome is None:
@@ -286,8 +356,12 @@ class GLSupervisor:
         frame: Frame,
         confidence_dst: np.ndarray | None,
         category_dst: np.ndarray | None,
+        lend: bool = False,
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         pipeline = generation.pipeline
+        if lend and pipeline.lends:
+            ticket = generation.session.run(functools.partial(_submit_and_wait, pipeline, frame, "lend"))
+            return pipeline.lend(ticket)
         if pipeline.collect_needs_gl:
             # GL reads into arrays before the health check: never the caller's. Without caller
             # arrays, fresh arrays (returned as they are); with them, a staging pair kept for the
@@ -305,10 +379,21 @@ class GLSupervisor:
                 key = (frame.confidence_shape, frame.confidence_format, frame.category_shape)
                 self._staging = (key, confidence, category)
             return confidence, category
-        generation.session.run(functools.partial(_submit_and_wait, pipeline, frame))
+        ticket = generation.session.run(functools.partial(_submit_and_wait, pipeline, frame))
+        return self._collect(pipeline, frame, ticket, confidence_dst, category_dst)
+
+    @staticmethod
+    def _collect(
+        pipeline: GLPipeline,
+        frame: Frame,
+        ticket: int,
+        confidence_dst: np.ndarray | None,
+        category_dst: np.ndarray | None,
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Copy a waited-for mapped frame out (a host copy; the health check has passed)."""
         confidence = confidence_dst if confidence_dst is not None else frame.allocate_confidence()
         category = category_dst if category_dst is not None else frame.allocate_category()
-        pipeline.collect(confidence, category)  # a host copy; the health check has passed
+        pipeline.collect(confidence, category, ticket)
         return confidence, category
 
     # ----------------------------------------------------------------------------- GPU-resident work
@@ -391,6 +476,79 @@ class GLSupervisor:
                 reason="rebuild deferred",
             )
         return generation
+
+    # ----------------------------------------------------------------------------- frames in flight
+    def submit(self, frame: Frame, owner: object) -> InFlight | None:
+        """Start ``frame`` on GL without waiting for it (mapped readback only).
+
+        Returns None when it cannot be in flight (no healthy generation, the fallback, a deferred
+        rebuild, a direct readback, or a failure now): the caller computes it at once with
+        :meth:`run`, which handles every case. ``owner``: the caller's handle of the frame (its
+        garbage collection frees the buffer of a frame never collected). Raises CapacityError
+        when too many frames are in flight or zero-copy results held.
+        """
+        if self._graveyard:
+            self.bury()
+        generation = self.generation
+        if generation is None or self.recovery.fallback_active or self._rebuild_at is not None:
+            return None
+        if not generation.pipeline.lends:
+            return None
+        generation.pipeline.check_capacity("async")
+        try:
+            ticket = generation.session.run(
+                functools.partial(generation.pipeline.submit, frame, "async", owner)
+            )
+        except ContextLostError as exc:
+            self._after_loss(exc)  # counted; run() then rebuilds, waits or falls back
+            return None
+        except (GLError, ShaderBuildError, GLUnavailableError) as exc:
+            log.debug("frame not started in flight: %s", exc)  # run() meets and reports it again
+            return None
+        return InFlight(frame, generation.number, ticket)
+
+    def finish(
+        self,
+        flight: InFlight,
+        confidence_dst: np.ndarray | None,
+        category_dst: np.ndarray | None,
+        lend: bool = False,
+    ) -> Outcome:
+        """Wait for a frame in flight and collect it (as :meth:`run` would return it).
+
+        A frame whose generation is gone, or that is lost now, is recomputed by :meth:`run`
+        (or goes to the CPU / WAIT like any frame): never returned from a dead generation.
+        """
+        generation = self.generation
+        if generation is None or generation.number != flight.generation:
+            return self.run(flight.frame, confidence_dst, category_dst, lend)
+        pipeline = generation.pipeline
+        try:
+            generation.session.run(functools.partial(pipeline.wait, flight.ticket))
+        except ContextLostError as exc:
+            outcome = self._after_loss(exc)
+            if outcome is not None:
+                return outcome
+            return self.run(flight.frame, confidence_dst, category_dst, lend)
+        except GLError as exc:
+            self._record(EventKind.GL_ERROR, str(exc))
+            if self.backend == "gl":
+                raise
+            return _CPU
+        if lend and confidence_dst is None and category_dst is None:
+            confidence, category = pipeline.lend(flight.ticket)
+        else:
+            confidence, category = self._collect(
+                pipeline, flight.frame, flight.ticket, confidence_dst, category_dst
+            )
+        self._after_success(False)
+        return Outcome(Verdict.DONE, confidence=confidence, category=category)
+
+    def cancel(self, flight: InFlight) -> None:
+        """Forget a frame in flight that will not be collected (no GL call)."""
+        generation = self.generation
+        if generation is not None and generation.number == flight.generation:
+            generation.pipeline.cancel(flight.ticket)
 
     def _deferred_rebuild(self) -> Outcome | None:
         if self._rebuild_at is None:
@@ -475,7 +633,7 @@ class GLSupervisor:
             self.faults.take_link_failure,
         )
         try:
-            pipeline = session.run(lambda: GLPipeline(session.mgl, programs))
+            pipeline = session.run(lambda: GLPipeline(session.mgl, programs, readback=self.readback))
         except BaseException:
             session.abandon()
             raise
@@ -508,6 +666,7 @@ class GLSupervisor:
         self.events.record(kind, reason, self.last_number if generation is None else generation)
 
 
-def _submit_and_wait(pipeline: GLPipeline, frame: Frame) -> None:
-    pipeline.submit(frame)
-    pipeline.wait()
+def _submit_and_wait(pipeline: GLPipeline, frame: Frame, purpose: Purpose = "sync") -> int:
+    ticket = pipeline.submit(frame, purpose)
+    pipeline.wait(ticket)
+    return ticket

@@ -20,6 +20,8 @@ __all__ = ["print_report"]
 TABLE_BACKENDS = {
     "gl": "gpu_seg GL",
     "gl_alloc": "GL no-prealloc",
+    "gl_view": "GL view",
+    "gl_async": "GL in flight",
     "cpu": "gpu_seg CPU",
     "reference": "reference",
     "opencv": "OpenCV",
@@ -185,7 +187,10 @@ def _agreement_table(rows: list[BenchRow]) -> Table:
         "of which away from ties",
     ]
     grid = table(headers, "llrrr")
-    keys = ("gl", "gl_alloc", *VARIANTS, "opencv", "torch", *CUDA_BACKENDS, "mediapipe", *E2E_MEDIAPIPE_PEER)
+    keys = (
+        *("gl", "gl_alloc", "gl_view", "gl_async", *VARIANTS),
+        *("opencv", "torch", *CUDA_BACKENDS, "mediapipe", *E2E_MEDIAPIPE_PEER),
+    )
     for key in keys:
         for content in ("model-like", "iid-noise", "photo"):
             checked = [

@@ -19,11 +19,15 @@ released (healthy context) or abandoned (lost context: no GL calls on dead handl
 
 A frame, step by step (:meth:`GLPipeline.process` does all three)::
 
-    pipeline.submit(frame)                      # GL: upload, passes, start the readback
-    pipeline.wait()                             # GL: the results are in host memory
-    pipeline.collect(confidence_out, category_out)
+    ticket = pipeline.submit(frame)             # GL: upload, passes, start the readback
+    pipeline.wait(ticket)                       # GL: the results are in host memory
+    pipeline.collect(confidence_out, category_out, ticket)
         # "mapped": a host copy, no GL call (may run after the owner's health check)
         # "direct": GL reads straight into the arrays (pipeline.collect_needs_gl is True)
+    # or, "mapped" only: confidence, category = pipeline.lend(ticket)   (views, no copy)
+
+With ``"mapped"``, several frames may be submitted before the first is waited for (frames in
+flight: each has its own buffer of the readback ring, see :mod:`.readback`).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from .plan import (
     unsure_rectangles,
 )
 from .programs import ProgramCache, ProgramDefinition
-from .readback import DirectReadback, FrameReadout, ImageRead, MappedReadback, Readback
+from .readback import DirectReadback, FrameReadout, ImageRead, MappedReadback, Purpose, Readback
 from .resident import GLSource, ResidentImages, run_resident
 from .slots import (
     CategoryPart,
@@ -110,7 +114,11 @@ class GLPipeline:
     SHORTCUT_BLOCK = (16, 8)
 
     def __init__(
-        self, ctx: moderngl.Context, programs: ProgramCache, max_texture_size: int | None = None
+        self,
+        ctx: moderngl.Context,
+        programs: ProgramCache,
+        max_texture_size: int | None = None,
+        readback: str = "auto",
     ) -> None:
         self.ctx = ctx
         self.programs = programs
@@ -130,7 +138,9 @@ class GLPipeline:
         self._gl = rawgl.gl_functions(ctx)
         default = "direct" if software or self._gl is None else "mapped"
         self.readback = self.upload = default
-        self._readback: Readback = self._make_readback(default)
+        if readback != "auto":
+            self.readback = readback
+        self._readback: Readback = self._make_readback(self.readback)
         self._upload: Upload = self._make_upload(default)
         self.category_shortcut = software
         self.last_category_strategy: tuple[str, float] = ("full", 1.0)
@@ -156,21 +166,26 @@ class GLPipeline:
         C-contiguous; ``category_out``: uint8 ``(height, width)``; each None exactly when the
         frame does not ask for it.
         """
-        self.submit(frame)
-        self.wait()
-        self.collect(confidence_out, category_out)
+        ticket = self.submit(frame)
+        self.wait(ticket)
+        self.collect(confidence_out, category_out, ticket)
 
-    def submit(self, frame: Frame) -> None:
-        """Upload the tensor, run the passes and start reading the results back."""
+    def submit(self, frame: Frame, purpose: Purpose = "sync", owner: object | None = None) -> int:
+        """Upload the tensor, run the passes and start reading the results back; returns a ticket.
+
+        ``purpose`` (``"sync"``, ``"async"``: a frame in flight, ``"lend"``: results lent as views)
+        and ``owner`` (an object whose garbage collection frees an uncollected frame's buffer)
+        matter to the mapped readback's ring only. Raises CapacityError when the ring is full.
+        """
+        self._readback.check_capacity(purpose)
         if not self.time_gpu:
-            self._submit(frame)
-            return
+            return self._submit(frame, purpose, owner)
         if self._timer is None:
             self._timer = self.ctx.query(time=True)
         with self._timer:
-            self._submit(frame)
+            return self._submit(frame, purpose, owner)
 
-    def _submit(self, frame: Frame) -> None:
+    def _submit(self, frame: Frame, purpose: Purpose, owner: object | None) -> int:
         layout = TensorLayout.for_tensor(*frame.tensor.shape, self.limits.max_texture_size)
         self._apply_strategies()
         slot = self._tensor_slot(layout)
@@ -188,7 +203,7 @@ class GLPipeline:
             source = self._draw_activation(slot, frame.activation)
             planes = self._draw_confidence(slot, output, source, size)
         self._idle.use()
-        self._readback.start(FrameReadout(planes, category, frame.width))
+        return self._readback.start(FrameReadout(planes, category, frame.width), purpose, owner)
 
     def submit_resident(
         self, frame: Frame, source: GLSource | None = None, unpack_category: bool = True
@@ -207,15 +222,47 @@ class GLPipeline:
         self.last_gpu_ms = self._timer.elapsed / 1e6
         return images
 
-    def wait(self) -> None:
-        """Block until the submitted frame's results are in host memory (GL)."""
-        self._readback.wait()
+    def wait(self, ticket: int | None = None) -> None:
+        """Block until the submitted frame's results are in host memory (GL).
+
+        ``ticket``: the frame (default: the last one submitted).
+        """
+        self._readback.wait(ticket)
         if self.time_gpu and self._timer is not None:
             self.last_gpu_ms = self._timer.elapsed / 1e6
 
-    def collect(self, confidence_out: np.ndarray | None, category_out: np.ndarray | None) -> None:
+    def collect(
+        self, confidence_out: np.ndarray | None, category_out: np.ndarray | None, ticket: int | None = None
+    ) -> None:
         """Copy the submitted frame's results into the arrays (see :attr:`collect_needs_gl`)."""
-        self._readback.collect(confidence_out, category_out)
+        self._readback.collect(confidence_out, category_out, ticket)
+
+    def lend(self, ticket: int | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Read-only views of a waited-for frame's results in mapped memory (``"mapped"`` only).
+
+        The buffer is not reused while any array derived from them is alive (see :mod:`.readback`).
+        """
+        if not isinstance(self._readback, MappedReadback):
+            raise RuntimeError("lend() needs the mapped readback")
+        return self._readback.lend(ticket)
+
+    def cancel(self, ticket: int) -> None:
+        """Forget a submitted frame that will not be collected (no GL call)."""
+        if isinstance(self._readback, MappedReadback):
+            self._readback.cancel(ticket)
+
+    def check_capacity(self, purpose: Purpose) -> None:
+        """Raise CapacityError unless a frame of ``purpose`` can be submitted now."""
+        self._readback.check_capacity(purpose)
+
+    @property
+    def lends(self) -> bool:
+        """Whether the next frame's results can be lent as views and frames overlap ("mapped")."""
+        return self.readback == "mapped" and self._gl is not None
+
+    def lent_views(self) -> int:
+        """Readback buffers held by lent views that are still referenced."""
+        return self._readback.lent_views()
 
     @property
     def collect_needs_gl(self) -> bool:
@@ -224,7 +271,7 @@ class GLPipeline:
 
     def _apply_strategies(self) -> None:
         """Switch to the strategies named by ``readback`` and ``upload`` if they changed."""
-        if self._readback.name != self.readback:
+        if self._readback.name != self.readback and not self._readback.lent_views():
             readback = self._make_readback(self.readback)
             self._idle.use()
             self._readback.release()
@@ -552,8 +599,14 @@ class GLPipeline:
         # long as the context (one per generation, reused by every frame).
 
     def release(self) -> None:
-        """Free every GL object (context alive and current)."""
+        """Free every GL object (context alive and current) except readback buffers that lent
+        views still reference (see :meth:`release_lent`)."""
         self.trim()
+
+    def release_lent(self) -> None:
+        """Free the readback buffers kept for lent views, once those are gone (context alive)."""
+        if isinstance(self._readback, MappedReadback):
+            self._readback.release_lent()
 
     def abandon(self) -> None:
         """Forget every GL object without GL calls (the context is lost)."""

@@ -26,29 +26,42 @@ Strategies:
   ``docs/gpu-data-path.md``). Measured on llvmpipe (2 cores): 1.15-1.5x slower than direct per
   frame (one more copy), so direct is the default there.
 
-Zero-copy results (views of the mapping, as MediaPipe's ``MPMask`` lends its data) are not offered:
-the mapping is owned by the driver and vanishes with the context (a loss, ``trim()``, ``close()``),
-so a view handed to the caller could point to unmapped memory. A safe design needs a ring of
-mapped buffers whose views are lent with an explicit release, and a pipeline that refuses to
-reuse or free a buffer while a loan is open (``ContextLostError`` on access after a loss).
+``MappedReadback`` keeps a small ring of such buffers (each with its own fence), which serves two
+more things:
+
+* **frames in flight**: ``start`` returns a ticket (the ring slot); several frames may be started
+  before the first is waited for, so the DMA of one overlaps the passes of the next;
+* **zero-copy results**: ``lend(ticket)`` returns read-only numpy views of the slot's mapped memory
+  instead of copying (as MediaPipe's ``MPMask`` lends its data). A slot is not reused while any
+  array derived from a lent view is alive (each lending creates one root array that every derived
+  view keeps alive, so the slot counts references to it): held views are never overwritten, and a
+  ring whose slots are all held raises :class:`~gpu_seg.errors.CapacityError` instead. The owner
+  keeps the context (and so the mapping) alive while views exist, even after a loss.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 import moderngl
 import numpy as np
 
+from ..errors import CapacityError
 from .rawgl import GLFunctions, MappedArena
 
 __all__ = ["DirectReadback", "FrameReadout", "ImageRead", "MappedReadback", "Readback"]
 
-#: Offsets of the images in the mapped buffer are multiples of this (bytes).
+#: Offset of the category image in the mapped buffer: a multiple of this (bytes).
 _ALIGN = 256
+#: Why a frame takes a ring slot: a synchronous frame (copied at once), a frame in flight, or a
+#: frame whose results are lent as views. One slot is always kept for synchronous frames.
+Purpose = Literal["sync", "async", "lend"]
 
 
 @dataclass(frozen=True)
@@ -165,14 +178,25 @@ class Readback:
     def __init__(self) -> None:
         self._readout: FrameReadout | None = None
 
-    def start(self, readout: FrameReadout) -> None:
+    def start(self, readout: FrameReadout, purpose: Purpose = "sync", owner: object | None = None) -> int:
+        """Queue the frame's reads (GL); returns a ticket for :meth:`wait` and :meth:`collect`."""
         self._readout = readout
+        return 0
 
-    def wait(self) -> None:
+    def wait(self, ticket: int | None = None) -> None:
         """Block until the started reads are in host memory (GL, context current)."""
 
-    def collect(self, confidence_out: np.ndarray | None, category_out: np.ndarray | None) -> None:
+    def collect(
+        self, confidence_out: np.ndarray | None, category_out: np.ndarray | None, ticket: int | None = None
+    ) -> None:
         raise NotImplementedError
+
+    def check_capacity(self, purpose: Purpose) -> None:
+        """Raise CapacityError unless a frame of ``purpose`` can start now (see MappedReadback)."""
+
+    def lent_views(self) -> int:
+        """Buffers held by lent views (only the mapped readback lends)."""
+        return 0
 
     def _take(self, confidence_out: np.ndarray | None, category_out: np.ndarray | None) -> FrameReadout:
         readout, self._readout = self._readout, None
@@ -205,7 +229,9 @@ class DirectReadback(Readback):
         super().__init__()
         self._rows = np.empty(0, np.uint8)  # a packed category row is wider than the mask
 
-    def collect(self, confidence_out: np.ndarray | None, category_out: np.ndarray | None) -> None:
+    def collect(
+        self, confidence_out: np.ndarray | None, category_out: np.ndarray | None, ticket: int | None = None
+    ) -> None:
         readout = self._take(confidence_out, category_out)
         if confidence_out is not None:
             for index, image in enumerate(readout.confidence):
@@ -222,61 +248,219 @@ class DirectReadback(Readback):
             category_out[...] = rows[:, : readout.category_width]
 
 
+#: numpy dtype of confidence masks stored in textures of each moderngl dtype (float16 as its bits).
+_MASK_DTYPES = {"f4": np.dtype(np.float32), "u2": np.dtype(np.float16), "u1": np.dtype(np.uint8)}
+
+
+@dataclass(eq=False)
+class _ReadSlot:
+    """One buffer of the ring and the frame it holds."""
+
+    arena: MappedArena
+    offsets: tuple[int, ...] = ()
+    readout: FrameReadout | None = None
+    started: bool = False  # reads queued, results not yet collected or lent
+    ready: bool = False  # waited for: the results are in host memory
+    owner: weakref.ref | None = None  # an in-flight frame's handle; gone = never collected
+    lent_root: np.ndarray | None = None  # root of the views lent out of this slot
+
+    def lent(self) -> bool:
+        """Whether any array derived from this slot's lent views is still alive."""
+        root = self.lent_root
+        if root is None:
+            return False
+        del root
+        if sys.getrefcount(self.lent_root) > 2:  # this attribute and the call's argument
+            return True
+        self.lent_root = None
+        return False
+
+    def busy(self) -> bool:
+        if self.started and (self.owner is None or self.owner() is not None):
+            return True
+        if self.lent():
+            return True
+        self.started = self.ready = False
+        self.readout, self.owner = None, None
+        return False
+
+
 class MappedReadback(Readback):
-    """Every read into one persistent mapped buffer, one fence per frame (see the module docstring)."""
+    """A ring of persistent mapped buffers, one fence each (see the module docstring)."""
 
     name = "mapped"
     needs_gl = False
+    #: Buffers in the ring at most (created when needed; one is kept for synchronous frames).
+    MAX_SLOTS = 4
 
-    def __init__(self, ctx: moderngl.Context, gl: GLFunctions) -> None:
+    def __init__(self, ctx: moderngl.Context, gl: GLFunctions, max_slots: int | None = None) -> None:
         super().__init__()
-        self._arena = MappedArena(ctx, gl, "read", growth=1.25)
-        self._offsets: tuple[int, ...] = ()
-        self._ready = False
+        self._ctx = ctx
+        self._gl = gl
+        self.max_slots = max(2, max_slots or self.MAX_SLOTS)
+        self._slots: list[_ReadSlot] = []
+        self._last: int | None = None
 
-    def start(self, readout: FrameReadout) -> None:
-        self._arena.drop_fence()
+    # ----------------------------------------------------------------------------- capacity
+    def busy_slots(self) -> tuple[int, int]:
+        """``(frames started and not collected, slots holding lent views)``."""
+        started = lent = 0
+        for slot in self._slots:
+            if slot.busy():
+                if slot.lent_root is not None:
+                    lent += 1
+                else:
+                    started += 1
+        return started, lent
+
+    def check_capacity(self, purpose: Purpose) -> None:
+        """Raise CapacityError unless a frame of ``purpose`` can take a slot now."""
+        started, lent = self.busy_slots()
+        spare = self.max_slots - started - lent - (0 if purpose == "sync" else 1)
+        if spare >= 1:
+            return
+        raise CapacityError(
+            f"all {self.max_slots} result buffers are in use ({started} frame(s) in flight, {lent} held "
+            "by zero-copy results): collect pending frames, release() zero-copy results and drop the "
+            "arrays taken from them"
+        )
+
+    def lent_views(self) -> int:
+        """Slots whose lent views are still referenced."""
+        return sum(slot.lent() for slot in self._slots)
+
+    # ----------------------------------------------------------------------------- frames
+    def start(self, readout: FrameReadout, purpose: Purpose = "sync", owner: object | None = None) -> int:
+        """Queue the frame's reads into a free slot; returns its ticket."""
+        self.check_capacity(purpose)
+        index = next((i for i, slot in enumerate(self._slots) if not slot.busy()), None)
+        if index is None:
+            self._slots.append(_ReadSlot(MappedArena(self._ctx, self._gl, "read", growth=1.25)))
+            index = len(self._slots) - 1
+        slot = self._slots[index]
+        slot.arena.drop_fence()
         images = [*readout.confidence, *([readout.category] if readout.category else [])]
         offsets, end = [], 0
-        for image in images:
+        for number, image in enumerate(images):
+            if number == len(readout.confidence):  # the category after the planes, aligned
+                end = -(-end // _ALIGN) * _ALIGN
             offsets.append(end)
-            end += -(-image.nbytes // _ALIGN) * _ALIGN
-        self._arena.ensure(end)
+            end += image.nbytes  # planes back to back: lent masks are one (C, H, W) array
+        slot.arena.ensure(end)
         for image, offset in zip(images, offsets, strict=True):
-            image.read_into(self._arena.buffer.buffer, offset)
-        self._arena.fence()
-        self._offsets = tuple(offsets)
-        self._ready = False
-        super().start(readout)
+            image.read_into(slot.arena.buffer.buffer, offset)
+        slot.arena.fence()
+        slot.offsets, slot.readout = tuple(offsets), readout
+        slot.started, slot.ready = True, False
+        slot.owner = None if owner is None else weakref.ref(owner)
+        self._last = index
+        return index
 
-    def wait(self) -> None:
-        if self._arena.wait():
-            self._ready = True
+    def wait(self, ticket: int | None = None) -> None:
+        slot = self._slot(ticket)
+        slot.arena.wait()
+        slot.ready = True
 
-    def collect(self, confidence_out: np.ndarray | None, category_out: np.ndarray | None) -> None:
-        if not self._ready:
-            raise RuntimeError("collect() before wait()")
-        readout = self._take(confidence_out, category_out)
-        host = self._arena.buffer.host
+    def collect(
+        self, confidence_out: np.ndarray | None, category_out: np.ndarray | None, ticket: int | None = None
+    ) -> None:
+        slot = self._ready_slot(ticket)
+        readout = slot.readout
+        _check_confidence(readout, confidence_out)
+        _check_category(readout, category_out)
+        confidence, category = self._views(slot, slot.arena.buffer.host)
         copies: list[tuple[np.ndarray, np.ndarray]] = []
         if confidence_out is not None:
-            for index, image in enumerate(readout.confidence):
-                offset = self._offsets[index]
-                plane = host[offset : offset + image.nbytes].view(confidence_out.dtype)
-                copies.append((confidence_out[index], plane.reshape(image.height, image.width)))
+            copies += list(zip(confidence_out, confidence, strict=True))
         if category_out is not None:
-            image, offset = readout.category, self._offsets[len(readout.confidence)]
-            rows = host[offset : offset + image.nbytes].reshape(image.height, image.width * 4)
-            copies.append((category_out, rows[:, : readout.category_width]))
+            copies.append((category_out, category))
+        self._finish(slot)
         copy_rows(copies)
 
+    def lend(self, ticket: int | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Read-only views of the frame's results in mapped memory (see the module docstring).
+
+        The confidence view is a C-contiguous ``(masks, height, width)`` array; the category view
+        is ``(height, width)`` with a row stride of the packed width (a multiple of 4 bytes).
+        """
+        slot = self._ready_slot(ticket)
+        root = np.frombuffer(memoryview(slot.arena.buffer.host).toreadonly(), np.uint8)
+        confidence, category = self._views(slot, root)
+        self._finish(slot)
+        slot.lent_root = root
+        return confidence, category
+
+    def cancel(self, ticket: int) -> None:
+        """Forget a started frame that will never be collected (no GL call)."""
+        slot = self._slots[ticket]
+        if slot.lent_root is None:
+            self._finish(slot)
+
+    def _slot(self, ticket: int | None) -> _ReadSlot:
+        index = self._last if ticket is None else ticket
+        if index is None or index >= len(self._slots) or not self._slots[index].started:
+            raise RuntimeError("collect() without a started frame")
+        return self._slots[index]
+
+    def _ready_slot(self, ticket: int | None) -> _ReadSlot:
+        slot = self._slot(ticket)
+        if not slot.ready:
+            raise RuntimeError("collect() before wait()")
+        return slot
+
+    @staticmethod
+    def _finish(slot: _ReadSlot) -> None:
+        slot.started = slot.ready = False
+        slot.owner = None
+
+    @staticmethod
+    def _views(slot: _ReadSlot, host: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        readout = slot.readout
+        assert readout is not None
+        confidence = category = None
+        if readout.confidence:
+            first = readout.confidence[0]
+            start = slot.offsets[0]
+            stop = start + first.nbytes * len(readout.confidence)
+            confidence = host[start:stop].view(_MASK_DTYPES[first.dtype])
+            confidence = confidence.reshape(len(readout.confidence), first.height, first.width)
+        if readout.category is not None:
+            image, offset = readout.category, slot.offsets[len(readout.confidence)]
+            rows = host[offset : offset + image.nbytes].reshape(image.height, image.width * 4)
+            category = rows[:, : readout.category_width]
+        return confidence, category
+
+    # ----------------------------------------------------------------------------- objects
     def objects(self) -> int:
-        return self._arena.objects()
+        return sum(slot.arena.objects() for slot in self._slots)
 
     def release(self) -> None:
-        self._arena.release()
+        """Free every slot whose views are not held (those stay until :meth:`release_lent`)."""
+        kept = []
+        for slot in self._slots:
+            if slot.lent():
+                kept.append(slot)
+            else:
+                slot.arena.release()
+        self._slots = kept
+        self._last = None
         super().release()
 
+    def release_lent(self) -> None:
+        """Free the slots kept for lent views (their views are gone; context alive and current)."""
+        for slot in self._slots:
+            slot.arena.release()
+        self._slots = []
+
     def abandon(self) -> None:
-        self._arena.abandon()
+        """Forget every slot without GL calls, except those lent views still reference: their
+        memory stays mapped while the owner keeps the (dead) context undestroyed."""
+        kept = []
+        for slot in self._slots:
+            if slot.lent():
+                kept.append(slot)
+            else:
+                slot.arena.abandon()
+        self._slots = kept
+        self._last = None
         super().abandon()

@@ -4,10 +4,12 @@
   layout matches it (C of 1, 2 or a multiple of 4, unwrapped), else from a padded host staging
   copy. On llvmpipe this is one or two ``memcpy`` and the fastest there is.
 * :class:`MappedUpload` (``"mapped"``): the tensor is copied once into a persistently mapped
-  write buffer, already in the texture's layout (the padding happens in that one copy, no
-  separate staging array), and the texture is filled from that buffer (a pixel unpack buffer:
-  a DMA on a discrete GPU, no pageable-memory stall). A fence after each upload guards the buffer
-  against being overwritten while the GPU still reads it.
+  write buffer, already in the texture's layout, and the texture is filled from that buffer (a
+  pixel unpack buffer: a DMA on a discrete GPU, no pageable-memory stall). A tensor that needs
+  padding (zero lanes) is padded in a cached host staging array first and then copied in one
+  contiguous sweep: a mapping may be write-combined memory, where strided partial writes are
+  slow. A fence after each upload guards the buffer against being overwritten while the GPU
+  still reads it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import moderngl
 import numpy as np
 
-from .plan import TensorLayout
 from .rawgl import GLFunctions, MappedArena
 from .slots import TensorSlot
 
@@ -64,22 +65,20 @@ class MappedUpload(Upload):
 
     def __init__(self, ctx: moderngl.Context, gl: GLFunctions) -> None:
         self._arena = MappedArena(ctx, gl, "write")
-        self._layout: TensorLayout | None = None  # the layout whose padding the buffer holds
 
     def upload(self, slot: TensorSlot, tensor: np.ndarray) -> None:
         layout = slot.layout
         size = layout.texels * layout.lanes * 4
         self._arena.wait()  # the previous upload has left the buffer
-        if self._arena.ensure(size):
-            self._layout = None
+        self._arena.ensure(size)
         floats = self._arena.buffer.host[:size].view(np.float32)
         if not layout.padded:
             np.copyto(floats.reshape(tensor.shape), tensor)
         else:
-            if self._layout != layout:
-                floats[...] = 0.0
-            layout.padded_view(floats)[...] = tensor
-        self._layout = layout
+            if slot.staging is None:  # zeros in the padding lanes, written once
+                slot.staging = np.zeros(layout.texels * layout.lanes, np.float32)
+            layout.padded_view(slot.staging)[...] = tensor
+            np.copyto(floats, slot.staging)
         slot.texture.write(self._arena.buffer.buffer)
         self._arena.fence()
 
@@ -88,8 +87,6 @@ class MappedUpload(Upload):
 
     def release(self) -> None:
         self._arena.release()
-        self._layout = None
 
     def abandon(self) -> None:
         self._arena.abandon()
-        self._layout = None

@@ -19,10 +19,11 @@ PEERS = ("gl", "cpu", "reference", "opencv", "torch", "torch_cuda", "mediapipe")
 def backends_for(case: BenchCase, mode: str, peers: tuple[str, ...], alloc: bool) -> list[str]:
     """Backend keys timed for one case and mode, in table order.
 
-    ``gl_alloc`` follows ``gl`` on model-like tensors when ``alloc``; ``torch_cuda`` stands for
-    :data:`~.torch_peers.CUDA_BACKENDS`, left out where CUDA is not available (the report's
-    metadata says why); the GL variants close the list for cases with ``variants`` in modes with
-    confidence masks. The end-to-end case has rows of its own (:func:`.end_to_end.end_to_end_keys`).
+    ``gl_alloc``, ``gl_view`` and ``gl_async`` follow ``gl`` on model-like tensors when ``alloc``;
+    ``torch_cuda`` stands for :data:`~.torch_peers.CUDA_BACKENDS`, left out where CUDA is not
+    available (the report's metadata says why); the GL variants close the list for cases with
+    ``variants`` in modes with confidence masks. The end-to-end case has rows of its own
+    (:func:`.end_to_end.end_to_end_keys`).
     """
     if case.preset == E2E_PRESET:
         return end_to_end_keys(peers)
@@ -33,7 +34,7 @@ def backends_for(case: BenchCase, mode: str, peers: tuple[str, ...], alloc: bool
             continue
         keys.append(key)
         if key == "gl" and alloc and case.content == "model-like":
-            keys.append("gl_alloc")
+            keys.extend(("gl_alloc", "gl_view", "gl_async"))
     confidence, _ = MODES[mode]
     if "gl" in peers and case.variants and confidence:
         keys.extend(VARIANTS)

@@ -1,5 +1,7 @@
-"""gpu_seg's own bench rows: the GL path (with and without preallocated outputs, and the f16, u8 and
-one-channel confidence variants), the fast CPU path (``cpu``: a processor with ``backend="cpu"``) and
+"""gpu_seg's own bench rows: the GL path (with and without preallocated outputs, as zero-copy views
+(``gl_view``), as frames in flight (``gl_async``: chains of :data:`ASYNC_CHAIN` frames, two queued
+at a time, milliseconds per frame), and the f16, u8 and one-channel confidence variants), the fast
+CPU path (``cpu``: a processor with ``backend="cpu"``) and
 the numpy reference (``reference``: the specification, as 0.1's CPU fallback ran it)."""
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from .runner import BACKENDS, VARIANTS, BackendUnavailableError, Runner
 __all__ = ["GPU_SEG_BACKENDS", "ProcessorPool", "gpu_seg_runner"]
 
 #: The backend keys this module prepares.
-GPU_SEG_BACKENDS = ("gl", "gl_alloc", "cpu", "reference", *VARIANTS)
+GPU_SEG_BACKENDS = ("gl", "gl_alloc", "gl_view", "gl_async", "cpu", "reference", *VARIANTS)
+#: Frames per timed call of ``gl_async``.
+ASYNC_CHAIN = 6
 
 
 class ProcessorPool:
@@ -72,6 +76,8 @@ def gpu_seg_runner(pool: ProcessorPool, key: str, case: BenchCase, mode: str) ->
     """
     if key == "reference":
         return _reference_runner(case, mode)
+    if key in ("gl_view", "gl_async"):
+        return _lending_runner(pool, key, case, mode)
     backend = "cpu" if key == "cpu" else "gl"
     options = VARIANTS.get(key, {})
     channels = options.get("confidence_channels")
@@ -120,3 +126,50 @@ def _reference_runner(case: BenchCase, mode: str) -> Runner:
 
     bytes_out = sum(a.nbytes for a in (conf_out, cat_out) if a is not None)
     return Runner("reference", BACKENDS["reference"], call, lambda: (conf_out, cat_out), bytes_out)
+
+
+def _lending_runner(pool: ProcessorPool, key: str, case: BenchCase, mode: str) -> Runner:
+    """``gl_view`` (process_view, released each frame) or ``gl_async`` (frames in flight)."""
+    processor = pool.get("gl", case.activation, mode, {"readback": "mapped"})
+    tensor, size = case.tensor, case.output_size
+    last: dict[str, Any] = {}
+
+    def view() -> None:
+        previous = last.pop("view", None)
+        if previous is not None:
+            previous.release()
+        last["view"] = processor.process_view(tensor, size)
+
+    def chain() -> None:
+        queued = [processor.submit(tensor, size), processor.submit(tensor, size)]
+        for _ in range(ASYNC_CHAIN - 2):
+            last["result"] = queued.pop(0).result()
+            queued.append(processor.submit(tensor, size))
+        for pending in queued:
+            last["result"] = pending.result()
+
+    call = view if key == "gl_view" else chain
+    try:
+        call()
+    except Exception as exc:
+        raise BackendUnavailableError(first_line(exc)) from exc
+    result = last["view"] if key == "gl_view" else last["result"]
+    if result.backend != "gl":
+        raise BackendUnavailableError(f"the frame ran on {result.backend!r}, not 'gl'")
+
+    def outputs():
+        done = last["view"] if key == "gl_view" else last["result"]
+        return done.confidence_masks, done.category_mask
+
+    masks = outputs()
+    bytes_out = sum(a.nbytes for a in masks if a is not None)
+    note = "" if key == "gl_async" or result.zero_copy else "not zero-copy here (direct readback)"
+    return Runner(
+        key,
+        BACKENDS[key],
+        call,
+        outputs,
+        bytes_out,
+        note=note,
+        frames_per_call=ASYNC_CHAIN if key == "gl_async" else 1,
+    )

@@ -23,6 +23,8 @@ __all__ = [
 BACKENDS: dict[str, str] = {
     "gl": "gpu_seg GL",
     "gl_alloc": "gpu_seg GL (no prealloc)",
+    "gl_view": "gpu_seg GL zero-copy view",
+    "gl_async": "gpu_seg GL frames in flight (ms/frame)",
     "cpu": "gpu_seg CPU (fast)",
     "reference": "gpu_seg numpy reference",
     "opencv": "OpenCV",
@@ -69,6 +71,8 @@ class Runner:
     channels: tuple[int, ...] | None = None
     #: Free text for the row's ``note`` (for example where the post-processing ran).
     note: str = ""
+    #: Frames one call computes (a chain of frames in flight): timings are per frame.
+    frames_per_call: int = 1
 
     def __call__(self) -> None:
         self.call()

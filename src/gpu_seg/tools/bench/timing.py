@@ -94,7 +94,7 @@ def _time_frames(runner: Runner, frames: int, warmup: int, max_seconds: float, s
         start = time.perf_counter()
         runner()
         elapsed = time.perf_counter() - start
-        samples.append(elapsed * 1e3)
+        samples.append(elapsed * 1e3 / runner.frames_per_call)
         spent += elapsed
         step()
         if max_seconds and spent > max_seconds and len(samples) >= min(3, frames):
