@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from .cuda import CudaArray, CudaMasks
 from .errors import (
     CapacityError,
     ClosedError,
@@ -26,6 +27,7 @@ from .events import Event, EventKind
 from .frame import ConfidenceFormat
 from .postprocessor import SegmentationPostprocessor
 from .reference import reference_postprocess
+from .resident import GLTensor, ResidentMasks
 from .resilience import Backoff, LossBudget, RecoveryPolicy
 from .results import MaskView, PendingFrame
 from .segmenter import ImageSegmenter, RunningMode, SegmentationResult, read_model_info
@@ -42,9 +44,12 @@ __all__ = [
     "ClosedError",
     "ConfidenceFormat",
     "ContextLostError",
+    "CudaArray",
+    "CudaMasks",
     "Event",
     "EventKind",
     "ExpiredResultError",
+    "GLTensor",
     "GLUnavailableError",
     "GpuSegError",
     "ImageSegmenter",
@@ -53,6 +58,7 @@ __all__ = [
     "MaskView",
     "PendingFrame",
     "RecoveryPolicy",
+    "ResidentMasks",
     "Result",
     "RunningMode",
     "SegmentationPostprocessor",

@@ -6,13 +6,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import moderngl
 import numpy as np
 
 from .cpu.backend import CPUBackend
-from .errors import ClosedError, InputError
+from .errors import ClosedError, GLUnavailableError, InputError
 from .events import Event, EventKind, EventLog
 from .frame import ConfidenceFormat, Frame
 from .gl.pipeline import TensorLayout
@@ -32,9 +32,15 @@ from .speed_choice import Route, SpeedChoice, frame_key, is_software_renderer
 from .supervisor import GLSupervisor, InFlight, Verdict
 from .types import Activation, Result
 
+if TYPE_CHECKING:
+    from .cuda import CudaMasks
+    from .cuda.interop import CudaBridge
+    from .resident import GLTensor, Lease, ResidentMasks
+
 __all__ = ["Event", "EventKind", "MaskView", "PendingFrame", "SegmentationPostprocessor"]
 
 log = logging.getLogger("gpu_seg")
+T = TypeVar("T")
 
 BackendChoice = Literal["auto", "gl", "cpu"]
 
@@ -161,6 +167,8 @@ class SegmentationPostprocessor:
         )
         self._chosen_cpu_frames = 0
         self._last_geometry: tuple | None = None
+        self._lease: Lease | None = None  # the lent results of the last resident/CUDA frame
+        self._cuda: CudaBridge | None = None  # created by the first process_cuda()
         try:
             if backend != "cpu":
                 self._supervisor = GLSupervisor(
@@ -291,6 +299,115 @@ class SegmentationPostprocessor:
 
     __call__ = process
 
+    def process_resident(
+        self, tensor: np.ndarray | GLTensor, output_size: tuple[int, int] | None = None
+    ) -> ResidentMasks:
+        """Masks for one model output, left on the GPU as GL textures (no host round trip).
+
+        Args:
+            tensor: a numpy tensor as for :meth:`process` (uploaded as usual), or a
+                :class:`~gpu_seg.GLTensor`: a GL buffer (HWC float32) or float texture of the
+                processor's context, used on the GPU (padded layouts are rearranged by a small
+                pass, never through the host).
+            output_size: ``(width, height)``; defaults to the tensor size.
+
+        Returns:
+            :class:`~gpu_seg.ResidentMasks`: exact-size textures in the processor's context, valid
+            until the next frame of this processor (any ``process*``/``submit`` call), ``release()``,
+            ``trim()`` or ``close()``; afterwards access raises ``ExpiredResultError``, and
+            ``ContextLostError`` if the frame's context generation was lost. The textures are
+            pooled per output size (no GL allocation per frame): keep the size stable.
+
+        Context loss: a numpy tensor is recomputed on the new generation like :meth:`process`;
+        a GLTensor of a dead generation raises ``ContextLostError`` (upload it again). There is no
+        CPU answer: with ``backend="auto"`` and GL unavailable (or in its CPU fallback) this raises
+        ``GLUnavailableError``; ``backend="cpu"`` always raises it.
+
+        Owned contexts run GL on the processor's GL thread: draw or read the textures inside
+        :meth:`run_gl` (or use ``ResidentMasks.read_confidence()/read_category()``). Attached
+        contexts: use them on the application's GL thread directly.
+
+        Raises:
+            InputError: bad tensor (wrong context, format, size, buffer too small) or size.
+            GLUnavailableError, ContextLostError, ShaderBuildError: GL cannot compute the frame.
+        """
+        from .resident import ResidentMasks, process_resident
+
+        self._check_open()
+        images, lease = process_resident(self, tensor, output_size)
+        return ResidentMasks(self, lease, images, self.confidence_format)
+
+    def process_cuda(self, tensor: object, output_size: tuple[int, int] | None = None) -> CudaMasks:
+        """Masks for a CUDA tensor, as CUDA arrays, through CUDA-GL interop (no host copy anywhere).
+
+        Needs the optional extra ``cuda`` (cuda-python) and an NVIDIA GPU whose EGL device is the
+        tensor's CUDA device (``EGL_CUDA_DEVICE_NV``; attached contexts: ``cudaGLGetDevices``).
+
+        Args:
+            tensor: an object with ``__cuda_array_interface__`` (torch, CuPy, JAX, Numba): float32,
+                C-contiguous, ``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)`` (HWC, row 0 = top).
+            output_size: ``(width, height)``; defaults to the tensor size.
+
+        Returns:
+            :class:`~gpu_seg.CudaMasks`: ``confidence_masks`` ``(masks, height, width)`` and
+            ``category_mask`` ``(height, width)`` uint8 as :class:`~gpu_seg.CudaArray`, which own
+            their device memory (valid while referenced, never overwritten by later frames; freed
+            memory returns to a bounded pool). ``torch.as_tensor(x, device="cuda")`` and
+            ``cupy.asarray(x)`` wrap them without a copy; ``to_host()`` copies.
+
+        The copies run on the legacy default stream, after the producer's stream (named in the
+        tensor's interface) is synchronised; consumers synchronise through the results' interface.
+        A context loss during the frame recomputes it on a new generation (the CUDA input is still
+        valid). Ends the lifetime of the previous ``process_resident`` results.
+
+        Raises:
+            InputError: not a CUDA array (a host array: use :meth:`process`), wrong dtype, shape or
+                strides, or a tensor on another CUDA device than the GL context's.
+            GLUnavailableError: no cuda-python, no CUDA driver/device, the GL context is not on a
+                CUDA device (llvmpipe, another vendor), a known-broken cuda-python, no GL.
+            ContextLostError: the context was lost and could not be rebuilt.
+        """
+        from .cuda.frames import process_cuda
+
+        self._check_open()
+        return process_cuda(self, tensor, output_size)
+
+    def run_gl(self, function: Callable[[moderngl.Context], T]) -> T:
+        """Call ``function(ctx)`` with the processor's GL context current and return its result.
+
+        Owned mode: on the processor's GL thread (the only thread where its context may be used),
+        under the processor's lock; use it to create GL-side inputs (``ctx.buffer(...)``,
+        ``ctx.texture(...)``: release them here too) and to draw or read resident textures. Attached
+        mode: on the calling thread, which must be the attaching one. The context's health is
+        checked afterwards: a loss raises ``ContextLostError`` (the next frame rebuilds).
+        Creates the GL generation if there is none yet.
+        """
+        try:
+            with self._lock:
+                self._check_open()
+                if self._supervisor is None:
+                    raise GLUnavailableError("a processor created with backend='cpu' has no GL context")
+                generation = self._supervisor.current_generation()
+                mgl = generation.session.mgl
+                return self._supervisor.run_on_session(generation.session, lambda: function(mgl))
+        finally:
+            self._events.deliver()
+
+    def _run_leased(self, lease: Lease, work: Callable[[], T]) -> T:
+        """Run ``work`` (GL) on the lease's generation while the lease holds."""
+        try:
+            with self._lock:
+                lease.check()
+                assert self._supervisor is not None
+                return self._supervisor.run_on_session(lease.session, work)
+        finally:
+            self._events.deliver()
+
+    def _end_lease(self, why: str) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.end(why)
+
     def attach(self, context: moderngl.Context | Literal["current"] = "current") -> None:
         """Work inside an application-owned context from now on (a new generation).
 
@@ -320,8 +437,11 @@ class SegmentationPostprocessor:
         try:
             with self._lock:
                 self._check_open()
+                self._end_lease("trim() released the pooled GL objects")
                 if self._supervisor is not None:
                     self._supervisor.trim(release_context)
+                if self._cuda is not None:
+                    self._cuda.trim()
         finally:
             self._events.deliver()
 
@@ -380,8 +500,11 @@ class SegmentationPostprocessor:
             if self._closed:
                 return
             self._closed = True
+            self._end_lease("the processor was closed")
             if self._supervisor is not None:
                 self._supervisor.close()
+            if self._cuda is not None:
+                self._cuda.close()
             if self._cpu is not None:
                 self._cpu.close()
 
@@ -409,7 +532,8 @@ class SegmentationPostprocessor:
         confidence_out: np.ndarray | None,
         category_out: np.ndarray | None,
     ) -> tuple[Frame, np.ndarray | None, np.ndarray | None]:
-        """The validated frame and output arrays of a call."""
+        """The validated frame and output arrays of a call (it ends the last resident frame's lease)."""
+        self._end_lease("superseded by a later frame")
         frame = self._frame(tensor, output_size)
         confidence_dst = (
             None
@@ -572,6 +696,7 @@ class SegmentationPostprocessor:
             with self._lock:
                 if self._closed or self._supervisor is None:
                     return
+                self._end_lease("the idle release trimmed the pooled GL objects")
                 self._supervisor.trim(release_context)
         except Exception:  # never let the idle thread die on a GL problem; the next frame sees it
             log.exception("gpu_seg idle trim failed")

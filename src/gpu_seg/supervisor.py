@@ -19,8 +19,10 @@ import functools
 import logging
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import moderngl
 import numpy as np
@@ -31,6 +33,7 @@ from .frame import Frame
 from .gl.pipeline import GLPipeline
 from .gl.programs import BuildCounters, ProgramCache
 from .gl.readback import Purpose
+from .gl.resident import SourceLostError
 from .gl.session import AttachedSession, GLError, GLSession, OwnedSession
 from .gl.worker import GLThread
 from .resilience import RecoveryPolicy, RecoveryState
@@ -38,6 +41,7 @@ from .resilience import RecoveryPolicy, RecoveryState
 __all__ = ["Faults", "GLSupervisor", "Generation", "InFlight", "Outcome", "Verdict"]
 
 log = logging.getLogger("gpu_seg")
+T = TypeVar("T")
 
 AttachTarget = moderngl.Context | Literal["current"]
 
@@ -156,6 +160,8 @@ class GLSupervisor:
         self.time_gpu = time_gpu  # GL_TIME_ELAPSED per frame (pipeline.last_gpu_ms)
         #: (shapes and format, confidence, category) kept for caller-array frames on direct readback
         self._staging: tuple[tuple, np.ndarray | None, np.ndarray | None] | None = None
+        #: moderngl context -> generation number, for every generation (GL-side inputs of a dead one)
+        self.contexts: weakref.WeakKeyDictionary[moderngl.Context, int] = weakref.WeakKeyDictionary()
         #: Dropped generations whose readback buffers lent views still reference: their contexts
         #: stay undestroyed (so the mapped memory stays valid) until those views are gone.
         #: Each entry: (generation, whether it was healthy when dropped).
@@ -390,6 +396,87 @@ class GLSupervisor:
         pipeline.collect(confidence, category, ticket)
         return confidence, category
 
+    # ----------------------------------------------------------------------------- GPU-resident work
+    def run_resident(self, work: Callable[[Generation], T]) -> tuple[Verdict, float, T | None]:
+        """Run ``work(generation)`` (GL work whose results stay on the GPU) with :meth:`run`'s recovery.
+
+        A loss drops the generation, rebuilds (within the loss budget and backoff) and calls
+        ``work`` again on the new generation; ``work`` raises :class:`SourceLostError` when its
+        input belongs to a dead generation (not counted as a new loss). There is no CPU answer for
+        resident work: where :meth:`run` would send a frame to the CPU, this raises (the fallback
+        is still entered with ``backend="auto"``, so ``process()`` uses the CPU meanwhile).
+
+        Returns:
+            ``(DONE, 0.0, result)`` or ``(WAIT, delay, None)`` (sleep without the lock, call again).
+
+        Raises:
+            GLUnavailableError: GL cannot be used now (no context, or the CPU fallback is active).
+            ContextLostError: the context was lost and cannot be rebuilt now, or the input is dead.
+            ShaderBuildError, GLError: as :meth:`run` with ``backend="gl"``.
+        """
+        probing = self.recovery.fallback_active
+        if probing and not self.recovery.probe_due():
+            raise GLUnavailableError(
+                f"GL is unavailable ({self.recovery.fallback_reason}); GPU-resident results need GL"
+            )
+        if self._rebuild_at is not None:
+            remaining = self._rebuild_at - time.monotonic()
+            if remaining > 0:
+                return Verdict.WAIT, remaining, None
+            self._rebuild_at = self._rebuild_owner = None
+        if self.generation is None and self._attached_mode and self._pending_attach is None:
+            raise self._no_context_attached()
+        while True:
+            try:
+                if self.generation is None:
+                    self.generation = self._create_generation()
+                result = work(self.generation)
+            except SourceLostError:
+                raise
+            except ContextLostError as exc:
+                outcome = self._after_loss(exc)  # raises itself with backend="gl" where it must
+                if outcome is None:
+                    continue
+                if outcome.verdict is Verdict.WAIT:
+                    return Verdict.WAIT, outcome.delay, None
+                raise ContextLostError(
+                    f"context lost and GL cannot be rebuilt now: {exc}", reason=exc.reason
+                ) from exc
+            except GLUnavailableError as exc:
+                if self.backend == "auto":
+                    self._enter_fallback(f"GL unavailable: {exc}")
+                raise
+            except ShaderBuildError as exc:
+                self._record(EventKind.SHADER_ERROR, str(exc).splitlines()[0])
+                if self.backend == "auto":
+                    self._enter_fallback(f"shader error: {exc.program}")
+                raise
+            except GLError as exc:
+                self._record(EventKind.GL_ERROR, str(exc))
+                raise
+            self._after_success(probing)
+            return Verdict.DONE, 0.0, result
+
+    def run_on_session(self, session: GLSession, work: Callable[[], T]) -> T:
+        """Run ``work`` on ``session`` (a generation's, with its context current); a loss found
+        there drops that generation if it is still the current one, and is raised."""
+        try:
+            return session.run(work)
+        except ContextLostError as exc:
+            if self.generation is not None and self.generation.session is session:
+                self._lost(exc)
+            raise
+
+    def current_generation(self) -> Generation:
+        """The current generation, created if needed (no CPU answer; see :meth:`run_resident`)."""
+        verdict, delay, generation = self.run_resident(lambda generation: generation)
+        if verdict is Verdict.WAIT or generation is None:
+            raise ContextLostError(
+                f"a rebuild after a context loss is deferred by the backoff for {delay:.2f} s",
+                reason="rebuild deferred",
+            )
+        return generation
+
     # ----------------------------------------------------------------------------- frames in flight
     def submit(self, frame: Frame, owner: object) -> InFlight | None:
         """Start ``frame`` on GL without waiting for it (mapped readback only).
@@ -536,6 +623,7 @@ class GLSupervisor:
                 number, self._device_index, timeout=self._gl_timeout, thread=self._thread
             )
         self.last_number = number
+        self.contexts[session.mgl] = number
         programs = ProgramCache(
             session.mgl,
             number,

@@ -32,6 +32,8 @@ flight: each has its own buffer of the readback ring, see :mod:`.readback`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import moderngl
 import numpy as np
 
@@ -53,6 +55,7 @@ from .plan import (
 )
 from .programs import ProgramCache, ProgramDefinition
 from .readback import DirectReadback, FrameReadout, ImageRead, MappedReadback, Purpose, Readback
+from .resident import GLSource, ResidentImages, run_resident
 from .slots import (
     CategoryPart,
     CellsPart,
@@ -148,6 +151,9 @@ class GLPipeline:
         self.time_gpu = False
         self.last_gpu_ms: float | None = None
         self._timer: moderngl.Query | None = None
+        #: Called with the GL objects about to be released (before any is deleted): the CUDA
+        #: interop (:mod:`gpu_seg.cuda.interop`) unregisters the ones it registered.
+        self.release_hooks: list[Callable[[list], None]] = []
         programs.on_evict(self._forget_program)
 
     # ----------------------------------------------------------------------------- frame
@@ -198,6 +204,23 @@ class GLPipeline:
             planes = self._draw_confidence(slot, output, source, size)
         self._idle.use()
         return self._readback.start(FrameReadout(planes, category, frame.width), purpose, owner)
+
+    def submit_resident(
+        self, frame: Frame, source: GLSource | None = None, unpack_category: bool = True
+    ) -> ResidentImages:
+        """Run the frame's passes and leave the results in textures (see :mod:`.resident`).
+
+        ``source``: a GL-side tensor of this context, or None to upload ``frame.tensor``. With
+        ``time_gpu`` the GL work is timed like :meth:`submit` (``last_gpu_ms``, read at once: a wait).
+        """
+        if not self.time_gpu:
+            return run_resident(self, frame, source, unpack_category)
+        if self._timer is None:
+            self._timer = self.ctx.query(time=True)
+        with self._timer:
+            images = run_resident(self, frame, source, unpack_category)
+        self.last_gpu_ms = self._timer.elapsed / 1e6
+        return images
 
     def wait(self, ticket: int | None = None) -> None:
         """Block until the submitted frame's results are in host memory (GL).
@@ -534,6 +557,8 @@ class GLPipeline:
 
     def _release(self, objects: list) -> None:
         if objects:
+            for hook in self.release_hooks:
+                hook(objects)
             self._idle.use()
             for obj in objects:
                 obj.release()

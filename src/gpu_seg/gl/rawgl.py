@@ -22,7 +22,7 @@ import logging
 import moderngl
 import numpy as np
 
-__all__ = ["GLFunctions", "MappedArena", "PersistentBuffer", "gl_functions"]
+__all__ = ["GLFunctions", "MappedArena", "PersistentBuffer", "gl_functions", "resolve"]
 
 log = logging.getLogger("gpu_seg")
 
@@ -116,6 +116,12 @@ def _resolver():
             proc.argtypes = [ctypes.c_char_p]
             return lambda name, proc=proc: proc(name.encode("ascii")) or 0
     return None
+
+
+def resolve(name: str) -> int:
+    """The address of the GL entry point ``name`` for the current context (0 where unknown)."""
+    resolver = _resolver()
+    return 0 if resolver is None else int(resolver(name))
 
 
 def gl_functions(ctx: moderngl.Context) -> GLFunctions | None:

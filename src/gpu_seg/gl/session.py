@@ -148,6 +148,11 @@ class GLSession:
         """Run ``frame`` with the context current; raise ContextLostError if it was lost."""
         raise NotImplementedError
 
+    @property
+    def lost(self) -> bool:
+        """Whether this session was found lost or abandoned (its GL objects are dead handles)."""
+        return bool(getattr(self, "_dead", False))
+
     def check(self) -> str | None:
         """Loss reason, or None while healthy (call with the context current, inside :meth:`run`).
 

@@ -38,6 +38,7 @@ __all__ = [
     "OutputKind",
     "OutputPool",
     "OutputSlot",
+    "RelayoutPart",
     "Target",
     "TensorPool",
     "TensorSlot",
@@ -106,6 +107,11 @@ class ObjectBuilder:
     def buffer(self, reserve: int) -> moderngl.Buffer:
         return self._keep(self.ctx.buffer(reserve=max(4, reserve), dynamic=True))
 
+    def sampler(self) -> moderngl.Sampler:
+        """A NEAREST, clamped sampler object (overrides a texture's own filter state where bound)."""
+        nearest = (moderngl.NEAREST, moderngl.NEAREST)
+        return self._keep(self.ctx.sampler(repeat_x=False, repeat_y=False, filter=nearest))
+
     def lut(self, length: int) -> moderngl.Texture:
         """A ``length x 1`` RGBA float32 lookup table (written per output size)."""
         return self.texture((length, 1), 4)
@@ -136,6 +142,19 @@ class CellsPart:
 
 
 @dataclass
+class RelayoutPart:
+    """GL-side tensors (:mod:`.resident`): a framebuffer that renders into the tensor texture, and
+    the R32F texture a caller's buffer is unpacked into (built when a buffer first comes)."""
+
+    framebuffer: moderngl.Framebuffer
+    raw: moderngl.Texture | None = None
+    sampler: moderngl.Sampler | None = None  # NEAREST, for a caller's texture (built on first use)
+
+    def objects(self) -> list:
+        return [self.framebuffer, *(o for o in (self.raw, self.sampler) if o)]
+
+
+@dataclass
 class TensorSlot:
     """GL objects sized by the tensor layout; the parts are built on first use."""
 
@@ -145,9 +164,13 @@ class TensorSlot:
     activated: Target | None = None
     stats: Target | None = None
     cells: CellsPart | None = None
+    relayout: RelayoutPart | None = None  # GL-side inputs (process_resident)
+    device_input: moderngl.Buffer | None = None  # the texels of CUDA inputs (gpu_seg.cuda.interop)
 
     def objects(self) -> list:
         objects = [*(self.cells.objects() if self.cells else ())]
+        objects += self.relayout.objects() if self.relayout else []
+        objects += [self.device_input] if self.device_input else []
         for part in (self.stats, self.activated):
             objects += part.objects() if part else []
         return [*objects, self.texture]
@@ -162,9 +185,11 @@ class CategoryPart:
     rects_vao: moderngl.VertexArray | None = None  # made for the current rectangle program
     blocks: BlockRanges | None = None  # shortcut blocks for ``size``
     size: tuple[int, int] | None = None  # the output size of the last frame drawn
+    unpacked: Target | None = None  # one R8UI texel per pixel, for resident results (.resident)
 
     def objects(self) -> list:
-        return [o for o in (self.rects_vao, self.rects) if o] + self.target.objects()
+        unpacked = self.unpacked.objects() if self.unpacked else []
+        return [o for o in (self.rects_vao, self.rects) if o] + unpacked + self.target.objects()
 
 
 @dataclass
@@ -279,6 +304,13 @@ class OutputPool:
         widest = max(width, *(s.capacity[0] for s in same_kind))
         tallest = max(height, *(s.capacity[1] for s in same_kind))
         return None, (_round_up(widest, self.ROUND), _round_up(tallest, self.ROUND))
+
+    def exact(self, kind: OutputKind, width: int, height: int) -> OutputSlot | None:
+        """The slot of exactly ``(width, height)`` (resident frames lend whole textures), or None:
+        then create one of that capacity and :meth:`add` it."""
+        self._frame += 1
+        exact = self.slots.get((kind, (width, height)))
+        return None if exact is None else self._use(exact)
 
     def _use(self, slot: OutputSlot) -> OutputSlot:
         key = (slot.kind, slot.capacity)
