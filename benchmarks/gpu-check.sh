@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One run on a GPU machine, after `bash .device-kit/setup.sh` (see README "Running on a real GPU"):
-# GL info, the test suite, verify against MediaPipe, the data-path benchmark and a soak with real
-# context losses. Everything lands in $OUT (default /tmp/gpu-check).
+# GL info, the test suite, the CUDA tests and the GPU-resident/CUDA check, the data-path benchmark,
+# soaks with real context losses (plain and frames in flight), verify against MediaPipe, and where a
+# frame's fixed time goes. Everything lands in $OUT (default /tmp/gpu-check); each step has its own
+# time limit (env overrides), the most important first.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
@@ -19,14 +21,26 @@ python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d.get(k) 
 step tests
 # test_models downloads from PyPI (no network on a GPU machine); attached/viewer tests skip without X.
 timeout "${PYTEST_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-12}" \
-    --ignore=tests/test_models.py -rfE 2>&1 | tee "$out/pytest.log" | tail -30
+    --ignore=tests/test_models.py --ignore=tests/test_cuda.py -rfE 2>&1 | tee "$out/pytest.log" | tail -30
 
-step verify
-timeout "${VERIFY_TIMEOUT:-50}" python3 -m gpu_seg verify --cases "${VERIFY_CASES:-12}" --json "$out/verify.json" 2>&1 | tail -6
+step cuda tests
+timeout "${CUDA_TESTS_TIMEOUT:-60}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -rfEs 2>&1 | tee "$out/pytest-cuda.log" | tail -12
+
+step cuda and resident check
+timeout "${CUDA_CHECK_TIMEOUT:-90}" python3 benchmarks/cuda_check.py --frames "${CUDA_CHECK_FRAMES:-10}" --json "$out/cuda-check.json" 2>&1 | grep -v "^INFO" | tail -40
 
 step data path
-timeout "${DATA_PATH_TIMEOUT:-110}" python3 benchmarks/gpu_data_path.py --frames "${DATA_PATH_FRAMES:-8}" --rounds 2 --json "$out/data-path.json" 2>&1 | grep -v "^INFO" | tee "$out/data-path.md"
+timeout "${DATA_PATH_TIMEOUT:-120}" python3 benchmarks/gpu_data_path.py --frames "${DATA_PATH_FRAMES:-6}" --rounds 2 --json "$out/data-path.json" 2>&1 | grep -v "^INFO" | tee "$out/data-path.md"
+
+step soak in flight
+timeout "${SOAK_TIMEOUT:-40}" python3 -m gpu_seg soak --frames "${SOAK_FRAMES:-800}" --lose-every 100 --in-flight --json "$out/soak-in-flight.json" --quiet 2>&1 | tail -15
 
 step soak
-timeout "${SOAK_TIMEOUT:-50}" python3 -m gpu_seg soak --frames "${SOAK_FRAMES:-1000}" --lose-every 100 --json "$out/soak.json" --quiet 2>&1 | tail -15
+timeout "${SOAK_TIMEOUT:-40}" python3 -m gpu_seg soak --frames "${SOAK_FRAMES:-800}" --lose-every 100 --json "$out/soak.json" --quiet 2>&1 | tail -15
+
+step verify
+timeout "${VERIFY_TIMEOUT:-40}" python3 -m gpu_seg verify --cases "${VERIFY_CASES:-12}" --json "$out/verify.json" 2>&1 | tail -6
+
+step frame overhead
+timeout "${OVERHEAD_TIMEOUT:-40}" python3 benchmarks/frame_overhead.py --preset selfie --preset multiclass --preset deeplab --frames 80 --json "$out/frame-overhead.json" 2>&1 | grep -v "^INFO" | tail -4
 step done

@@ -103,6 +103,15 @@ def test_churn_gives_a_new_size_every_frame_all_exact_with_bounded_gl_objects_an
     assert report.ok
 
 
+def test_in_flight_soak_recomputes_queued_frames_and_never_overwrites_held_views():
+    report = soak(frames=60, lose_every=15, warmup=5, seed=4, in_flight=True, **SMALL)
+
+    assert report.errors == [] and report.frames_returned == 65
+    assert report.mismatched_frames == 0 and report.overwritten_frames == 0, report.first_mismatches
+    assert report.losses == report.rebuilds == 3 and report.cpu_frames == 0
+    assert report.rebuilds_back_to_baseline and report.ok
+
+
 def test_churn_sizes_are_seeded_and_bounded():
     from gpu_seg.tools.soak import ChurnSizes
 

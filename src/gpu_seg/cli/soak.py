@@ -142,6 +142,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     modes.add_argument("--churn", action="store_true", help="a new random output size every frame")
     modes.add_argument(
+        "--in-flight",
+        action="store_true",
+        help="submit each frame (pp.submit, mapped readback) and collect it one frame later, every "
+        "other one as a zero-copy view whose arrays are checked again after the next frame",
+    )
+    modes.add_argument(
         "--fallback-at",
         type=non_negative_int,
         default=None,
@@ -176,6 +182,7 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
                 ("--activation", args.activation),
                 ("--idle", args.idle),
                 ("--churn", args.churn or None),
+                ("--in-flight", args.in_flight or None),
                 ("--fallback-at", args.fallback_at),
             )
             if value is not None
@@ -230,6 +237,7 @@ def _run_soak(args: argparse.Namespace, progress) -> LoopReport:
         idle=idle,
         churn=args.churn,
         fallback_at=args.fallback_at,
+        in_flight=args.in_flight,
     )
 
 

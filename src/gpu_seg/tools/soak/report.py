@@ -185,6 +185,8 @@ class SoakReport(LoopReport):
     # Fallback mode: the loss budget is exhausted and the context lost before soak frame
     # ``fallback_at``; that frame is the first CPU frame.
     fallback_at: int | None = None
+    # In-flight mode: frames submitted and collected one frame later, every other one as a view.
+    in_flight: bool = False
     fallback_frame_backend: str | None = None
     first_fallback_frame_ms: float | None = None
     #: Median of the CPU frames after the first fallback frame.
@@ -192,8 +194,16 @@ class SoakReport(LoopReport):
 
     @property
     def rebuilds_back_to_baseline(self) -> bool | None:
-        """As for every soak; None with ``churn`` (the pools then hold whatever sizes came last)."""
-        return None if self.churn else super().rebuilds_back_to_baseline
+        """As for every soak; None with ``churn`` (the pools then hold whatever sizes came last).
+
+        In flight, the readback ring holds between two and four buffers depending on what was
+        queued when it was counted: a rebuild may leave fewer objects than warm-up, never more.
+        """
+        if self.churn:
+            return None
+        if self.in_flight:
+            return all(n <= self.baseline_gl_objects for n in self.gl_objects_after_rebuilds)
+        return super().rebuilds_back_to_baseline
 
     @property
     def unplanned_releases(self) -> int:

@@ -21,6 +21,10 @@ Optional modes, alone or together:
 * **churn**: a new seeded random output size every frame (:class:`~.plan.ChurnSizes`).
 * **fallback**: before soak frame F the loss budget is exhausted and the context lost, so frame F
   is the processor's first CPU frame; its latency is compared with the median later CPU frame.
+* **in flight**: frames are submitted (``pp.submit``, mapped readback) and collected one frame
+  later, so every injected loss hits a queued frame; every other frame is collected as a zero-copy
+  view, released at once, and its arrays are kept and checked again after the next frame (they
+  must never be overwritten). Latencies are from submission to collection.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ...errors import GpuSegError
 from ...postprocessor import SegmentationPostprocessor
 from ...reference import reference_postprocess
 from ...resilience import RecoveryPolicy
+from ...results import PendingFrame
 from ...testing import exhaust_loss_budget, lose_context
 from ...types import Activation, Result
 from .. import Progress
@@ -68,8 +73,13 @@ class _TensorSoak(SoakLoop):
         policy: RecoveryPolicy,
         idle: IdlePlan | None,
         churn: ChurnSizes | None,
+        in_flight: bool = False,
     ) -> None:
         super().__init__(report)
+        self.in_flight = in_flight
+        #: Submitted, not yet collected: (label, pending frame, tensor, size, submission time).
+        self.queued: list[tuple[str, PendingFrame, np.ndarray, tuple[int, int], float]] = []
+        self.collected = 0
         self.activation = activation
         self.idle = idle
         self.churn = churn
@@ -79,6 +89,8 @@ class _TensorSoak(SoakLoop):
         self.fallback_pending = False
         self.steady_cpu_ms: list[float] = []
         options = idle.processor_options() if idle is not None else {}
+        if in_flight:
+            options["readback"] = "mapped"
         self.pp = SegmentationPostprocessor(
             activation,
             backend="auto",
@@ -93,6 +105,9 @@ class _TensorSoak(SoakLoop):
         report = self.report
         size = self.churn() if self.churn is not None else report.output_size
         tensor = (self.rng.standard_normal(report.tensor_shape) * LOGIT_SCALE).astype(np.float32)
+        if self.in_flight:
+            self.submit(label, tensor, size)
+            return
         started = time.perf_counter()
         try:
             result = self.pp.process(tensor, size)
@@ -103,6 +118,40 @@ class _TensorSoak(SoakLoop):
         finally:
             self.last_frame_end = time.monotonic()
         ms = (time.perf_counter() - started) * 1e3
+        self.returned(result.backend, ms)
+        self.after_injection(result.backend, ms)
+        self.check(label, result, tensor, size)
+
+    def submit(self, label: str, tensor: np.ndarray, size: tuple[int, int]) -> None:
+        """In-flight mode: queue this frame, then collect the one before it."""
+        try:
+            pending = self.pp.submit(tensor, size)
+        except Exception as exc:  # recorded: the soak reports, it does not stop
+            self.raised(label, exc)
+            self.previous = None
+            return
+        self.queued.append((label, pending, tensor, size, time.perf_counter()))
+        if len(self.queued) > 1:
+            self.collect_oldest()
+
+    def collect_oldest(self) -> None:
+        label, pending, tensor, size, submitted = self.queued.pop(0)
+        as_view = self.collected % 2 == 1
+        self.collected += 1
+        try:
+            if as_view:
+                view = pending.view()
+                result = Result(view.confidence_masks, view.category_mask, view.backend)
+                view.release()  # its arrays stay referenced (self.previous): never overwritten
+            else:
+                result = pending.result()
+        except Exception as exc:
+            self.raised(label, exc)
+            self.previous = None
+            return
+        finally:
+            self.last_frame_end = time.monotonic()
+        ms = (time.perf_counter() - submitted) * 1e3
         self.returned(result.backend, ms)
         self.after_injection(result.backend, ms)
         self.check(label, result, tensor, size)
@@ -182,6 +231,8 @@ class _TensorSoak(SoakLoop):
         self.waking = period
 
     def finish(self) -> None:
+        while self.queued:
+            self.collect_oldest()
         super().finish()
         self.report.steady_cpu_frame_ms = median_or_none(self.steady_cpu_ms)
         if self.churn is not None:
@@ -228,6 +279,7 @@ def soak(
     idle: IdlePlan | None = None,
     churn: bool = False,
     fallback_at: int | None = None,
+    in_flight: bool = False,
 ) -> SoakReport:
     """Run ``frames`` checked frames with a context loss before every ``lose_every``-th one.
 
@@ -251,6 +303,8 @@ def soak(
             ``output_size``.
         fallback_at: before this soak frame exhaust the loss budget and lose the context; the
             report compares that first CPU frame with the median of the CPU frames after it.
+        in_flight: submit frames and collect each one frame later, every other one as a zero-copy
+            view (see the module docstring).
 
     Returns:
         The :class:`SoakReport`. Exceptions from ``process()`` are recorded, not raised.
@@ -280,8 +334,9 @@ def soak(
         idle_every=idle.every if idle else 0,
         idle_release=idle.release if idle else None,
         fallback_at=fallback_at,
+        in_flight=in_flight,
     )
     report.before, _ = snapshot(0)
     started = time.perf_counter()
-    _TensorSoak(report, activation, policy, idle, sizes).execute(progress, started)
+    _TensorSoak(report, activation, policy, idle, sizes, in_flight).execute(progress, started)
     return report
