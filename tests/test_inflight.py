@@ -228,6 +228,29 @@ def test_a_view_held_across_a_detected_loss_stays_valid_until_dropped(make_pp):
     assert supervisor._graveyard == []  # destroyed once the last array went
 
 
+def test_a_view_held_while_the_context_is_destroyed_stays_readable(make_pp):
+    """A real eglDestroyContext under a held view: a keeper context in the share group keeps the
+    mapped memory (without it, reading the view afterwards crashed the process)."""
+    events = []
+    pp = make_pp(backend="gl", on_event=events.append)
+    tensor = _tensor(15)
+    view = pp.process_view(tensor, SIZE)
+    confidence, category = view.confidence_masks, view.category_mask
+    view.release()
+    lose_context(pp)
+    other = _tensor(16)
+    _assert_correct(pp.process(other, SIZE), other)  # the loss is found and the frame recomputed
+    assert [e.kind.value for e in events] == ["context_lost", "rebuilt"]
+    want = gpu_seg.reference_postprocess(tensor, "softmax", SIZE)
+    np.testing.assert_allclose(confidence, want.confidence_masks, rtol=2e-6, atol=2e-6)
+    np.testing.assert_array_equal(category, want.category_mask)
+    assert len(pp._supervisor._graveyard) == 1
+    del confidence, category
+    gc.collect()
+    pp.process(other, SIZE)
+    assert pp._supervisor._graveyard == []
+
+
 def test_pending_frames_of_a_closed_processor_raise(make_pp):
     pp = make_pp(backend="gl")
     pending = pp.submit(_tensor(12), SIZE)

@@ -11,7 +11,10 @@ Lifetime of a :class:`MaskView`:
 * its arrays stay valid and unchanged for as long as any of them (or any array derived from
   them) is referenced: the buffer they live in is not reused before that, not even after
   :meth:`MaskView.release`, a context loss, :meth:`~SegmentationPostprocessor.trim` or
-  :meth:`~SegmentationPostprocessor.close` (a lost context is kept undestroyed until they go);
+  :meth:`~SegmentationPostprocessor.close`. An owned context that lends views gets a second,
+  never-current "keeper" context in its share group, so the buffer and its mapping survive even
+  if the context itself is destroyed; the generation is ended once the views are gone. An
+  attached (application) context must be kept alive by the application while it holds views;
 * :meth:`MaskView.release` (or leaving its ``with`` block) ends the view: its attributes raise
   :class:`~gpu_seg.errors.ExpiredResultError` afterwards, and the buffer is reused as soon as
   no array taken from it is referenced any more;

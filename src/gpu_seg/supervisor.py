@@ -359,7 +359,7 @@ class GLSupervisor:
         lend: bool = False,
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         pipeline = generation.pipeline
-        if lend and pipeline.lends:
+        if lend and pipeline.lends and generation.session.keep_objects():
             ticket = generation.session.run(functools.partial(_submit_and_wait, pipeline, frame, "lend"))
             return pipeline.lend(ticket)
         if pipeline.collect_needs_gl:
@@ -535,7 +535,7 @@ class GLSupervisor:
             if self.backend == "gl":
                 raise
             return _CPU
-        if lend and confidence_dst is None and category_dst is None:
+        if lend and confidence_dst is None and category_dst is None and generation.session.keep_objects():
             confidence, category = pipeline.lend(flight.ticket)
         else:
             confidence, category = self._collect(

@@ -170,6 +170,16 @@ class GLSession:
         through EGL unless its handle was found recycled)."""
         raise NotImplementedError
 
+    def keep_objects(self) -> bool:
+        """Make the session's GL objects (and the host memory of persistently mapped buffers)
+        outlive its context until the session ends, so that views lent out of that memory stay
+        valid even if the context is destroyed meanwhile. Returns whether that is ensured.
+
+        An attached context belongs to the application, which must keep it alive while it holds
+        views: returns True. An owned one gets a keeper context in its share group, made once.
+        """
+        return True
+
 
 class OwnedSession(GLSession):
     """A session on a headless EGL context that gpu_seg creates and owns, on its own thread.
@@ -202,6 +212,7 @@ class OwnedSession(GLSession):
         self.health = health
         self.timeout = timeout
         self._dead = False
+        self._keeper: egl.EGLContext | None = None  # see keep_objects()
         requested = egl.Robustness(egl_context.reset_notification, egl_context.robust_access)
         self.info = _describe("owned-egl", mgl, health.robustness, requested)
 
@@ -297,6 +308,24 @@ class OwnedSession(GLSession):
         except egl.EGLError as exc:
             log.debug("releasing a failed context: %s", exc)
 
+    def keep_objects(self) -> bool:
+        if self._keeper is not None:
+            return True
+        if self._dead:
+            return False
+        try:
+            self._keeper = self.thread.call(self.egl_context.share_keeper, self.timeout)
+        except (egl.EGLError, ContextLostError) as exc:
+            log.info("no keeper context for lent views (they are copied instead): %s", exc)
+            return False
+        return True
+
+    def _drop_keeper(self) -> None:
+        """Destroy the keeper context (after the main one: the share group's objects go with it)."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.destroy()  # EGL only; never current
+
     def close(self, release: Callable[[], None] | None = None) -> None:
         def teardown() -> None:
             try:
@@ -306,6 +335,7 @@ class OwnedSession(GLSession):
                 self.mgl.release()  # destroys the EGL context (and the sentinel) through the loader
             except (egl.EGLError, moderngl.Error):
                 self.egl_context.destroy()
+            self._drop_keeper()
 
         try:
             self.thread.call(teardown, self.timeout)
@@ -321,6 +351,7 @@ class OwnedSession(GLSession):
         def drop() -> None:
             self.egl_context.release_current()
             self.egl_context.destroy()  # EGL, not GL; leaves a disowned (recycled) handle alone
+            self._drop_keeper()
 
         try:
             self.thread.call(drop, 5.0)

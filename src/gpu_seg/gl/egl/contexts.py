@@ -49,12 +49,14 @@ from .bindings import (
     EGL_BAD_CONTEXT,
     EGL_CONTEXT_CLIENT_TYPE,
     EGL_DRAW,
+    EGL_NONE,
     EGL_OPENGL_API,
     EGL_READ,
     EGLError,
     EGLLibrary,
     gl_library_address,
     gl_prototype,
+    int_array,
     library,
 )
 from .devices import Display
@@ -89,8 +91,10 @@ class EGLContext:
         gl_version: tuple[int, int],
         robust_access: bool,
         reset_notification: bool,
+        attributes: tuple[int, ...] = (),
     ) -> None:
         lib = library()
+        self.attributes = attributes  # what eglCreateContext accepted (EGL_NONE-terminated)
         self.display = display
         self.handle = handle
         self.config = config
@@ -245,6 +249,31 @@ class EGLContext:
     def disowned(self) -> bool:
         """True after :meth:`disown`."""
         return self._disowned
+
+    def share_keeper(self) -> EGLContext:
+        """A new context in this context's share group, meant never to be made current.
+
+        While it lives, the group's objects (buffers, and the host memory of their persistent
+        mappings) outlive this context, even if this one is destroyed (by gpu_seg after a loss, or
+        by anyone else). Destroy it when those objects are no longer needed.
+
+        Raises:
+            EGLError: ``eglCreateContext`` refused (the message says why).
+        """
+        if self._destroyed or self._disowned:
+            raise EGLError("eglCreateContext", EGL_BAD_CONTEXT, "the context to share with was destroyed")
+        lib = library()
+        if not lib.eglBindAPI(EGL_OPENGL_API):
+            raise lib.error("eglBindAPI")
+        attributes = self.attributes or (EGL_NONE,)
+        display, share = self.display.handle, self.handle
+        handle = int(lib.eglCreateContext(display, self.config, share, int_array(attributes)) or 0)
+        if not handle:
+            raise lib.error("eglCreateContext", "a context sharing objects with the processor's")
+        return EGLContext(
+            self.display, handle, self.config, 0, self.gl_version, self.robust_access,
+            self.reset_notification, attributes,
+        )  # fmt: skip
 
     # -- GL entry points --------------------------------------------------------------------------
 

@@ -185,5 +185,6 @@ def create_context(
                 (major, minor),
                 attempt.robust_access,
                 attempt.reset_notification,
+                tuple(attributes),
             )
     raise EGLError("eglCreateContext", None, "; ".join(failures))
