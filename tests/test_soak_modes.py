@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -68,8 +69,11 @@ def test_idle_periods_release_gl_objects_and_every_wake_up_frame_is_exact(releas
         )
         check_rss_growth(period.released.rss_kib - period.before.rss_kib, RSS_NOISE_KIB, "released vs before")
         if period.released.gpu_memory and "available_kib" in period.released.gpu_memory:  # NVIDIA
+            # Device-wide figure: other processes on the GPU (pytest-xdist workers) move it too, so
+            # it is reported, not judged (the live GL objects above are this processor's own).
             freed = period.released.gpu_memory["available_kib"] - period.before.gpu_memory["available_kib"]
-            assert freed >= 0
+            if freed < 0:
+                warnings.warn(f"GPU memory available fell by {-freed} KiB (device-wide)", stacklevel=1)
         assert period.release_s is not None and period.release_s < seconds + 5
         assert period.wake_backend == "gl"
         assert period.woken is not None

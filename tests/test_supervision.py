@@ -97,7 +97,7 @@ def test_a_frame_lost_after_readback_is_recomputed_into_the_callers_arrays(proce
 
 
 def test_a_timed_out_frame_that_finishes_later_cannot_touch_the_callers_arrays(processors):
-    pp = processors("softmax", gl_timeout=1.0)
+    pp = processors("softmax", gl_timeout=1.0, readback="direct")  # also after the rebuild (GPUs: mapped)
     tensor = _tensor(3)
     pp.process(tensor, SIZE)
     pipeline = _direct_readback(pp)
