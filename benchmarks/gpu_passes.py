@@ -1,0 +1,112 @@
+"""GPU time of each pass of a frame (a diagnostic: where the GPU time of a frame goes).
+
+Every full-screen pass (``GLPipeline._draw``), the upload and the start of the readback are run
+alone: ``glFinish`` before and after, one ``GL_TIME_ELAPSED`` query around the call, so a pass's
+figure is its own GPU time without the gaps of the host issuing commands. Medians over
+``--frames`` frames of ``process()`` (mapped readback) per preset, both outputs. Prints JSON.
+
+    python benchmarks/gpu_passes.py --presets multiclass,deeplab --frames 10 --json passes.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import statistics
+import sys
+
+import numpy as np
+
+import gpu_seg
+from gpu_seg.gl import pipeline as pipeline_module
+from gpu_seg.gl import readback as readback_module
+from gpu_seg.gl import upload as upload_module
+from gpu_seg.tools.bench.cases import PRESETS, model_like_tensor
+
+_samples: dict[str, list[float]] = collections.defaultdict(list)
+
+
+@contextlib.contextmanager
+def _gpu_time(ctx, name: str):
+    """GPU time of what runs inside, alone (finished before and after)."""
+    ctx.finish()
+    query = ctx.query(time=True)  # moderngl cannot delete queries: a diagnostic may leak a few
+    with query:
+        yield
+    ctx.finish()
+    _samples[name].append(query.elapsed / 1e6)
+
+
+def install() -> None:
+    """Wrap the passes, the upload and the start of the readback in timers."""
+    pipeline_cls = pipeline_module.GLPipeline
+    draw = pipeline_cls._draw
+
+    def timed_draw(self, definition, fbo, textures, viewport=None, **uniforms):
+        width, height = viewport or fbo.size
+        name = f"{definition.name} {width}x{height} ({len(fbo.color_attachments)} targets)"
+        with _gpu_time(self.ctx, name):
+            return draw(self, definition, fbo, textures, viewport, **uniforms)
+
+    pipeline_cls._draw = timed_draw
+    for cls in (upload_module.DirectUpload, upload_module.MappedUpload):
+        _wrap_upload(cls)
+    start = readback_module.MappedReadback.start
+
+    def timed_start(self, readout, *args, **kwargs):
+        with _gpu_time(self._ctx, f"readback start ({len(readout.confidence)} planes)"):
+            return start(self, readout, *args, **kwargs)
+
+    readback_module.MappedReadback.start = timed_start
+
+
+def _wrap_upload(cls) -> None:
+    upload = cls.upload
+
+    def timed_upload(self, slot, tensor):
+        with _gpu_time(slot.texture.ctx, f"upload {cls.__name__}"):
+            return upload(self, slot, tensor)
+
+    cls.upload = timed_upload
+
+
+def measure(preset_name: str, frames: int) -> dict:
+    preset = PRESETS[preset_name]
+    tensor = model_like_tensor(preset.tensor_shape, np.random.default_rng(7))
+    _samples.clear()
+    with gpu_seg.SegmentationPostprocessor(preset.activation, backend="gl", readback="mapped") as pp:
+        for _ in range(2):
+            pp.process(tensor, preset.output_size)
+        _samples.clear()
+        for _ in range(frames):
+            pp.process(tensor, preset.output_size)
+        renderer = pp.context_info.renderer
+    passes = {name: statistics.median(values) for name, values in _samples.items()}
+    return {
+        "preset": preset_name,
+        "renderer": renderer,
+        "passes_ms": dict(sorted(passes.items(), key=lambda item: -item[1])),
+        "sum_ms": sum(passes.values()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="selfie,multiclass,deeplab")
+    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    install()
+    results = [measure(name, args.frames) for name in args.presets.split(",")]
+    text = json.dumps(results, indent=1)
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
