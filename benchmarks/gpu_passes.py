@@ -92,6 +92,81 @@ def measure(preset_name: str, frames: int) -> dict:
     }
 
 
+_PROBE_VERTEX = """#version 400 core
+void main() {
+    vec2 corner = vec2(float((gl_VertexID << 1) & 2), float(gl_VertexID & 2));
+    gl_Position = vec4(corner * 2.0 - 1.0, 0.0, 1.0);
+}"""
+_ROWS_LIKE = """uniform sampler2D u; uniform sampler2D lut; out vec4 o;
+void main() {
+    vec4 t = texelFetch(lut, ivec2(gl_FragCoord.x, 0), 0);
+    int y = int(gl_FragCoord.y) % 257;
+    int n = int(gl_FragCoord.y) / 257;
+    vec4 a = texelFetch(u, ivec2(int(t.x) * 6 + n, y), 0);
+    vec4 b = texelFetch(u, ivec2(int(t.y) * 6 + n, y), 0);
+    PRECISE vec4 h = a * t.z + b * t.w;
+    o = h;
+}"""
+_PROBES = {
+    "constant": "out vec4 o; void main() { o = vec4(0.25); }",
+    "one fetch": "uniform sampler2D u; out vec4 o;"
+    " void main() { o = texelFetch(u, ivec2(gl_FragCoord.xy) % 257, 0) * 2.0; }",
+    "rows-like, precise": "#define PRECISE precise\n" + _ROWS_LIKE,
+    "rows-like, not precise": "#define PRECISE\n" + _ROWS_LIKE,
+}
+
+
+def probes(size: tuple[int, int] = (1920, 1542), repeats: int = 8) -> dict[str, float]:
+    """GPU time of trivial full-screen passes into an RGBA32F target of ``size``: what a pass of
+    that size costs on this GPU and driver whatever its maths."""
+    with gpu_seg.SegmentationPostprocessor("softmax", backend="gl") as pp:
+
+        def run(ctx) -> dict[str, float]:
+            target = ctx.texture(size, 4, dtype="f4")
+            fbo = ctx.framebuffer([target])
+            source = ctx.texture((1542, 257), 4, dtype="f4")
+            taps = np.zeros((size[0], 4), np.float32)
+            taps[:, 0] = np.minimum(np.arange(size[0]) * 257 // size[0], 256)
+            taps[:, 1] = np.minimum(taps[:, 0] + 1, 256)
+            taps[:, 2], taps[:, 3] = 0.25, 0.75
+            lut = ctx.texture((size[0], 1), 4, taps.tobytes(), dtype="f4")
+            out: dict[str, float] = {}
+            try:
+                for name, body in _PROBES.items():
+                    program = ctx.program(
+                        vertex_shader=_PROBE_VERTEX, fragment_shader="#version 400 core\n" + body
+                    )
+                    vao = ctx.vertex_array(program, [])
+                    source.use(0)
+                    lut.use(1)
+                    for uniform, unit in (("u", 0), ("lut", 1)):
+                        if uniform in program:
+                            program[uniform].value = unit
+                    fbo.use()
+                    times = []
+                    for _ in range(repeats):
+                        ctx.finish()
+                        query = ctx.query(time=True)
+                        with query:
+                            vao.render(vertices=3)
+                        ctx.finish()
+                        times.append(query.elapsed / 1e6)
+                    out[f"{name} {size[0]}x{size[1]} RGBA32F"] = statistics.median(times)
+                    corner = np.frombuffer(fbo.read(viewport=(0, 0, 2, 2), components=4, dtype="f4"), "f4")
+                    out[f"{name}: drawn"] = bool(np.all(corner == 0.25)) if name == "constant" else True
+                    vao.release()
+                    program.release()
+            finally:
+                ctx.detect_framebuffer(0).use()
+                fbo.release()
+                target.release()
+                source.release()
+                lut.release()
+            return out
+
+        return pp.run_gl(run)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="selfie,multiclass,deeplab")
@@ -99,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     install()
-    results = [measure(name, args.frames) for name in args.presets.split(",")]
+    results: list[dict] = [{"probes_ms": probes()}]
+    results += [measure(name, args.frames) for name in args.presets.split(",")]
     text = json.dumps(results, indent=1)
     if args.json:
         with open(args.json, "w") as handle:
