@@ -19,6 +19,7 @@ from typing import Any
 
 #: Data-path rows shown, in order, with their headers.
 DATA_PATH_ROWS = {
+    "gl-direct": "GL direct (0.1's readback)",
     "gl-mapped": "GL (owned arrays)",
     "gl-mapped-out": "GL into caller arrays",
     "gl-view": "GL zero-copy view",
@@ -43,11 +44,11 @@ def _ms(rows: dict[str, Any], key: str) -> float | None:
     return None if not row else row.get("median_ms")
 
 
-def data_path_table(report: dict[str, Any]) -> str:
+def data_path_table(report: dict[str, Any], commit: str | None = None) -> str:
     machine = report["machine"]
     lines = [
         f"Machine: {machine.get('nvidia_smi') or machine.get('renderer')}, {machine.get('cpu')} "
-        f"({machine.get('cpu_count')} CPUs), commit {machine.get('commit')}. Medians, ms.",
+        f"({machine.get('cpu_count')} CPUs), commit {commit or machine.get('commit')}. Medians, ms.",
         "",
     ]
     headers = ["preset", "outputs", "MB out", *DATA_PATH_ROWS.values(), *(h for _, _, h in RATIOS)]
@@ -91,7 +92,7 @@ def cuda_table(report: dict[str, Any]) -> str:
     )
     lines.append("| preset | outputs | " + " | ".join(keys) + " |")
     lines.append("|" + "---|" * (len(keys) + 2))
-    for case in report.get("cases", []):
+    for case in report.get("timings") or report.get("cases", []):
         cells = [str(case.get("preset")), str(case.get("mode"))]
         for key in keys:
             value = case.get(key)
@@ -133,16 +134,15 @@ def plot(gpu: dict[str, Any], llvmpipe: dict[str, Any] | None, path: str) -> Non
 
 
 def _gpu_bars(report: dict[str, Any]) -> tuple[list[str], dict[str, list[float | None]]]:
-    labels, series = [], {DATA_PATH_ROWS[k]: [] for k in DATA_PATH_ROWS if k != "mediapipe"}
+    shown = [k for k in DATA_PATH_ROWS if k not in ("mediapipe", "gl-direct")]
+    labels, series = [], {DATA_PATH_ROWS[k]: [] for k in shown}
     for case in report["cases"]:
         rows = case["rows"]
         base = _ms(rows, "mediapipe")
         labels.append(f"{case['preset']} {case['mode']}")
-        for key, name in DATA_PATH_ROWS.items():
-            if key == "mediapipe":
-                continue
+        for key in shown:
             value = _ms(rows, key)
-            series[name].append(value / base if value and base else None)
+            series[DATA_PATH_ROWS[key]].append(value / base if value and base else None)
     return labels, series
 
 
@@ -172,10 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuda", help="JSON of benchmarks/cuda_check.py")
     parser.add_argument("--plot", help="write the two-machine chart here (PNG)")
     parser.add_argument("--llvmpipe", help="a gpu-seg bench JSON from llvmpipe for the chart")
+    parser.add_argument("--commit", help="the commit measured, when the JSON's is wrong (a copied tree)")
     args = parser.parse_args(argv)
     with open(args.data_path) as handle:
         gpu = json.load(handle)
-    print(data_path_table(gpu))
+    print(data_path_table(gpu, args.commit))
     if args.cuda:
         with open(args.cuda) as handle:
             print("\n" + cuda_table(json.load(handle)))
