@@ -147,8 +147,8 @@ def copy_rows(copies: list[tuple[np.ndarray, np.ndarray]]) -> None:
     ``PARALLEL_COPY_BYTES`` (one core does not saturate the memory bus of a large machine).
     """
     total = sum(destination.nbytes for destination, _ in copies)
-    workers = min(8, (os.cpu_count() or 1) // 2)
-    if total < PARALLEL_COPY_BYTES or workers < 2:
+    workers = 0 if total < PARALLEL_COPY_BYTES else min(8, (os.cpu_count() or 1) // 2)
+    if workers < 2:
         for destination, source in copies:
             np.copyto(destination, source)
         return
