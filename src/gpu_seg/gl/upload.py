@@ -63,17 +63,29 @@ class MappedUpload(Upload):
 
     name = "mapped"
 
+    #: Pad a tensor straight into the mapping (strided writes) instead of through a cached host
+    #: staging array and one contiguous copy; chosen by measurement (``benchmarks/frame_overhead.py``).
+    pad_in_place = False
+
     def __init__(self, ctx: moderngl.Context, gl: GLFunctions) -> None:
         self._arena = MappedArena(ctx, gl, "write")
+        self._padded: object | None = None  # the layout whose zero padding the mapping holds
 
     def upload(self, slot: TensorSlot, tensor: np.ndarray) -> None:
         layout = slot.layout
         size = layout.texels * layout.lanes * 4
         self._arena.wait()  # the previous upload has left the buffer
-        self._arena.ensure(size)
+        if self._arena.ensure(size):
+            self._padded = None
         floats = self._arena.buffer.host[:size].view(np.float32)
         if not layout.padded:
             np.copyto(floats.reshape(tensor.shape), tensor)
+            self._padded = None
+        elif self.pad_in_place:
+            if self._padded != layout:  # zeros in the padding lanes, once per layout
+                floats[...] = 0.0
+                self._padded = layout
+            layout.padded_view(floats)[...] = tensor
         else:
             if slot.staging is None:  # zeros in the padding lanes, written once
                 slot.staging = np.zeros(layout.texels * layout.lanes, np.float32)
@@ -87,6 +99,8 @@ class MappedUpload(Upload):
 
     def release(self) -> None:
         self._arena.release()
+        self._padded = None
 
     def abandon(self) -> None:
         self._arena.abandon()
+        self._padded = None
