@@ -251,6 +251,16 @@ def test_a_view_held_while_the_context_is_destroyed_stays_readable(make_pp):
     assert pp._supervisor._graveyard == []
 
 
+@pytest.mark.parametrize("release_context", [False, True])
+def test_frames_in_flight_across_a_trim_are_recomputed(make_pp, release_context):
+    pp = make_pp(backend="gl")
+    tensors = [_tensor(40 + i) for i in range(2)]
+    pending = [pp.submit(t, SIZE) for t in tensors]
+    pp.trim(release_context=release_context)  # frees the ring's buffers (or the whole context)
+    for p, tensor in zip(pending, tensors, strict=True):
+        _assert_correct(p.result(), tensor)
+
+
 def test_pending_frames_of_a_closed_processor_raise(make_pp):
     pp = make_pp(backend="gl")
     pending = pp.submit(_tensor(12), SIZE)

@@ -92,6 +92,7 @@ class InFlight:
     frame: Frame
     generation: int
     ticket: int
+    trims: int  #: the pipeline's trim count at submission (a trim since frees the frame's buffer)
 
 
 class Verdict(enum.Enum):
@@ -505,7 +506,7 @@ class GLSupervisor:
         except (GLError, ShaderBuildError, GLUnavailableError) as exc:
             log.debug("frame not started in flight: %s", exc)  # run() meets and reports it again
             return None
-        return InFlight(frame, generation.number, ticket)
+        return InFlight(frame, generation.number, ticket, generation.pipeline.trims)
 
     def finish(
         self,
@@ -520,7 +521,8 @@ class GLSupervisor:
         (or goes to the CPU / WAIT like any frame): never returned from a dead generation.
         """
         generation = self.generation
-        if generation is None or generation.number != flight.generation:
+        stale = generation is None or generation.number != flight.generation
+        if stale or generation.pipeline.trims != flight.trims:
             return self.run(flight.frame, confidence_dst, category_dst, lend)
         pipeline = generation.pipeline
         try:
@@ -548,7 +550,8 @@ class GLSupervisor:
         """Forget a frame in flight that will not be collected (no GL call)."""
         generation = self.generation
         if generation is not None and generation.number == flight.generation:
-            generation.pipeline.cancel(flight.ticket)
+            if generation.pipeline.trims == flight.trims:
+                generation.pipeline.cancel(flight.ticket)
 
     def _deferred_rebuild(self) -> Outcome | None:
         if self._rebuild_at is None:

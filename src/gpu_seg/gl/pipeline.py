@@ -145,6 +145,7 @@ class GLPipeline:
         self.category_shortcut = software
         self.last_category_strategy: tuple[str, float] = ("full", 1.0)
         self.objects_created = 0
+        self.trims = 0  # see trim()
         #: Time each frame's GL work (upload, passes, the start of the readback) with one
         #: ``GL_TIME_ELAPSED`` query (one per generation, kept until the context goes); the result
         #: is ``last_gpu_ms`` after :meth:`wait`. Off by default.
@@ -276,6 +277,7 @@ class GLPipeline:
             self._idle.use()
             self._readback.release()
             self._readback = readback
+            self.trims += 1  # frames in flight lost their buffers with the old strategy
         if self._upload.name != self.upload:
             upload = self._make_upload(self.upload)
             self._upload.release()
@@ -589,7 +591,9 @@ class GLPipeline:
 
     def trim(self) -> None:
         """Free pooled textures, framebuffers, buffers, vertex arrays and programs (context alive
-        and current); the next frame recreates what it needs."""
+        and current); the next frame recreates what it needs. Frames submitted before it can no
+        longer be collected (``trims`` counts the trims: their owners recompute them)."""
+        self.trims += 1
         self._idle.use()
         self._release(self._outputs.clear() + self._tensors.clear())
         self._readback.release()
