@@ -261,6 +261,41 @@ def test_frames_in_flight_across_a_trim_are_recomputed(make_pp, release_context)
         _assert_correct(p.result(), tensor)
 
 
+@pytest.mark.parametrize("release_context", [False, True])
+def test_a_view_held_across_a_trim_keeps_its_data(make_pp, release_context):
+    pp = make_pp(backend="gl")
+    tensor, other = _tensor(50), _tensor(51)
+    view = pp.process_view(tensor, SIZE)
+    confidence = view.confidence_masks
+    pp.trim(release_context=release_context)
+    for _ in range(3):
+        _assert_correct(pp.process(other, SIZE), other)
+        _assert_correct(pp.process_view(other, SIZE), other)
+    want = gpu_seg.reference_postprocess(tensor, "softmax", SIZE)
+    np.testing.assert_allclose(confidence, want.confidence_masks, rtol=2e-6, atol=2e-6)
+    _assert_correct(view, tensor)
+    view.release()
+    del confidence
+    gc.collect()
+    pp.process(other, SIZE)
+    assert pp._supervisor._graveyard == []
+    pp.close()
+    assert pp.live_gl_objects() == 0
+
+
+def test_arrays_of_a_view_stay_readable_after_close(make_pp, caplog):
+    pp = make_pp(backend="gl")
+    tensor = _tensor(52)
+    with pp.process_view(tensor, SIZE) as view:
+        confidence, category = view.confidence_masks, view.category_mask
+    with caplog.at_level("WARNING", logger="gpu_seg"):
+        pp.close()
+    assert "zero-copy views" in caplog.text  # their memory stays mapped (a bounded, reported leak)
+    want = gpu_seg.reference_postprocess(tensor, "softmax", SIZE)
+    np.testing.assert_allclose(confidence, want.confidence_masks, rtol=2e-6, atol=2e-6)
+    np.testing.assert_array_equal(category, want.category_mask)
+
+
 def test_pending_frames_of_a_closed_processor_raise(make_pp):
     pp = make_pp(backend="gl")
     pending = pp.submit(_tensor(12), SIZE)
