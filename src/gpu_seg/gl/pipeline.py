@@ -317,7 +317,8 @@ class GLPipeline:
             raise InputError("gl_passes", f"{name!r} is not one of {PASSES}")
         if name == "compute" and not self.compute_available:
             raise InputError(
-                "gl_passes", f"'compute' needs GL 4.3 compute shaders ({self.renderer}, {self.ctx.version_code})"
+                "gl_passes",
+                f"'compute' needs GL 4.3 compute shaders ({self.renderer}, {self.ctx.version_code})",
             )
 
     def _make_readback(self, name: str) -> Readback:
