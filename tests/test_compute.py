@@ -15,7 +15,7 @@ import gpu_seg
 from gpu_seg import reference_postprocess
 from gpu_seg.gl.compute import compute_available
 from gpu_seg.gl.pipeline import GLPipeline
-from gpu_seg.gl.programs import ProgramCache
+from gpu_seg.gl.programs import ProgramCache, ProgramDefinition
 from gpu_seg.gl.readback import BufferRead, ImageRead
 from gpu_seg.inputs import make_frame
 from gpu_seg.testing import lose_context
@@ -308,3 +308,37 @@ def test_live_gl_objects_stay_flat_over_many_frames(make_pp):
     _assert_correct(result, tensor)
     gc.collect()
     assert pp.live_gl_objects() == live
+
+
+# ----------------------------------------------------------------------------- programs
+def test_a_broken_compute_shader_is_a_line_numbered_build_error(gl_clean):
+    if not compute_available(gl_clean.ctx):
+        pytest.skip("no GL 4.3 compute shaders")
+    cache = ProgramCache(gl_clean.ctx, 97, gl_clean.glsl, lambda: None)
+    bad = ProgramDefinition.compute_of("resize_columns.comp.glsl", TENSOR_H="broken", ALL_CHANNELS=True)
+    with pytest.raises(gpu_seg.ShaderBuildError) as info:
+        cache.get(bad)
+    assert "const int TENSOR_H = broken;" in info.value.source
+    assert "   1| #version 430 core" in info.value.source
+    with pytest.raises(gpu_seg.ShaderBuildError):  # remembered, not rebuilt
+        cache.get(bad)
+    assert cache.counters.program_builds == 1
+
+
+def test_compute_programs_are_bounded_across_tensor_shapes(gl_clean):
+    if not compute_available(gl_clean.ctx):
+        pytest.skip("no GL 4.3 compute shaders")
+    programs = ProgramCache(gl_clean.ctx, 1, gl_clean.glsl, lambda: None, capacity=6)
+    pipeline = GLPipeline(gl_clean.ctx, programs, passes="compute")
+    try:
+        counts = []
+        for i in range(12):
+            tensor = _tensor(i, (6 + i, 7, 3))
+            conf, cat = _run(pipeline, tensor, "softmax", (23, 19))
+            _assert_reference(tensor, "softmax", (23, 19), conf, cat)
+            assert len(pipeline.programs) <= 6
+            counts.append(pipeline.live_objects())
+        assert programs.counters.program_evictions > 0
+        assert len(set(counts[-6:])) == 1, counts
+    finally:
+        pipeline.release()

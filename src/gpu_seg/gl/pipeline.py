@@ -10,8 +10,13 @@ Data flow (see ``shaders/*.glsl`` for the maths, and :mod:`gpu_seg.reference` fo
                   masks per pass (MRT), stored as float32, float16 bits or uint8 (encode.glsl)
     -> read back into the caller's arrays (only the outputs asked for)
 
+    passes="compute" (:mod:`.compute`, GL 4.3): the same arithmetic as compute shaders writing
+    storage buffers: category.comp (packed rows), resize_rows.comp -> resize_columns.comp (every
+    float32 mask in one dispatch, planes back to back); read back as buffer ranges
+
 The modules around this one: :mod:`.plan` (CPU-side planning: layouts, chunks, tables,
-rectangles), :mod:`.slots` (pooled GL objects, built all at once), :mod:`.upload` and
+rectangles), :mod:`.compute` (the compute forms of the heavy passes), :mod:`.slots` (pooled GL
+objects, built all at once), :mod:`.upload` and
 :mod:`.readback` (how bytes cross to and from the GPU), :mod:`.programs` (the program cache).
 Every GL object is created for one context generation and kept in bounded pools, so steady-state
 frames allocate no GL objects. A new generation gets a new pipeline; the old one is either
