@@ -12,8 +12,8 @@ step runs before compilation:
 (shader files, parameters, GLSL version); past its capacity the least recently used program is
 released. A compute definition (:meth:`ProgramDefinition.compute_of`) is built the same way, as a
 ``moderngl.ComputeShader`` with ``#version 430`` (:mod:`.compute`). Every build checks compile
-and link status. A failure is classified: on a lost context it is a :class:`~gpu_seg.errors.ContextLostError`; on a healthy one a
-:class:`~gpu_seg.errors.ShaderBuildError` carrying the driver log and the line-numbered source,
+and link status. A failure is classified: on a lost context it is a
+:class:`~gpu_seg.errors.ContextLostError`; on a healthy one a :class:`~gpu_seg.errors.ShaderBuildError` carrying the driver log and the line-numbered source,
 and the same definition is not built again (the failure is kept in the counters shared by all
 generations of a processor). Nothing here prints: failures go to the ``gpu_seg`` logger (with the
 source when ``GPU_SEG_PRINT_GLSL_ON_ERROR`` is set).
