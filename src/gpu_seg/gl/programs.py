@@ -11,10 +11,11 @@ step runs before compilation:
 :class:`ProgramCache` builds each program once per context generation, keyed by its definition
 (shader files, parameters, GLSL version); past its capacity the least recently used program is
 released. A compute definition (:meth:`ProgramDefinition.compute_of`) is built the same way, as a
-``moderngl.ComputeShader`` with ``#version 430`` (:mod:`.compute`). Every build checks compile
-and link status. A failure is classified: on a lost context it is a
-:class:`~gpu_seg.errors.ContextLostError`; on a healthy one a :class:`~gpu_seg.errors.ShaderBuildError` carrying the driver log and the line-numbered source,
-and the same definition is not built again (the failure is kept in the counters shared by all
+``moderngl.ComputeShader`` with ``#version 430`` (:mod:`.compute`). Every build checks compile and
+link status. A failure is classified: on a lost context it is a
+:class:`~gpu_seg.errors.ContextLostError`; on a healthy one a
+:class:`~gpu_seg.errors.ShaderBuildError` carrying the driver log and the line-numbered source, and
+the same definition is not built again (the failure is kept in the counters shared by all
 generations of a processor). Nothing here prints: failures go to the ``gpu_seg`` logger (with the
 source when ``GPU_SEG_PRINT_GLSL_ON_ERROR`` is set).
 """
