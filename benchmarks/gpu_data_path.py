@@ -4,7 +4,9 @@ For each preset and output mode, interleaved rounds time (medians with IQR, mill
 
 * ``gl-direct``: gpu_seg GL, one ``glGetTexImage`` per plane into fresh numpy arrays (llvmpipe's default);
 * ``gl-mapped``: gpu_seg GL, every output into one persistent mapped buffer, one fence, then a copy
-  into fresh arrays (the default where ``GL_ARB_buffer_storage`` exists and the renderer is a GPU);
+  into fresh arrays (the default where ``GL_ARB_buffer_storage`` exists and the renderer is a GPU),
+  with the fragment passes (``gl_passes="fragment"``);
+* ``gl-compute``: the same with the compute passes (``gl_passes="compute"``, :mod:`gpu_seg.gl.compute`);
 * ``gl-mapped-out``: the same, copied into the caller's preallocated arrays (``confidence_out=``);
 * ``gl-view``: ``process_view``: the masks are read-only views of the mapped buffer (zero-copy),
   released after each frame;
@@ -17,7 +19,11 @@ For each preset and output mode, interleaved rounds time (medians with IQR, mill
   with the tensor and masks on the GPU (where CUDA exists).
 
 GL rows also carry ``gpu_ms``: the median GPU time of a frame's GL work (``time_gpu=True``: one
-``GL_TIME_ELAPSED`` query around upload, passes and the start of the readback).
+``GL_TIME_ELAPSED`` query around upload, passes and the start of the readback), and ``gl_passes``:
+the passes they ran (the other GL rows use ``gl_passes="auto"``: compute on a GPU with GL 4.3).
+
+A row that fails (to set up, or in any frame) is reported with its ``error`` and left out of the
+following rounds; the other rows and cases go on.
 
 Every gpu_seg row is checked against the numpy reference on its last frame. Prints a Markdown table
 and writes everything (with the machine, GPU, driver and commit) to ``--json``.
@@ -190,25 +196,35 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
     conf, cat = MODES[mode]
     want = gpu_seg.reference_postprocess(tensor, activation, size, conf, cat)
     options = {"output_confidence_masks": conf, "output_category_mask": cat}
-    processors = {
-        name: gpu_seg.SegmentationPostprocessor(activation, backend="gl", time_gpu=True, **options)
-        for name in ("gl-direct", "gl-mapped", "gl-mapped-out")
-    }
-    for name in ("gl-view", "gl-async", "gl-async-view"):
-        processors[name] = gpu_seg.SegmentationPostprocessor(
-            activation, backend="gl", readback="mapped", **options
-        )
+    processors: dict[str, gpu_seg.SegmentationPostprocessor] = {}
     calls: dict[str, Call] = {}
     checks: dict[str, Call] = {}
-    for name, readback, into in (
-        ("gl-direct", "direct", False),
-        ("gl-mapped", "mapped", False),
-        ("gl-mapped-out", "mapped", True),
+    errors: dict[str, str] = {}
+
+    def gl_row(name: str, make: Callable[[gpu_seg.SegmentationPostprocessor], tuple[Call, Call]], **extra):
+        try:
+            processors[name] = gpu_seg.SegmentationPostprocessor(activation, backend="gl", **options, **extra)
+            calls[name], checks[name] = make(processors[name])
+        except Exception as exc:  # one row's failure must not hide the others
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            calls.pop(name, None)
+            print(f"  {name} failed to start: {errors[name]}", file=sys.stderr)
+
+    for name, readback, into, passes in (
+        ("gl-direct", "direct", False, "auto"),
+        ("gl-mapped", "mapped", False, "fragment"),
+        ("gl-compute", "mapped", False, "compute"),
+        ("gl-mapped-out", "mapped", True, "auto"),
     ):
-        calls[name], checks[name] = _gl_call(processors[name], tensor, size, readback, into, mode)
-    calls["gl-view"], checks["gl-view"] = _view_call(processors["gl-view"], tensor, size)
+        gl_row(
+            name,
+            lambda pp, r=readback, i=into: _gl_call(pp, tensor, size, r, i, mode),
+            time_gpu=True,
+            gl_passes=passes,
+        )
+    gl_row("gl-view", lambda pp: _view_call(pp, tensor, size), readback="mapped")
     for name, view in (("gl-async", False), ("gl-async-view", True)):
-        calls[name], checks[name] = _async_call(processors[name], tensor, size, view)
+        gl_row(name, lambda pp, v=view: _async_call(pp, tensor, size, v), readback="mapped")
     per_call = {"gl-async": ASYNC_CHAIN, "gl-async-view": ASYNC_CHAIN}
     cpu = gpu_seg.SegmentationPostprocessor(activation, backend="cpu", **options)
     gpu_seg.cpu.warm_up()
@@ -222,27 +238,54 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
         calls["mediapipe"] = mediapipe.call
     except BackendUnavailableError as exc:
         print(f"  mediapipe unavailable: {exc}", file=sys.stderr)
-    calls.update(_torch_calls(tensor, size, activation, mode))
+    try:
+        calls.update(_torch_calls(tensor, size, activation, mode))
+    except Exception as exc:  # a broken torch install must not hide the GL rows
+        errors["torch"] = f"{type(exc).__name__}: {exc}"
     samples: dict[str, list[float]] = {name: [] for name in calls}
     gpu_ms: dict[str, list[float]] = {name: [] for name in processors}
-    for call in calls.values():  # warm-up
-        call()
+
+    def attempt(name: str, call: Call) -> bool:
+        try:
+            call()
+            return True
+        except Exception as exc:  # one row's failure must not hide the others
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            print(f"  {name} failed: {errors[name]}", file=sys.stderr)
+            return False
+
+    for name, call in list(calls.items()):  # warm-up
+        if not attempt(name, call):
+            del calls[name]
     for _ in range(rounds):
-        for name, call in calls.items():
+        for name, call in list(calls.items()):
             for _ in range(max(1, frames // rounds)):
                 started = time.perf_counter()
-                call()
+                if not attempt(name, call):
+                    del calls[name]
+                    break
                 samples[name].append((time.perf_counter() - started) * 1e3 / per_call.get(name, 1))
                 if name in processors and processors[name].stats["last_gpu_ms"] is not None:
                     gpu_ms[name].append(processors[name].stats["last_gpu_ms"])
-    rows = {name: _summary(values) for name, values in samples.items()}
+    rows: dict[str, dict[str, Any]] = {name: _summary(values) for name, values in samples.items() if values}
+    for name, error in errors.items():
+        rows.setdefault(name, {})["error"] = error
     for name, check in checks.items():
-        rows[name].update(_check(check(), want))
+        if name in calls:
+            try:
+                rows[name].update(_check(check(), want))
+            except Exception as exc:
+                rows[name]["error"] = f"check: {type(exc).__name__}: {exc}"
     for name in per_call:
-        rows[name]["frames_per_call"] = per_call[name]
+        if name in rows:
+            rows[name]["frames_per_call"] = per_call[name]
     for name, pp in processors.items():
-        rows[name]["readback"] = pp._supervisor.generation.pipeline.readback
-        rows[name]["gpu_ms"] = float(np.median(gpu_ms[name])) if gpu_ms[name] else None
+        row = rows.setdefault(name, {})
+        generation = pp._supervisor.generation if pp._supervisor else None
+        if generation is not None:
+            row["readback"] = generation.pipeline.readback
+            row["gl_passes"] = generation.pipeline.passes
+        row["gpu_ms"] = float(np.median(gpu_ms[name])) if gpu_ms.get(name) else None
         pp.close()
     cpu.close()
     if mediapipe is not None:
@@ -282,6 +325,9 @@ def _machine() -> dict[str, Any]:
     return info
 
 
+_CHECK_KEYS = ("max_conf_diff", "category_mismatches", "error")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESETS))
@@ -294,17 +340,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {report['machine'].get('renderer')} / {report['machine'].get('cpu')}", flush=True)
     for preset in args.presets.split(","):
         for mode in args.modes.split(","):
-            case = run_case(preset, mode, args.frames, args.rounds)
+            try:
+                case = run_case(preset, mode, args.frames, args.rounds)
+            except Exception as exc:  # one case's failure must not hide the others
+                print(f"\n## {preset} {mode}: failed: {type(exc).__name__}: {exc}", flush=True)
+                report["cases"].append(
+                    {"preset": preset, "mode": mode, "error": f"{type(exc).__name__}: {exc}"}
+                )
+                continue
             report["cases"].append(case)
             names = list(case["rows"])
             print(f"\n## {preset} {mode} ({case['bytes_out'] / 1e6:.1f} MB out)")
-            print("| row | median ms | IQR | check |")
-            print("|---|---|---|---|")
+            print("| row | median ms | IQR | GPU ms | passes | check |")
+            print("|---|---|---|---|---|---|")
             for name in names:
                 row = case["rows"][name]
-                check = {k: v for k, v in row.items() if k in ("max_conf_diff", "category_mismatches")}
+                check = {
+                    k: v for k, v in row.items() if k in ("max_conf_diff", "category_mismatches", "error")
+                }
+                median = f"{row['median_ms']:.3f}" if "median_ms" in row else "-"
+                iqr = f"{row['iqr_ms']:.3f}" if "iqr_ms" in row else "-"
+                gpu = f"{row['gpu_ms']:.3f}" if row.get("gpu_ms") is not None else ""
                 print(
-                    f"| {name} | {row['median_ms']:.3f} | {row['iqr_ms']:.3f} | {check or ''} |", flush=True
+                    f"| {name} | {median} | {iqr} | {gpu} | {row.get('gl_passes', '')} | {check or ''} |",
+                    flush=True,
                 )
     if args.json:
         with open(args.json, "w") as handle:

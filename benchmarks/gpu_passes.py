@@ -1,9 +1,12 @@
 """GPU time of each pass of a frame (a diagnostic: where the GPU time of a frame goes).
 
-Every full-screen pass (``GLPipeline._draw``), the upload and the start of the readback are run
-alone: ``glFinish`` before and after, one ``GL_TIME_ELAPSED`` query around the call, so a pass's
-figure is its own GPU time without the gaps of the host issuing commands. Medians over
-``--frames`` frames of ``process()`` (mapped readback) per preset, both outputs. Prints JSON.
+Every full-screen pass (``GLPipeline._draw``), every compute dispatch (``ComputeShader.run`` of
+:mod:`gpu_seg.gl.compute`), the upload and the start of the readback are run alone: ``glFinish``
+before and after, one ``GL_TIME_ELAPSED`` query around the call, so a pass's figure is its own GPU
+time without the gaps of the host issuing commands. Medians over ``--frames`` frames of
+``process()`` (mapped readback) per preset, both outputs, once per form of the passes
+(``--passes``: ``gl_passes="fragment"`` and ``"compute"``). A run that fails is reported with its
+error; the others go on. Prints JSON.
 
     python benchmarks/gpu_passes.py --presets multiclass,deeplab --frames 10 --json passes.json
 """
@@ -17,10 +20,12 @@ import json
 import statistics
 import sys
 
+import moderngl
 import numpy as np
 
 import gpu_seg
 from gpu_seg.gl import pipeline as pipeline_module
+from gpu_seg.gl import programs as programs_module
 from gpu_seg.gl import readback as readback_module
 from gpu_seg.gl import upload as upload_module
 from gpu_seg.tools.bench.cases import PRESETS, model_like_tensor
@@ -60,6 +65,33 @@ def install() -> None:
             return start(self, readout, *args, **kwargs)
 
     readback_module.MappedReadback.start = timed_start
+    _wrap_compute()
+
+
+_compute_names: dict[int, str] = {}
+#: ``ComputeShader.run`` before :func:`install` wraps it (the probe times its dispatch itself).
+_UNTIMED_RUN = moderngl.ComputeShader.run
+
+
+def _wrap_compute() -> None:
+    """Time every compute dispatch, named after its program (remembered when the cache hands it out)."""
+    cache_get = programs_module.ProgramCache.get
+
+    def named_get(self, definition):
+        program = cache_get(self, definition)
+        if definition.compute:
+            _compute_names[program.glo] = definition.name
+        return program
+
+    programs_module.ProgramCache.get = named_get
+    run = moderngl.ComputeShader.run
+
+    def timed_run(self, group_x=1, group_y=1, group_z=1):
+        name = f"{_compute_names.get(self.glo, 'compute')}.comp {group_x}x{group_y}x{group_z} groups"
+        with _gpu_time(self.ctx, name):
+            return run(self, group_x, group_y, group_z)
+
+    moderngl.ComputeShader.run = timed_run
 
 
 def _wrap_upload(cls) -> None:
@@ -72,23 +104,29 @@ def _wrap_upload(cls) -> None:
     cls.upload = timed_upload
 
 
-def measure(preset_name: str, frames: int) -> dict:
+def measure(preset_name: str, frames: int, gl_passes: str = "fragment") -> dict:
     preset = PRESETS[preset_name]
     tensor = model_like_tensor(preset.tensor_shape, np.random.default_rng(7))
     _samples.clear()
-    with gpu_seg.SegmentationPostprocessor(preset.activation, backend="gl", readback="mapped") as pp:
+    with gpu_seg.SegmentationPostprocessor(
+        preset.activation, backend="gl", readback="mapped", gl_passes=gl_passes
+    ) as pp:
         for _ in range(2):
             pp.process(tensor, preset.output_size)
         _samples.clear()
         for _ in range(frames):
-            pp.process(tensor, preset.output_size)
+            result = pp.process(tensor, preset.output_size)
         renderer = pp.context_info.renderer
+    want = gpu_seg.reference_postprocess(tensor, preset.activation, preset.output_size)
     passes = {name: statistics.median(values) for name, values in _samples.items()}
     return {
         "preset": preset_name,
+        "gl_passes": gl_passes,
         "renderer": renderer,
         "passes_ms": dict(sorted(passes.items(), key=lambda item: -item[1])),
         "sum_ms": sum(passes.values()),
+        "category_mismatches": int((result.category_mask != want.category_mask).sum()),
+        "max_conf_diff": float(np.nanmax(np.abs(result.confidence_masks - want.confidence_masks))),
     }
 
 
@@ -162,20 +200,72 @@ def probes(size: tuple[int, int] = (1920, 1542), repeats: int = 8) -> dict[str, 
                 target.release()
                 source.release()
                 lut.release()
+            try:
+                out.update(_compute_probe(ctx, size, repeats))
+            except Exception as exc:  # no compute shaders: the fragment probes still count
+                out["compute constant: error"] = f"{type(exc).__name__}: {exc}"
             return out
 
         return pp.run_gl(run)
+
+
+_COMPUTE_CONSTANT = """#version 430 core
+layout(local_size_x = 128) in;
+layout(std430, binding = 0) writeonly buffer Out { vec4 values[]; };
+uniform int u_count;
+void main() {
+    int i = int(gl_GlobalInvocationID.x);
+    if (i < u_count) values[i] = vec4(0.25);
+}"""
+
+
+def _compute_probe(ctx, size: tuple[int, int], repeats: int) -> dict[str, object]:
+    """GPU time of a compute dispatch writing a constant vec4 per pixel into a storage buffer of
+    the probes' target size (the compute counterpart of the "constant" probe)."""
+    count = size[0] * size[1]
+    shader = ctx.compute_shader(_COMPUTE_CONSTANT)
+    buffer = ctx.buffer(reserve=count * 16)
+    try:
+        shader["u_count"].value = count
+        buffer.bind_to_storage_buffer(0)
+        times = []
+        for _ in range(repeats):
+            ctx.finish()
+            query = ctx.query(time=True)
+            with query:
+                _UNTIMED_RUN(shader, -(-count // 128))
+            ctx.finish()
+            times.append(query.elapsed / 1e6)
+        ctx.memory_barrier()
+        head = np.frombuffer(buffer.read(size=16), np.float32)
+        return {
+            f"compute constant {size[0]}x{size[1]} vec4 buffer": statistics.median(times),
+            "compute constant: written": bool(np.all(head == 0.25)),
+        }
+    finally:
+        buffer.release()
+        shader.release()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="selfie,multiclass,deeplab")
     parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--passes", default="fragment,compute", help="gl_passes values to measure")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     install()
-    results: list[dict] = [{"probes_ms": probes()}]
-    results += [measure(name, args.frames) for name in args.presets.split(",")]
+    results: list[dict] = []
+    try:
+        results.append({"probes_ms": probes()})
+    except Exception as exc:  # a failure in one part must not hide the others
+        results.append({"probes_ms": None, "error": f"{type(exc).__name__}: {exc}"})
+    for name in args.presets.split(","):
+        for passes in args.passes.split(","):
+            try:
+                results.append(measure(name, args.frames, passes))
+            except Exception as exc:
+                results.append({"preset": name, "gl_passes": passes, "error": f"{type(exc).__name__}: {exc}"})
     text = json.dumps(results, indent=1)
     if args.json:
         with open(args.json, "w") as handle:

@@ -87,6 +87,11 @@ class SegmentationPostprocessor:
             synchronous read per mask) or ``"mapped"`` (a ring of persistently mapped buffers,
             one fence per frame: needed for zero-copy views and overlapping frames in flight;
             ``GL_ARB_buffer_storage``). See :mod:`gpu_seg.gl.readback`.
+        gl_passes: the form of the resize and category passes (identical results): ``"auto"``
+            (default: ``"compute"`` where GL 4.3 compute shaders exist on a hardware GPU,
+            ``"fragment"`` on software rasterisers, where it is faster), ``"fragment"`` or
+            ``"compute"`` (needs GL 4.3; float16/uint8 masks keep the fragment resize). See
+            :mod:`gpu_seg.gl.compute`.
 
     Convention:
         ``tensor`` is float32 ``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)``, channel-interleaved
@@ -124,6 +129,7 @@ class SegmentationPostprocessor:
         cpu_threads: int | None = None,
         time_gpu: bool = False,
         readback: Literal["auto", "direct", "mapped"] = "auto",
+        gl_passes: Literal["auto", "fragment", "compute"] = "auto",
     ) -> None:
         self.activation = parse_activation(activation)
         self.confidence_format = ConfidenceFormat.parse(confidence_dtype)
@@ -141,6 +147,8 @@ class SegmentationPostprocessor:
             cpu_threads = positive_int(cpu_threads, "cpu_threads")
         if readback not in ("auto", "direct", "mapped"):
             raise InputError("readback", f"{readback!r} is not 'auto', 'direct' or 'mapped'")
+        if gl_passes not in ("auto", "fragment", "compute"):
+            raise InputError("gl_passes", f"{gl_passes!r} is not 'auto', 'fragment' or 'compute'")
         if policy is not None and not isinstance(policy, RecoveryPolicy):
             raise InputError("policy", f"expected a gpu_seg.RecoveryPolicy, got {type(policy).__name__}")
         if idle_release_after is not None and not (
@@ -180,6 +188,7 @@ class SegmentationPostprocessor:
                     gl_timeout,
                     bool(time_gpu),
                     readback,
+                    gl_passes,
                 )
                 self._supervisor.start()
         finally:
@@ -477,6 +486,7 @@ class SegmentationPostprocessor:
                 "speed_choice": self._speed.summary() if self._speed else None,
                 "chosen_cpu_frames": self._chosen_cpu_frames,
                 "last_gpu_ms": generation.pipeline.last_gpu_ms if generation else None,
+                "gl_passes": generation.pipeline.passes if generation else None,
             }
 
     @property

@@ -128,6 +128,7 @@ class GLSupervisor:
         gl_timeout: seconds before a frame on the GL thread counts as a hung driver.
         time_gpu: time each frame's GL work with a timer query (``pipeline.last_gpu_ms``).
         readback: ``"auto"``, ``"direct"`` or ``"mapped"`` (see :mod:`gpu_seg.gl.readback`).
+        passes: ``"auto"``, ``"fragment"`` or ``"compute"`` (see :mod:`gpu_seg.gl.compute`).
     """
 
     def __init__(
@@ -140,8 +141,10 @@ class GLSupervisor:
         gl_timeout: float | None,
         time_gpu: bool = False,
         readback: str = "auto",
+        passes: str = "auto",
     ) -> None:
         self.backend = backend
+        self.passes = passes  # "auto" (the pipeline's choice per renderer), "fragment" or "compute"
         self.readback = readback  # "auto" (the pipeline's choice per renderer), "direct" or "mapped"
         self.events = events
         self.recovery: RecoveryState = policy.new_state()
@@ -636,7 +639,9 @@ class GLSupervisor:
             self.faults.take_link_failure,
         )
         try:
-            pipeline = session.run(lambda: GLPipeline(session.mgl, programs, readback=self.readback))
+            pipeline = session.run(
+                lambda: GLPipeline(session.mgl, programs, readback=self.readback, passes=self.passes)
+            )
         except BaseException:
             session.abandon()
             raise

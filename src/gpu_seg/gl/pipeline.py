@@ -10,8 +10,13 @@ Data flow (see ``shaders/*.glsl`` for the maths, and :mod:`gpu_seg.reference` fo
                   masks per pass (MRT), stored as float32, float16 bits or uint8 (encode.glsl)
     -> read back into the caller's arrays (only the outputs asked for)
 
+    passes="compute" (:mod:`.compute`, GL 4.3): the same arithmetic as compute shaders writing
+    storage buffers: category.comp (packed rows), resize_rows.comp -> resize_columns.comp (every
+    float32 mask in one dispatch, planes back to back); read back as buffer ranges
+
 The modules around this one: :mod:`.plan` (CPU-side planning: layouts, chunks, tables,
-rectangles), :mod:`.slots` (pooled GL objects, built all at once), :mod:`.upload` and
+rectangles), :mod:`.compute` (the compute forms of the heavy passes), :mod:`.slots` (pooled GL
+objects, built all at once), :mod:`.upload` and
 :mod:`.readback` (how bytes cross to and from the GPU), :mod:`.programs` (the program cache).
 Every GL object is created for one context generation and kept in bounded pools, so steady-state
 frames allocate no GL objects. A new generation gets a new pipeline; the old one is either
@@ -41,6 +46,7 @@ from ..errors import InputError
 from ..frame import ConfidenceFormat, Frame
 from ..types import Activation
 from . import rawgl
+from .compute import ComputePasses, compute_available
 from .plan import (
     TEXTURE_FORMATS,
     ConfidencePlan,
@@ -54,7 +60,7 @@ from .plan import (
     unsure_rectangles,
 )
 from .programs import ProgramCache, ProgramDefinition
-from .readback import DirectReadback, FrameReadout, ImageRead, MappedReadback, Purpose, Readback
+from .readback import DirectReadback, FrameReadout, ImageRead, MappedReadback, Purpose, Read, Readback
 from .resident import GLSource, ResidentImages, run_resident
 from .slots import (
     CategoryPart,
@@ -69,12 +75,14 @@ from .slots import (
 )
 from .upload import DirectUpload, MappedUpload, Upload
 
-__all__ = ["STRATEGIES", "GLLimits", "GLPipeline", "TensorLayout", "is_software_renderer"]
+__all__ = ["PASSES", "STRATEGIES", "GLLimits", "GLPipeline", "TensorLayout", "is_software_renderer"]
 
 _VERTEX = "fullscreen.vert.glsl"
 _ACTIVATION_CODE = {Activation.NONE: 0, Activation.SIGMOID: 1, Activation.SOFTMAX: 2}
 #: Data-path strategies (readback and upload): see :mod:`.readback` and :mod:`.upload`.
 STRATEGIES = ("direct", "mapped")
+#: Forms of the heavy passes (resize, category): see :mod:`.compute`.
+PASSES = ("fragment", "compute")
 _SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software rasterizer", "swiftshader", "lavapipe")
 
 
@@ -97,6 +105,11 @@ class GLPipeline:
             (direct on llvmpipe, where it is fastest; mapped where ``GL_ARB_buffer_storage``
             exists on other renderers); may be set, takes effect at the next frame.
         upload: ``"direct"`` or ``"mapped"`` (see :mod:`.upload`), chosen and set likewise.
+        passes: ``"fragment"`` or ``"compute"``: the form of the resize and category passes (see
+            :mod:`.compute`; identical results). Chosen from the renderer: compute where GL 4.3
+            compute shaders exist on a hardware GPU, fragment on software rasterisers (faster
+            there, measured); may be set, takes effect at the next frame. Resident frames
+            (:meth:`submit_resident`) always use the fragment passes.
         category_shortcut: draw input cells whose class is certain as flat rectangles and
             interpolate only the other cells (exact; see ``shaders/cell_class.frag.glsl``). It
             costs a host round trip inside the frame, which pays on llvmpipe only: on by default
@@ -119,6 +132,8 @@ class GLPipeline:
         programs: ProgramCache,
         max_texture_size: int | None = None,
         readback: str = "auto",
+        passes: str = "auto",
+        max_storage_block: int | None = None,
     ) -> None:
         self.ctx = ctx
         self.programs = programs
@@ -142,6 +157,13 @@ class GLPipeline:
             self.readback = readback
         self._readback: Readback = self._make_readback(self.readback)
         self._upload: Upload = self._make_upload(default)
+        self.compute_available = compute_available(ctx)
+        self.passes = "compute" if self.compute_available and not software else "fragment"
+        if passes != "auto":
+            self._check_passes(passes)
+            self.passes = passes
+        # max_storage_block: tests lower it to exercise split dispatches and the fragment fallback
+        self._compute = ComputePasses(ctx, programs, self._builder, max_storage_block)
         self.category_shortcut = software
         self.last_category_strategy: tuple[str, float] = ("full", 1.0)
         self.objects_created = 0
@@ -196,13 +218,21 @@ class GLPipeline:
         channels = None if not confidence or frame.all_channels else frame.confidence_channels
         output = self._output_slot(OutputKind(layout, fmt, channels), frame.width, frame.height)
         size = (frame.width, frame.height)
+        self._check_passes(self.passes)
+        compute = self.passes == "compute"
         category = None
         if frame.category:
-            category = self._draw_category(slot, output, frame.activation, size)
-        planes: tuple[ImageRead, ...] = ()
+            if compute and self._compute.fits_category(output):
+                category = self._compute.category(slot, output, frame.activation, size)
+            else:
+                category = self._draw_category(slot, output, frame.activation, size)
+        planes: tuple[Read, ...] = ()
         if confidence:
             source = self._draw_activation(slot, frame.activation)
-            planes = self._draw_confidence(slot, output, source, size)
+            if compute and self._compute.fits_confidence(output):
+                planes = self._compute.confidence(slot, output, source, size)
+            else:
+                planes = self._draw_confidence(slot, output, source, size)
         self._idle.use()
         return self._readback.start(FrameReadout(planes, category, frame.width), purpose, owner)
 
@@ -288,6 +318,15 @@ class GLPipeline:
             raise InputError(argument, f"{name!r} is not one of {STRATEGIES}")
         if name == "mapped" and self._gl is None:
             raise InputError(argument, f"'mapped' needs GL_ARB_buffer_storage (renderer {self.renderer})")
+
+    def _check_passes(self, name: str) -> None:
+        if name not in PASSES:
+            raise InputError("gl_passes", f"{name!r} is not one of {PASSES}")
+        if name == "compute" and not self.compute_available:
+            raise InputError(
+                "gl_passes",
+                f"'compute' needs GL 4.3 compute shaders ({self.renderer}, {self.ctx.version_code})",
+            )
 
     def _make_readback(self, name: str) -> Readback:
         self._check_strategy("readback", name)

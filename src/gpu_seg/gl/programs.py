@@ -10,10 +10,12 @@ step runs before compilation:
 
 :class:`ProgramCache` builds each program once per context generation, keyed by its definition
 (shader files, parameters, GLSL version); past its capacity the least recently used program is
-released. Every build checks compile and link status. A failure is classified: on a lost context
-it is a :class:`~gpu_seg.errors.ContextLostError`; on a healthy one a
-:class:`~gpu_seg.errors.ShaderBuildError` carrying the driver log and the line-numbered source,
-and the same definition is not built again (the failure is kept in the counters shared by all
+released. A compute definition (:meth:`ProgramDefinition.compute_of`) is built the same way, as a
+``moderngl.ComputeShader`` with ``#version 430`` (:mod:`.compute`). Every build checks compile and
+link status. A failure is classified: on a lost context it is a
+:class:`~gpu_seg.errors.ContextLostError`; on a healthy one a
+:class:`~gpu_seg.errors.ShaderBuildError` carrying the driver log and the line-numbered source, and
+the same definition is not built again (the failure is kept in the counters shared by all
 generations of a processor). Nothing here prints: failures go to the ``gpu_seg`` logger (with the
 source when ``GPU_SEG_PRINT_GLSL_ON_ERROR`` is set).
 """
@@ -91,16 +93,22 @@ class ProgramDefinition:
     """What a program is made of; its hash is the cache key (with the GLSL version)."""
 
     vertex: str
-    fragment: str
+    fragment: str  # the compute shader of a compute program
     params: tuple[tuple[str, object], ...] = ()
+    compute: bool = False
 
     @classmethod
     def of(cls, vertex: str, fragment: str, **params: object) -> ProgramDefinition:
         return cls(vertex, fragment, tuple(sorted(params.items())))
 
+    @classmethod
+    def compute_of(cls, shader: str, **params: object) -> ProgramDefinition:
+        """A compute program (``moderngl.ComputeShader``, GLSL :data:`COMPUTE_GLSL_VERSION` or later)."""
+        return cls("", shader, tuple(sorted(params.items())), compute=True)
+
     @property
     def name(self) -> str:
-        return self.fragment.removesuffix(".frag.glsl")
+        return self.fragment.removesuffix(".frag.glsl").removesuffix(".comp.glsl")
 
 
 @dataclass
@@ -122,13 +130,16 @@ class BuildCounters:
             self.failed_definitions.popitem(last=False)
 
 
+#: The ``#version`` of compute programs (GL 4.3 / ``ARB_compute_shader``), whatever the context's.
+COMPUTE_GLSL_VERSION = 430
+
 #: Broken shader definitions remembered (never rebuilt) per processor.
 MAX_FAILED_DEFINITIONS = 64
 
 
 @dataclass
 class _Entry:
-    program: moderngl.Program
+    program: moderngl.Program | moderngl.ComputeShader
     vertex_array: moderngl.VertexArray | None = None  # attribute-less, for full-screen passes
 
 
@@ -191,8 +202,8 @@ class ProgramCache:
         """Call ``callback(program)`` before an evicted program is released."""
         self._evict_callbacks.append(callback)
 
-    def get(self, definition: ProgramDefinition) -> moderngl.Program:
-        """The program for ``definition``, built on first use."""
+    def get(self, definition: ProgramDefinition) -> moderngl.Program | moderngl.ComputeShader:
+        """The program for ``definition``, built on first use (a ``ComputeShader`` for a compute one)."""
         return self._entry(definition).program
 
     def vertex_array(self, definition: ProgramDefinition) -> tuple[moderngl.Program, moderngl.VertexArray]:
@@ -220,7 +231,11 @@ class ProgramCache:
             _release(evicted)
         return entry
 
-    def _build(self, definition: ProgramDefinition) -> moderngl.Program:
+    def _build(self, definition: ProgramDefinition) -> moderngl.Program | moderngl.ComputeShader:
+        if definition.compute:
+            version = max(self.glsl_version, COMPUTE_GLSL_VERSION)
+            source = render_source(definition.fragment, dict(definition.params, GLSL_VERSION=version))
+            return self._compile(definition, {"compute": source})
         params = dict(definition.params, GLSL_VERSION=self.glsl_version)
         vertex_params = _params_for(definition.vertex, params)
         fragment_params = _params_for(definition.fragment, params)
@@ -231,12 +246,20 @@ class ProgramCache:
             "vertex": render_source(definition.vertex, vertex_params),
             "fragment": render_source(definition.fragment, fragment_params),
         }
+        return self._compile(definition, sources)
+
+    def _compile(
+        self, definition: ProgramDefinition, sources: dict[str, str]
+    ) -> moderngl.Program | moderngl.ComputeShader:
+        """Compile and link ``sources`` (``vertex`` and ``fragment``, or ``compute``), errors classified."""
         self.counters.program_builds += 1
         injected = self._fault_hook() if self._fault_hook else None
         if injected:
             self.counters.link_failures += 1
             raise ContextLostError(f"building {definition.name!r}: {injected}", reason=injected)
         try:
+            if "compute" in sources:
+                return self.ctx.compute_shader(sources["compute"])
             return self.ctx.program(vertex_shader=sources["vertex"], fragment_shader=sources["fragment"])
         except moderngl.Error as exc:
             self.counters.link_failures += 1
@@ -245,7 +268,10 @@ class ProgramCache:
                 raise ContextLostError(
                     f"building {definition.name!r} failed on a lost context ({lost})", reason=lost
                 ) from exc
-            failing = "fragment" if "fragment" in str(exc).lower() else "vertex"
+            if "compute" in sources:
+                failing = "compute"
+            else:
+                failing = "fragment" if "fragment" in str(exc).lower() else "vertex"
             error = ShaderBuildError(definition.name, str(exc), line_numbered(sources[failing]))
             self.counters.remember_failure(definition, error)
             log.error("shader build failed on a healthy context: %s", error)

@@ -1,7 +1,8 @@
 """Reading a frame's masks back to host memory: ``"direct"`` or ``"mapped"``.
 
 A frame's outputs are described by a :class:`FrameReadout` (what to read: whole textures, or a
-viewport of a framebuffer attachment when the output slot is larger than the frame). A strategy
+viewport of a framebuffer attachment when the output slot is larger than the frame, or ranges of
+the buffers that compute passes wrote: :class:`BufferRead`). A strategy
 then runs in three steps, which :meth:`gpu_seg.gl.pipeline.GLPipeline.process` calls in a row and
 an owner that checks the context between them may call one by one:
 
@@ -55,7 +56,7 @@ import numpy as np
 from ..errors import CapacityError
 from .rawgl import GLFunctions, MappedArena
 
-__all__ = ["DirectReadback", "FrameReadout", "ImageRead", "MappedReadback", "Readback"]
+__all__ = ["BufferRead", "DirectReadback", "FrameReadout", "ImageRead", "MappedReadback", "Read", "Readback"]
 
 #: Offset of the category image in the mapped buffer: a multiple of this (bytes).
 _ALIGN = 256
@@ -98,6 +99,38 @@ class ImageRead:
 
 
 @dataclass(frozen=True)
+class BufferRead:
+    """A 2-D image lying in a GL buffer (written by the compute passes, :mod:`.compute`): ``height``
+    rows of ``width`` texels of ``itemsize`` bytes, tightly packed, from byte ``offset``.
+
+    Read the way an :class:`ImageRead` is: into a host array (``glGetBufferSubData``) or into a
+    buffer at a byte offset (``glCopyBufferSubData``, a GPU-side copy).
+    """
+
+    buffer: moderngl.Buffer
+    offset: int
+    width: int  # texels
+    height: int
+    dtype: str  # moderngl dtype of the texels (as ImageRead's)
+    itemsize: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.width * self.height * self.itemsize
+
+    def read_into(self, target: np.ndarray | moderngl.Buffer, offset: int = 0) -> None:
+        """Read into a host array (``offset`` 0) or copy into a buffer at byte ``offset``."""
+        if isinstance(target, moderngl.Buffer):
+            self.buffer.ctx.copy_buffer(target, self.buffer, self.nbytes, self.offset, offset)
+        else:
+            self.buffer.read_into(target, self.nbytes, self.offset)
+
+
+#: How to read one image of a frame: a texture (fragment passes) or a buffer (compute passes).
+Read = ImageRead | BufferRead
+
+
+@dataclass(frozen=True)
 class FrameReadout:
     """What a frame reads back: one image per confidence mask (in order) and the packed category.
 
@@ -105,8 +138,8 @@ class FrameReadout:
     first ``category_width`` columns are the mask.
     """
 
-    confidence: tuple[ImageRead, ...]
-    category: ImageRead | None
+    confidence: tuple[Read, ...]
+    category: Read | None
     category_width: int
 
 

@@ -33,6 +33,7 @@ from .plan import BlockRanges, ConfidencePlan, TensorLayout
 __all__ = [
     "CategoryPart",
     "CellsPart",
+    "ComputeConfidencePart",
     "ConfidencePart",
     "ObjectBuilder",
     "OutputKind",
@@ -106,6 +107,10 @@ class ObjectBuilder:
 
     def buffer(self, reserve: int) -> moderngl.Buffer:
         return self._keep(self.ctx.buffer(reserve=max(4, reserve), dynamic=True))
+
+    def storage(self, nbytes: int) -> moderngl.Buffer:
+        """A buffer written and read by the GPU only (a shader storage buffer of compute passes)."""
+        return self._keep(self.ctx.buffer(reserve=max(4, nbytes)))
 
     def sampler(self) -> moderngl.Sampler:
         """A NEAREST, clamped sampler object (overrides a texture's own filter state where bound)."""
@@ -208,6 +213,22 @@ class ConfidencePart:
         return [*self.framebuffers, *self.textures, *self.rows.objects(), self.lut_x, self.lut_y]
 
 
+@dataclass
+class ComputeConfidencePart:
+    """Compute passes (:mod:`.compute`): the planar rows buffer, the planes buffer (float32 masks back
+    to back, a plane stride of whole 256-byte blocks), the resize tables and the channel table."""
+
+    rows: moderngl.Buffer
+    planes: moderngl.Buffer
+    lut_x: moderngl.Texture
+    lut_y: moderngl.Texture
+    channels: moderngl.Buffer | None  # int32 channel of each mask (None: mask k is channel k)
+    size: tuple[int, int] | None = None  # the output size the tables hold
+
+    def objects(self) -> list:
+        return [self.rows, self.planes, self.lut_x, self.lut_y, *([self.channels] if self.channels else [])]
+
+
 @dataclass(frozen=True)
 class OutputKind:
     """What output slots are interchangeable for: same tensor layout, format and channels."""
@@ -225,6 +246,8 @@ class OutputSlot:
     capacity: tuple[int, int]
     category: CategoryPart | None = None
     confidence: ConfidencePart | None = None
+    compute_category: moderngl.Buffer | None = None  # packed category rows (compute pass)
+    compute_confidence: ComputeConfidencePart | None = None
 
     def fits(self, width: int, height: int) -> bool:
         return width <= self.capacity[0] and height <= self.capacity[1]
@@ -234,6 +257,8 @@ class OutputSlot:
 
     def objects(self) -> list:
         objects = self.category.objects() if self.category else []
+        objects += self.compute_confidence.objects() if self.compute_confidence else []
+        objects += [self.compute_category] if self.compute_category else []
         return objects + (self.confidence.objects() if self.confidence else [])
 
 

@@ -1,0 +1,50 @@
+#include "prelude.glsl"
+// Compute form of resize_columns.frag.glsl for float32 masks (same arithmetic): the planar rows of
+// resize_rows.comp.glsl blended vertically, h(y0) * w0 + h(y1) * w1, every mask of the frame in one
+// dispatch of (ceil(u_width / 128), u_height, masks) work groups (or a few, when the masks do not fit
+// one storage block binding). Mask u_first_mask + z goes to planes[z * u_plane_stride + y * u_width
+// + x] of the bound range: planes back to back, (masks, height, width) float32 with a plane stride
+// of whole 256-byte blocks. ALL_CHANNELS: mask k is channel k; otherwise channel_of[k].
+// u_taps = (y0, y1, w0, w1) per output row; y1 < 0 means one tap.
+const int TENSOR_H = {{TENSOR_H}};
+#define ALL_CHANNELS {{ALL_CHANNELS}}
+
+layout(local_size_x = 128) in;
+layout(std430, binding = 0) readonly buffer Rows {
+    float rows[];
+};
+layout(std430, binding = 1) writeonly buffer Planes {
+    float planes[];
+};
+#if !ALL_CHANNELS
+layout(std430, binding = 2) readonly buffer Channels {
+    int channel_of[];
+};
+#endif
+uniform sampler2D u_taps;
+uniform int u_width;
+uniform int u_plane_stride;
+uniform int u_first_mask;
+
+void main() {
+    int x = int(gl_GlobalInvocationID.x);
+    int y = int(gl_GlobalInvocationID.y);
+    int z = int(gl_GlobalInvocationID.z);
+    if (x >= u_width) return;
+    vec4 v_taps = texelFetch(u_taps, ivec2(y, 0), 0);
+    int y0 = int(v_taps.x);
+    int y1 = int(v_taps.y);
+#if ALL_CHANNELS
+    int channel = u_first_mask + z;
+#else
+    int channel = channel_of[u_first_mask + z];
+#endif
+    int row = channel * TENSOR_H;
+    float r = rows[(row + y0) * u_width + x];
+    if (y1 >= 0) {
+        float h1 = rows[(row + y1) * u_width + x];
+        PRECISE float s = r * v_taps.z + h1 * v_taps.w;
+        r = s;
+    }
+    planes[z * u_plane_stride + y * u_width + x] = r;
+}

@@ -1,0 +1,344 @@
+"""The compute-shader passes (``passes="compute"``, :mod:`gpu_seg.gl.compute`) on a real EGL context.
+
+llvmpipe has GL 4.5, so compute shaders run here. Every result is compared with the numpy reference
+(the tolerances of the other GL parity tests) and byte for byte with the fragment passes.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import gpu_seg
+from gpu_seg import reference_postprocess
+from gpu_seg.gl.compute import compute_available
+from gpu_seg.gl.pipeline import GLPipeline
+from gpu_seg.gl.programs import ProgramCache, ProgramDefinition
+from gpu_seg.gl.readback import BufferRead, ImageRead
+from gpu_seg.inputs import make_frame
+from gpu_seg.testing import lose_context
+
+ACTIVATIONS = ("none", "sigmoid", "softmax")
+
+
+def _pipeline(gl, passes: str, **options) -> GLPipeline:
+    return GLPipeline(gl.ctx, ProgramCache(gl.ctx, 1, gl.glsl, lambda: None), passes=passes, **options)
+
+
+@pytest.fixture
+def pipelines(gl_clean):
+    if not compute_available(gl_clean.ctx):
+        pytest.skip(f"no GL 4.3 compute shaders (GL {gl_clean.ctx.version_code})")
+    made: list[GLPipeline] = []
+
+    def make(passes: str, **options) -> GLPipeline:
+        pipeline = _pipeline(gl_clean, passes, **options)
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        pipeline.release()
+
+
+def _tensor(seed, shape, scale=3.0):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+def _run(pipeline, tensor, activation, size, *, confidence=True, category=True, **options):
+    frame = make_frame(tensor, activation, size, confidence=confidence, category=category, **options)
+    conf, cat = frame.allocate_confidence(), frame.allocate_category()
+    pipeline.process(frame, conf, cat)
+    return conf, cat
+
+
+def _assert_reference(tensor, activation, size, conf, cat, channels=None):
+    want = reference_postprocess(tensor, activation, size)
+    if cat is not None:
+        np.testing.assert_array_equal(cat, want.category_mask)
+    if conf is not None:
+        expected = want.confidence_masks if channels is None else want.confidence_masks[list(channels)]
+        tol = 0.0 if activation == "none" else 2e-6
+        np.testing.assert_allclose(conf, expected, rtol=tol, atol=tol)
+
+
+def _assert_same(a, b):
+    """Byte-identical results (NaNs included)."""
+    for x, y in zip(a, b, strict=True):
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert x.tobytes() == y.tobytes()
+
+
+def _reads(pipeline, tensor, activation, size, **options):
+    """The readout the last frame started (what it reads from: buffers or textures)."""
+    frame = make_frame(tensor, activation, size, confidence=True, category=True, **options)
+    pipeline.submit(frame)
+    readout = pipeline._readback._readout or pipeline._readback._slots[pipeline._readback._last].readout
+    pipeline.wait()
+    pipeline.collect(frame.allocate_confidence(), frame.allocate_category())
+    return readout
+
+
+# ----------------------------------------------------------------------------- parity
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("channels", [1, 2, 3, 6, 21])
+def test_compute_passes_match_the_reference_and_the_fragment_passes(pipelines, activation, channels):
+    compute, fragment = pipelines("compute"), pipelines("fragment")
+    for (height, width), size in (((9, 7), (23, 31)), ((16, 12), (12, 16)), ((11, 13), (5, 4))):
+        shape = (height, width, channels)
+        tensor = _tensor(channels * 7 + height, shape)
+        got = _run(compute, tensor, activation, size)
+        _assert_reference(tensor, activation, size, *got)
+        _assert_same(got, _run(fragment, tensor, activation, size))
+
+
+def test_the_compute_pipeline_reads_buffers(pipelines):
+    compute = pipelines("compute")
+    readout = _reads(compute, _tensor(1, (8, 8, 6)), "softmax", (17, 9))
+    assert all(isinstance(read, BufferRead) for read in (*readout.confidence, readout.category))
+    fragment = pipelines("fragment")
+    readout = _reads(fragment, _tensor(1, (8, 8, 6)), "softmax", (17, 9))
+    assert all(isinstance(read, ImageRead) for read in (*readout.confidence, readout.category))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("channels", [1, 2, 3, 6, 21])
+def test_wrapped_layouts(gl_clean, pipelines, activation, channels):
+    compute = pipelines("compute", max_texture_size=64)
+    fragment = pipelines("fragment", max_texture_size=64)
+    tensor = _tensor(channels, (7, 70, channels))
+    size = (15, 11)
+    got = _run(compute, tensor, activation, size)
+    assert compute._tensors.get(next(iter(compute._tensors.slots))).layout.wrapped
+    _assert_reference(tensor, activation, size, *got)
+    _assert_same(got, _run(fragment, tensor, activation, size))
+
+
+@pytest.mark.parametrize("readback", ["direct", "mapped"])
+def test_sizes_smaller_than_the_pooled_slot(pipelines, readback):
+    compute, fragment = pipelines("compute"), pipelines("fragment")
+    if readback == "mapped" and compute._gl is None:
+        pytest.skip("no GL_ARB_buffer_storage")
+    compute.readback = fragment.readback = readback
+    tensor = _tensor(3, (10, 9, 6))
+    for size in ((41, 37), (40, 37), (33, 20), (7, 36), (41, 37), (1, 1), (3, 2)):
+        got = _run(compute, tensor, "softmax", size)
+        _assert_reference(tensor, "softmax", size, *got)
+        _assert_same(got, _run(fragment, tensor, "softmax", size))
+    assert len(compute._outputs.slots) <= 2  # the smaller sizes were served by the covering slot
+
+
+@pytest.mark.parametrize("readback", ["direct", "mapped"])
+@pytest.mark.parametrize("channels", [(2, 0), (5,), (0, 0, 4), (20, 3, 11, 0, 19, 7, 1, 2, 6)])
+def test_channel_subsets(pipelines, readback, channels):
+    compute, fragment = pipelines("compute"), pipelines("fragment")
+    if readback == "mapped" and compute._gl is None:
+        pytest.skip("no GL_ARB_buffer_storage")
+    compute.readback = fragment.readback = readback
+    count = 21 if max(channels) > 5 else 6
+    tensor = _tensor(len(channels), (9, 11, count))
+    size = (19, 14)
+    got = _run(compute, tensor, "softmax", size, confidence_channels=channels)
+    _assert_reference(tensor, "softmax", size, *got, channels=channels)
+    _assert_same(got, _run(fragment, tensor, "softmax", size, confidence_channels=channels))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("channels", [1, 4, 6])
+def test_nan_and_infinite_inputs(pipelines, activation, channels):
+    compute, fragment = pipelines("compute"), pipelines("fragment")
+    tensor = _tensor(11, (8, 9, channels))
+    flat = tensor.reshape(-1)
+    flat[::7] = np.nan
+    flat[3::11] = np.inf
+    flat[5::13] = -np.inf
+    size = (21, 17)
+    got = _run(compute, tensor, activation, size)
+    _assert_same(got, _run(fragment, tensor, activation, size))
+    want = reference_postprocess(tensor, activation, size)
+    np.testing.assert_array_equal(got[1], want.category_mask)
+    np.testing.assert_array_equal(np.isnan(got[0]), np.isnan(want.confidence_masks))
+    finite = ~np.isnan(want.confidence_masks)
+    tol = 0.0 if activation == "none" else 2e-6
+    np.testing.assert_allclose(got[0][finite], want.confidence_masks[finite], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("readback", ["direct", "mapped"])
+def test_masks_split_over_several_dispatches_and_the_fragment_fallback(pipelines, readback):
+    """A small storage block limit: the planes take several dispatches; past it, fragment passes."""
+    size = (13, 9)  # planes of 468 bytes, a stride of 512; rows of 13 * 2 * 21 * 4 = 2184 bytes
+    tensor = _tensor(5, (2, 7, 21))
+    fragment = pipelines("fragment")
+    want = _run(fragment, tensor, "softmax", size)
+    for limit, buffers in ((5 * 512, True), (8 * 512, True), (2048, False)):
+        compute = pipelines("compute", max_storage_block=limit)
+        if readback == "mapped" and compute._gl is None:
+            pytest.skip("no GL_ARB_buffer_storage")
+        compute.readback = readback
+        got = _run(compute, tensor, "softmax", size)
+        _assert_same(got, want)
+        readout = _reads(compute, tensor, "softmax", size)
+        assert isinstance(readout.confidence[0], BufferRead) is buffers, limit
+
+
+@pytest.mark.parametrize("fmt", ["float16", "uint8"])
+def test_packed_confidence_formats_keep_the_fragment_resize(pipelines, fmt):
+    compute, fragment = pipelines("compute"), pipelines("fragment")
+    tensor = _tensor(6, (9, 8, 5))
+    options = {"confidence_format": fmt}
+    got = _run(compute, tensor, "sigmoid", (20, 19), **options)
+    _assert_same(got, _run(fragment, tensor, "sigmoid", (20, 19), **options))
+    readout = _reads(compute, tensor, "sigmoid", (20, 19), **options)
+    assert isinstance(readout.category, BufferRead) and isinstance(readout.confidence[0], ImageRead)
+
+
+def test_no_gl_object_growth_and_trim(pipelines, gl_clean):
+    compute = pipelines("compute")
+    shapes = [((9, 7, 6), (23, 31)), ((12, 10, 21), (40, 30)), ((8, 8, 1), (16, 16))]
+    for shape, size in shapes:
+        _run(compute, _tensor(1, shape), "softmax", size)
+    created, live = compute.objects_created, compute.live_objects()
+    for i in range(30):
+        shape, size = shapes[i % 3]
+        _run(compute, _tensor(i, shape), "softmax", size)
+    assert (compute.objects_created, compute.live_objects()) == (created, live)
+    compute.trim()
+    assert compute.live_objects() == 0
+    tensor = _tensor(2, (9, 7, 6))
+    _assert_reference(tensor, "softmax", (23, 31), *_run(compute, tensor, "softmax", (23, 31)))
+    assert gl_clean.ctx.error == "GL_NO_ERROR"
+
+
+def test_passes_are_chosen_from_the_renderer_and_checked(pipelines):
+    pipeline = pipelines("auto")
+    software = "llvmpipe" in pipeline.renderer.lower()
+    if software:  # measured: the fragment passes are faster on llvmpipe
+        assert pipeline.passes == "fragment"
+    pipeline.passes = "bogus"
+    with pytest.raises(gpu_seg.InputError, match="gl_passes"):
+        _run(pipeline, _tensor(1, (4, 4, 2)), "none", (4, 4))
+    pipeline.passes = "compute"
+    tensor = _tensor(1, (4, 4, 2))
+    _assert_reference(tensor, "none", (5, 6), *_run(pipeline, tensor, "none", (5, 6)))
+
+
+# ----------------------------------------------------------------------------- the processor
+@pytest.fixture
+def make_pp():
+    made = []
+
+    def make(**kwargs):
+        kwargs.setdefault("software_renderer", "gl")
+        kwargs.setdefault("gl_passes", "compute")
+        pp = gpu_seg.SegmentationPostprocessor("softmax", **kwargs)
+        made.append(pp)
+        return pp
+
+    yield make
+    for pp in made:
+        pp.close()
+
+
+def test_gl_passes_is_validated():
+    with pytest.raises(gpu_seg.InputError, match="gl_passes"):
+        gpu_seg.SegmentationPostprocessor("softmax", gl_passes="vertex")
+
+
+def _compute_pp(make_pp, **kwargs):
+    pp = make_pp(**kwargs)
+    if pp.stats["gl_passes"] != "compute":
+        pytest.skip("no GL 4.3 compute shaders")
+    return pp
+
+
+SIZE = (37, 29)
+
+
+def _assert_correct(result, tensor, size=SIZE):
+    want = reference_postprocess(tensor, "softmax", size)
+    np.testing.assert_allclose(result.confidence_masks, want.confidence_masks, rtol=2e-6, atol=2e-6)
+    np.testing.assert_array_equal(result.category_mask, want.category_mask)
+
+
+def test_views_and_frames_in_flight_on_the_compute_path(make_pp):
+    pp = _compute_pp(make_pp, backend="gl", readback="mapped")
+    tensors = [_tensor(20 + i, (12, 10, 5)) for i in range(3)]
+    with pp.process_view(tensors[0], SIZE) as view:
+        assert view.zero_copy
+        _assert_correct(view, tensors[0])
+    pending = [pp.submit(t, SIZE) for t in tensors]
+    assert all(p.in_flight for p in pending)
+    for p, tensor in zip(pending, tensors, strict=True):
+        _assert_correct(p.result(), tensor)
+
+
+@pytest.mark.parametrize("readback", ["direct", "mapped"])
+def test_a_real_context_loss_on_the_compute_path_is_recomputed(make_pp, readback):
+    events = []
+    pp = _compute_pp(make_pp, backend="auto", readback=readback, on_event=events.append)
+    tensors = [_tensor(30 + i, (12, 10, 5)) for i in range(3)]
+    _assert_correct(pp.process(tensors[0], SIZE), tensors[0])
+    if readback == "mapped":
+        pending = [pp.submit(t, SIZE) for t in tensors]
+        lose_context(pp)  # a real eglDestroyContext under the queued frames
+        for p, tensor in zip(pending, tensors, strict=True):
+            result = p.result()
+            assert result.backend == "gl"
+            _assert_correct(result, tensor)
+    else:
+        lose_context(pp)
+        result = pp.process(tensors[1], SIZE)
+        assert result.backend == "gl"
+        _assert_correct(result, tensors[1])
+    assert [e.kind.value for e in events] == ["context_lost", "rebuilt"]
+    assert pp.stats["gl_passes"] == "compute"
+
+
+def test_live_gl_objects_stay_flat_over_many_frames(make_pp):
+    pp = _compute_pp(make_pp, backend="gl")
+    tensor = _tensor(4, (12, 10, 5))
+    for _ in range(3):
+        pp.process(tensor, SIZE)
+    live = pp.live_gl_objects()
+    for i in range(60):
+        result = pp.process(tensor, SIZE if i % 2 else (30, 20))
+    _assert_correct(result, tensor)
+    gc.collect()
+    assert pp.live_gl_objects() == live
+
+
+# ----------------------------------------------------------------------------- programs
+def test_a_broken_compute_shader_is_a_line_numbered_build_error(gl_clean):
+    if not compute_available(gl_clean.ctx):
+        pytest.skip("no GL 4.3 compute shaders")
+    cache = ProgramCache(gl_clean.ctx, 97, gl_clean.glsl, lambda: None)
+    bad = ProgramDefinition.compute_of("resize_columns.comp.glsl", TENSOR_H="broken", ALL_CHANNELS=True)
+    with pytest.raises(gpu_seg.ShaderBuildError) as info:
+        cache.get(bad)
+    assert "const int TENSOR_H = broken;" in info.value.source
+    assert "   1| #version 430 core" in info.value.source
+    with pytest.raises(gpu_seg.ShaderBuildError):  # remembered, not rebuilt
+        cache.get(bad)
+    assert cache.counters.program_builds == 1
+
+
+def test_compute_programs_are_bounded_across_tensor_shapes(gl_clean):
+    if not compute_available(gl_clean.ctx):
+        pytest.skip("no GL 4.3 compute shaders")
+    programs = ProgramCache(gl_clean.ctx, 1, gl_clean.glsl, lambda: None, capacity=6)
+    pipeline = GLPipeline(gl_clean.ctx, programs, passes="compute")
+    try:
+        counts = []
+        for i in range(12):
+            tensor = _tensor(i, (6 + i, 7, 3))
+            conf, cat = _run(pipeline, tensor, "softmax", (23, 19))
+            _assert_reference(tensor, "softmax", (23, 19), conf, cat)
+            assert len(pipeline.programs) <= 6
+            counts.append(pipeline.live_objects())
+        assert programs.counters.program_evictions > 0
+        assert len(set(counts[-6:])) == 1, counts
+    finally:
+        pipeline.release()
