@@ -202,17 +202,17 @@ def test_a_gl_error_in_the_frame_is_reported(glfw_windows):
     with gpu_seg.SegmentationPostprocessor("softmax", backend="gl", context="current") as pp:
         pp.process(_tensor(8), SIZE)
         gl = pp._supervisor.generation
-        frame = gl.pipeline.process
+        submit = gl.pipeline.submit  # every readback strategy submits (direct: inside process)
 
-        def frame_with_an_error(*args, **kwargs):
-            result = frame(*args, **kwargs)
+        def submit_with_an_error(*args, **kwargs):
+            result = submit(*args, **kwargs)
             gl.session.mgl.enable_direct(_INVALID_CAPABILITY)
             return result
 
-        gl.pipeline.process = frame_with_an_error
+        gl.pipeline.submit = submit_with_an_error
         with pytest.raises(GLError, match="GL_INVALID_ENUM"):
             pp.process(_tensor(8), SIZE)
-        gl.pipeline.process = frame
+        gl.pipeline.submit = submit
         _assert_correct(pp.process(_tensor(9), SIZE), _tensor(9))
 
 

@@ -24,7 +24,12 @@ ACTIVATIONS = ("none", "sigmoid", "softmax")
 
 
 def _pipeline(gl, passes: str, **options) -> GLPipeline:
-    return GLPipeline(gl.ctx, ProgramCache(gl.ctx, 1, gl.glsl, lambda: None), passes=passes, **options)
+    if passes == "compute":  # compute passes run with the mapped readback (see the pipeline)
+        options.setdefault("readback", "mapped")
+    pipeline = GLPipeline(gl.ctx, ProgramCache(gl.ctx, 1, gl.glsl, lambda: None), passes=passes, **options)
+    if passes == "compute":
+        pipeline.category_shortcut = False  # llvmpipe's shortcut lives in the fragment category pass
+    return pipeline
 
 
 @pytest.fixture
@@ -181,7 +186,23 @@ def test_masks_split_over_several_dispatches_and_the_fragment_fallback(pipelines
         got = _run(compute, tensor, "softmax", size)
         _assert_same(got, want)
         readout = _reads(compute, tensor, "softmax", size)
-        assert isinstance(readout.confidence[0], BufferRead) is buffers, limit
+        # The direct readback runs the fragment passes (it cannot read buffers on every driver).
+        assert isinstance(readout.confidence[0], BufferRead) is (buffers and readback == "mapped"), limit
+
+
+def test_the_category_shortcut_keeps_the_fragment_category_pass(pipelines):
+    compute = pipelines("compute")
+    compute.category_shortcut = True
+    readout = _reads(compute, _tensor(1, (8, 8, 6)), "softmax", (17, 9))
+    assert isinstance(readout.category, ImageRead)
+    assert all(isinstance(read, BufferRead) for read in readout.confidence)
+
+
+def test_compute_passes_need_the_mapped_readback(pipelines):
+    compute = pipelines("compute")
+    compute.readback = "direct"
+    readout = _reads(compute, _tensor(1, (8, 8, 6)), "softmax", (17, 9))
+    assert all(isinstance(read, ImageRead) for read in (*readout.confidence, readout.category))
 
 
 @pytest.mark.parametrize("fmt", ["float16", "uint8"])

@@ -22,9 +22,9 @@ from gpu_seg.inputs import make_frame
 from .process_memory import check_rss_growth
 
 
-def _pipeline(gl, ctx=None, **cache_options) -> GLPipeline:
+def _pipeline(gl, ctx=None, passes: str = "auto", **cache_options) -> GLPipeline:
     programs = ProgramCache(gl.ctx, 1, gl.glsl, lambda: None, **cache_options)
-    return GLPipeline(ctx or gl.ctx, programs)
+    return GLPipeline(ctx or gl.ctx, programs, passes=passes)
 
 
 @pytest.fixture
@@ -229,7 +229,7 @@ def test_an_output_slot_unused_for_a_while_is_released(pipeline):
 def test_a_gl_error_while_building_a_slot_leaves_nothing_half_built(gl_clean):
     """A real GL error in the middle of a slot: the textures made before it are released, and the
     same frame again fails the same way (before: TypeError/AttributeError on the half-built slot)."""
-    pipeline = _pipeline(gl_clean)
+    pipeline = _pipeline(gl_clean, passes="fragment")  # the fragment slot's textures and framebuffers
     try:
         real_limit = pipeline.limits.max_texture_size
         # the pipeline believes textures may be far larger than the driver allows: the rows texture
@@ -277,7 +277,7 @@ class _FailingFramebuffers:
 @pytest.mark.parametrize("fail_at", [1, 2, 3, 5, 7])
 def test_next_frame_works_after_a_failure_in_the_middle_of_a_slot(gl_clean, fail_at):
     failing = _FailingFramebuffers(gl_clean.ctx, fail_at)
-    pipeline = _pipeline(gl_clean, ctx=failing)
+    pipeline = _pipeline(gl_clean, ctx=failing, passes="fragment")  # fragment slots have framebuffers
     try:
         tensor = _tensor(5, (12, 10, 21))
         with pytest.raises(moderngl.Error, match="injected"):

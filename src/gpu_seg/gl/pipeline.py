@@ -219,10 +219,14 @@ class GLPipeline:
         output = self._output_slot(OutputKind(layout, fmt, channels), frame.width, frame.height)
         size = (frame.width, frame.height)
         self._check_passes(self.passes)
-        compute = self.passes == "compute"
+        # Compute passes write buffers, which only the mapped readback reads on every driver (the
+        # NVIDIA driver refused to map them for the direct one: "cannot map the buffer").
+        compute = self.passes == "compute" and self._readback.name == "mapped"
+        # The category shortcut (llvmpipe's) lives in the fragment category pass.
+        compute_category = compute and not self.category_shortcut
         category = None
         if frame.category:
-            if compute and self._compute.fits_category(output):
+            if compute_category and self._compute.fits_category(output):
                 category = self._compute.category(slot, output, frame.activation, size)
             else:
                 category = self._draw_category(slot, output, frame.activation, size)
