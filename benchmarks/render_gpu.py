@@ -21,6 +21,7 @@ from typing import Any
 DATA_PATH_ROWS = {
     "gl-direct": "GL direct (0.1's readback)",
     "gl-mapped": "GL (owned arrays)",
+    "gl-compute": "GL compute passes (owned arrays)",
     "gl-mapped-out": "GL into caller arrays",
     "gl-view": "GL zero-copy view",
     "gl-async": "GL in flight, ms/frame",
@@ -33,6 +34,7 @@ DATA_PATH_ROWS = {
 #: Ratios shown: (numerator row, denominator row, header).
 RATIOS = (
     ("gl-mapped", "torch-cuda-h2h", "owned / torch h2h (goal <= 1.5)"),
+    ("gl-compute", "torch-cuda-h2h", "compute owned / torch h2h"),
     ("gl-view", "torch-cuda-h2h", "view / torch h2h (goal <= 1.0)"),
     ("gl-async-view", "torch-cuda-h2h", "in flight + views / torch h2h"),
     ("gl-mapped", "mediapipe", "owned / MediaPipe (goal < 1)"),
