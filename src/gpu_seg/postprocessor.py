@@ -90,7 +90,8 @@ class SegmentationPostprocessor:
         gl_passes: the form of the resize and category passes (identical results): ``"auto"``
             (default: ``"compute"`` where GL 4.3 compute shaders exist on a hardware GPU,
             ``"fragment"`` on software rasterisers, where it is faster), ``"fragment"`` or
-            ``"compute"`` (needs GL 4.3; float16/uint8 masks keep the fragment resize). See
+            ``"compute"`` (needs GL 4.3 and the mapped readback; float16/uint8 masks keep the fragment
+            resize; the category keeps it while the llvmpipe shortcut is on). See
             :mod:`gpu_seg.gl.compute`.
 
     Convention:
