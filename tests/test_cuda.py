@@ -122,11 +122,15 @@ PRESETS = [((64, 64, 1), (160, 120), "sigmoid"), ((48, 48, 2), (96, 54), "softma
            ((17, 13, 3), (31, 29), "none")]  # fmt: skip
 
 
+@pytest.mark.parametrize("passes", ["compute", "fragment"])
 @pytest.mark.parametrize(("shape", "size", "activation"), PRESETS)
-def test_cuda_frames_match_reference_and_process(torch_cuda, shape, size, activation):
+def test_cuda_frames_match_reference_and_process(torch_cuda, shape, size, activation, passes):
+    """Compute frames copy from the storage buffers, fragment frames from the textures."""
     tensor = (np.random.default_rng(shape[2]).standard_normal(shape) * 3).astype(np.float32)
-    with gpu_seg.SegmentationPostprocessor(activation, backend="gl") as processor:
+    with gpu_seg.SegmentationPostprocessor(activation, backend="gl", gl_passes=passes) as processor:
         masks = processor.process_cuda(torch_cuda.from_numpy(tensor).cuda(), size)
+        ran = processor.stats["last_resident_passes"]
+        assert ran == passes or (passes == "compute" and ran == "mixed"), ran  # mixed: llvmpipe's shortcut
         host = masks.to_host()
         _assert_reference(host, tensor, activation, size)
         expected = processor.process(tensor, size)
@@ -163,6 +167,12 @@ def test_cuda_results_are_owned_and_outlive_later_frames(torch_cuda):
             processor.process_cuda(torch_cuda.from_numpy(tensor).cuda(), (40, 30))
         assert processor.live_gl_objects() == objects
         assert processor._cuda.pool.allocations == allocations  # blocks come back to the pool
+        for size in [(40, 30), (24, 17)] * 2:
+            processor.process_cuda(torch_cuda.from_numpy(tensor).cuda(), size)
+        registered = len(processor._cuda._registrations)  # buffers or textures, once per generation
+        for size in [(40, 30), (24, 17)] * 5:
+            processor.process_cuda(torch_cuda.from_numpy(tensor).cuda(), size)
+        assert len(processor._cuda._registrations) == registered
     np.testing.assert_array_equal(first.to_host().category_mask, kept.category_mask)  # after close
 
 

@@ -488,6 +488,7 @@ class SegmentationPostprocessor:
                 "chosen_cpu_frames": self._chosen_cpu_frames,
                 "last_gpu_ms": generation.pipeline.last_gpu_ms if generation else None,
                 "gl_passes": generation.pipeline.passes if generation else None,
+                "last_resident_passes": generation.pipeline.last_resident_passes if generation else None,
             }
 
     @property

@@ -4,10 +4,15 @@ A frame, all on the GL thread with the context current (see ``docs/gpu-data-path
 
     CUDA tensor --cudaMemcpy2DAsync--> registered GL buffer (the tensor texture's texel layout: each
         pixel's C floats at a pitch of lanes * groups floats, padding lanes zero from its creation)
-      --pixel unpack--> tensor texture --the GL passes (process_resident's)--> exact-size textures
-      --cudaMemcpy2DFromArrayAsync--> device arrays that the results own
-        (confidence: one (H, W) plane per mask; category: the packed R32UI rows copied W bytes wide,
-        whose bytes are exactly the (H, W) uint8 mask)
+      --pixel unpack--> tensor texture --the GL passes (process_resident's)-->
+        fragment passes: exact-size textures --cudaMemcpy2DFromArrayAsync--> device arrays
+        compute passes:  storage buffers     --cudaMemcpy2DAsync (mapped buffer pointer)--> device arrays
+      (arrays that the results own. Confidence: one (H, W) plane per mask, from its texture or from
+      its range of the planes buffer; category: the packed rows, R32UI texels or quads(W) uints,
+      copied W bytes wide: their first W bytes are exactly the (H, W) uint8 mask row)
+
+Which copies a frame needs is planned without CUDA (:func:`texture_copies`, :func:`buffer_copies`)
+so that the tests can check the plan on any GL 4.3 context by running it on host copies.
 
 Registrations (``cudaGraphicsGLRegisterBuffer/Image``) are made once per GL object of a generation
 and kept in :class:`Registrations`; the pipeline tells it before it releases pooled objects
@@ -25,6 +30,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import moderngl
@@ -33,12 +39,20 @@ import numpy as np
 from ..errors import ContextLostError, GLUnavailableError, GpuSegError, InputError
 from ..frame import Frame
 from ..gl.plan import TensorLayout
-from ..gl.resident import GLSource
+from ..gl.resident import GLSource, ResidentImages
 from ..supervisor import Generation
 from .arrays import CudaArray, CudaTensor, DevicePool
 from .runtime import CudaError, check, egl_cuda_device, runtime
 
-__all__ = ["CudaBridge", "NotCudaDeviceError", "Registrations"]
+__all__ = [
+    "BufferCopy",
+    "CudaBridge",
+    "NotCudaDeviceError",
+    "Registrations",
+    "TextureCopy",
+    "buffer_copies",
+    "texture_copies",
+]
 
 log = logging.getLogger("gpu_seg")
 
@@ -47,6 +61,67 @@ _NULL_HANDLE = (
     "cudaGraphicsGLRegisterImage returned a null handle without an error: a known bug of "
     "cuda-bindings 12.9.3 (NVIDIA/cuda-python#1122); install another cuda-python version"
 )
+
+
+@dataclass(frozen=True)
+class TextureCopy:
+    """A result texture into a result array: ``height`` rows of ``row_bytes`` from texel (0, 0)
+    (``cudaMemcpy2DFromArrayAsync``; the packed category texture: its first W bytes per row)."""
+
+    texture: moderngl.Texture
+    destination: str  # "confidence" or "category": which result array
+    destination_offset: int  # bytes
+    row_bytes: int  # bytes per row, in the texture's array and in the result (tightly packed)
+    height: int
+
+
+@dataclass(frozen=True)
+class BufferCopy:
+    """A range of a compute pass's storage buffer into a result array (``cudaMemcpy2DAsync`` from
+    the mapped buffer's pointer): ``height`` rows of ``row_bytes``, ``source_pitch`` bytes apart from
+    byte ``source_offset`` of the buffer, tightly packed from byte ``destination_offset`` of the
+    result."""
+
+    buffer: moderngl.Buffer
+    source_offset: int
+    source_pitch: int
+    destination: str  # "confidence" or "category"
+    destination_offset: int
+    row_bytes: int
+    height: int
+
+
+def texture_copies(images: ResidentImages, itemsize: int) -> list[TextureCopy]:
+    """The copies out of the fragment passes' textures (confidence ``itemsize`` bytes per texel)."""
+    width, height = images.width, images.height
+    plane = width * height * itemsize
+    copies = []
+    if not images.confidence_buffers:
+        copies += [
+            TextureCopy(texture, "confidence", index * plane, width * itemsize, height)
+            for index, texture in enumerate(images.confidence)
+        ]
+    if images.category_packed is not None:  # its rows' first W bytes are the mask's rows
+        copies.append(TextureCopy(images.category_packed, "category", 0, width, height))
+    return copies
+
+
+def buffer_copies(images: ResidentImages, itemsize: int) -> list[BufferCopy]:
+    """The copies out of the compute passes' storage buffers: each float32 plane (rows of W floats,
+    from its 256-byte aligned start) into plane k of the confidence array, and the first W bytes of
+    each packed category row (rows of quads(W) uints) into the category array."""
+    width, height = images.width, images.height
+    plane = width * height * itemsize
+    copies = [
+        BufferCopy(read.buffer, read.offset, read.width * read.itemsize, "confidence", index * plane,
+                   width * itemsize, height)
+        for index, read in enumerate(images.confidence_buffers)
+    ]  # fmt: skip
+    read = images.category_buffer
+    if read is not None:
+        pitch = read.width * read.itemsize  # quads(W) uints
+        copies.append(BufferCopy(read.buffer, read.offset, pitch, "category", 0, width, height))
+    return copies
 
 
 class NotCudaDeviceError(GpuSegError):
@@ -222,7 +297,7 @@ class CudaBridge:
         slot = pipeline._tensor_slot(layout)
         buffer = self._device_input(pipeline, slot, layout)
         resource = registrations.resource(buffer, read_only=False)
-        copy = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        copy_kind = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
         with _mapped([resource]):
             pointer, _ = check(
                 rt.cudaGraphicsResourceGetMappedPointer(resource), "cudaGraphicsResourceGetMappedPointer"
@@ -231,38 +306,72 @@ class CudaBridge:
             check(
                 rt.cudaMemcpy2DAsync(
                     int(pointer), layout.lanes * layout.groups * 4, tensor.pointer, row, row,
-                    tensor.height * tensor.width, copy, 0,
+                    tensor.height * tensor.width, copy_kind, 0,
                 ),
                 "cudaMemcpy2DAsync",
             )  # fmt: skip
         source = GLSource("texels", buffer, tensor.height, tensor.width, tensor.channels)
-        images = pipeline.submit_resident(frame, source, unpack_category=False)
+        images = pipeline.submit_resident(frame, source, lend_textures=False)
         width, height = frame.width, frame.height
         confidence = category = None
-        copies: list[tuple[moderngl.Texture, int, int]] = []
-        if images.confidence:
-            fmt = frame.confidence_format
-            confidence = CudaArray(self.pool, (len(images.confidence), height, width), fmt.dtype)
-            plane = height * width * fmt.dtype.itemsize
-            for index, texture in enumerate(images.confidence):
-                copies.append((texture, confidence.pointer + index * plane, fmt.dtype.itemsize))
-        if images.category_packed is not None:
+        itemsize = frame.confidence_format.dtype.itemsize
+        masks = len(images.confidence_buffers) or len(images.confidence)
+        if masks:
+            confidence = CudaArray(self.pool, (masks, height, width), frame.confidence_format.dtype)
+        if images.category_buffer is not None or images.category_packed is not None:
             category = CudaArray(self.pool, (height, width), np.dtype(np.uint8))
-            copies.append((images.category_packed, category.pointer, 1))  # W bytes of each packed row
-        resources = [registrations.resource(texture, read_only=True) for texture, _, _ in copies]
-        with _mapped(resources):
-            for resource, (_, destination, itemsize) in zip(resources, copies, strict=True):
+        destinations = {
+            "confidence": confidence.pointer if confidence else 0,
+            "category": category.pointer if category else 0,
+        }
+        self._copy_out(
+            registrations, texture_copies(images, itemsize), buffer_copies(images, itemsize), destinations
+        )
+        return confidence, category
+
+    @staticmethod
+    def _copy_out(
+        registrations: Registrations,
+        textures: list[TextureCopy],
+        buffers: list[BufferCopy],
+        destinations: dict[str, int],
+    ) -> None:
+        """Issue the frame's device-to-device copies into the result arrays (``destinations``: the
+        device pointer of each), with the textures and buffers mapped (registered once each)."""
+        rt = runtime()
+        kind = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        texture_resources = [registrations.resource(copy.texture, read_only=True) for copy in textures]
+        sources = {id(copy.buffer): copy.buffer for copy in buffers}  # the planes buffer serves every plane
+        buffer_resources = {key: registrations.resource(b, read_only=True) for key, b in sources.items()}
+        with _mapped(texture_resources + list(buffer_resources.values())):
+            for resource, copy in zip(texture_resources, textures, strict=True):
                 array = check(
                     rt.cudaGraphicsSubResourceGetMappedArray(resource, 0, 0),
                     "cudaGraphicsSubResourceGetMappedArray",
                 )
+                row = copy.row_bytes
                 check(
                     rt.cudaMemcpy2DFromArrayAsync(
-                        destination, width * itemsize, array, 0, 0, width * itemsize, height, copy, 0
+                        destinations[copy.destination] + copy.destination_offset, row, array, 0, 0, row,
+                        copy.height, kind, 0,
                     ),
                     "cudaMemcpy2DFromArrayAsync",
+                )  # fmt: skip
+            pointers = {}
+            for key, resource in buffer_resources.items():
+                pointer, _ = check(
+                    rt.cudaGraphicsResourceGetMappedPointer(resource), "cudaGraphicsResourceGetMappedPointer"
                 )
-        return confidence, category
+                pointers[key] = int(pointer)
+            for copy in buffers:
+                check(
+                    rt.cudaMemcpy2DAsync(
+                        destinations[copy.destination] + copy.destination_offset, copy.row_bytes,
+                        pointers[id(copy.buffer)] + copy.source_offset, copy.source_pitch, copy.row_bytes,
+                        copy.height, kind, 0,
+                    ),
+                    "cudaMemcpy2DAsync",
+                )  # fmt: skip
 
     @staticmethod
     def _device_input(pipeline: Any, slot: Any, layout: TensorLayout) -> moderngl.Buffer:

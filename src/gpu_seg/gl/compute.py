@@ -16,6 +16,10 @@ what the fragment passes compute (the same GLSL arithmetic, shared through ``res
 and the frame's readout names buffer ranges (:class:`~.readback.BufferRead`): the direct readback
 reads them with ``glGetBufferSubData``, the mapped one copies them into its ring slot on the GPU.
 
+GPU-resident frames (:mod:`.resident`) copy the buffers into the exact-size textures they lend
+(:meth:`ComputePasses.planes_into_textures`, :meth:`ComputePasses.category_into_texture`: compute
+shaders with image stores, no fragment pass); the CUDA path copies the buffers themselves.
+
 What stays on the fragment passes: the activation and softmax statistics (small, tensor
 resolution), float16 and uint8 confidence masks (their packed encodings would need several pixels
 per invocation), and an output whose buffers would exceed ``GL_MAX_SHADER_STORAGE_BLOCK_SIZE``
@@ -43,9 +47,14 @@ __all__ = ["COMPUTE_GL_VERSION", "ComputePasses", "compute_available"]
 COMPUTE_GL_VERSION = 430
 GL_SHADER_STORAGE_BARRIER_BIT = 0x2000
 GL_BUFFER_UPDATE_BARRIER_BIT = 0x0200
+#: What the caller of a resident frame may do with the textures filled by image stores: sample them,
+#: read them (``glGetTexImage``, into a pack buffer), attach them, load them as images.
+GL_TEXTURE_USE_BARRIER_BITS = 0x0008 | 0x0020 | 0x0080 | 0x0100 | 0x0400
+GL_R32UI = 0x8236
 #: Storage buffer binding offsets are aligned to this (the largest alignment GL allows).
 _PLANE_ALIGN = 256
 _ROWS_LOCAL, _COLUMNS_LOCAL, _CATEGORY_LOCAL = 64, 128, 64  # local_size_x of the three shaders
+_IMAGE_LOCAL = (64, 4)  # local size of plane_image.comp.glsl and category_image.comp.glsl
 _ACTIVATION_CODE = {Activation.NONE: 0, Activation.SIGMOID: 1, Activation.SOFTMAX: 2}
 
 
@@ -193,6 +202,36 @@ class ComputePasses:
             columns.run(_groups(width, _COLUMNS_LOCAL), height, count)
         self.ctx.memory_barrier(GL_BUFFER_UPDATE_BARRIER_BIT | GL_SHADER_STORAGE_BARRIER_BIT)
         return tuple(BufferRead(part.planes, k * stride, width, height, "f4", 4) for k in range(masks))
+
+    # ----------------------------------------------------------------------------- resident textures
+    def planes_into_textures(
+        self, planes: tuple[BufferRead, ...], textures: tuple[moderngl.Texture, ...]
+    ) -> None:
+        """Copy each float32 plane into its R32F texture of the plane's size (bits, no conversion)."""
+        program = self.programs.get(ProgramDefinition.compute_of("plane_image.comp.glsl"))
+        for plane, texture in zip(planes, textures, strict=True):
+            _set(program, "u_width", plane.width)
+            _set(program, "u_height", plane.height)
+            plane.buffer.bind_to_storage_buffer(0, offset=plane.offset, size=plane.nbytes)
+            texture.bind_to_image(0, read=False, write=True, format=GL_R32UI)  # R32F's bits as uints
+            program.run(*_image_groups(plane.width, plane.height))
+        self.ctx.memory_barrier(GL_TEXTURE_USE_BARRIER_BITS)
+
+    def category_into_texture(self, category: BufferRead, texture: moderngl.Texture, width: int) -> None:
+        """Unpack the packed category rows (``category``: rows of quads(width) uints) into the R8UI
+        texture of ``(width, category.height)``."""
+        program = self.programs.get(ProgramDefinition.compute_of("category_image.comp.glsl"))
+        _set(program, "u_width", width)
+        _set(program, "u_height", category.height)
+        _set(program, "u_quads", category.width)
+        category.buffer.bind_to_storage_buffer(0, offset=category.offset, size=category.nbytes)
+        texture.bind_to_image(0, read=False, write=True)
+        program.run(*_image_groups(width, category.height))
+        self.ctx.memory_barrier(GL_TEXTURE_USE_BARRIER_BITS)
+
+
+def _image_groups(width: int, height: int) -> tuple[int, int, int]:
+    return _groups(width, _IMAGE_LOCAL[0]), _groups(height, _IMAGE_LOCAL[1]), 1
 
 
 def _set(program: moderngl.ComputeShader, name: str, value: object) -> None:

@@ -108,8 +108,9 @@ class GLPipeline:
         passes: ``"fragment"`` or ``"compute"``: the form of the resize and category passes (see
             :mod:`.compute`; identical results). Chosen from the renderer: compute where GL 4.3
             compute shaders exist on a hardware GPU, fragment on software rasterisers (faster
-            there, measured); may be set, takes effect at the next frame. Resident frames
-            (:meth:`submit_resident`) always use the fragment passes.
+            there, measured); may be set, takes effect at the next frame. Resident and CUDA frames
+            (:meth:`submit_resident`) use them too (the textures they lend are filled from the
+            storage buffers by compute shaders).
         category_shortcut: draw input cells whose class is certain as flat rectangles and
             interpolate only the other cells (exact; see ``shaders/cell_class.frag.glsl``). It
             costs a host round trip inside the frame, which pays on llvmpipe only: on by default
@@ -117,6 +118,8 @@ class GLPipeline:
         last_category_strategy: what the last category pass did: ``("full", 1.0)`` or
             ``("cells", unsure fraction)``.
         objects_created: GL objects created for pooled slots so far (flat in steady state).
+        last_resident_passes: which form the last resident frame ran (``ResidentImages.passes``:
+            ``"compute"``, ``"fragment"``, ``"mixed"``, ``"none"``), None before the first.
     """
 
     #: Use the shortcut when output pixels x channel groups >= this many times the tensor's pixels.
@@ -167,6 +170,7 @@ class GLPipeline:
         self.category_shortcut = software
         self.last_category_strategy: tuple[str, float] = ("full", 1.0)
         self.objects_created = 0
+        self.last_resident_passes: str | None = None
         self.trims = 0  # see trim()
         #: Time each frame's GL work (upload, passes, the start of the readback) with one
         #: ``GL_TIME_ELAPSED`` query (one per generation, kept until the context goes); the result
@@ -241,20 +245,27 @@ class GLPipeline:
         return self._readback.start(FrameReadout(planes, category, frame.width), purpose, owner)
 
     def submit_resident(
-        self, frame: Frame, source: GLSource | None = None, unpack_category: bool = True
+        self, frame: Frame, source: GLSource | None = None, lend_textures: bool = True
     ) -> ResidentImages:
         """Run the frame's passes and leave the results in textures (see :mod:`.resident`).
 
-        ``source``: a GL-side tensor of this context, or None to upload ``frame.tensor``. With
-        ``time_gpu`` the GL work is timed like :meth:`submit` (``last_gpu_ms``, read at once: a wait).
+        ``source``: a GL-side tensor of this context, or None to upload ``frame.tensor``.
+        ``lend_textures``: fill the textures a caller draws with (the R8UI category; for compute
+        passes the confidence textures too, from the storage buffers); False when the caller copies
+        the results itself (the CUDA path: from the buffers, or the fragment passes' textures). With
+        ``passes == "compute"`` the compute passes run where :meth:`submit` would run them (float32
+        masks, no category shortcut), whatever the readback. With ``time_gpu`` the GL work is timed
+        like :meth:`submit` (``last_gpu_ms``, read at once: a wait).
         """
         if not self.time_gpu:
-            return run_resident(self, frame, source, unpack_category)
-        if self._timer is None:
-            self._timer = self.ctx.query(time=True)
-        with self._timer:
-            images = run_resident(self, frame, source, unpack_category)
-        self.last_gpu_ms = self._timer.elapsed / 1e6
+            images = run_resident(self, frame, source, lend_textures)
+        else:
+            if self._timer is None:
+                self._timer = self.ctx.query(time=True)
+            with self._timer:
+                images = run_resident(self, frame, source, lend_textures)
+            self.last_gpu_ms = self._timer.elapsed / 1e6
+        self.last_resident_passes = images.passes
         return images
 
     def wait(self, ticket: int | None = None) -> None:

@@ -21,8 +21,16 @@ passes as a host frame (same programs, so the same bits) with two differences:
   ``(W, H)`` by ``shaders/category_unpack.frag.glsl`` unless the caller does not need it (the CUDA
   path copies the packed rows, whose bytes are the mask's rows).
 
+With the compute passes (``pipeline.passes == "compute"``, :mod:`.compute`; float32 masks, the
+category without the shortcut) the results land in storage buffers, and two compute shaders fill
+the lent textures from them (no fragment pass: those are slow on Hopper): ``plane_image.comp.glsl``
+copies each float32 plane into an R32F texture (bound as an r32ui image: the bits move, NaN
+payloads included) and ``category_image.comp.glsl`` unpacks the packed rows into the R8UI
+texture. The CUDA path (``lend_textures=False``) fills no texture: it copies the buffers.
+
 Every object is pooled in the slots (:class:`~gpu_seg.gl.slots.RelayoutPart`,
-``CategoryPart.unpacked``), so steady-state resident frames allocate no GL objects either.
+``CategoryPart.unpacked``, :class:`~gpu_seg.gl.slots.ResidentPart`), so steady-state resident
+frames allocate no GL objects either.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ from ..frame import ConfidenceFormat, Frame
 from . import rawgl
 from .plan import TensorLayout
 from .programs import ProgramDefinition
-from .slots import OutputKind, OutputSlot, RelayoutPart, TensorSlot
+from .readback import BufferRead
+from .slots import OutputKind, OutputSlot, RelayoutPart, ResidentPart, TensorSlot
 
 if TYPE_CHECKING:
     from .pipeline import GLPipeline
@@ -63,12 +72,18 @@ class GLSource:
 
 @dataclass(frozen=True)
 class ResidentImages:
-    """The textures of one resident frame, all of exactly ``(width, height)`` texels except the
-    packed category (``(ceil(width / 4), height)`` R32UI: byte i of texel x = pixel 4x + i).
+    """The results of one resident frame: textures of exactly ``(width, height)`` texels except the
+    packed category (``(ceil(width / 4), height)`` R32UI: byte i of texel x = pixel 4x + i), and,
+    for outputs that the compute passes computed, the storage buffer ranges holding them.
 
     ``confidence``: one single-component texture per mask (R32F, R16UI holding float16 bits, or
-    R8UI, after the confidence format); ``category``: R8UI class indices (None when not unpacked
-    or not requested).
+    R8UI, after the confidence format); empty when not requested, or when computed by the compute
+    passes without ``lend_textures``. ``category``: R8UI class indices (None when not requested or
+    without ``lend_textures``). ``category_packed``: the fragment pass's packed texture (None for
+    the compute pass). ``confidence_buffers``/``category_buffer``: the compute passes' results
+    (float32 planes; packed category rows of ``quads(width)`` uints), empty/None for fragment
+    passes. ``passes``: which form ran: ``"compute"``, ``"fragment"``, ``"mixed"`` (e.g. float16
+    masks on fragment passes, the category on the compute pass) or ``"none"``.
     """
 
     confidence: tuple[moderngl.Texture, ...]
@@ -76,6 +91,9 @@ class ResidentImages:
     category_packed: moderngl.Texture | None
     width: int
     height: int
+    confidence_buffers: tuple[BufferRead, ...] = ()
+    category_buffer: BufferRead | None = None
+    passes: str = "fragment"
 
 
 @functools.lru_cache(maxsize=64)
@@ -105,11 +123,13 @@ def raw_line(height: int, width: int, channels: int, max_texture_size: int) -> i
 
 
 def run_resident(
-    pipeline: GLPipeline, frame: Frame, source: GLSource | None, unpack_category: bool
+    pipeline: GLPipeline, frame: Frame, source: GLSource | None, lend_textures: bool
 ) -> ResidentImages:
-    """Upload (or take the GL source), run the frame's passes, leave the results in textures."""
+    """Upload (or take the GL source), run the frame's passes, leave the results in textures (and,
+    for compute passes, in their storage buffers; see the module docstring)."""
     layout = TensorLayout.for_tensor(*frame.tensor.shape, pipeline.limits.max_texture_size)
     pipeline._apply_strategies()
+    pipeline._check_passes(pipeline.passes)
     slot = pipeline._tensor_slot(layout)
     if source is None:
         pipeline._upload.upload(slot, frame.tensor)
@@ -120,17 +140,80 @@ def run_resident(
     channels = None if not confidence or frame.all_channels else frame.confidence_channels
     output = _exact_output_slot(pipeline, OutputKind(layout, fmt, channels), frame.width, frame.height)
     size = (frame.width, frame.height)
-    packed = unpacked = None
+    compute = pipeline.passes == "compute"
+    images = _Images()
     if frame.category:
-        packed = pipeline._draw_category(slot, output, frame.activation, size).texture
-        if unpack_category:
-            unpacked = _draw_unpacked(pipeline, output, size)
-    planes: tuple[moderngl.Texture, ...] = ()
+        if compute and not pipeline.category_shortcut and pipeline._compute.fits_category(output):
+            images.category_buffer = pipeline._compute.category(slot, output, frame.activation, size)
+            if lend_textures:
+                images.category = _resident_part(pipeline, output).category or _build_category(
+                    pipeline, output
+                )
+                pipeline._compute.category_into_texture(images.category_buffer, images.category, frame.width)
+        else:
+            images.category_packed = pipeline._draw_category(slot, output, frame.activation, size).texture
+            if lend_textures:
+                images.category = _draw_unpacked(pipeline, output, size)
     if confidence:
         activated = pipeline._draw_activation(slot, frame.activation)
-        planes = tuple(read.texture for read in pipeline._draw_confidence(slot, output, activated, size))
+        if compute and pipeline._compute.fits_confidence(output):
+            images.confidence_buffers = pipeline._compute.confidence(slot, output, activated, size)
+            if lend_textures:
+                textures = _resident_part(pipeline, output).confidence or _build_planes(pipeline, output)
+                pipeline._compute.planes_into_textures(images.confidence_buffers, textures)
+                images.confidence = textures
+        else:
+            reads = pipeline._draw_confidence(slot, output, activated, size)
+            images.confidence = tuple(read.texture for read in reads)
     pipeline._idle.use()
-    return ResidentImages(planes, unpacked, packed, frame.width, frame.height)
+    return images.done(frame.width, frame.height)
+
+
+@dataclass
+class _Images:
+    """What :func:`run_resident` built so far (see :class:`ResidentImages`)."""
+
+    confidence: tuple[moderngl.Texture, ...] = ()
+    category: moderngl.Texture | None = None
+    category_packed: moderngl.Texture | None = None
+    confidence_buffers: tuple[BufferRead, ...] = ()
+    category_buffer: BufferRead | None = None
+
+    def done(self, width: int, height: int) -> ResidentImages:
+        forms = set()
+        if self.confidence_buffers or self.category_buffer:
+            forms.add("compute")
+        if self.category_packed is not None or (self.confidence and not self.confidence_buffers):
+            forms.add("fragment")
+        passes = "mixed" if len(forms) > 1 else next(iter(forms), "none")
+        return ResidentImages(
+            self.confidence, self.category, self.category_packed, width, height,
+            self.confidence_buffers, self.category_buffer, passes,
+        )  # fmt: skip
+
+
+def _resident_part(pipeline: GLPipeline, output: OutputSlot) -> ResidentPart:
+    if output.resident is None:
+        output.resident = ResidentPart()
+    return output.resident
+
+
+def _build_planes(pipeline: GLPipeline, output: OutputSlot) -> tuple[moderngl.Texture, ...]:
+    """The slot's R32F textures, one per float32 mask, of the slot's (exact) size."""
+    kind = output.kind
+    masks = kind.layout.channels if kind.channels is None else len(kind.channels)
+    with pipeline._builder() as build:
+        textures = tuple(build.texture(output.capacity, 1, "f4") for _ in range(masks))
+    _resident_part(pipeline, output).confidence = textures
+    return textures
+
+
+def _build_category(pipeline: GLPipeline, output: OutputSlot) -> moderngl.Texture:
+    """The slot's R8UI category texture of the slot's (exact) size."""
+    with pipeline._builder() as build:
+        texture = build.texture(output.capacity, 1, "u1")
+    _resident_part(pipeline, output).category = texture
+    return texture
 
 
 def _exact_output_slot(pipeline: GLPipeline, kind: OutputKind, width: int, height: int) -> OutputSlot:

@@ -40,6 +40,7 @@ __all__ = [
     "OutputPool",
     "OutputSlot",
     "RelayoutPart",
+    "ResidentPart",
     "Target",
     "TensorPool",
     "TensorSlot",
@@ -229,6 +230,19 @@ class ComputeConfidencePart:
         return [self.rows, self.planes, self.lut_x, self.lut_y, *([self.channels] if self.channels else [])]
 
 
+@dataclass
+class ResidentPart:
+    """Resident frames of the compute passes (:mod:`.resident`): the exact-size textures lent to the
+    caller, filled on the GPU from the storage buffers (R32F per float32 mask, R8UI category), each
+    built when a frame first needs it."""
+
+    confidence: tuple[moderngl.Texture, ...] = ()
+    category: moderngl.Texture | None = None
+
+    def objects(self) -> list:
+        return [*self.confidence, *([self.category] if self.category else [])]
+
+
 @dataclass(frozen=True)
 class OutputKind:
     """What output slots are interchangeable for: same tensor layout, format and channels."""
@@ -248,6 +262,7 @@ class OutputSlot:
     confidence: ConfidencePart | None = None
     compute_category: moderngl.Buffer | None = None  # packed category rows (compute pass)
     compute_confidence: ComputeConfidencePart | None = None
+    resident: ResidentPart | None = None  # textures of resident frames of the compute passes
 
     def fits(self, width: int, height: int) -> bool:
         return width <= self.capacity[0] and height <= self.capacity[1]
@@ -259,6 +274,7 @@ class OutputSlot:
         objects = self.category.objects() if self.category else []
         objects += self.compute_confidence.objects() if self.compute_confidence else []
         objects += [self.compute_category] if self.compute_category else []
+        objects += self.resident.objects() if self.resident else []
         return objects + (self.confidence.objects() if self.confidence else [])
 
 
