@@ -36,10 +36,10 @@ import numpy as np
 
 from ..frame import ConfidenceFormat
 from ..types import Activation
-from .plan import TensorLayout, align_corners_scale, quads, resize_tables, shared_columns
+from .plan import TensorLayout, align_corners_scale, quads, shared_columns
 from .programs import ProgramCache, ProgramDefinition
 from .readback import BufferRead
-from .slots import ComputeConfidencePart, ObjectBuilder, OutputSlot, TensorSlot
+from .slots import ComputeConfidencePart, ObjectBuilder, OutputSlot, TensorSlot, write_resize_tables
 
 __all__ = ["COMPUTE_GL_VERSION", "ComputePasses", "compute_available"]
 
@@ -164,11 +164,7 @@ class ComputePasses:
         layout = slot.layout
         width, height = size
         part = output.compute_confidence or self._build_confidence(output)
-        if part.size != size:
-            table_x, table_y = resize_tables(layout, width, height)
-            part.lut_x.write(table_x, viewport=(0, 0, width, 1))
-            part.lut_y.write(table_y, viewport=(0, 0, height, 1))
-            part.size = size
+        write_resize_tables(part, layout, size)
         rows = self.programs.get(ProgramDefinition.compute_of("resize_rows.comp.glsl", **layout.params()))
         _set(rows, "u_source", 0)
         _set(rows, "u_taps", 1)

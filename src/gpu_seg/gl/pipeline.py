@@ -55,7 +55,6 @@ from .plan import (
     align_corners_scale,
     block_ranges,
     quads,
-    resize_tables,
     shared_columns,
     unsure_rectangles,
 )
@@ -72,6 +71,7 @@ from .slots import (
     OutputSlot,
     TensorPool,
     TensorSlot,
+    write_resize_tables,
 )
 from .upload import DirectUpload, MappedUpload, Upload
 
@@ -559,13 +559,9 @@ class GLPipeline:
     ) -> tuple[ImageRead, ...]:
         """Separable OpenCV resize: rows first (per chunk of groups), then columns, up to 8 masks a pass."""
         layout = slot.layout
-        width, height = size
+        width = size[0]
         part = output.confidence or self._build_confidence(output)
-        if part.size != size:
-            table_x, table_y = resize_tables(layout, width, height)
-            part.lut_x.write(table_x, viewport=(0, 0, width, 1))
-            part.lut_y.write(table_y, viewport=(0, 0, height, 1))
-            part.size = size
+        write_resize_tables(part, layout, size)
         plan = part.plan
         output_format = TEXTURE_FORMATS[output.kind.format].output_format
         constants = plan.constant_offsets  # else one program with uniform offsets serves every pass

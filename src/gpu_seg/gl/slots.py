@@ -28,7 +28,7 @@ import moderngl
 import numpy as np
 
 from ..frame import ConfidenceFormat
-from .plan import BlockRanges, ConfidencePlan, TensorLayout
+from .plan import BlockRanges, ConfidencePlan, TensorLayout, resize_tables
 
 __all__ = [
     "CategoryPart",
@@ -397,3 +397,17 @@ class OutputPool:
 
 def _round_up(value: int, step: int) -> int:
     return -(-value // step) * step
+
+
+def write_resize_tables(
+    part: ConfidencePart | ComputeConfidencePart, layout: TensorLayout, size: tuple[int, int]
+) -> None:
+    """Fill a confidence part's resize tables (``lut_x``, ``lut_y``) for output ``size`` = (width,
+    height), unless they already hold that size's."""
+    if part.size == size:
+        return
+    width, height = size
+    table_x, table_y = resize_tables(layout, width, height)
+    part.lut_x.write(table_x, viewport=(0, 0, width, 1))
+    part.lut_y.write(table_y, viewport=(0, 0, height, 1))
+    part.size = size
