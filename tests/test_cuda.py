@@ -73,6 +73,50 @@ def test_arguments_are_checked_before_cuda_is_needed(pp):
         assert info.value.argument == "tensor"
 
 
+class _DLPackOnCuda:
+    """A DLPack producer that says its (host) array is on CUDA device 0: checks the parsing only."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __dlpack__(self, stream=None):
+        return self.array.__dlpack__()
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+
+def test_dlpack_capsules_are_read_field_by_field():
+    from gpu_seg.cuda.dlpack import read_dlpack
+
+    base = np.arange(2 * 5 * 6, dtype=np.float32).reshape(2, 5, 6)
+    view = read_dlpack(base)
+    assert (view.pointer, view.shape, view.dtype) == (base.ctypes.data, (2, 5, 6), (2, 32, 1))
+    assert (view.device_type, view.device_id) == (1, 0) and view.c_contiguous
+    sliced = base[:, 1:4, ::2]  # offset data, strides in elements
+    view = read_dlpack(sliced)
+    assert view.pointer == sliced.ctypes.data and view.shape == (2, 3, 3)
+    assert view.strides == (30, 6, 2) and not view.c_contiguous
+    assert read_dlpack(np.zeros((3, 4), np.float64)).dtype == (2, 64, 1)
+
+
+def test_dlpack_inputs_are_checked_like_cuda_array_interfaces(pp):
+    from gpu_seg.cuda.arrays import parse_interface
+
+    tensor = np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2)
+    assert parse_interface(_DLPackOnCuda(tensor)) == (tensor.ctypes.data, (4, 3, 2), None)
+    assert parse_interface(_DLPackOnCuda(tensor[None]))[1] == (4, 3, 2)
+    for case, message in (
+        (tensor, "host memory"),  # numpy's DLPack says CPU
+        (_DLPackOnCuda(tensor.astype(np.float64)), "not float32"),
+        (_DLPackOnCuda(tensor[:, ::2]), "C-contiguous"),
+        (_DLPackOnCuda(np.zeros((2, 4, 3, 2), np.float32)), "batch"),
+    ):
+        with pytest.raises(gpu_seg.InputError, match=message) as info:
+            pp.process_cuda(case)
+        assert info.value.argument == "tensor"
+
+
 def test_a_cpu_processor_has_no_gl_for_cuda():
     with gpu_seg.SegmentationPostprocessor("none", backend="cpu") as cpu:
         with pytest.raises(gpu_seg.GLUnavailableError):
@@ -190,8 +234,8 @@ def test_cuda_frame_after_a_context_loss_is_recomputed(torch_cuda):
 def test_cuda_tensor_on_the_host_or_another_device(torch_cuda):
     tensor = torch_cuda.zeros((4, 3, 2))
     with gpu_seg.SegmentationPostprocessor("none", backend="gl") as processor:
-        with pytest.raises(gpu_seg.InputError, match="CUDA array"):
-            processor.process_cuda(tensor)  # a CPU torch tensor has no __cuda_array_interface__
+        with pytest.raises(gpu_seg.InputError, match="host memory"):
+            processor.process_cuda(tensor)  # a CPU torch tensor: DLPack says it is on the CPU
         with pytest.raises(gpu_seg.InputError, match="C-contiguous"):
             processor.process_cuda(tensor.cuda().permute(1, 0, 2))
         if torch_cuda.cuda.device_count() < 2:

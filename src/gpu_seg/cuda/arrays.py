@@ -1,7 +1,8 @@
 """CUDA arrays in and out: ``__cuda_array_interface__`` tensors, owned device arrays, a bounded pool.
 
-Inputs: any object with ``__cuda_array_interface__`` (torch, CuPy, JAX, Numba): float32, C-contiguous,
-``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)``, in device (or managed) memory.
+Inputs: any object with ``__cuda_array_interface__`` (torch, CuPy, JAX, Numba), or a DLPack producer
+(``__dlpack__`` / ``__dlpack_device__`` on a CUDA device): float32, C-contiguous, ``(H, W)``,
+``(H, W, C)`` or ``(1, H, W, C)``, in device (or managed) memory.
 
 Outputs (:class:`CudaArray`): device memory that gpu_seg allocated and that the array *owns*: it is
 valid for as long as the array object lives (``torch.as_tensor(x, device="cuda")`` and
@@ -21,9 +22,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .dlpack import DLPACK_CUDA_DEVICES, DLPackTensor, read_dlpack
+from .dlpack import LEGACY_DEFAULT_STREAM as DLPACK_LEGACY_STREAM
 from .runtime import check, runtime
 
-__all__ = ["CudaArray", "CudaTensor", "DevicePool", "cuda_tensor", "parse_interface"]
+__all__ = ["CudaArray", "CudaTensor", "DevicePool", "cuda_tensor", "dlpack_layout", "parse_interface"]
 
 #: ``__cuda_array_interface__["stream"]`` of results: the legacy default stream (1), which the
 #: copies are issued on; consumers synchronise with it (CAI v3).
@@ -51,24 +54,36 @@ def cuda_tensor(tensor: object) -> CudaTensor:
         GLUnavailableError: cuda-python is missing.
         CudaError: the pointer query failed.
     """
-    pointer, (height, width, channels), stream = parse_interface(tensor)
-    return CudaTensor(pointer, height, width, channels, _device_of(pointer), stream, tensor)
+    pointer, (height, width, channels), stream, owner = _parse(tensor)
+    return CudaTensor(pointer, height, width, channels, _device_of(pointer), stream, owner)
 
 
 def parse_interface(tensor: object) -> tuple[int, tuple[int, int, int], int | None]:
-    """``(pointer, (H, W, C), producer stream)`` from ``__cuda_array_interface__``; no CUDA call.
+    """``(pointer, (H, W, C), producer stream)`` from ``__cuda_array_interface__`` (or DLPack's
+    ``__dlpack__`` on a CUDA device); no CUDA runtime call.
 
     Raises:
         InputError: (``"tensor"``) no interface (a host array), wrong dtype, shape or strides.
     """
+    pointer, shape, stream, _ = _parse(tensor)
+    return pointer, shape, stream
+
+
+def _parse(tensor: object) -> tuple[int, tuple[int, int, int], int | None, object]:
+    """``parse_interface`` and what keeps the memory alive (the tensor, or its DLPack capsule)."""
     interface = getattr(tensor, "__cuda_array_interface__", None)
     if not isinstance(interface, dict):
+        if callable(getattr(tensor, "__dlpack__", None)) and callable(
+            getattr(tensor, "__dlpack_device__", None)
+        ):
+            return _parse_dlpack(tensor)
         kind = (
             "a numpy (host) array: use process()" if isinstance(tensor, np.ndarray) else type(tensor).__name__
         )
         raise InputError(
             "tensor",
-            f"expected a CUDA array with __cuda_array_interface__ (torch, CuPy, JAX, Numba), got {kind}",
+            "expected a CUDA array with __cuda_array_interface__ or __dlpack__ (torch, CuPy, JAX, Numba), "
+            f"got {kind}",
         )
     raw_shape = tuple(int(d) for d in interface.get("shape", ()))
     typestr = str(interface.get("typestr", ""))
@@ -77,6 +92,37 @@ def parse_interface(tensor: object) -> tuple[int, tuple[int, int, int], int | No
     strides = interface.get("strides")
     if strides is not None and not _c_contiguous(raw_shape, tuple(int(s) for s in strides)):
         raise InputError("tensor", f"strides {tuple(strides)} are not C-contiguous; pass a contiguous tensor")
+    stream = interface.get("stream")
+    return int(interface["data"][0]), _hwc(raw_shape), None if stream is None else int(stream), tensor
+
+
+def _parse_dlpack(tensor: object) -> tuple[int, tuple[int, int, int], int | None, object]:
+    """A DLPack producer on a CUDA device (``__dlpack__(stream=1)``: it orders its work before the
+    legacy default stream, which the copies use)."""
+    device_type, _ = tensor.__dlpack_device__()  # type: ignore[attr-defined]
+    if int(device_type) not in DLPACK_CUDA_DEVICES:
+        raise InputError(
+            "tensor",
+            f"a DLPack tensor in host memory (device type {int(device_type)}): use process(), or move it "
+            "to the CUDA device",
+        )
+    try:
+        view = read_dlpack(tensor, stream=DLPACK_LEGACY_STREAM)
+    except TypeError as exc:
+        raise InputError("tensor", f"unusable __dlpack__: {exc}") from exc
+    return (*dlpack_layout(view), None, view.capsule)
+
+
+def dlpack_layout(view: DLPackTensor) -> tuple[int, tuple[int, int, int]]:
+    """``(pointer, (H, W, C))`` of a DLPack tensor, checked like a ``__cuda_array_interface__`` one."""
+    if not view.is_float32:
+        raise InputError("tensor", f"DLPack dtype (code, bits, lanes) {view.dtype} is not float32")
+    if not view.c_contiguous:
+        raise InputError("tensor", f"strides {view.strides} (elements) are not C-contiguous")
+    return view.pointer, _hwc(view.shape)
+
+
+def _hwc(raw_shape: tuple[int, ...]) -> tuple[int, int, int]:
     shape = raw_shape
     if len(shape) == 4:
         if shape[0] != 1:
@@ -86,8 +132,7 @@ def parse_interface(tensor: object) -> tuple[int, tuple[int, int, int], int | No
         shape = (*shape, 1)
     if len(shape) != 3 or min(shape) <= 0:
         raise InputError("tensor", f"shape {raw_shape} is not a non-empty (H, W), (H, W, C) or (1, H, W, C)")
-    stream = interface.get("stream")
-    return int(interface["data"][0]), shape, None if stream is None else int(stream)
+    return shape  # type: ignore[return-value]
 
 
 def _c_contiguous(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
