@@ -14,6 +14,7 @@ delivered after the lock is released.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import logging
@@ -110,6 +111,7 @@ class Outcome:
     during_backoff: bool = False  #: a CPU frame only because a rebuild is deferred by the backoff
     confidence: np.ndarray | None = None  #: DONE: the results (the caller's arrays, or fresh ones)
     category: np.ndarray | None = None
+    error: BaseException | None = None  #: CPU: why GL could not compute the frame (if it was tried)
 
 
 _CPU = Outcome(Verdict.CPU)
@@ -311,48 +313,67 @@ class GLSupervisor:
         Returns DONE, CPU (auto backend only) or WAIT. Raises (``backend="gl"``) ContextLostError,
         GLUnavailableError, ShaderBuildError or GLError when GL cannot compute the frame.
         """
+        outcome, results = self._recovering(
+            functools.partial(self._compute, frame=frame, confidence_dst=confidence_dst,
+                              category_dst=category_dst, lend=lend),
+            cpu_ok=True,
+        )  # fmt: skip
+        if outcome.verdict is not Verdict.DONE:
+            return outcome
+        confidence, category = results
+        return Outcome(Verdict.DONE, confidence=confidence, category=category)
+
+    def _recovering(self, work: Callable[[Generation], T], cpu_ok: bool) -> tuple[Outcome, T | None]:
+        """The one recovery loop of :meth:`run` and :meth:`run_resident`: ``work(generation)`` on the
+        current generation, rebuilt after a loss within the loss budget and backoff.
+
+        Returns ``(DONE, result)``, or ``(WAIT / CPU, None)`` with, for CPU, the error that stopped GL
+        (None when the fallback is active and no probe is due). ``cpu_ok=False`` (resident work, which
+        has no CPU answer) waits through a deferred rebuild instead of taking the CPU meanwhile.
+        Raises with ``backend="gl"`` as :meth:`run` documents; :class:`SourceLostError` always.
+        """
         if self._graveyard:
             self.bury()
         probing = self.recovery.fallback_active
         if probing and not self.recovery.probe_due():
-            return _CPU
-        deferred = self._deferred_rebuild()
+            return _CPU, None
+        deferred = self._deferred_rebuild(cpu_ok)
         if deferred is not None:
-            return deferred
+            return deferred, None
         if self.generation is None and self._attached_mode and self._pending_attach is None:
-            if self.backend == "gl":
+            if self.backend == "gl" or not cpu_ok:
                 raise self._no_context_attached()
-            return _CPU
+            return _CPU, None
         while True:
             try:
                 if self.generation is None:
                     self.generation = self._create_generation()
-                confidence, category = self._compute(
-                    self.generation, frame, confidence_dst, category_dst, lend
-                )
+                result = work(self.generation)
+            except SourceLostError:
+                raise  # the caller's input is dead, not this generation: no loss to count
             except ContextLostError as exc:
                 outcome = self._after_loss(exc)
                 if outcome is None:
                     continue
-                return outcome
+                return dataclasses.replace(outcome, error=exc), None
             except GLUnavailableError as exc:
                 if self.backend == "gl":
                     raise
                 self._enter_fallback(f"GL unavailable: {exc}")
-                return _CPU
+                return Outcome(Verdict.CPU, error=exc), None
             except ShaderBuildError as exc:
                 self._record(EventKind.SHADER_ERROR, str(exc).splitlines()[0])
                 if self.backend == "gl":
                     raise
                 self._enter_fallback(f"shader error: {exc.program}")
-                return _CPU
+                return Outcome(Verdict.CPU, error=exc), None
             except GLError as exc:
                 self._record(EventKind.GL_ERROR, str(exc))
                 if self.backend == "gl":
                     raise
-                return _CPU
+                return Outcome(Verdict.CPU, error=exc), None
             self._after_success(probing)
-            return Outcome(Verdict.DONE, confidence=confidence, category=category)
+            return Outcome(Verdict.DONE), result
 
     def _compute(
         self,
@@ -418,48 +439,21 @@ class GLSupervisor:
             ContextLostError: the context was lost and cannot be rebuilt now, or the input is dead.
             ShaderBuildError, GLError: as :meth:`run` with ``backend="gl"``.
         """
-        probing = self.recovery.fallback_active
-        if probing and not self.recovery.probe_due():
-            raise GLUnavailableError(
-                f"GL is unavailable ({self.recovery.fallback_reason}); GPU-resident results need GL"
-            )
-        if self._rebuild_at is not None:
-            remaining = self._rebuild_at - time.monotonic()
-            if remaining > 0:
-                return Verdict.WAIT, remaining, None
-            self._rebuild_at = self._rebuild_owner = None
-        if self.generation is None and self._attached_mode and self._pending_attach is None:
-            raise self._no_context_attached()
-        while True:
-            try:
-                if self.generation is None:
-                    self.generation = self._create_generation()
-                result = work(self.generation)
-            except SourceLostError:
-                raise
-            except ContextLostError as exc:
-                outcome = self._after_loss(exc)  # raises itself with backend="gl" where it must
-                if outcome is None:
-                    continue
-                if outcome.verdict is Verdict.WAIT:
-                    return Verdict.WAIT, outcome.delay, None
-                raise ContextLostError(
-                    f"context lost and GL cannot be rebuilt now: {exc}", reason=exc.reason
-                ) from exc
-            except GLUnavailableError as exc:
-                if self.backend == "auto":
-                    self._enter_fallback(f"GL unavailable: {exc}")
-                raise
-            except ShaderBuildError as exc:
-                self._record(EventKind.SHADER_ERROR, str(exc).splitlines()[0])
-                if self.backend == "auto":
-                    self._enter_fallback(f"shader error: {exc.program}")
-                raise
-            except GLError as exc:
-                self._record(EventKind.GL_ERROR, str(exc))
-                raise
-            self._after_success(probing)
+        outcome, result = self._recovering(work, cpu_ok=False)
+        if outcome.verdict is Verdict.DONE:
             return Verdict.DONE, 0.0, result
+        if outcome.verdict is Verdict.WAIT:
+            return Verdict.WAIT, outcome.delay, None
+        error = outcome.error
+        if isinstance(error, ContextLostError):
+            raise ContextLostError(
+                f"context lost and GL cannot be rebuilt now: {error}", reason=error.reason
+            ) from error
+        if error is not None:
+            raise error
+        raise GLUnavailableError(
+            f"GL is unavailable ({self.recovery.fallback_reason}); GPU-resident results need GL"
+        )
 
     def run_on_session(self, session: GLSession, work: Callable[[], T]) -> T:
         """Run ``work`` on ``session`` (a generation's, with its context current); a loss found
@@ -556,14 +550,14 @@ class GLSupervisor:
             if generation.pipeline.trims == flight.trims:
                 generation.pipeline.cancel(flight.ticket)
 
-    def _deferred_rebuild(self) -> Outcome | None:
+    def _deferred_rebuild(self, cpu_ok: bool = True) -> Outcome | None:
         if self._rebuild_at is None:
             return None
         remaining = self._rebuild_at - time.monotonic()
         if remaining <= 0:
             self._rebuild_at = self._rebuild_owner = None
             return None
-        if self.backend == "auto" and threading.get_ident() != self._rebuild_owner:
+        if cpu_ok and self.backend == "auto" and threading.get_ident() != self._rebuild_owner:
             return Outcome(Verdict.CPU, during_backoff=True)
         return Outcome(Verdict.WAIT, remaining)
 
