@@ -118,3 +118,23 @@ def pytest_terminal_summary(terminalreporter):
             f"{pair}: {cases} cases, worst confidence |diff| {worst:.3g}, category mismatches "
             f"{mismatches} of {pixels} pixels (all near ties: {int(entry['near_tie_mismatches'])})"
         )
+
+
+@pytest.fixture
+def new_processor():
+    """Make processors for one test, closed after it: ``make(activation="softmax", **options)``.
+
+    GL stays in use under ``backend="auto"`` on llvmpipe (``software_renderer="gl"``) unless a
+    test says otherwise: these tests exercise the GL path and its recovery, not the speed choice.
+    """
+    made: list[gpu_seg.SegmentationPostprocessor] = []
+
+    def make(activation: str = "softmax", **options) -> gpu_seg.SegmentationPostprocessor:
+        options.setdefault("software_renderer", "gl")
+        processor = gpu_seg.SegmentationPostprocessor(activation, **options)
+        made.append(processor)
+        return processor
+
+    yield make
+    for processor in made:
+        processor.close()

@@ -6,6 +6,7 @@ llvmpipe has GL 4.5, so compute shaders run here. Every result is compared with 
 
 from __future__ import annotations
 
+import functools
 import gc
 
 import numpy as np
@@ -248,19 +249,8 @@ def test_passes_are_chosen_from_the_renderer_and_checked(pipelines):
 
 # ----------------------------------------------------------------------------- the processor
 @pytest.fixture
-def make_pp():
-    made = []
-
-    def make(**kwargs):
-        kwargs.setdefault("software_renderer", "gl")
-        kwargs.setdefault("gl_passes", "compute")
-        pp = gpu_seg.SegmentationPostprocessor("softmax", **kwargs)
-        made.append(pp)
-        return pp
-
-    yield make
-    for pp in made:
-        pp.close()
+def make_pp(new_processor):
+    return functools.partial(new_processor, gl_passes="compute")
 
 
 def test_gl_passes_is_validated():

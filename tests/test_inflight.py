@@ -6,6 +6,7 @@ The mapped readback (a ring of persistently mapped buffers) is forced with ``rea
 
 from __future__ import annotations
 
+import functools
 import gc
 
 import numpy as np
@@ -28,19 +29,8 @@ def _assert_correct(result, tensor, size=SIZE):
 
 
 @pytest.fixture
-def make_pp():
-    made = []
-
-    def make(**kwargs):
-        kwargs.setdefault("software_renderer", "gl")
-        kwargs.setdefault("readback", "mapped")
-        pp = gpu_seg.SegmentationPostprocessor("softmax", **kwargs)
-        made.append(pp)
-        return pp
-
-    yield make
-    for pp in made:
-        pp.close()
+def make_pp(new_processor):
+    return functools.partial(new_processor, readback="mapped")
 
 
 def _mapped(pp) -> bool:

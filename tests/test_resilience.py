@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import os
 import threading
@@ -51,19 +52,8 @@ def recorder():
 
 
 @pytest.fixture
-def make_pp(recorder):
-    made = []
-
-    def make(**kwargs):
-        kwargs.setdefault("on_event", recorder)
-        kwargs.setdefault("software_renderer", "gl")  # these tests exercise GL recovery under "auto"
-        pp = gpu_seg.SegmentationPostprocessor("softmax", **kwargs)
-        made.append(pp)
-        return pp
-
-    yield make
-    for pp in made:
-        pp.close()
+def make_pp(recorder, new_processor):
+    return functools.partial(new_processor, on_event=recorder)
 
 
 def test_lose_context_then_next_frame_rebuilds_and_recomputes(make_pp, recorder):
