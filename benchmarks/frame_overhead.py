@@ -111,29 +111,6 @@ def measure(preset: str, mode: str, frames: int, readback: str | None) -> dict:
 
     session.run(steps_body)
 
-    def upload_body():  # the mapped upload's CPU time, padding in place or through staging
-        from gpu_seg.gl.plan import TensorLayout
-        from gpu_seg.gl.upload import MappedUpload
-
-        layout = TensorLayout.for_tensor(*frame.tensor.shape, pipeline.limits.max_texture_size)
-        slot = pipeline._tensor_slot(layout)
-        uploader = MappedUpload(pipeline.ctx, pipeline._gl)
-        times = {}
-        try:
-            for in_place in (False, True, False, True):
-                uploader.pad_in_place = in_place
-                samples = []
-                for _ in range(30):
-                    start = time.perf_counter()
-                    uploader.upload(slot, frame.tensor)
-                    samples.append((time.perf_counter() - start) * 1e3)
-                times[f"upload_{'in_place' if in_place else 'staged'}"] = statistics.median(samples)
-        finally:
-            uploader.release()
-        return times
-
-    if pipeline._gl is not None:
-        out.update(session.run(upload_body))
     out.update({k: statistics.median(v) if v else None for k, v in steps.items()})
     profile = cProfile.Profile()
     profile.enable()

@@ -90,9 +90,7 @@ class MaskView:
         """Owned copies of the masks (a :class:`~gpu_seg.types.Result`)."""
         self._check()
         confidence = None if self._confidence is None else self._confidence.copy()
-        category = None if self._category is None else np.ascontiguousarray(self._category)
-        if category is self._category and category is not None:
-            category = category.copy()
+        category = None if self._category is None else self._category.copy()  # C order, owned
         return Result(confidence, category, self.backend)
 
     def _check(self) -> None:

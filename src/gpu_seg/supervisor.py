@@ -543,13 +543,6 @@ class GLSupervisor:
         self._after_success(False)
         return Outcome(Verdict.DONE, confidence=confidence, category=category)
 
-    def cancel(self, flight: InFlight) -> None:
-        """Forget a frame in flight that will not be collected (no GL call)."""
-        generation = self.generation
-        if generation is not None and generation.number == flight.generation:
-            if generation.pipeline.trims == flight.trims:
-                generation.pipeline.cancel(flight.ticket)
-
     def _deferred_rebuild(self, cpu_ok: bool = True) -> Outcome | None:
         if self._rebuild_at is None:
             return None

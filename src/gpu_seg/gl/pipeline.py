@@ -292,11 +292,6 @@ class GLPipeline:
             raise RuntimeError("lend() needs the mapped readback")
         return self._readback.lend(ticket)
 
-    def cancel(self, ticket: int) -> None:
-        """Forget a submitted frame that will not be collected (no GL call)."""
-        if isinstance(self._readback, MappedReadback):
-            self._readback.cancel(ticket)
-
     def check_capacity(self, purpose: Purpose) -> None:
         """Raise CapacityError unless a frame of ``purpose`` can be submitted now."""
         self._readback.check_capacity(purpose)

@@ -299,10 +299,8 @@ class _ReadSlot:
 
     def lent(self) -> bool:
         """Whether any array derived from this slot's lent views is still alive."""
-        root = self.lent_root
-        if root is None:
+        if self.lent_root is None:
             return False
-        del root
         if sys.getrefcount(self.lent_root) > 2:  # this attribute and the call's argument
             return True
         self.lent_root = None
@@ -424,12 +422,6 @@ class MappedReadback(Readback):
         self._finish(slot)
         slot.lent_root = root
         return confidence, category
-
-    def cancel(self, ticket: int) -> None:
-        """Forget a started frame that will never be collected (no GL call)."""
-        slot = self._slots[ticket]
-        if slot.lent_root is None:
-            self._finish(slot)
 
     def _slot(self, ticket: int | None) -> _ReadSlot:
         index = self._last if ticket is None else ticket
