@@ -63,33 +63,18 @@ def measure(preset: str, mode: str, frames: int, readback: str | None) -> dict:
     out["thread_call"] = _median_ms(lambda: session.thread.call(lambda: None), frames)
     out["session_run"] = _median_ms(lambda: session.run(lambda: None), frames)
 
-    def on_thread(fn):
+    egl_context = session.egl_context
+
+    def on_thread(fn):  # fn timed on the GL thread, the context current
         def body():
-            samples = []
-            for _ in range(frames):
-                start = time.perf_counter()
-                fn()
-                samples.append((time.perf_counter() - start) * 1e3)
-            return statistics.median(samples)
+            if not egl_context.is_current():
+                egl_context.make_current()
+            return _median_ms(fn, frames)
 
         return session.thread.call(body)
 
-    egl_context = session.egl_context
     out["make_release"] = on_thread(lambda: (egl_context.make_current(), egl_context.release_current()))
-
-    def health_body():
-        egl_context.make_current()
-        try:
-            samples = []
-            for _ in range(frames):
-                start = time.perf_counter()
-                session.check()
-                samples.append((time.perf_counter() - start) * 1e3)
-            return statistics.median(samples)
-        finally:
-            egl_context.release_current()
-
-    out["health"] = session.thread.call(health_body)
+    out["health"] = on_thread(session.check)
     frame = pp._frame(tensor, size)
     steps: dict[str, list[float]] = {"submit": [], "wait": [], "collect": [], "gpu": []}
 
