@@ -324,11 +324,10 @@ class MappedReadback(Readback):
     #: Buffers in the ring at most (created when needed; one is kept for synchronous frames).
     MAX_SLOTS = 4
 
-    def __init__(self, ctx: moderngl.Context, gl: GLFunctions, max_slots: int | None = None) -> None:
+    def __init__(self, ctx: moderngl.Context, gl: GLFunctions) -> None:
         super().__init__()
         self._ctx = ctx
         self._gl = gl
-        self.max_slots = max(2, max_slots or self.MAX_SLOTS)
         self._slots: list[_ReadSlot] = []
         self._last: int | None = None
 
@@ -347,11 +346,11 @@ class MappedReadback(Readback):
     def check_capacity(self, purpose: Purpose) -> None:
         """Raise CapacityError unless a frame of ``purpose`` can take a slot now."""
         started, lent = self.busy_slots()
-        spare = self.max_slots - started - lent - (0 if purpose == "sync" else 1)
+        spare = self.MAX_SLOTS - started - lent - (0 if purpose == "sync" else 1)
         if spare >= 1:
             return
         raise CapacityError(
-            f"all {self.max_slots} result buffers are in use ({started} frame(s) in flight, {lent} held "
+            f"all {self.MAX_SLOTS} result buffers are in use ({started} frame(s) in flight, {lent} held "
             "by zero-copy results): collect pending frames, release() zero-copy results and drop the "
             "arrays taken from them"
         )
