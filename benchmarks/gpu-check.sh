@@ -42,7 +42,7 @@ step verify
 timeout "${VERIFY_TIMEOUT:-40}" python3 -m gpu_seg verify --cases "${VERIFY_CASES:-12}" --json "$out/verify.json" 2>&1 | tail -6
 
 step passes
-timeout "${PASSES_TIMEOUT:-40}" python3 benchmarks/gpu_passes.py --presets multiclass,deeplab --frames 6 --json "$out/passes.json" 2>&1 | grep -v "^INFO" | tail -60
+timeout "${PASSES_TIMEOUT:-40}" python3 benchmarks/gpu_passes.py --presets multiclass,deeplab --frames 6 --resident --json "$out/passes.json" 2>&1 | grep -v "^INFO" | tail -60
 
 step frame overhead
 timeout "${OVERHEAD_TIMEOUT:-40}" python3 benchmarks/frame_overhead.py --preset selfie --preset multiclass --preset deeplab --frames 80 --json "$out/frame-overhead.json" 2>&1 | grep -v "^INFO" | tail -4

@@ -5,7 +5,8 @@ Every full-screen pass (``GLPipeline._draw``), every compute dispatch (``Compute
 before and after, one ``GL_TIME_ELAPSED`` query around the call, so a pass's figure is its own GPU
 time without the gaps of the host issuing commands. Medians over ``--frames`` frames of
 ``process()`` (mapped readback) per preset, both outputs, once per form of the passes
-(``--passes``: ``gl_passes="fragment"`` and ``"compute"``). A run that fails is reported with its
+(``--passes``: ``gl_passes="fragment"`` and ``"compute"``), and with ``--resident`` of
+``process_resident`` frames too (GL buffer in, lent textures out). A run that fails is reported with its
 error; the others go on. Prints JSON.
 
     python benchmarks/gpu_passes.py --presets multiclass,deeplab --frames 10 --json passes.json
@@ -29,6 +30,7 @@ from gpu_seg.gl import programs as programs_module
 from gpu_seg.gl import readback as readback_module
 from gpu_seg.gl import upload as upload_module
 from gpu_seg.tools.bench.cases import PRESETS, model_like_tensor
+from gpu_seg.types import Result
 
 _samples: dict[str, list[float]] = collections.defaultdict(list)
 
@@ -104,24 +106,47 @@ def _wrap_upload(cls) -> None:
     cls.upload = timed_upload
 
 
-def measure(preset_name: str, frames: int, gl_passes: str = "fragment") -> dict:
+def measure(preset_name: str, frames: int, gl_passes: str = "fragment", resident: bool = False) -> dict:
+    """Per-pass GPU times of ``process()`` frames, or with ``resident`` of ``process_resident``
+    frames from a GL buffer holding the tensor (HWC) into the lent textures (texture -> texture)."""
     preset = PRESETS[preset_name]
     tensor = model_like_tensor(preset.tensor_shape, np.random.default_rng(7))
+    size = preset.output_size
     _samples.clear()
     with gpu_seg.SegmentationPostprocessor(
         preset.activation, backend="gl", readback="mapped", gl_passes=gl_passes
     ) as pp:
+        if resident:
+            buffer = pp.run_gl(lambda ctx: ctx.buffer(tensor.tobytes()))
+            source = gpu_seg.GLTensor(buffer, tensor.shape)
+
+            def frame():
+                return pp.process_resident(source, size)
+
+        else:
+
+            def frame():
+                return pp.process(tensor, size)
+
         for _ in range(2):
-            pp.process(tensor, preset.output_size)
+            frame()
         _samples.clear()
         for _ in range(frames):
-            result = pp.process(tensor, preset.output_size)
+            frame()
+        if resident:
+            masks = pp.process_resident(source, size)
+            result = Result(masks.read_confidence(), masks.read_category(), "gl")
+        else:
+            result = frame()
         renderer = pp.context_info.renderer
-    want = gpu_seg.reference_postprocess(tensor, preset.activation, preset.output_size)
+        if resident:
+            pp.run_gl(lambda ctx: buffer.release())
+    want = gpu_seg.reference_postprocess(tensor, preset.activation, size)
     passes = {name: statistics.median(values) for name, values in _samples.items()}
     return {
         "preset": preset_name,
         "gl_passes": gl_passes,
+        "frames": "process_resident (GL buffer -> textures)" if resident else "process",
         "renderer": renderer,
         "passes_ms": dict(sorted(passes.items(), key=lambda item: -item[1])),
         "sum_ms": sum(passes.values()),
@@ -252,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default="selfie,multiclass,deeplab")
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--passes", default="fragment,compute", help="gl_passes values to measure")
+    parser.add_argument(
+        "--resident", action="store_true", help="also process_resident frames (GL buffer -> textures)"
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     install()
@@ -262,10 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"probes_ms": None, "error": f"{type(exc).__name__}: {exc}"})
     for name in args.presets.split(","):
         for passes in args.passes.split(","):
-            try:
-                results.append(measure(name, args.frames, passes))
-            except Exception as exc:
-                results.append({"preset": name, "gl_passes": passes, "error": f"{type(exc).__name__}: {exc}"})
+            for resident in (False, True) if args.resident else (False,):
+                try:
+                    results.append(measure(name, args.frames, passes, resident))
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    row = {"preset": name, "gl_passes": passes, "resident": resident, "error": error}
+                    results.append(row)
     text = json.dumps(results, indent=1)
     if args.json:
         with open(args.json, "w") as handle:

@@ -191,6 +191,31 @@ def test_masks_split_over_several_dispatches_and_the_fragment_fallback(pipelines
         assert isinstance(readout.confidence[0], BufferRead) is (buffers and readback == "mapped"), limit
 
 
+def _built(pipeline) -> set[tuple[str, bool]]:
+    """(shader name, compute) of every program the pipeline's cache holds."""
+    return {(definition.name, definition.compute) for definition in pipeline.programs._entries}
+
+
+@pytest.mark.parametrize("readback", ["direct", "mapped"])
+def test_the_tensor_resolution_passes_run_as_compute_shaders(pipelines, readback):
+    """The softmax statistics and the activation have compute forms too (whatever the readback: they
+    write textures); the fragment pipeline keeps the fragment forms. Same bits either way."""
+    compute, fragment = pipelines("compute"), pipelines("fragment")
+    if readback == "mapped" and compute._gl is None:
+        pytest.skip("no GL_ARB_buffer_storage")
+    compute.readback = readback
+    tensor = _tensor(4, (9, 10, 5))
+    tensor.reshape(-1)[::9] = np.nan
+    for activation in ("softmax", "sigmoid"):
+        _assert_same(
+            _run(compute, tensor, activation, (23, 17)), _run(fragment, tensor, activation, (23, 17))
+        )
+    names = {"activate", "softmax_stats"}
+    assert {(name, True) for name in names} <= _built(compute)
+    assert not {(name, False) for name in names} & _built(compute)
+    assert {(name, False) for name in names} <= _built(fragment)
+
+
 def test_the_category_shortcut_keeps_the_fragment_category_pass(pipelines):
     compute = pipelines("compute")
     compute.category_shortcut = True
@@ -326,7 +351,9 @@ def test_a_broken_compute_shader_is_a_line_numbered_build_error(gl_clean):
     if not compute_available(gl_clean.ctx):
         pytest.skip("no GL 4.3 compute shaders")
     cache = ProgramCache(gl_clean.ctx, 97, gl_clean.glsl, lambda: None)
-    bad = ProgramDefinition.compute_of("resize_columns.comp.glsl", TENSOR_H="broken", ALL_CHANNELS=True)
+    bad = ProgramDefinition.compute_of(
+        "resize_columns.comp.glsl", TENSOR_H="broken", ALL_CHANNELS=True, IMAGES=0
+    )
     with pytest.raises(gpu_seg.ShaderBuildError) as info:
         cache.get(bad)
     assert "const int TENSOR_H = broken;" in info.value.source

@@ -103,7 +103,8 @@ def test_compute_resident_textures_equal_the_fragment_ones_and_process(pipelines
         tensor = _tensor((9, 7, channels), channels * 10 + index, nans=index == 2)
         images = _resident(compute, tensor, activation, size)
         assert images.passes == "compute" and images.category_packed is None
-        assert len(images.confidence_buffers) == channels and images.category_buffer is not None
+        # stored straight into the lent textures: no buffer holds the results
+        assert not images.confidence_buffers and images.category_buffer is None
         assert {t.size for t in (*images.confidence, images.category)} == {size}
         assert images.category.dtype == "u1" and {t.dtype for t in images.confidence} == {"f4"}
         got = _read_textures(images)
@@ -146,6 +147,30 @@ def test_gl_sources_and_wrapped_layouts(pipelines, gl_clean, shape, kind):
         buffer.release()
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_a_texture_source_is_relaid_by_a_compute_shader(pipelines, gl_clean, channels):
+    """A texture input (and a padded HWC buffer) is relaid into the tensor texture by the compute
+    form of tensor_relayout with the compute passes: the same bits as the fragment form."""
+    compute, fragment = pipelines("compute"), pipelines("fragment")
+    tensor = _tensor((6, 9, channels), 40 + channels, nans=True)
+    components = 4 if channels == 3 else channels  # RGB32F is not a render/image format: pad to RGBA
+    texels = np.zeros((6, 9, components), np.float32)
+    texels[..., :channels] = tensor
+    texture = gl_clean.ctx.texture((9, 6), components, texels.tobytes(), dtype="f4")
+    buffer = gl_clean.ctx.buffer(tensor.tobytes())
+    try:
+        for kind, obj in (("texture", texture), ("hwc", buffer)):
+            source = GLSource(kind, obj, 6, 9, channels)
+            got = _read_textures(_resident(compute, tensor, "softmax", (13, 10), source))
+            want = _read_textures(_resident(fragment, tensor, "softmax", (13, 10), source))
+            assert all(a.tobytes() == b.tobytes() for a, b in zip(got, want, strict=True)), kind
+        built = {(d.name, d.compute) for d in compute.programs._entries}
+        assert ("tensor_relayout", True) in built and ("tensor_relayout", False) not in built
+    finally:
+        texture.release()
+        buffer.release()
+
+
 def test_the_cuda_copy_plan_gives_the_masks(pipelines):
     """Without lend_textures the compute frame fills no texture; its buffers, copied as the CUDA path
     copies them (plane starts, packed rows of quads(W) uints read W bytes wide), are the masks."""
@@ -172,7 +197,7 @@ def test_packed_formats_keep_the_fragment_resize_and_mix_with_the_compute_catego
     options = {"confidence_format": fmt}
     dtype = np.float16 if fmt == "float16" else np.uint8
     images = _resident(compute, tensor, "sigmoid", (21, 19), **options)
-    assert images.passes == "mixed" and images.category_buffer is not None and not images.confidence_buffers
+    assert images.passes == "mixed" and images.category_packed is None and not images.confidence_buffers
     got = _read_textures(images, dtype)
     want = _read_textures(_resident(fragment, tensor, "sigmoid", (21, 19), **options), dtype)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(got, want, strict=True))
@@ -187,7 +212,7 @@ def test_the_category_shortcut_and_a_small_storage_limit_keep_the_fragment_passe
     shortcut = pipelines("compute")
     shortcut.category_shortcut = True
     images = _resident(shortcut, tensor, "softmax", (17, 9))
-    assert images.passes == "mixed" and images.category_packed is not None and images.confidence_buffers
+    assert images.passes == "mixed" and images.category_packed is not None  # confidence: compute
     small = pipelines("compute", max_storage_block=128)  # the category takes 180 bytes, a plane 768
     images = _resident(small, tensor, "softmax", (17, 9))
     assert images.passes == "fragment" and not images.confidence_buffers and images.category_buffer is None

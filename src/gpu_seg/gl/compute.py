@@ -16,14 +16,18 @@ what the fragment passes compute (the same GLSL arithmetic, shared through ``res
 and the frame's readout names buffer ranges (:class:`~.readback.BufferRead`): the direct readback
 reads them with ``glGetBufferSubData``, the mapped one copies them into its ring slot on the GPU.
 
-GPU-resident frames (:mod:`.resident`) copy the buffers into the exact-size textures they lend
-(:meth:`ComputePasses.planes_into_textures`, :meth:`ComputePasses.category_into_texture`: compute
-shaders with image stores, no fragment pass); the CUDA path copies the buffers themselves.
+GPU-resident frames (:mod:`.resident`) that lend textures have ``resize_columns.comp`` and
+``category.comp`` store straight into the exact-size textures they lend (image stores: up to 8
+masks per dispatch, no planes or category buffer, no copy); the CUDA path copies the buffers.
 
-What stays on the fragment passes: the activation and softmax statistics (small, tensor
-resolution), float16 and uint8 confidence masks (their packed encodings would need several pixels
-per invocation), and an output whose buffers would exceed ``GL_MAX_SHADER_STORAGE_BLOCK_SIZE``
-(:meth:`ComputePasses.fits_confidence`, :meth:`ComputePasses.fits_category`). The category
+The passes at tensor resolution (softmax statistics, activation, and the resident input's
+re-layout) have compute forms too (:meth:`ComputePasses.fill_texels`): the function of one texel
+that the fragment form writes, stored into the same texture as an image (``texel_store.glsl``).
+
+What stays on the fragment passes: float16 and uint8 confidence masks (their packed encodings
+would need several pixels per invocation), and an output whose buffers would exceed
+``GL_MAX_SHADER_STORAGE_BLOCK_SIZE`` (:meth:`ComputePasses.fits_confidence`,
+:meth:`ComputePasses.fits_category`). The category
 shortcut (llvmpipe) is a fragment-pass technique and is not used by the compute category pass.
 """
 
@@ -37,7 +41,7 @@ import numpy as np
 from ..frame import ConfidenceFormat
 from ..types import Activation
 from .plan import TensorLayout, align_corners_scale, quads, shared_columns
-from .programs import ProgramCache, ProgramDefinition
+from .programs import ProgramCache, ProgramDefinition, bind_inputs
 from .readback import BufferRead
 from .slots import ComputeConfidencePart, ObjectBuilder, OutputSlot, TensorSlot, write_resize_tables
 
@@ -54,7 +58,12 @@ GL_R32UI = 0x8236
 #: Storage buffer binding offsets are aligned to this (the largest alignment GL allows).
 _PLANE_ALIGN = 256
 _ROWS_LOCAL, _COLUMNS_LOCAL, _CATEGORY_LOCAL = 64, 128, 64  # local_size_x of the three shaders
-_IMAGE_LOCAL = (64, 4)  # local size of plane_image.comp.glsl and category_image.comp.glsl
+_TEXEL_LOCAL = (16, 8)  # local size of texel_store.glsl
+#: Masks that resize_columns.comp.glsl stores into images in one dispatch: GL 4.3's minimum of
+#: GL_MAX_IMAGE_UNITS and GL_MAX_COMPUTE_IMAGE_UNIFORMS (every GL 4.3 context has at least 8).
+_IMAGES_PER_DISPATCH = 8
+#: Image format of a float32 texture of 1, 2 or 4 components (texel_store.glsl's IMAGE_FORMAT).
+_FLOAT_IMAGE_FORMATS = {1: "r32f", 2: "rg32f", 4: "rgba32f"}
 _ACTIVATION_CODE = {Activation.NONE: 0, Activation.SIGMOID: 1, Activation.SOFTMAX: 2}
 
 
@@ -112,21 +121,24 @@ class ComputePasses:
 
     # ----------------------------------------------------------------------------- category
     def category(
-        self, slot: TensorSlot, output: OutputSlot, activation: Activation, size: tuple[int, int]
-    ) -> BufferRead:
-        """The packed category mask of the frame into the slot's category buffer."""
+        self,
+        slot: TensorSlot,
+        output: OutputSlot,
+        activation: Activation,
+        size: tuple[int, int],
+        texture: moderngl.Texture | None = None,
+    ) -> BufferRead | None:
+        """The packed category mask of the frame into the slot's category buffer (returned as a
+        buffer range), or, given ``texture`` (R8UI of the frame's size: the resident frame's lent
+        texture), one texel per pixel straight into it (returns None)."""
         layout = slot.layout
         width, height = size
-        if output.compute_category is None:
-            capacity_width, capacity_height = output.capacity
-            with self._builder() as build:
-                buffer = build.storage(quads(capacity_width) * 4 * capacity_height)
-            output.compute_category = buffer
         definition = ProgramDefinition.compute_of(
             "category.comp.glsl",
             ACTIVATION=_ACTIVATION_CODE[activation],
             ONE_CLASS=layout.channels == 1,
             COLUMNS=shared_columns(layout.width, width),
+            IMAGE=texture is not None,
             **layout.params(),
         )
         program = self.programs.get(definition)
@@ -136,6 +148,16 @@ class ComputePasses:
         _set(program, "u_scale_y", align_corners_scale(layout.height, height))
         _set(program, "u_width", width)
         _set(program, "u_quads", quads(width))
+        if texture is not None:
+            texture.bind_to_image(0, read=False, write=True)
+            program.run(_groups(quads(width), _CATEGORY_LOCAL), height, 1)
+            self.ctx.memory_barrier(GL_TEXTURE_USE_BARRIER_BITS)
+            return None
+        if output.compute_category is None:
+            capacity_width, capacity_height = output.capacity
+            with self._builder() as build:
+                buffer = build.storage(quads(capacity_width) * 4 * capacity_height)
+            output.compute_category = buffer
         output.compute_category.bind_to_storage_buffer(0)
         program.run(_groups(quads(width), _CATEGORY_LOCAL), height, 1)
         self.ctx.memory_barrier(GL_BUFFER_UPDATE_BARRIER_BIT | GL_SHADER_STORAGE_BARRIER_BIT)
@@ -145,22 +167,36 @@ class ComputePasses:
     def _build_confidence(self, output: OutputSlot) -> ComputeConfidencePart:
         kind, (width, height) = output.kind, output.capacity
         layout = kind.layout
-        masks = layout.channels if kind.channels is None else len(kind.channels)
         with self._builder() as build:
             rows = build.storage(self._rows_bytes(layout, width))
-            planes = build.storage(masks * _plane_stride(width, height))
             lut_x, lut_y = build.lut(width), build.lut(height)
             channels = None
             if kind.channels is not None:
-                channels = build.storage(4 * masks)
+                channels = build.storage(4 * len(kind.channels))
                 channels.write(np.asarray(kind.channels, np.int32).tobytes())
-        output.compute_confidence = ComputeConfidencePart(rows, planes, lut_x, lut_y, channels)
+        output.compute_confidence = ComputeConfidencePart(rows, lut_x, lut_y, channels)
         return output.compute_confidence
 
+    def _planes(self, output: OutputSlot, part: ComputeConfidencePart) -> moderngl.Buffer:
+        if part.planes is None:
+            kind, (width, height) = output.kind, output.capacity
+            masks = kind.layout.channels if kind.channels is None else len(kind.channels)
+            with self._builder() as build:
+                part.planes = build.storage(masks * _plane_stride(width, height))
+        return part.planes
+
     def confidence(
-        self, slot: TensorSlot, output: OutputSlot, source: moderngl.Texture, size: tuple[int, int]
+        self,
+        slot: TensorSlot,
+        output: OutputSlot,
+        source: moderngl.Texture,
+        size: tuple[int, int],
+        textures: tuple[moderngl.Texture, ...] | None = None,
     ) -> tuple[BufferRead, ...]:
-        """Float32 confidence masks of the frame from the activated values ``source`` (tensor layout)."""
+        """Float32 confidence masks of the frame from the activated values ``source`` (tensor layout):
+        into the slot's planes buffer (returned as buffer ranges), or, given ``textures`` (one R32F
+        texture of the frame's size per mask: the resident frame's lent textures), straight into
+        them (returns ``()``: no buffer holds the masks)."""
         layout = slot.layout
         width, height = size
         part = output.compute_confidence or self._build_confidence(output)
@@ -177,57 +213,59 @@ class ComputePasses:
 
         channels = output.kind.channels
         masks = layout.channels if channels is None else len(channels)
+        images = 0 if textures is None else min(masks, _IMAGES_PER_DISPATCH)
         columns = self.programs.get(
             ProgramDefinition.compute_of(
-                "resize_columns.comp.glsl", TENSOR_H=layout.height, ALL_CHANNELS=channels is None
+                "resize_columns.comp.glsl",
+                TENSOR_H=layout.height,
+                ALL_CHANNELS=channels is None,
+                IMAGES=images,
             )
         )
-        stride = _plane_stride(width, height)
         _set(columns, "u_taps", 0)
         _set(columns, "u_width", width)
-        _set(columns, "u_plane_stride", stride // 4)
         part.lut_y.use(location=0)
         part.rows.bind_to_storage_buffer(0)
         if part.channels is not None:
             part.channels.bind_to_storage_buffer(2)
+        if textures is not None:
+            if len(textures) != masks:
+                raise ValueError(f"{len(textures)} textures for {masks} masks")
+            for first in range(0, masks, images):
+                count = min(images, masks - first)
+                _set(columns, "u_first_mask", first)
+                for unit, texture in enumerate(textures[first : first + count]):
+                    texture.bind_to_image(unit, read=False, write=True, format=GL_R32UI)  # R32F's bits
+                columns.run(_groups(width, _COLUMNS_LOCAL), height, count)
+            self.ctx.memory_barrier(GL_TEXTURE_USE_BARRIER_BITS)
+            return ()
+        planes = self._planes(output, part)
+        stride = _plane_stride(width, height)
+        _set(columns, "u_plane_stride", stride // 4)
         per_dispatch = max(1, self.max_storage_block // stride)
         for first in range(0, masks, per_dispatch):
             count = min(per_dispatch, masks - first)
             _set(columns, "u_first_mask", first)
-            part.planes.bind_to_storage_buffer(1, offset=first * stride, size=count * stride)
+            planes.bind_to_storage_buffer(1, offset=first * stride, size=count * stride)
             columns.run(_groups(width, _COLUMNS_LOCAL), height, count)
         self.ctx.memory_barrier(GL_BUFFER_UPDATE_BARRIER_BIT | GL_SHADER_STORAGE_BARRIER_BIT)
-        return tuple(BufferRead(part.planes, k * stride, width, height, "f4", 4) for k in range(masks))
+        return tuple(BufferRead(planes, k * stride, width, height, "f4", 4) for k in range(masks))
 
-    # ----------------------------------------------------------------------------- resident textures
-    def planes_into_textures(
-        self, planes: tuple[BufferRead, ...], textures: tuple[moderngl.Texture, ...]
+    # ----------------------------------------------------------------------------- texel passes
+    def fill_texels(
+        self, shader: str, target: moderngl.Texture, textures: dict, params: dict[str, object]
     ) -> None:
-        """Copy each float32 plane into its R32F texture of the plane's size (bits, no conversion)."""
-        program = self.programs.get(ProgramDefinition.compute_of("plane_image.comp.glsl"))
-        for plane, texture in zip(planes, textures, strict=True):
-            _set(program, "u_width", plane.width)
-            _set(program, "u_height", plane.height)
-            plane.buffer.bind_to_storage_buffer(0, offset=plane.offset, size=plane.nbytes)
-            texture.bind_to_image(0, read=False, write=True, format=GL_R32UI)  # R32F's bits as uints
-            program.run(*_image_groups(plane.width, plane.height))
+        """The compute form of a one-value-per-texel pass (``shaders/<shader>.comp.glsl``: the
+        pass's ``texel_value`` through ``texel_store.glsl``) over every texel of the float32
+        ``target``, bound as an image of its own format; ``textures`` are sampled (units 0, 1...)."""
+        definition = ProgramDefinition.compute_of(
+            f"{shader}.comp.glsl", IMAGE_FORMAT=_FLOAT_IMAGE_FORMATS[target.components], **params
+        )
+        program = self.programs.get(definition)
+        bind_inputs(program, textures, {"u_size": target.size})
+        target.bind_to_image(0, read=False, write=True)
+        program.run(_groups(target.width, _TEXEL_LOCAL[0]), _groups(target.height, _TEXEL_LOCAL[1]), 1)
         self.ctx.memory_barrier(GL_TEXTURE_USE_BARRIER_BITS)
-
-    def category_into_texture(self, category: BufferRead, texture: moderngl.Texture, width: int) -> None:
-        """Unpack the packed category rows (``category``: rows of quads(width) uints) into the R8UI
-        texture of ``(width, category.height)``."""
-        program = self.programs.get(ProgramDefinition.compute_of("category_image.comp.glsl"))
-        _set(program, "u_width", width)
-        _set(program, "u_height", category.height)
-        _set(program, "u_quads", category.width)
-        category.buffer.bind_to_storage_buffer(0, offset=category.offset, size=category.nbytes)
-        texture.bind_to_image(0, read=False, write=True)
-        program.run(*_image_groups(width, category.height))
-        self.ctx.memory_barrier(GL_TEXTURE_USE_BARRIER_BITS)
-
-
-def _image_groups(width: int, height: int) -> tuple[int, int, int]:
-    return _groups(width, _IMAGE_LOCAL[0]), _groups(height, _IMAGE_LOCAL[1]), 1
 
 
 def _set(program: moderngl.ComputeShader, name: str, value: object) -> None:

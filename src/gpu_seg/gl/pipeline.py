@@ -12,7 +12,9 @@ Data flow (see ``shaders/*.glsl`` for the maths, and :mod:`gpu_seg.reference` fo
 
     passes="compute" (:mod:`.compute`, GL 4.3): the same arithmetic as compute shaders writing
     storage buffers: category.comp (packed rows), resize_rows.comp -> resize_columns.comp (every
-    float32 mask in one dispatch, planes back to back); read back as buffer ranges
+    float32 mask in one dispatch, planes back to back); read back as buffer ranges. The softmax
+    statistics and the activation run as compute shaders too (the same texel function, stored
+    into the same textures as images)
 
 The modules around this one: :mod:`.plan` (CPU-side planning: layouts, chunks, tables,
 rectangles), :mod:`.compute` (the compute forms of the heavy passes), :mod:`.slots` (pooled GL
@@ -58,7 +60,7 @@ from .plan import (
     shared_columns,
     unsure_rectangles,
 )
-from .programs import ProgramCache, ProgramDefinition
+from .programs import ProgramCache, ProgramDefinition, bind_inputs
 from .readback import DirectReadback, FrameReadout, ImageRead, MappedReadback, Purpose, Read, Readback
 from .resident import GLSource, ResidentImages, run_resident
 from .slots import (
@@ -69,6 +71,7 @@ from .slots import (
     OutputKind,
     OutputPool,
     OutputSlot,
+    Target,
     TensorPool,
     TensorSlot,
     write_resize_tables,
@@ -347,21 +350,6 @@ class GLPipeline:
         return DirectUpload() if name == "direct" else MappedUpload(self.ctx, self._gl)
 
     # ----------------------------------------------------------------------------- passes
-    @staticmethod
-    def _bind(program: moderngl.Program, textures: dict, uniforms: dict | None = None) -> None:
-        for unit, (name, texture) in enumerate(textures.items()):
-            texture.use(location=unit)
-            uniform = program.get(name, None)
-            if uniform is not None:
-                uniform.value = unit
-        for name, value in (uniforms or {}).items():
-            uniform = program.get(name, None)
-            if uniform is None:
-                continue
-            if isinstance(value, tuple) and uniform.dimension == 1 and uniform.array_length == 1:
-                value = value[0]  # an array of one element is set like a scalar
-            uniform.value = value
-
     def _draw(
         self,
         definition: ProgramDefinition,
@@ -372,7 +360,7 @@ class GLPipeline:
     ) -> None:
         """A full-screen pass (one triangle) into ``fbo``, over ``(0, 0, *viewport)`` or all of it."""
         program, vao = self.programs.vertex_array(definition)
-        self._bind(program, textures, uniforms)
+        bind_inputs(program, textures, uniforms)
         fbo.viewport = (0, 0, *(viewport or fbo.size))
         fbo.use()
         vao.render(moderngl.TRIANGLES, vertices=3)
@@ -495,7 +483,7 @@ class GLPipeline:
                 part.rects_vao = None
             part.rects_vao = self.ctx.vertex_array(program, [(part.rects, "2f", "a_pixel")])
             self.objects_created += 1
-        self._bind(program, textures, {**uniforms, "u_target_size": tuple(float(v) for v in viewport)})
+        bind_inputs(program, textures, {**uniforms, "u_target_size": tuple(float(v) for v in viewport)})
         fbo = part.target.framebuffer
         fbo.viewport = (0, 0, *viewport)
         fbo.use()
@@ -525,14 +513,23 @@ class GLPipeline:
                 with self._builder() as build:
                     stats = build.target((layout.width, layout.height), 2)
                 slot.stats = stats
-            definition = ProgramDefinition.of(_VERTEX, "softmax_stats.frag.glsl", **layout.params())
-            self._draw(definition, slot.stats.framebuffer, {"u_tensor": slot.texture})
+            self._fill_texels("softmax_stats", slot.stats, {"u_tensor": slot.texture}, **layout.params())
             textures["u_stats"] = slot.stats.texture
-        definition = ProgramDefinition.of(
-            _VERTEX, "activate.frag.glsl", ACTIVATION=_ACTIVATION_CODE[activation], **layout.params()
+        self._fill_texels(
+            "activate", slot.activated, textures, ACTIVATION=_ACTIVATION_CODE[activation], **layout.params()
         )
-        self._draw(definition, slot.activated.framebuffer, textures)
         return slot.activated.texture
+
+    def _fill_texels(self, shader: str, target: Target, textures: dict, **params: object) -> None:
+        """A one-value-per-texel pass (``shaders/<shader>.glsl``) over all of ``target``: its compute
+        form with ``passes == "compute"`` (no fragment pass: those are slow on Hopper), else its
+        fragment form. The same function of the texel either way, so the same bits."""
+        if self.passes == "compute":
+            self._compute.fill_texels(shader, target.texture, textures, params)
+        else:
+            self._draw(
+                ProgramDefinition.of(_VERTEX, f"{shader}.frag.glsl", **params), target.framebuffer, textures
+            )
 
     def _build_confidence(self, output: OutputSlot) -> ConfidencePart:
         kind, (width, height) = output.kind, output.capacity

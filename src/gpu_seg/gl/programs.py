@@ -35,7 +35,14 @@ import moderngl
 
 from ..errors import ContextLostError, GpuSegError, ShaderBuildError
 
-__all__ = ["ProgramCache", "ProgramDefinition", "line_numbered", "load_source", "render_source"]
+__all__ = [
+    "ProgramCache",
+    "ProgramDefinition",
+    "bind_inputs",
+    "line_numbered",
+    "load_source",
+    "render_source",
+]
 
 log = logging.getLogger("gpu_seg")
 
@@ -86,6 +93,25 @@ def render_source(name: str, params: Mapping[str, object]) -> str:
 def line_numbered(source: str) -> str:
     """``source`` with 1-based line numbers, as drivers report them."""
     return "\n".join(f"{i:4d}| {line}" for i, line in enumerate(source.splitlines(), 1))
+
+
+def bind_inputs(
+    program: moderngl.Program | moderngl.ComputeShader, textures: dict, uniforms: dict | None = None
+) -> None:
+    """Bind ``textures`` (uniform name -> texture) to units 0, 1, ... and set ``uniforms``; names the
+    compiled program dropped are skipped. A tuple of one value sets an array of one element."""
+    for unit, (name, texture) in enumerate(textures.items()):
+        texture.use(location=unit)
+        uniform = program.get(name, None)
+        if uniform is not None:
+            uniform.value = unit
+    for name, value in (uniforms or {}).items():
+        uniform = program.get(name, None)
+        if uniform is None:
+            continue
+        if isinstance(value, tuple) and uniform.dimension == 1 and uniform.array_length == 1:
+            value = value[0]  # an array of one element is set like a scalar
+        uniform.value = value
 
 
 @dataclass(frozen=True)

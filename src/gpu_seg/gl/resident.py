@@ -8,8 +8,9 @@ passes as a host frame (same programs, so the same bits) with two differences:
   - ``"hwc"``: a buffer of ``H * W * C`` float32 values in HWC order. When the tensor layout needs
     no padding (C of 1, 2 or a multiple of 4, unwrapped), the tensor texture is filled from the
     buffer as a pixel unpack source (a GPU copy). Otherwise the buffer is unpacked into an R32F
-    texture of ``RAW_LINE`` values per row and ``shaders/tensor_relayout.frag.glsl`` writes the
-    padded layout from it (one small pass at tensor resolution);
+    texture of ``RAW_LINE`` values per row and ``shaders/tensor_relayout.glsl`` writes the
+    padded layout from it (one small pass at tensor resolution: a compute shader with the compute
+    passes, else a fragment pass);
   - ``"texels"``: a buffer already in the tensor texture's layout (``line * lines * lanes``
     float32, padding lanes included; the CUDA path writes it so): one pixel unpack copy;
   - ``"texture"``: a float texture of ``(W, H)`` texels whose ``C <= 4`` components are the
@@ -22,11 +23,12 @@ passes as a host frame (same programs, so the same bits) with two differences:
   path copies the packed rows, whose bytes are the mask's rows).
 
 With the compute passes (``pipeline.passes == "compute"``, :mod:`.compute`; float32 masks, the
-category without the shortcut) the results land in storage buffers, and two compute shaders fill
-the lent textures from them (no fragment pass: those are slow on Hopper): ``plane_image.comp.glsl``
-copies each float32 plane into an R32F texture (bound as an r32ui image: the bits move, NaN
-payloads included) and ``category_image.comp.glsl`` unpacks the packed rows into the R8UI
-texture. The CUDA path (``lend_textures=False``) fills no texture: it copies the buffers.
+category without the shortcut) nothing is a fragment pass (those are slow on Hopper): the input
+re-layout, the activation and the statistics are compute shaders, and the last passes store
+straight into the lent textures (``resize_columns.comp.glsl`` into the R32F textures bound as
+r32ui images: the bits move, NaN payloads included; ``category.comp.glsl`` into the R8UI
+texture): no buffer holds those results and nothing is copied. The CUDA path
+(``lend_textures=False``) fills no texture: the results land in storage buffers, which it copies.
 
 Every object is pooled in the slots (:class:`~gpu_seg.gl.slots.RelayoutPart`,
 ``CategoryPart.unpacked``, :class:`~gpu_seg.gl.slots.ResidentPart`), so steady-state resident
@@ -48,7 +50,7 @@ from . import rawgl
 from .plan import TensorLayout
 from .programs import ProgramDefinition
 from .readback import BufferRead
-from .slots import OutputKind, OutputSlot, RelayoutPart, ResidentPart, TensorSlot
+from .slots import OutputKind, OutputSlot, RelayoutPart, ResidentPart, Target, TensorSlot
 
 if TYPE_CHECKING:
     from .pipeline import GLPipeline
@@ -81,9 +83,10 @@ class ResidentImages:
     passes without ``lend_textures``. ``category``: R8UI class indices (None when not requested or
     without ``lend_textures``). ``category_packed``: the fragment pass's packed texture (None for
     the compute pass). ``confidence_buffers``/``category_buffer``: the compute passes' results
-    (float32 planes; packed category rows of ``quads(width)`` uints), empty/None for fragment
-    passes. ``passes``: which form ran: ``"compute"``, ``"fragment"``, ``"mixed"`` (e.g. float16
-    masks on fragment passes, the category on the compute pass) or ``"none"``.
+    (float32 planes; packed category rows of ``quads(width)`` uints) when they were not stored
+    straight into lent textures (``lend_textures=False``), else empty/None. ``passes``: which form
+    ran: ``"compute"``, ``"fragment"``, ``"mixed"`` (e.g. float16 masks on fragment passes, the
+    category on the compute pass) or ``"none"``.
     """
 
     confidence: tuple[moderngl.Texture, ...]
@@ -144,12 +147,12 @@ def run_resident(
     images = _Images()
     if frame.category:
         if compute and not pipeline.category_shortcut and pipeline._compute.fits_category(output):
-            images.category_buffer = pipeline._compute.category(slot, output, frame.activation, size)
+            images.computed = True
+            texture = None
             if lend_textures:
-                images.category = _resident_part(pipeline, output).category or _build_category(
-                    pipeline, output
-                )
-                pipeline._compute.category_into_texture(images.category_buffer, images.category, frame.width)
+                part = _resident_part(pipeline, output)
+                texture = images.category = part.category or _build_category(pipeline, output)
+            images.category_buffer = pipeline._compute.category(slot, output, frame.activation, size, texture)
         else:
             images.category_packed = pipeline._draw_category(slot, output, frame.activation, size).texture
             if lend_textures:
@@ -157,14 +160,16 @@ def run_resident(
     if confidence:
         activated = pipeline._draw_activation(slot, frame.activation)
         if compute and pipeline._compute.fits_confidence(output):
-            images.confidence_buffers = pipeline._compute.confidence(slot, output, activated, size)
+            images.computed = True
+            textures = None
             if lend_textures:
                 textures = _resident_part(pipeline, output).confidence or _build_planes(pipeline, output)
-                pipeline._compute.planes_into_textures(images.confidence_buffers, textures)
                 images.confidence = textures
+            images.confidence_buffers = pipeline._compute.confidence(slot, output, activated, size, textures)
         else:
             reads = pipeline._draw_confidence(slot, output, activated, size)
             images.confidence = tuple(read.texture for read in reads)
+            images.fragment_confidence = True
     pipeline._idle.use()
     return images.done(frame.width, frame.height)
 
@@ -178,12 +183,14 @@ class _Images:
     category_packed: moderngl.Texture | None = None
     confidence_buffers: tuple[BufferRead, ...] = ()
     category_buffer: BufferRead | None = None
+    computed: bool = False  # some output came from the compute passes
+    fragment_confidence: bool = False  # the confidence masks came from the fragment passes
 
     def done(self, width: int, height: int) -> ResidentImages:
         forms = set()
-        if self.confidence_buffers or self.category_buffer:
+        if self.computed:
             forms.add("compute")
-        if self.category_packed is not None or (self.confidence and not self.confidence_buffers):
+        if self.category_packed is not None or self.fragment_confidence:
             forms.add("fragment")
         passes = "mixed" if len(forms) > 1 else next(iter(forms), "none")
         return ResidentImages(
@@ -261,17 +268,12 @@ def _take_source(pipeline: GLPipeline, slot: TensorSlot, source: GLSource) -> No
             part.sampler = built
         sampler = part.sampler
         textures = {"u_source": source.obj}
-    definition = ProgramDefinition.of(
-        _VERTEX,
-        "tensor_relayout.frag.glsl",
-        SOURCE=int(source.kind == "texture"),
-        RAW_LINE=line,
-        **layout.params(),
-    )
     if sampler is not None:
         sampler.use(location=0)  # u_source is bound to unit 0
     try:
-        pipeline._draw(definition, part.framebuffer, textures)
+        target = Target(slot.texture, part.framebuffer)
+        params = {"SOURCE": int(source.kind == "texture"), "RAW_LINE": line, **layout.params()}
+        pipeline._fill_texels("tensor_relayout", target, textures, **params)
     finally:
         if sampler is not None:
             sampler.clear(location=0)

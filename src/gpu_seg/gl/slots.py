@@ -216,18 +216,21 @@ class ConfidencePart:
 
 @dataclass
 class ComputeConfidencePart:
-    """Compute passes (:mod:`.compute`): the planar rows buffer, the planes buffer (float32 masks back
-    to back, a plane stride of whole 256-byte blocks), the resize tables and the channel table."""
+    """Compute passes (:mod:`.compute`): the planar rows buffer, the resize tables, the channel table
+    and the planes buffer (float32 masks back to back, a plane stride of whole 256-byte blocks; built
+    by the first frame that reads the masks from it: resident frames that lend textures write them
+    straight into the textures)."""
 
     rows: moderngl.Buffer
-    planes: moderngl.Buffer
     lut_x: moderngl.Texture
     lut_y: moderngl.Texture
     channels: moderngl.Buffer | None  # int32 channel of each mask (None: mask k is channel k)
+    planes: moderngl.Buffer | None = None
     size: tuple[int, int] | None = None  # the output size the tables hold
 
     def objects(self) -> list:
-        return [self.rows, self.planes, self.lut_x, self.lut_y, *([self.channels] if self.channels else [])]
+        optional = [obj for obj in (self.channels, self.planes) if obj is not None]
+        return [self.rows, self.lut_x, self.lut_y, *optional]
 
 
 @dataclass

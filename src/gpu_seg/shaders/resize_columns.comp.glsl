@@ -5,17 +5,25 @@
 // one storage block binding). Mask u_first_mask + z goes to planes[z * u_plane_stride + y * u_width
 // + x] of the bound range: planes back to back, (masks, height, width) float32 with a plane stride
 // of whole 256-byte blocks. ALL_CHANNELS: mask k is channel k; otherwise channel_of[k].
+// IMAGES > 0 (GPU-resident frames): mask u_first_mask + z goes to image z instead, the R32F
+// texture lent to the caller bound as an r32ui image (the bits move, never converted), up to
+// IMAGES masks per dispatch and no planes buffer.
 // u_taps = (y0, y1, w0, w1) per output row; y1 < 0 means one tap.
 const int TENSOR_H = {{TENSOR_H}};
 #define ALL_CHANNELS {{ALL_CHANNELS}}
+#define IMAGES {{IMAGES}}
 
 layout(local_size_x = 128) in;
 layout(std430, binding = 0) readonly buffer Rows {
     float rows[];
 };
+#if IMAGES
+layout(r32ui, binding = 0) writeonly uniform uimage2D u_images[IMAGES];
+#else
 layout(std430, binding = 1) writeonly buffer Planes {
     float planes[];
 };
+#endif
 #if !ALL_CHANNELS
 layout(std430, binding = 2) readonly buffer Channels {
     int channel_of[];
@@ -29,7 +37,7 @@ uniform int u_first_mask;
 void main() {
     int x = int(gl_GlobalInvocationID.x);
     int y = int(gl_GlobalInvocationID.y);
-    int z = int(gl_GlobalInvocationID.z);
+    int z = int(gl_WorkGroupID.z);  // local size 1 in z: uniform over the work group
     if (x >= u_width) return;
     vec4 v_taps = texelFetch(u_taps, ivec2(y, 0), 0);
     int y0 = int(v_taps.x);
@@ -46,5 +54,9 @@ void main() {
         PRECISE float s = r * v_taps.z + h1 * v_taps.w;
         r = s;
     }
+#if IMAGES
+    imageStore(u_images[z], ivec2(x, y), uvec4(floatBitsToUint(r), 0u, 0u, 0u));
+#else
     planes[z * u_plane_stride + y * u_width + x] = r;
+#endif
 }

@@ -1,28 +1,6 @@
-#include "prelude.glsl"
-#include "tensor_layout.glsl"
-// Softmax statistics at tensor resolution, one fragment per tensor pixel:
-//   x = the first maximum over the channels (a NaN in channel 0 stays, later NaNs are skipped,
-//       as std::max_element does), y = sum of exp(v - max), accumulated in channel order.
-
-uniform sampler2D u_tensor;
+#include "softmax_stats.glsl"
 out vec2 o_stats;
 
 void main() {
-    ivec2 p = ivec2(gl_FragCoord.xy);
-    ivec2 base = tensor_base(p.x, p.y);
-    float peak = texelFetch(u_tensor, base, 0).x;
-    for (int n = 0; n < GROUPS; ++n) {
-        vec4 v = texelFetch(u_tensor, base + ivec2(n, 0), 0);
-        for (int k = 0; k < LANES; ++k) {
-            if (is_channel(n, k) && takes_over(peak, v[k])) peak = v[k];
-        }
-    }
-    PRECISE float total = 0.0;
-    for (int n = 0; n < GROUPS; ++n) {
-        vec4 e = exp(texelFetch(u_tensor, base + ivec2(n, 0), 0) - peak);
-        for (int k = 0; k < LANES; ++k) {
-            if (is_channel(n, k)) total += e[k];
-        }
-    }
-    o_stats = vec2(peak, total);
+    o_stats = texel_value(ivec2(gl_FragCoord.xy)).xy;
 }

@@ -1,0 +1,2 @@
+#include "activate.glsl"
+#include "texel_store.glsl"

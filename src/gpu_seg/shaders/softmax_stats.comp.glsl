@@ -1,0 +1,2 @@
+#include "softmax_stats.glsl"
+#include "texel_store.glsl"

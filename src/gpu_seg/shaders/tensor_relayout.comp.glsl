@@ -1,0 +1,2 @@
+#include "tensor_relayout.glsl"
+#include "texel_store.glsl"
