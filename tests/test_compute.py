@@ -216,6 +216,29 @@ def test_the_tensor_resolution_passes_run_as_compute_shaders(pipelines, readback
     assert {(name, False) for name in names} <= _built(fragment)
 
 
+def test_planes_lying_back_to_back_are_read_back_with_one_copy(gl_clean):
+    """The mapped readback copies a run of planes that lie back to back in one buffer (and go back
+    to back into its slot) as one range; a gap (a 256-byte-aligned plane stride), another buffer or
+    a texture starts a new copy."""
+    from gpu_seg.gl.readback import _coalesced
+
+    planes, other = gl_clean.ctx.buffer(reserve=4096), gl_clean.ctx.buffer(reserve=1024)
+    texture = gl_clean.ctx.texture((4, 4), 1, dtype="f4")
+    try:
+        whole = [BufferRead(planes, 256 * k, 8, 8, "f4", 4) for k in range(3)]  # 256 bytes each
+        assert [(n, b) for _, n, b in _coalesced(whole, [0, 256, 512])] == [(0, 768)]
+        gap = [BufferRead(planes, 512 * k, 10, 10, "f4", 4) for k in range(3)]  # 400 bytes, stride 512
+        assert [(n, b) for _, n, b in _coalesced(gap, [0, 400, 800])] == [(0, 400), (400, 400), (800, 400)]
+        mixed = [whole[0], whole[1], BufferRead(other, 0, 8, 8, "f4", 4), whole[2]]
+        assert len(_coalesced(mixed, [0, 256, 512, 768])) == 3
+        image = ImageRead(texture, None, 0, 4, 4, "f4", 4)
+        assert len(_coalesced([whole[0], image, whole[1]], [0, 256, 320])) == 3
+        assert len(_coalesced([whole[0], whole[1]], [0, 512])) == 2  # not back to back in the slot
+    finally:
+        for obj in (planes, other, texture):
+            obj.release()
+
+
 def test_the_category_shortcut_keeps_the_fragment_category_pass(pipelines):
     compute = pipelines("compute")
     compute.category_shortcut = True

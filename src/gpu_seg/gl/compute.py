@@ -41,7 +41,7 @@ import numpy as np
 from ..frame import ConfidenceFormat
 from ..types import Activation
 from .plan import TensorLayout, align_corners_scale, quads, shared_columns
-from .programs import ProgramCache, ProgramDefinition, bind_inputs
+from .programs import ProgramCache, ProgramDefinition, bind_inputs, set_uniform
 from .readback import BufferRead
 from .slots import ComputeConfidencePart, ObjectBuilder, OutputSlot, TensorSlot, write_resize_tables
 
@@ -269,7 +269,5 @@ class ComputePasses:
 
 
 def _set(program: moderngl.ComputeShader, name: str, value: object) -> None:
-    """Set uniform ``name`` if the compiled program kept it."""
-    uniform = program.get(name, None)
-    if uniform is not None:
-        uniform.value = value
+    """Set uniform ``name`` if the compiled program kept it and it changed (:func:`set_uniform`)."""
+    set_uniform(program, name, value)

@@ -42,6 +42,7 @@ __all__ = [
     "line_numbered",
     "load_source",
     "render_source",
+    "set_uniform",
 ]
 
 log = logging.getLogger("gpu_seg")
@@ -95,23 +96,38 @@ def line_numbered(source: str) -> str:
     return "\n".join(f"{i:4d}| {line}" for i, line in enumerate(source.splitlines(), 1))
 
 
+def set_uniform(program: moderngl.Program | moderngl.ComputeShader, name: str, value: object) -> None:
+    """Set uniform ``name`` unless the program already holds ``value`` (or the compiler dropped it).
+
+    A program keeps its uniform values until it is relinked, and only gpu_seg sets the uniforms
+    of its programs, so the last value set is remembered (in the program's ``extra``, which
+    moderngl leaves to its users) and an unchanged value costs no GL call. A tuple of one value
+    sets an array of one element.
+    """
+    known = program.extra
+    if known is None:
+        known = program.extra = {}
+    if name in known and known[name] == value:
+        return
+    uniform = program.get(name, None)
+    if uniform is not None:
+        if isinstance(value, tuple) and uniform.dimension == 1 and uniform.array_length == 1:
+            uniform.value = value[0]  # an array of one element is set like a scalar
+        else:
+            uniform.value = value
+    known[name] = value
+
+
 def bind_inputs(
     program: moderngl.Program | moderngl.ComputeShader, textures: dict, uniforms: dict | None = None
 ) -> None:
-    """Bind ``textures`` (uniform name -> texture) to units 0, 1, ... and set ``uniforms``; names the
-    compiled program dropped are skipped. A tuple of one value sets an array of one element."""
+    """Bind ``textures`` (uniform name -> texture) to units 0, 1, ... and set ``uniforms``
+    (:func:`set_uniform`); names the compiled program dropped are skipped."""
     for unit, (name, texture) in enumerate(textures.items()):
         texture.use(location=unit)
-        uniform = program.get(name, None)
-        if uniform is not None:
-            uniform.value = unit
+        set_uniform(program, name, unit)
     for name, value in (uniforms or {}).items():
-        uniform = program.get(name, None)
-        if uniform is None:
-            continue
-        if isinstance(value, tuple) and uniform.dimension == 1 and uniform.array_length == 1:
-            value = value[0]  # an array of one element is set like a scalar
-        uniform.value = value
+        set_uniform(program, name, value)
 
 
 @dataclass(frozen=True)

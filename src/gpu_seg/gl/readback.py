@@ -316,6 +316,26 @@ class _ReadSlot:
         return False
 
 
+def _coalesced(images: list[Read], offsets: list[int]) -> list[tuple[Read, int, int]]:
+    """``(image, destination offset, bytes)`` per copy: runs of buffer reads that lie back to back
+    in one buffer and go back to back in the destination become one copy of their whole range (the
+    compute passes' planes, whenever a plane is a whole number of 256-byte blocks)."""
+    copies: list[tuple[Read, int, int]] = []
+    for image, offset in zip(images, offsets, strict=True):
+        if copies and isinstance(image, BufferRead):
+            first, start, nbytes = copies[-1]
+            if (
+                isinstance(first, BufferRead)
+                and first.buffer is image.buffer
+                and first.offset + nbytes == image.offset
+                and start + nbytes == offset
+            ):
+                copies[-1] = (first, start, nbytes + image.nbytes)
+                continue
+        copies.append((image, offset, image.nbytes))
+    return copies
+
+
 class MappedReadback(Readback):
     """A ring of persistent mapped buffers, one fence each (see the module docstring)."""
 
@@ -377,8 +397,12 @@ class MappedReadback(Readback):
             offsets.append(end)
             end += image.nbytes  # planes back to back: lent masks are one (C, H, W) array
         slot.arena.ensure(end)
-        for image, offset in zip(images, offsets, strict=True):
-            image.read_into(slot.arena.buffer.buffer, offset)
+        target = slot.arena.buffer.buffer
+        for image, offset, nbytes in _coalesced(images, offsets):
+            if isinstance(image, BufferRead):
+                image.buffer.ctx.copy_buffer(target, image.buffer, nbytes, image.offset, offset)
+            else:
+                image.read_into(target, offset)
         slot.arena.fence()
         if purpose == "async":
             self._gl.glFlush()  # start the GPU on it now: nobody waits (and so flushes) soon
