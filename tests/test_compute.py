@@ -255,14 +255,31 @@ def test_compute_passes_need_the_mapped_readback(pipelines):
 
 
 @pytest.mark.parametrize("fmt", ["float16", "uint8"])
-def test_packed_confidence_formats_keep_the_fragment_resize(pipelines, fmt):
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_packed_confidence_formats_run_on_the_compute_passes(pipelines, fmt, activation):
+    """Float16 and uint8 masks: resize_columns.comp stores them (encode.glsl) into R16UI/R8UI
+    textures, read back like the fragment passes' textures: the same bytes, NaN/inf inputs, more
+    masks than one dispatch binds (21 > 8), channel subsets and frames smaller than the pooled slot
+    (read through a viewport) included."""
     compute, fragment = pipelines("compute"), pipelines("fragment")
-    tensor = _tensor(6, (9, 8, 5))
     options = {"confidence_format": fmt}
-    got = _run(compute, tensor, "sigmoid", (20, 19), **options)
-    _assert_same(got, _run(fragment, tensor, "sigmoid", (20, 19), **options))
-    readout = _reads(compute, tensor, "sigmoid", (20, 19), **options)
+    tensor = _tensor(6, (9, 8, 21))
+    flat = tensor.reshape(-1)
+    flat[::7], flat[3::11], flat[5::13] = np.nan, np.inf, -np.inf
+    for size in ((20, 19), (13, 7), (20, 19), (1, 1)):
+        _assert_same(
+            _run(compute, tensor, activation, size, **options),
+            _run(fragment, tensor, activation, size, **options),
+        )
+    subset = {"confidence_channels": (20, 3, 11, 0, 19, 7, 1, 2, 6), **options}
+    _assert_same(
+        _run(compute, tensor, activation, (17, 9), **subset),
+        _run(fragment, tensor, activation, (17, 9), **subset),
+    )
+    readout = _reads(compute, tensor, activation, (20, 19), **options)
     assert isinstance(readout.category, BufferRead) and isinstance(readout.confidence[0], ImageRead)
+    assert readout.confidence[0].texture.dtype == ("u2" if fmt == "float16" else "u1")
+    assert ("resize_columns", True) in _built(compute) and ("resize_columns", False) not in _built(compute)
 
 
 def test_no_gl_object_growth_and_trim(pipelines, gl_clean):
@@ -375,7 +392,7 @@ def test_a_broken_compute_shader_is_a_line_numbered_build_error(gl_clean):
         pytest.skip("no GL 4.3 compute shaders")
     cache = ProgramCache(gl_clean.ctx, 97, gl_clean.glsl, lambda: None)
     bad = ProgramDefinition.compute_of(
-        "resize_columns.comp.glsl", TENSOR_H="broken", ALL_CHANNELS=True, IMAGES=0
+        "resize_columns.comp.glsl", TENSOR_H="broken", ALL_CHANNELS=True, IMAGES=0, OUTPUT_FORMAT=0
     )
     with pytest.raises(gpu_seg.ShaderBuildError) as info:
         cache.get(bad)

@@ -191,13 +191,14 @@ def test_the_cuda_copy_plan_gives_the_masks(pipelines):
 
 
 @pytest.mark.parametrize("fmt", ["float16", "uint8"])
-def test_packed_formats_keep_the_fragment_resize_and_mix_with_the_compute_category(pipelines, fmt):
+def test_packed_formats_run_on_the_compute_passes(pipelines, fmt):
     compute, fragment = pipelines("compute"), pipelines("fragment")
     tensor = _tensor((9, 8, 5), 6)
     options = {"confidence_format": fmt}
     dtype = np.float16 if fmt == "float16" else np.uint8
     images = _resident(compute, tensor, "sigmoid", (21, 19), **options)
-    assert images.passes == "mixed" and images.category_packed is None and not images.confidence_buffers
+    assert images.passes == "compute" and images.category_packed is None and not images.confidence_buffers
+    assert {t.dtype for t in images.confidence} == {"u2" if fmt == "float16" else "u1"}
     got = _read_textures(images, dtype)
     want = _read_textures(_resident(fragment, tensor, "sigmoid", (21, 19), **options), dtype)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(got, want, strict=True))

@@ -7,14 +7,16 @@ what the fragment passes compute (the same GLSL arithmetic, shared through ``res
 
     resize_rows.comp      (W, TENSOR_H, groups) -> rows buffer, planar: channel c of tensor row y
                           at [(c * TENSOR_H + y) * W + x]; every group in one dispatch
-    resize_columns.comp   rows -> planes buffer: float32 masks back to back (masks, H, W), plane
-                          stride a multiple of 256 bytes; every mask in one dispatch (a few when the
-                          planes exceed one storage block binding), channel subsets via a table
+    resize_columns.comp   rows -> float32 masks into a planes buffer, back to back (masks, H, W),
+                          plane stride a multiple of 256 bytes; every mask in one dispatch (a few
+                          when the planes exceed one storage block binding), channel subsets via a
+                          table. Float16 and uint8 masks (``encode.glsl``) go into R16UI/R8UI
+                          textures instead (image stores, up to 8 masks per dispatch)
     category.comp         raw logits -> packed category rows (4 uint8 pixels per uint, rows of
                           quads(W) uints: the bytes of the fragment pass's R32UI texture)
 
-and the frame's readout names buffer ranges (:class:`~.readback.BufferRead`): the direct readback
-reads them with ``glGetBufferSubData``, the mapped one copies them into its ring slot on the GPU.
+and the frame's readout names those buffer ranges (:class:`~.readback.BufferRead`, copied by the
+mapped readback into its ring slot on the GPU) or textures (:class:`~.readback.ImageRead`).
 
 GPU-resident frames (:mod:`.resident`) that lend textures have ``resize_columns.comp`` and
 ``category.comp`` store straight into the exact-size textures they lend (image stores: up to 8
@@ -24,11 +26,10 @@ The passes at tensor resolution (softmax statistics, activation, and the residen
 re-layout) have compute forms too (:meth:`ComputePasses.fill_texels`): the function of one texel
 that the fragment form writes, stored into the same texture as an image (``texel_store.glsl``).
 
-What stays on the fragment passes: float16 and uint8 confidence masks (their packed encodings
-would need several pixels per invocation), and an output whose buffers would exceed
+What stays on the fragment passes: an output whose buffers would exceed
 ``GL_MAX_SHADER_STORAGE_BLOCK_SIZE`` (:meth:`ComputePasses.fits_confidence`,
-:meth:`ComputePasses.fits_category`). The category
-shortcut (llvmpipe) is a fragment-pass technique and is not used by the compute category pass.
+:meth:`ComputePasses.fits_category`). The category shortcut (llvmpipe) is a fragment-pass
+technique and is not used by the compute category pass.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ import numpy as np
 
 from ..frame import ConfidenceFormat
 from ..types import Activation
-from .plan import TensorLayout, align_corners_scale, quads, shared_columns
+from .plan import TEXTURE_FORMATS, TensorLayout, align_corners_scale, quads, shared_columns
 from .programs import ProgramCache, ProgramDefinition, bind_inputs, set_uniform
-from .readback import BufferRead
+from .readback import BufferRead, ImageRead, Read
 from .slots import ComputeConfidencePart, ObjectBuilder, OutputSlot, TensorSlot, write_resize_tables
 
 __all__ = ["COMPUTE_GL_VERSION", "ComputePasses", "compute_available"]
@@ -107,12 +108,13 @@ class ComputePasses:
         return width * layout.height * layout.channels * 4
 
     def fits_confidence(self, output: OutputSlot) -> bool:
-        """Whether the slot's float32 masks can be computed here (buffers within one binding)."""
-        if output.kind.format is not ConfidenceFormat.FLOAT32:
-            return False
+        """Whether the slot's masks can be computed here: the rows buffer (and, for float32 masks,
+        one plane) within one storage block binding."""
         width, height = output.capacity
-        rows = self._rows_bytes(output.kind.layout, width)
-        return max(rows, _plane_stride(width, height)) <= self.max_storage_block
+        needed = self._rows_bytes(output.kind.layout, width)
+        if output.kind.format is ConfidenceFormat.FLOAT32:
+            needed = max(needed, _plane_stride(width, height))
+        return needed <= self.max_storage_block
 
     def fits_category(self, output: OutputSlot) -> bool:
         """Whether the slot's packed category mask fits one storage buffer binding."""
@@ -185,6 +187,18 @@ class ComputePasses:
                 part.planes = build.storage(masks * _plane_stride(width, height))
         return part.planes
 
+    def _mask_textures(self, output: OutputSlot, part: ComputeConfidencePart) -> ComputeConfidencePart:
+        """The slot's float16/uint8 mask textures (R16UI/R8UI) and their framebuffers."""
+        if not part.textures:
+            kind = output.kind
+            masks = kind.layout.channels if kind.channels is None else len(kind.channels)
+            dtype = TEXTURE_FORMATS[kind.format].texture_dtype
+            with self._builder() as build:
+                textures = tuple(build.texture(output.capacity, 1, dtype) for _ in range(masks))
+                framebuffers = tuple(build.framebuffer([texture]) for texture in textures)
+            part.textures, part.framebuffers = textures, framebuffers
+        return part
+
     def confidence(
         self,
         slot: TensorSlot,
@@ -192,11 +206,14 @@ class ComputePasses:
         source: moderngl.Texture,
         size: tuple[int, int],
         textures: tuple[moderngl.Texture, ...] | None = None,
-    ) -> tuple[BufferRead, ...]:
-        """Float32 confidence masks of the frame from the activated values ``source`` (tensor layout):
-        into the slot's planes buffer (returned as buffer ranges), or, given ``textures`` (one R32F
-        texture of the frame's size per mask: the resident frame's lent textures), straight into
-        them (returns ``()``: no buffer holds the masks)."""
+    ) -> tuple[Read, ...]:
+        """Confidence masks of the frame from the activated values ``source`` (tensor layout).
+
+        Float32 masks go to the slot's planes buffer (returned as buffer ranges); float16/uint8
+        masks to the slot's R16UI/R8UI textures (returned as image reads). Given ``textures`` (one
+        texture of the frame's size and the masks' format per mask: a resident frame's lent
+        textures) they go straight into those instead, and nothing is returned.
+        """
         layout = slot.layout
         width, height = size
         part = output.compute_confidence or self._build_confidence(output)
@@ -211,15 +228,27 @@ class ComputePasses:
         rows.run(_groups(width, _ROWS_LOCAL), layout.height, layout.groups)
         self.ctx.memory_barrier(GL_SHADER_STORAGE_BARRIER_BIT)
 
-        channels = output.kind.channels
-        masks = layout.channels if channels is None else len(channels)
+        kind = output.kind
+        masks = layout.channels if kind.channels is None else len(kind.channels)
+        packed = kind.format is not ConfidenceFormat.FLOAT32
+        reads: tuple[Read, ...] = ()
+        if textures is None and packed:
+            self._mask_textures(output, part)
+            textures = part.textures
+            exact = output.exact(width, height)
+            dtype = TEXTURE_FORMATS[kind.format].texture_dtype
+            reads = tuple(
+                ImageRead(texture, None if exact else framebuffer, 0, width, height, dtype, int(dtype[1]))
+                for texture, framebuffer in zip(part.textures, part.framebuffers, strict=True)
+            )
         images = 0 if textures is None else min(masks, _IMAGES_PER_DISPATCH)
         columns = self.programs.get(
             ProgramDefinition.compute_of(
                 "resize_columns.comp.glsl",
                 TENSOR_H=layout.height,
-                ALL_CHANNELS=channels is None,
+                ALL_CHANNELS=kind.channels is None,
                 IMAGES=images,
+                OUTPUT_FORMAT=TEXTURE_FORMATS[kind.format].output_format,
             )
         )
         _set(columns, "u_taps", 0)
@@ -231,14 +260,15 @@ class ComputePasses:
         if textures is not None:
             if len(textures) != masks:
                 raise ValueError(f"{len(textures)} textures for {masks} masks")
+            reinterpret = None if packed else GL_R32UI  # float32 bits through an r32ui image
             for first in range(0, masks, images):
                 count = min(images, masks - first)
                 _set(columns, "u_first_mask", first)
                 for unit, texture in enumerate(textures[first : first + count]):
-                    texture.bind_to_image(unit, read=False, write=True, format=GL_R32UI)  # R32F's bits
+                    texture.bind_to_image(unit, read=False, write=True, format=reinterpret or 0)
                 columns.run(_groups(width, _COLUMNS_LOCAL), height, count)
             self.ctx.memory_barrier(GL_TEXTURE_USE_BARRIER_BITS)
-            return ()
+            return reads
         planes = self._planes(output, part)
         stride = _plane_stride(width, height)
         _set(columns, "u_plane_stride", stride // 4)

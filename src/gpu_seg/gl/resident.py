@@ -22,13 +22,14 @@ passes as a host frame (same programs, so the same bits) with two differences:
   ``(W, H)`` by ``shaders/category_unpack.frag.glsl`` unless the caller does not need it (the CUDA
   path copies the packed rows, whose bytes are the mask's rows).
 
-With the compute passes (``pipeline.passes == "compute"``, :mod:`.compute`; float32 masks, the
-category without the shortcut) nothing is a fragment pass (those are slow on Hopper): the input
-re-layout, the activation and the statistics are compute shaders, and the last passes store
-straight into the lent textures (``resize_columns.comp.glsl`` into the R32F textures bound as
-r32ui images: the bits move, NaN payloads included; ``category.comp.glsl`` into the R8UI
-texture): no buffer holds those results and nothing is copied. The CUDA path
-(``lend_textures=False``) fills no texture: the results land in storage buffers, which it copies.
+With the compute passes (``pipeline.passes == "compute"``, :mod:`.compute`; the category without
+the shortcut) nothing is a fragment pass (those are slow on Hopper): the input re-layout, the
+activation and the statistics are compute shaders, and the last passes store straight into the
+lent textures (``resize_columns.comp.glsl`` into the R32F textures bound as r32ui images: the
+bits move, NaN payloads included, or the R16UI/R8UI textures of float16/uint8 masks;
+``category.comp.glsl`` into the R8UI texture): no buffer holds those results and nothing is
+copied. The CUDA path (``lend_textures=False``) fills no texture to lend: float32 masks and the
+category land in storage buffers, float16/uint8 masks in the slot's textures; it copies those.
 
 Every object is pooled in the slots (:class:`~gpu_seg.gl.slots.RelayoutPart`,
 ``CategoryPart.unpacked``, :class:`~gpu_seg.gl.slots.ResidentPart`), so steady-state resident
@@ -47,7 +48,7 @@ import moderngl
 from ..errors import ContextLostError, InputError
 from ..frame import ConfidenceFormat, Frame
 from . import rawgl
-from .plan import TensorLayout
+from .plan import TEXTURE_FORMATS, TensorLayout
 from .programs import ProgramDefinition
 from .readback import BufferRead
 from .slots import OutputKind, OutputSlot, RelayoutPart, ResidentPart, Target, TensorSlot
@@ -165,7 +166,11 @@ def run_resident(
             if lend_textures:
                 textures = _resident_part(pipeline, output).confidence or _build_planes(pipeline, output)
                 images.confidence = textures
-            images.confidence_buffers = pipeline._compute.confidence(slot, output, activated, size, textures)
+            reads = pipeline._compute.confidence(slot, output, activated, size, textures)
+            if reads and isinstance(reads[0], BufferRead):
+                images.confidence_buffers = reads  # float32, without lent textures: the planes buffer
+            elif reads:
+                images.confidence = tuple(read.texture for read in reads)  # float16/uint8 textures
         else:
             reads = pipeline._draw_confidence(slot, output, activated, size)
             images.confidence = tuple(read.texture for read in reads)
@@ -206,11 +211,13 @@ def _resident_part(pipeline: GLPipeline, output: OutputSlot) -> ResidentPart:
 
 
 def _build_planes(pipeline: GLPipeline, output: OutputSlot) -> tuple[moderngl.Texture, ...]:
-    """The slot's R32F textures, one per float32 mask, of the slot's (exact) size."""
+    """The slot's mask textures (R32F, R16UI or R8UI after the format), one per mask, of the
+    slot's (exact) size."""
     kind = output.kind
     masks = kind.layout.channels if kind.channels is None else len(kind.channels)
+    dtype = TEXTURE_FORMATS[kind.format].texture_dtype
     with pipeline._builder() as build:
-        textures = tuple(build.texture(output.capacity, 1, "f4") for _ in range(masks))
+        textures = tuple(build.texture(output.capacity, 1, dtype) for _ in range(masks))
     _resident_part(pipeline, output).confidence = textures
     return textures
 

@@ -219,7 +219,7 @@ class ComputeConfidencePart:
     """Compute passes (:mod:`.compute`): the planar rows buffer, the resize tables, the channel table
     and the planes buffer (float32 masks back to back, a plane stride of whole 256-byte blocks; built
     by the first frame that reads the masks from it: resident frames that lend textures write them
-    straight into the textures)."""
+    straight into the textures), or the textures of float16/uint8 masks."""
 
     rows: moderngl.Buffer
     lut_x: moderngl.Texture
@@ -227,17 +227,21 @@ class ComputeConfidencePart:
     channels: moderngl.Buffer | None  # int32 channel of each mask (None: mask k is channel k)
     planes: moderngl.Buffer | None = None
     size: tuple[int, int] | None = None  # the output size the tables hold
+    #: float16/uint8 masks: one R16UI/R8UI texture per mask of the slot's size, and a framebuffer
+    #: each to read the frame's viewport of it (built by the first frame of such a format)
+    textures: tuple[moderngl.Texture, ...] = ()
+    framebuffers: tuple[moderngl.Framebuffer, ...] = ()
 
     def objects(self) -> list:
         optional = [obj for obj in (self.channels, self.planes) if obj is not None]
-        return [self.rows, self.lut_x, self.lut_y, *optional]
+        return [self.rows, self.lut_x, self.lut_y, *optional, *self.framebuffers, *self.textures]
 
 
 @dataclass
 class ResidentPart:
     """Resident frames of the compute passes (:mod:`.resident`): the exact-size textures lent to the
-    caller, filled on the GPU from the storage buffers (R32F per float32 mask, R8UI category), each
-    built when a frame first needs it."""
+    caller, written by the compute passes (one R32F, R16UI or R8UI texture per mask after its
+    format; the R8UI category), each built when a frame first needs it."""
 
     confidence: tuple[moderngl.Texture, ...] = ()
     category: moderngl.Texture | None = None
