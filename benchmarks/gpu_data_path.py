@@ -10,6 +10,9 @@ For each preset and output mode, interleaved rounds time (medians with IQR, mill
 * ``gl-mapped-out``: the same, copied into the caller's preallocated arrays (``confidence_out=``);
 * ``gl-view``: ``process_view``: the masks are read-only views of the mapped buffer (zero-copy),
   released after each frame;
+* ``gl-compute-flush`` / ``gl-view-flush``: ``gl-compute`` / ``gl-view`` with the pipeline's
+  ``early_flush`` (``glFlush`` after the upload and after the category pass: the GPU starts while
+  the host still issues the frame), a candidate default measured side by side;
 * ``gl-async`` / ``gl-async-view``: frames in flight (``submit``, two queued at a time) over chains
   of ``ASYNC_CHAIN`` frames, collected as owned arrays / as views: milliseconds per frame (the
   inverse of the throughput), not the latency of one frame;
@@ -57,9 +60,19 @@ def _summary(samples: list[float]) -> dict[str, float]:
     return {"median_ms": float(q[1]), "iqr_ms": float(q[2] - q[0]), "frames": len(samples)}
 
 
-def _gl_call(pp: gpu_seg.SegmentationPostprocessor, tensor, size, readback: str, into: bool, mode: str):
+def _gl_call(
+    pp: gpu_seg.SegmentationPostprocessor,
+    tensor,
+    size,
+    readback: str,
+    into: bool,
+    mode: str,
+    flush: bool = False,
+):
     pp.process(tensor, size)  # build the generation's objects
     pp._supervisor.generation.pipeline.readback = readback
+    if flush:
+        _early_flush(pp)
     conf, cat = MODES[mode]
     outs: dict[str, Any] = {}
     if into:
@@ -78,8 +91,15 @@ def _gl_call(pp: gpu_seg.SegmentationPostprocessor, tensor, size, readback: str,
 ASYNC_CHAIN = 6
 
 
-def _view_call(pp: gpu_seg.SegmentationPostprocessor, tensor, size):
+def _early_flush(pp: gpu_seg.SegmentationPostprocessor) -> None:
+    """Turn on the pipeline's early flushes (a candidate default, measured by the ``*-flush`` rows)."""
+    pp._supervisor.generation.pipeline.early_flush = True
+
+
+def _view_call(pp: gpu_seg.SegmentationPostprocessor, tensor, size, flush: bool = False):
     pp.process(tensor, size)
+    if flush:
+        _early_flush(pp)
     last: dict[str, Any] = {}
 
     def call() -> None:
@@ -210,19 +230,21 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
             calls.pop(name, None)
             print(f"  {name} failed to start: {errors[name]}", file=sys.stderr)
 
-    for name, readback, into, passes in (
-        ("gl-direct", "direct", False, "auto"),
-        ("gl-mapped", "mapped", False, "fragment"),
-        ("gl-compute", "mapped", False, "compute"),
-        ("gl-mapped-out", "mapped", True, "auto"),
+    for name, readback, into, passes, flush in (
+        ("gl-direct", "direct", False, "auto", False),
+        ("gl-mapped", "mapped", False, "fragment", False),
+        ("gl-compute", "mapped", False, "compute", False),
+        ("gl-compute-flush", "mapped", False, "compute", True),
+        ("gl-mapped-out", "mapped", True, "auto", False),
     ):
         gl_row(
             name,
-            lambda pp, r=readback, i=into: _gl_call(pp, tensor, size, r, i, mode),
+            lambda pp, r=readback, i=into, f=flush: _gl_call(pp, tensor, size, r, i, mode, f),
             time_gpu=True,
             gl_passes=passes,
         )
     gl_row("gl-view", lambda pp: _view_call(pp, tensor, size), readback="mapped")
+    gl_row("gl-view-flush", lambda pp: _view_call(pp, tensor, size, flush=True), readback="mapped")
     for name, view in (("gl-async", False), ("gl-async-view", True)):
         gl_row(name, lambda pp, v=view: _async_call(pp, tensor, size, v), readback="mapped")
     per_call = {"gl-async": ASYNC_CHAIN, "gl-async-view": ASYNC_CHAIN}

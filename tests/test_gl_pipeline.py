@@ -89,6 +89,19 @@ def test_readback_and_upload_strategies_give_identical_bytes(pipeline, shape, si
         np.testing.assert_array_equal(cat, reference_postprocess(tensor, activation, size).category_mask)
 
 
+@pytest.mark.parametrize(("shape", "size", "activation", "options"), STRATEGY_CASES[:4])
+def test_early_flushes_change_no_byte(pipeline, shape, size, activation, options):
+    """``early_flush`` (glFlush after the upload and the category pass) only moves when the GPU
+    starts: the same bytes, with every readback."""
+    tensor = _tensor(sum(shape) + 2, shape)
+    want = _run(pipeline, tensor, activation, size, **options)
+    pipeline.early_flush = True  # a pipeline per test
+    for readback in _available(pipeline):
+        pipeline.readback = readback
+        got = _run(pipeline, tensor, activation, size, **options)
+        assert got[0].tobytes() == want[0].tobytes() and got[1].tobytes() == want[1].tobytes()
+
+
 def test_mapped_upload_pads_exactly_across_layout_changes(pipeline):
     """Padded, unpadded, other padded, first again: exact every time."""
     if "mapped" not in _available(pipeline):

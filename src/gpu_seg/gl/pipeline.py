@@ -123,6 +123,9 @@ class GLPipeline:
         objects_created: GL objects created for pooled slots so far (flat in steady state).
         last_resident_passes: which form the last resident frame ran (``ResidentImages.passes``:
             ``"compute"``, ``"fragment"``, ``"mixed"``, ``"none"``), None before the first.
+        early_flush: ``glFlush`` after the upload and after the category pass, so a GPU starts on
+            a frame while the host still issues its passes (off by default: a candidate, to be
+            measured on a GPU with ``benchmarks/gpu_data_path.py``'s ``*-flush`` rows).
     """
 
     #: Use the shortcut when output pixels x channel groups >= this many times the tensor's pixels.
@@ -175,6 +178,9 @@ class GLPipeline:
         self.objects_created = 0
         self.last_resident_passes: str | None = None
         self.trims = 0  # see trim()
+        #: Flush after the upload and after the category pass of a frame (see _flush_early). Off by
+        #: default until measured on a GPU (``benchmarks/gpu_data_path.py`` rows ``*-flush``).
+        self.early_flush = False
         #: Time each frame's GL work (upload, passes, the start of the readback) with one
         #: ``GL_TIME_ELAPSED`` query (one per generation, kept until the context goes); the result
         #: is ``last_gpu_ms`` after :meth:`wait`. Off by default.
@@ -220,6 +226,7 @@ class GLPipeline:
         self._apply_strategies()
         slot = self._tensor_slot(layout)
         self._upload.upload(slot, frame.tensor)
+        self._flush_early()
         confidence = frame.confidence_channels is not None
         fmt = frame.confidence_format if confidence else ConfidenceFormat.FLOAT32
         channels = None if not confidence or frame.all_channels else frame.confidence_channels
@@ -237,6 +244,7 @@ class GLPipeline:
                 category = self._compute.category(slot, output, frame.activation, size)
             else:
                 category = self._draw_category(slot, output, frame.activation, size)
+            self._flush_early()
         planes: tuple[Read, ...] = ()
         if confidence:
             source = self._draw_activation(slot, frame.activation)
@@ -246,6 +254,13 @@ class GLPipeline:
                 planes = self._draw_confidence(slot, output, source, size)
         self._idle.use()
         return self._readback.start(FrameReadout(planes, category, frame.width), purpose, owner)
+
+    def _flush_early(self) -> None:
+        """``glFlush`` within a frame when :attr:`early_flush` is set: the GPU starts on the
+        commands issued so far (the upload's transfer, the category pass) while the host issues
+        the rest, instead of at the fence wait."""
+        if self.early_flush and self._gl is not None:
+            self._gl.glFlush()
 
     def submit_resident(
         self, frame: Frame, source: GLSource | None = None, lend_textures: bool = True
