@@ -13,6 +13,8 @@ For each preset and output mode, interleaved rounds time (medians with IQR, mill
 * ``gl-compute-flush`` / ``gl-view-flush``: ``gl-compute`` / ``gl-view`` with the pipeline's
   ``early_flush`` (``glFlush`` after the upload and after the category pass: the GPU starts while
   the host still issues the frame), a candidate default measured side by side;
+* ``gl-compute-stream``: ``gl-compute`` with the pipeline's ``stream_collect`` (fresh arrays filled
+  part by part as the GPU delivers them, a fence every few MB), another candidate;
 * ``gl-async`` / ``gl-async-view``: frames in flight (``submit``, two queued at a time) over chains
   of ``ASYNC_CHAIN`` frames, collected as owned arrays / as views: milliseconds per frame (the
   inverse of the throughput), not the latency of one frame;
@@ -68,9 +70,12 @@ def _gl_call(
     into: bool,
     mode: str,
     flush: bool = False,
+    stream: bool = False,
 ):
     pp.process(tensor, size)  # build the generation's objects
-    pp._supervisor.generation.pipeline.readback = readback
+    pipeline = pp._supervisor.generation.pipeline
+    pipeline.readback = readback
+    pipeline.stream_collect = stream  # a candidate default, measured by the gl-compute-stream row
     if flush:
         _early_flush(pp)
     conf, cat = MODES[mode]
@@ -230,16 +235,17 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
             calls.pop(name, None)
             print(f"  {name} failed to start: {errors[name]}", file=sys.stderr)
 
-    for name, readback, into, passes, flush in (
-        ("gl-direct", "direct", False, "auto", False),
-        ("gl-mapped", "mapped", False, "fragment", False),
-        ("gl-compute", "mapped", False, "compute", False),
-        ("gl-compute-flush", "mapped", False, "compute", True),
-        ("gl-mapped-out", "mapped", True, "auto", False),
+    for name, readback, into, passes, flush, stream in (
+        ("gl-direct", "direct", False, "auto", False, False),
+        ("gl-mapped", "mapped", False, "fragment", False, False),
+        ("gl-compute", "mapped", False, "compute", False, False),
+        ("gl-compute-flush", "mapped", False, "compute", True, False),
+        ("gl-compute-stream", "mapped", False, "compute", False, True),
+        ("gl-mapped-out", "mapped", True, "auto", False, False),
     ):
         gl_row(
             name,
-            lambda pp, r=readback, i=into, f=flush: _gl_call(pp, tensor, size, r, i, mode, f),
+            lambda pp, r=readback, i=into, f=flush, t=stream: _gl_call(pp, tensor, size, r, i, mode, f, t),
             time_gpu=True,
             gl_passes=passes,
         )

@@ -404,6 +404,13 @@ class GLSupervisor:
                 key = (frame.confidence_shape, frame.confidence_format, frame.category_shape)
                 self._staging = (key, confidence, category)
             return confidence, category
+        if pipeline.stream_collect and confidence_dst is None and category_dst is None:
+            # Fresh arrays, nobody else's: copied part by part on the GL thread as the GPU delivers
+            # them; an attempt that does not end normally drops them.
+            confidence, category = frame.allocate_confidence(), frame.allocate_category()
+            work = functools.partial(_submit_and_stream, pipeline, frame, confidence, category)
+            generation.session.run(work)
+            return confidence, category
         ticket = generation.session.run(functools.partial(_submit_and_wait, pipeline, frame))
         return self._collect(pipeline, frame, ticket, confidence_dst, category_dst)
 
@@ -659,6 +666,13 @@ class GLSupervisor:
 
     def _record(self, kind: EventKind, reason: str, generation: int | None = None) -> None:
         self.events.record(kind, reason, self.last_number if generation is None else generation)
+
+
+def _submit_and_stream(
+    pipeline: GLPipeline, frame: Frame, confidence: np.ndarray | None, category: np.ndarray | None
+) -> None:
+    ticket = pipeline.submit(frame, stream=True)
+    pipeline.stream_into(confidence, category, ticket)
 
 
 def _submit_and_wait(pipeline: GLPipeline, frame: Frame, purpose: Purpose = "sync") -> int:

@@ -126,6 +126,9 @@ class GLPipeline:
         early_flush: ``glFlush`` after the upload and after the category pass, so a GPU starts on
             a frame while the host still issues its passes (off by default: a candidate, to be
             measured on a GPU with ``benchmarks/gpu_data_path.py``'s ``*-flush`` rows).
+        stream_collect: owned frames into fresh arrays (mapped readback) are copied part by part
+            as the GPU delivers them (:meth:`stream_into`; off by default: a candidate, measured
+            by the ``gl-compute-stream`` row).
     """
 
     #: Use the shortcut when output pixels x channel groups >= this many times the tensor's pixels.
@@ -181,6 +184,10 @@ class GLPipeline:
         #: Flush after the upload and after the category pass of a frame (see _flush_early). Off by
         #: default until measured on a GPU (``benchmarks/gpu_data_path.py`` rows ``*-flush``).
         self.early_flush = False
+        #: Owned frames into fresh arrays with the mapped readback: fence every few MB and copy each
+        #: part as it arrives (:meth:`stream_into`) instead of all after one fence. Off by default
+        #: until measured on a GPU (``benchmarks/gpu_data_path.py`` row ``gl-compute-stream``).
+        self.stream_collect = False
         #: Time each frame's GL work (upload, passes, the start of the readback) with one
         #: ``GL_TIME_ELAPSED`` query (one per generation, kept until the context goes); the result
         #: is ``last_gpu_ms`` after :meth:`wait`. Off by default.
@@ -206,22 +213,25 @@ class GLPipeline:
         self.wait(ticket)
         self.collect(confidence_out, category_out, ticket)
 
-    def submit(self, frame: Frame, purpose: Purpose = "sync", owner: object | None = None) -> int:
+    def submit(
+        self, frame: Frame, purpose: Purpose = "sync", owner: object | None = None, stream: bool = False
+    ) -> int:
         """Upload the tensor, run the passes and start reading the results back; returns a ticket.
 
         ``purpose`` (``"sync"``, ``"async"``: a frame in flight, ``"lend"``: results lent as views)
         and ``owner`` (an object whose garbage collection frees an uncollected frame's buffer)
-        matter to the mapped readback's ring only. Raises CapacityError when the ring is full.
+        matter to the mapped readback's ring only. ``stream``: collect with :meth:`stream_into`
+        (mapped readback). Raises CapacityError when the ring is full.
         """
         self._readback.check_capacity(purpose)
         if not self.time_gpu:
-            return self._submit(frame, purpose, owner)
+            return self._submit(frame, purpose, owner, stream)
         if self._timer is None:
             self._timer = self.ctx.query(time=True)
         with self._timer:
-            return self._submit(frame, purpose, owner)
+            return self._submit(frame, purpose, owner, stream)
 
-    def _submit(self, frame: Frame, purpose: Purpose, owner: object | None) -> int:
+    def _submit(self, frame: Frame, purpose: Purpose, owner: object | None, stream: bool) -> int:
         layout = TensorLayout.for_tensor(*frame.tensor.shape, self.limits.max_texture_size)
         self._apply_strategies()
         slot = self._tensor_slot(layout)
@@ -253,7 +263,7 @@ class GLPipeline:
             else:
                 planes = self._draw_confidence(slot, output, source, size)
         self._idle.use()
-        return self._readback.start(FrameReadout(planes, category, frame.width), purpose, owner)
+        return self._readback.start(FrameReadout(planes, category, frame.width), purpose, owner, stream)
 
     def _flush_early(self) -> None:
         """``glFlush`` within a frame when :attr:`early_flush` is set: the GPU starts on the
@@ -300,6 +310,19 @@ class GLPipeline:
     ) -> None:
         """Copy the submitted frame's results into the arrays (see :attr:`collect_needs_gl`)."""
         self._readback.collect(confidence_out, category_out, ticket)
+
+    def stream_into(
+        self, confidence_out: np.ndarray | None, category_out: np.ndarray | None, ticket: int | None = None
+    ) -> None:
+        """Wait for a frame submitted with ``stream=True`` and copy its results part by part as they
+        arrive (GL: fence waits; the arrays are written before any health check, so only for
+        arrays nobody sees before the frame is known good). See :meth:`MappedReadback.stream_into
+        <gpu_seg.gl.readback.MappedReadback.stream_into>`."""
+        if not isinstance(self._readback, MappedReadback):
+            raise RuntimeError("stream_into() needs the mapped readback")
+        self._readback.stream_into(confidence_out, category_out, ticket)
+        if self.time_gpu and self._timer is not None:
+            self.last_gpu_ms = self._timer.elapsed / 1e6
 
     def lend(self, ticket: int | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Read-only views of a waited-for frame's results in mapped memory (``"mapped"`` only).

@@ -47,7 +47,7 @@ import sys
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import moderngl
@@ -166,6 +166,8 @@ def _check_category(readout: FrameReadout, category_out: np.ndarray | None) -> N
         raise ValueError(f"category_out is {category_out.shape}, the frame computed {expected}")
 
 
+#: A streamed frame (:meth:`MappedReadback.stream_into`) is fenced after every this many bytes.
+STREAM_CHUNK_BYTES = 4 << 20
 #: Copies of at least this many bytes are split over threads (numpy releases the GIL while copying).
 PARALLEL_COPY_BYTES = 8 << 20
 _COPY_CHUNK_BYTES = 2 << 20
@@ -211,8 +213,15 @@ class Readback:
     def __init__(self) -> None:
         self._readout: FrameReadout | None = None
 
-    def start(self, readout: FrameReadout, purpose: Purpose = "sync", owner: object | None = None) -> int:
-        """Queue the frame's reads (GL); returns a ticket for :meth:`wait` and :meth:`collect`."""
+    def start(
+        self,
+        readout: FrameReadout,
+        purpose: Purpose = "sync",
+        owner: object | None = None,
+        stream: bool = False,
+    ) -> int:
+        """Queue the frame's reads (GL); returns a ticket for :meth:`wait` and :meth:`collect`
+        (``stream``: see :meth:`MappedReadback.start`; ignored by the others)."""
         self._readout = readout
         return 0
 
@@ -296,6 +305,8 @@ class _ReadSlot:
     ready: bool = False  # waited for: the results are in host memory
     owner: weakref.ref | None = None  # an in-flight frame's handle; gone = never collected
     lent_root: np.ndarray | None = None  # root of the views lent out of this slot
+    #: A streamed frame's partial fences: (fence, bytes of the slot complete once it signals)
+    parts: list[tuple[int, int]] = field(default_factory=list)
 
     def lent(self) -> bool:
         """Whether any array derived from this slot's lent views is still alive."""
@@ -316,24 +327,41 @@ class _ReadSlot:
         return False
 
 
-def _coalesced(images: list[Read], offsets: list[int]) -> list[tuple[Read, int, int]]:
-    """``(image, destination offset, bytes)`` per copy: runs of buffer reads that lie back to back
-    in one buffer and go back to back in the destination become one copy of their whole range (the
-    compute passes' planes, whenever a plane is a whole number of 256-byte blocks)."""
-    copies: list[tuple[Read, int, int]] = []
+#: A copy of the mapped readback: (image, source offset: for buffer reads, else 0, destination
+#: offset in the slot, bytes).
+_Copy = tuple[Read, int, int, int]
+
+
+def _coalesced(images: list[Read], offsets: list[int]) -> list[_Copy]:
+    """The copies of a frame's reads into the slot: runs of buffer reads that lie back to back in one
+    buffer and go back to back in the destination become one copy of their whole range (the compute
+    passes' planes, whenever a plane is a whole number of 256-byte blocks)."""
+    copies: list[_Copy] = []
     for image, offset in zip(images, offsets, strict=True):
         if copies and isinstance(image, BufferRead):
-            first, start, nbytes = copies[-1]
+            first, source, start, nbytes = copies[-1]
             if (
                 isinstance(first, BufferRead)
                 and first.buffer is image.buffer
-                and first.offset + nbytes == image.offset
+                and source + nbytes == image.offset
                 and start + nbytes == offset
             ):
-                copies[-1] = (first, start, nbytes + image.nbytes)
+                copies[-1] = (first, source, start, nbytes + image.nbytes)
                 continue
-        copies.append((image, offset, image.nbytes))
+        copies.append((image, image.offset if isinstance(image, BufferRead) else 0, offset, image.nbytes))
     return copies
+
+
+def _split(copies: list[_Copy], chunk: int) -> list[_Copy]:
+    """Buffer copies cut into pieces of at most ``chunk`` bytes (a texture read stays whole)."""
+    pieces: list[_Copy] = []
+    for image, source, start, nbytes in copies:
+        if not isinstance(image, BufferRead):
+            pieces.append((image, source, start, nbytes))
+            continue
+        for done in range(0, nbytes, chunk):
+            pieces.append((image, source + done, start + done, min(chunk, nbytes - done)))
+    return pieces
 
 
 class MappedReadback(Readback):
@@ -380,8 +408,18 @@ class MappedReadback(Readback):
         return sum(slot.lent() for slot in self._slots)
 
     # ----------------------------------------------------------------------------- frames
-    def start(self, readout: FrameReadout, purpose: Purpose = "sync", owner: object | None = None) -> int:
-        """Queue the frame's reads into a free slot; returns its ticket."""
+    def start(
+        self,
+        readout: FrameReadout,
+        purpose: Purpose = "sync",
+        owner: object | None = None,
+        stream: bool = False,
+    ) -> int:
+        """Queue the frame's reads into a free slot; returns its ticket.
+
+        ``stream``: also fence (and flush) after every :data:`STREAM_CHUNK_BYTES` of confidence
+        masks, so that :meth:`stream_into` copies each part while the GPU moves the next.
+        """
         self.check_capacity(purpose)
         index = next((i for i, slot in enumerate(self._slots) if not slot.busy()), None)
         if index is None:
@@ -389,6 +427,7 @@ class MappedReadback(Readback):
             index = len(self._slots) - 1
         slot = self._slots[index]
         slot.arena.drop_fence()
+        self._drop_parts(slot)
         images = [*readout.confidence, *([readout.category] if readout.category else [])]
         offsets, end = [], 0
         for number, image in enumerate(images):
@@ -398,11 +437,20 @@ class MappedReadback(Readback):
             end += image.nbytes  # planes back to back: lent masks are one (C, H, W) array
         slot.arena.ensure(end)
         target = slot.arena.buffer.buffer
-        for image, offset, nbytes in _coalesced(images, offsets):
+        copies = _coalesced(images, offsets)
+        if stream:
+            copies = _split(copies, STREAM_CHUNK_BYTES)
+        unfenced = 0
+        for number, (image, source, offset, nbytes) in enumerate(copies):
             if isinstance(image, BufferRead):
-                image.buffer.ctx.copy_buffer(target, image.buffer, nbytes, image.offset, offset)
+                image.buffer.ctx.copy_buffer(target, image.buffer, nbytes, source, offset)
             else:
                 image.read_into(target, offset)
+            unfenced += nbytes
+            if stream and unfenced >= STREAM_CHUNK_BYTES and number + 1 < len(copies):
+                slot.parts.append((self._gl.fence(), offset + nbytes))  # bytes [0, offset + nbytes)
+                self._gl.glFlush()
+                unfenced = 0
         slot.arena.fence()
         if purpose == "async":
             self._gl.glFlush()  # start the GPU on it now: nobody waits (and so flushes) soon
@@ -415,7 +463,49 @@ class MappedReadback(Readback):
     def wait(self, ticket: int | None = None) -> None:
         slot = self._slot(ticket)
         slot.arena.wait()
+        self._drop_parts(slot)  # signalled before the last fence
         slot.ready = True
+
+    def stream_into(
+        self, confidence_out: np.ndarray | None, category_out: np.ndarray | None, ticket: int | None = None
+    ) -> None:
+        """Wait for a frame started with ``stream=True`` part by part and copy each part of the
+        confidence masks as soon as it is in host memory (while the GPU moves the next), then the
+        rest and the category (GL, context current: fence waits).
+
+        For arrays nobody else sees before the frame is known good (fresh ones): they are written
+        before the owner's health check. Same arguments and checks as :meth:`collect`.
+        """
+        slot = self._slot(ticket)
+        readout = slot.readout
+        assert readout is not None
+        _check_confidence(readout, confidence_out)
+        _check_category(readout, category_out)
+        host = slot.arena.buffer.host
+        flat = None if confidence_out is None else confidence_out.reshape(-1).view(np.uint8)
+        total = 0 if flat is None else flat.size
+        done = 0
+        while slot.parts:
+            fence, complete = slot.parts.pop(0)
+            self._gl.wait(fence)  # deletes it
+            end = min(complete, total)
+            if end > done:
+                copy_rows([(flat[done:end], host[done:end])])
+                done = end
+        slot.arena.wait()
+        slot.ready = True
+        copies: list[tuple[np.ndarray, np.ndarray]] = []
+        if flat is not None and done < total:
+            copies.append((flat[done:], host[done:total]))
+        if category_out is not None:
+            copies.append((category_out, self._views(slot, host)[1]))
+        self._finish(slot)
+        copy_rows(copies)
+
+    def _drop_parts(self, slot: _ReadSlot) -> None:
+        for fence, _ in slot.parts:
+            self._gl.delete(fence)
+        slot.parts.clear()
 
     def collect(
         self, confidence_out: np.ndarray | None, category_out: np.ndarray | None, ticket: int | None = None
@@ -488,6 +578,7 @@ class MappedReadback(Readback):
         """Free every slot whose views are not held (those stay until :meth:`release_lent`)."""
         kept = []
         for slot in self._slots:
+            self._drop_parts(slot)
             if slot.lent():
                 kept.append(slot)
             else:
@@ -507,6 +598,7 @@ class MappedReadback(Readback):
         memory stays mapped while the owner keeps the (dead) context undestroyed."""
         kept = []
         for slot in self._slots:
+            slot.parts.clear()  # no GL calls on a lost context
             if slot.lent():
                 kept.append(slot)
             else:
