@@ -1,7 +1,8 @@
 """Markdown tables and a two-machine chart from the JSON of a GPU run.
 
 Reads ``benchmarks/gpu_data_path.py``'s JSON (and, when given, ``benchmarks/cuda_check.py``'s) and
-prints the Markdown tables that ``benchmarks/RESULTS.md`` quotes; with ``--plot`` also draws a chart
+prints the Markdown tables that ``benchmarks/RESULTS.md`` quotes (and, when the run has them, the
+candidate defaults' rows over their baselines); with ``--plot`` also draws a chart
 with one panel per machine: the GPU run and an llvmpipe ``gpu-seg bench`` JSON (model-like tensors),
 each bar a backend's median relative to MediaPipe CPU on the same machine (log scale).
 
@@ -41,6 +42,14 @@ RATIOS = (
 )
 
 
+#: Candidate defaults, each measured against the row it would change: (candidate, baseline).
+CANDIDATES = (
+    ("gl-compute-flush", "gl-compute"),
+    ("gl-view-flush", "gl-view"),
+    ("gl-compute-stream", "gl-compute"),
+)
+
+
 def _ms(rows: dict[str, Any], key: str) -> float | None:
     row = rows.get(key)
     return None if not row else row.get("median_ms")
@@ -73,6 +82,25 @@ def data_path_table(report: dict[str, Any], commit: str | None = None) -> str:
         if row.get("category_mismatches") or (row.get("max_conf_diff") or 0) > 1e-5
     ]
     lines += ["", "Checks against the numpy reference: " + ("all exact" if not bad else "; ".join(bad))]
+    return "\n".join(lines)
+
+
+def candidates_table(report: dict[str, Any]) -> str:
+    """Each candidate row's median over its baseline row's, per case (< 1: the candidate is faster),
+    with both rows' IQR relative to their median (noise to weigh the ratio against)."""
+    lines = ["| preset | outputs | " + " | ".join(f"{a} / {b}" for a, b in CANDIDATES) + " |"]
+    lines.append("|" + "---|" * (len(CANDIDATES) + 2))
+    for case in report["cases"]:
+        rows = case["rows"]
+        cells = [case["preset"], case["mode"]]
+        for candidate, baseline in CANDIDATES:
+            a, b = rows.get(candidate) or {}, rows.get(baseline) or {}
+            if not a.get("median_ms") or not b.get("median_ms"):
+                cells.append("-")
+                continue
+            noise = max(a.get("iqr_ms", 0) / a["median_ms"], b.get("iqr_ms", 0) / b["median_ms"])
+            cells.append(f"{a['median_ms'] / b['median_ms']:.2f}x (IQR {noise:.0%})")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -179,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.data_path) as handle:
         gpu = json.load(handle)
     print(data_path_table(gpu, args.commit))
+    if any(candidate in case["rows"] for case in gpu["cases"] for candidate, _ in CANDIDATES):
+        print("\nCandidate defaults (candidate / baseline, same run):\n\n" + candidates_table(gpu))
     if args.cuda:
         with open(args.cuda) as handle:
             print("\n" + cuda_table(json.load(handle)))

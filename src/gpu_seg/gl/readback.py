@@ -38,6 +38,11 @@ more things:
   view keeps alive, so the slot counts references to it): held views are never overwritten, and a
   ring whose slots are all held raises :class:`~gpu_seg.errors.CapacityError` instead. The owner
   keeps the context (and so the mapping) alive while views exist, even after a loss.
+
+Two details of ``start``: buffer reads that lie back to back (the compute passes' planes) are
+copied as one range; and a frame started with ``stream=True`` is also fenced every
+:data:`STREAM_CHUNK_BYTES`, so that :meth:`MappedReadback.stream_into` copies each part into fresh
+arrays while the GPU moves the next (a candidate, ``GLPipeline.stream_collect``).
 """
 
 from __future__ import annotations
