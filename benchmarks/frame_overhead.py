@@ -10,7 +10,9 @@ Times, for one preset and output mode, medians over ``--frames`` frames (ms):
 * ``submit`` / ``wait`` / ``collect``: the pipeline's three steps, inside one ``session.run``;
 * ``gpu``: the GL timer query of ``submit``;
 
-and the top functions of a cProfile of ``process`` (by total time). Prints JSON.
+and the top functions of a cProfile of ``process`` (by total time). With ``--lent``, also the wall
+time and profile of ``process_resident`` (GL buffer in, textures out) and, where PyTorch and CUDA
+exist, ``process_cuda``. Prints JSON.
 
     python benchmarks/frame_overhead.py --preset selfie --mode both --frames 300
 """
@@ -120,15 +122,73 @@ def measure(preset: str, mode: str, frames: int, readback: str | None) -> dict:
     return out
 
 
+def _profile(session, call, frames: int, rows: int = 30) -> list[str]:
+    """The top functions (by total time) of ``frames`` calls, the caller's and the GL thread's."""
+    profile = cProfile.Profile()
+    session.thread.call(profile.enable)
+    profile.enable()
+    for _ in range(frames):
+        call()
+    profile.disable()
+    session.thread.call(profile.disable)
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(rows)
+    return text.getvalue().splitlines()[: rows + 10]
+
+
+def measure_lent(preset: str, mode: str, frames: int) -> dict:
+    """Wall time and profile of ``process_resident`` (GL buffer in, textures out) and, where PyTorch
+    and CUDA exist, ``process_cuda`` (CUDA tensor in, CUDA arrays out), without ``time_gpu`` (whose
+    timer read is a GPU round trip)."""
+    case = PRESETS[preset]
+    tensor = model_like_tensor(case.tensor_shape, np.random.default_rng(7))
+    size = case.output_size
+    conf, cat = MODES[mode]
+    out: dict = {"preset": preset, "mode": mode}
+    with gpu_seg.SegmentationPostprocessor(case.activation, conf, cat, backend="gl") as pp:
+        buffer = pp.run_gl(lambda ctx: ctx.buffer(tensor.tobytes()))
+        source = gpu_seg.GLTensor(buffer, tensor.shape)
+        for _ in range(10):
+            pp.process_resident(source, size)
+        session = pp._supervisor.generation.session
+        out["renderer"] = session.info.renderer
+        out["resident_ms"] = _median_ms(lambda: pp.process_resident(source, size), frames)
+        out["resident_profile"] = _profile(session, lambda: pp.process_resident(source, size), frames)
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                device_tensor = torch.from_numpy(tensor).cuda()
+                for _ in range(10):
+                    pp.process_cuda(device_tensor, size)
+                torch.cuda.synchronize()
+
+                def cuda_frame():
+                    pp.process_cuda(device_tensor, size)
+                    torch.cuda.synchronize()
+
+                out["cuda_ms"] = _median_ms(cuda_frame, frames)
+                out["cuda_profile"] = _profile(session, cuda_frame, frames)
+        except Exception as exc:  # the resident figures stand without CUDA
+            out["cuda_error"] = f"{type(exc).__name__}: {exc}"
+        pp.run_gl(lambda ctx: buffer.release())
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", action="append")
     parser.add_argument("--mode", default="both")
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--readback", default=None)
+    parser.add_argument(
+        "--lent", action="store_true", help="also process_resident and process_cuda frames (wall, profile)"
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     results = [measure(p, args.mode, args.frames, args.readback) for p in (args.preset or ["selfie"])]
+    if args.lent:
+        results += [measure_lent(p, args.mode, args.frames) for p in (args.preset or ["selfie"])]
     text = json.dumps(results, indent=1)
     if args.json:
         with open(args.json, "w") as handle:

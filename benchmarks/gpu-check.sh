@@ -45,7 +45,7 @@ step passes
 timeout "${PASSES_TIMEOUT:-40}" python3 benchmarks/gpu_passes.py --presets multiclass,deeplab --frames 6 --resident --json "$out/passes.json" 2>&1 | grep -v "^INFO" | tail -60
 
 step frame overhead
-timeout "${OVERHEAD_TIMEOUT:-40}" python3 benchmarks/frame_overhead.py --preset selfie --preset multiclass --preset deeplab --frames 80 --json "$out/frame-overhead.json" 2>&1 | grep -v "^INFO" | tail -4
+timeout "${OVERHEAD_TIMEOUT:-40}" python3 benchmarks/frame_overhead.py --preset selfie --preset multiclass --preset deeplab --frames 80 --lent --json "$out/frame-overhead.json" 2>&1 | grep -v "^INFO" | tail -4
 step summary
 python3 benchmarks/render_gpu.py "$out/data-path.json" --cuda "$out/cuda-check.json" 2>&1 | tail -40
 
