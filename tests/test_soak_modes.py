@@ -116,6 +116,20 @@ def test_in_flight_soak_recomputes_queued_frames_and_never_overwrites_held_views
     assert report.rebuilds_back_to_baseline and report.ok
 
 
+@pytest.mark.parametrize("in_flight", [False, True])
+def test_a_soak_on_the_compute_passes_survives_real_losses(in_flight):
+    """``gl_passes="compute"`` (the GPUs' default, GL 4.3 here too): every frame checked, real context
+    losses rebuilt, GL objects back to the warm-up count."""
+    report = soak(
+        frames=60, lose_every=20, warmup=5, seed=6, gl_passes="compute", in_flight=in_flight, **SMALL
+    )
+
+    assert report.gl_passes == "compute" and report.errors == [] and report.frames_returned == 65
+    assert report.mismatched_frames == 0 and report.overwritten_frames == 0, report.first_mismatches
+    assert report.losses == report.rebuilds == 2 and report.cpu_frames == 0
+    assert report.rebuilds_back_to_baseline and report.ok
+
+
 def test_churn_sizes_are_seeded_and_bounded():
     from gpu_seg.tools.soak import ChurnSizes
 

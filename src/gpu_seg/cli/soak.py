@@ -148,6 +148,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "other one as a zero-copy view whose arrays are checked again after the next frame",
     )
     modes.add_argument(
+        "--gl-passes",
+        choices=("auto", "fragment", "compute"),
+        default="auto",
+        help="the processor's gl_passes: 'compute' soaks the GPUs' default passes (GL 4.3) on any "
+        "machine, llvmpipe included (default auto)",
+    )
+    modes.add_argument(
         "--fallback-at",
         type=non_negative_int,
         default=None,
@@ -183,6 +190,7 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
                 ("--idle", args.idle),
                 ("--churn", args.churn or None),
                 ("--in-flight", args.in_flight or None),
+                ("--gl-passes", None if args.gl_passes == "auto" else args.gl_passes),
                 ("--fallback-at", args.fallback_at),
             )
             if value is not None
@@ -238,6 +246,7 @@ def _run_soak(args: argparse.Namespace, progress) -> LoopReport:
         churn=args.churn,
         fallback_at=args.fallback_at,
         in_flight=args.in_flight,
+        gl_passes=args.gl_passes,
     )
 
 
@@ -345,6 +354,8 @@ def _tensor_figures(report: SoakReport) -> list[tuple[str, str]]:
         ("worst confidence |diff|", f"{report.worst_confidence_error:.3g}"),
         ("near-tie category pixels", str(report.near_tie_pixels)),
     ]
+    if report.gl_passes != "auto":
+        rows.append(("GL passes", report.gl_passes))
     if report.churn and report.churn_min_size and report.churn_max_size:
         (w0, h0), (w1, h1) = report.churn_min_size, report.churn_max_size
         rows.append(

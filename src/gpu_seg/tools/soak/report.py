@@ -187,6 +187,8 @@ class SoakReport(LoopReport):
     fallback_at: int | None = None
     # In-flight mode: frames submitted and collected one frame later, every other one as a view.
     in_flight: bool = False
+    #: The processor's gl_passes option ("auto": the pipeline's choice per renderer).
+    gl_passes: str = "auto"
     fallback_frame_backend: str | None = None
     first_fallback_frame_ms: float | None = None
     #: Median of the CPU frames after the first fallback frame.

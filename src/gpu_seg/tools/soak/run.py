@@ -74,6 +74,7 @@ class _TensorSoak(SoakLoop):
         idle: IdlePlan | None,
         churn: ChurnSizes | None,
         in_flight: bool = False,
+        gl_passes: str = "auto",
     ) -> None:
         super().__init__(report)
         self.in_flight = in_flight
@@ -89,14 +90,15 @@ class _TensorSoak(SoakLoop):
         self.fallback_pending = False
         self.steady_cpu_ms: list[float] = []
         options = idle.processor_options() if idle is not None else {}
-        if in_flight:
-            options["readback"] = "mapped"
+        if in_flight or gl_passes == "compute":
+            options["readback"] = "mapped"  # the compute passes write buffers only it reads
         self.pp = SegmentationPostprocessor(
             activation,
             backend="auto",
             on_event=self.on_event,
             policy=policy,
             software_renderer="gl",  # a soak exercises GL recovery, also on llvmpipe
+            gl_passes=gl_passes,
             **options,
         )
 
@@ -280,6 +282,7 @@ def soak(
     churn: bool = False,
     fallback_at: int | None = None,
     in_flight: bool = False,
+    gl_passes: str = "auto",
 ) -> SoakReport:
     """Run ``frames`` checked frames with a context loss before every ``lose_every``-th one.
 
@@ -305,6 +308,8 @@ def soak(
             report compares that first CPU frame with the median of the CPU frames after it.
         in_flight: submit frames and collect each one frame later, every other one as a zero-copy
             view (see the module docstring).
+        gl_passes: the processor's ``gl_passes`` (``"compute"`` soaks the GPUs' default passes on
+            any GL 4.3 machine, llvmpipe included).
 
     Returns:
         The :class:`SoakReport`. Exceptions from ``process()`` are recorded, not raised.
@@ -335,8 +340,9 @@ def soak(
         idle_release=idle.release if idle else None,
         fallback_at=fallback_at,
         in_flight=in_flight,
+        gl_passes=gl_passes,
     )
     report.before, _ = snapshot(0)
     started = time.perf_counter()
-    _TensorSoak(report, activation, policy, idle, sizes, in_flight).execute(progress, started)
+    _TensorSoak(report, activation, policy, idle, sizes, in_flight, gl_passes).execute(progress, started)
     return report
