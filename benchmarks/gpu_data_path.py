@@ -15,6 +15,9 @@ For each preset and output mode, interleaved rounds time (medians with IQR, mill
   the host still issues the frame), a candidate default measured side by side;
 * ``gl-compute-stream``: ``gl-compute`` with the pipeline's ``stream_collect`` (fresh arrays filled
   part by part as the GPU delivers them, a fence every few MB), another candidate;
+* ``gl-view-upload-direct`` / ``gl-view-upload-threads``: ``gl-view`` with the tensor uploaded by
+  ``glTexSubImage2D`` from the array (``upload = "direct"``) / copied into the mapped upload buffer
+  over a few threads (``parallel_upload``): the upload's host copy is 0.06-0.8 ms on the H200;
 * ``gl-async`` / ``gl-async-view``: frames in flight (``submit``, two queued at a time) over chains
   of ``ASYNC_CHAIN`` frames, collected as owned arrays / as views: milliseconds per frame (the
   inverse of the throughput), not the latency of one frame;
@@ -101,10 +104,17 @@ def _early_flush(pp: gpu_seg.SegmentationPostprocessor) -> None:
     pp._supervisor.generation.pipeline.early_flush = True
 
 
-def _view_call(pp: gpu_seg.SegmentationPostprocessor, tensor, size, flush: bool = False):
+def _view_call(
+    pp: gpu_seg.SegmentationPostprocessor, tensor, size, flush: bool = False, upload: str | None = None
+):
     pp.process(tensor, size)
     if flush:
         _early_flush(pp)
+    pipeline = pp._supervisor.generation.pipeline
+    if upload == "threads":
+        pipeline.parallel_upload = True  # a candidate default, measured by gl-view-upload-threads
+    elif upload is not None:
+        pipeline.upload = upload
     last: dict[str, Any] = {}
 
     def call() -> None:
@@ -251,6 +261,12 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
         )
     gl_row("gl-view", lambda pp: _view_call(pp, tensor, size), readback="mapped")
     gl_row("gl-view-flush", lambda pp: _view_call(pp, tensor, size, flush=True), readback="mapped")
+    gl_row(
+        "gl-view-upload-direct", lambda pp: _view_call(pp, tensor, size, upload="direct"), readback="mapped"
+    )
+    gl_row(
+        "gl-view-upload-threads", lambda pp: _view_call(pp, tensor, size, upload="threads"), readback="mapped"
+    )
     for name, view in (("gl-async", False), ("gl-async-view", True)):
         gl_row(name, lambda pp, v=view: _async_call(pp, tensor, size, v), readback="mapped")
     per_call = {"gl-async": ASYNC_CHAIN, "gl-async-view": ASYNC_CHAIN}

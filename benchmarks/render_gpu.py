@@ -47,6 +47,8 @@ CANDIDATES = (
     ("gl-compute-flush", "gl-compute"),
     ("gl-view-flush", "gl-view"),
     ("gl-compute-stream", "gl-compute"),
+    ("gl-view-upload-direct", "gl-view"),
+    ("gl-view-upload-threads", "gl-view"),
 )
 
 

@@ -102,6 +102,29 @@ def test_early_flushes_change_no_byte(pipeline, shape, size, activation, options
         assert got[0].tobytes() == want[0].tobytes() and got[1].tobytes() == want[1].tobytes()
 
 
+@pytest.mark.parametrize("shape", [(128, 128, 16), (130, 120, 21), (512, 512, 1), (70, 80, 3)])
+def test_parallel_upload_gives_the_same_bytes(pipeline, monkeypatch, shape):
+    """``parallel_upload``: tensors of 1 MB or more are copied into the mapped upload buffer in row
+    bands over threads (forced here with 8 CPUs reported), padded layouts included; smaller ones in
+    one copy. The same bytes as the direct upload."""
+    if "mapped" not in _available(pipeline):
+        pytest.skip(f"no GL_ARB_buffer_storage on {pipeline.renderer}")
+    from gpu_seg.gl import readback
+
+    monkeypatch.setattr(readback.os, "cpu_count", lambda: 8)
+    tensor = _tensor(sum(shape), shape)
+    pipeline.upload = "direct"
+    want = _run(pipeline, tensor, "softmax", (61, 37))
+    pipeline.upload, pipeline.parallel_upload = "mapped", True
+    submitted = []
+    pool_submit = readback._pool(4).submit
+    monkeypatch.setattr(readback._pool(4), "submit", lambda *a: (submitted.append(a), pool_submit(*a))[1])
+    for _ in range(2):  # the padding written once per layout, then reused
+        got = _run(pipeline, tensor, "softmax", (61, 37))
+        assert got[0].tobytes() == want[0].tobytes() and got[1].tobytes() == want[1].tobytes()
+    assert (len(submitted) > 2) is (tensor.nbytes >= 1 << 20)  # banded over threads only when large
+
+
 def test_mapped_upload_pads_exactly_across_layout_changes(pipeline):
     """Padded, unpadded, other padded, first again: exact every time."""
     if "mapped" not in _available(pipeline):

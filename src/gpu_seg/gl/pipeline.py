@@ -129,6 +129,9 @@ class GLPipeline:
         stream_collect: owned frames into fresh arrays (mapped readback) are copied part by part
             as the GPU delivers them (:meth:`stream_into`; off by default: a candidate, measured
             by the ``gl-compute-stream`` row).
+        parallel_upload: the mapped upload copies tensors of 1 MB or more into its buffer over a
+            few threads (off by default: a candidate, measured by the ``gl-view-upload-threads``
+            row; ``upload = "direct"`` is measured beside it by ``gl-view-upload-direct``).
     """
 
     #: Use the shortcut when output pixels x channel groups >= this many times the tensor's pixels.
@@ -188,6 +191,9 @@ class GLPipeline:
         #: part as it arrives (:meth:`stream_into`) instead of all after one fence. Off by default
         #: until measured on a GPU (``benchmarks/gpu_data_path.py`` row ``gl-compute-stream``).
         self.stream_collect = False
+        #: Copy large tensors into the mapped upload buffer over a few threads (a candidate, off
+        #: until measured on a GPU: ``benchmarks/gpu_data_path.py`` row ``gl-view-upload-threads``).
+        self.parallel_upload = False
         #: Time each frame's GL work (upload, passes, the start of the readback) with one
         #: ``GL_TIME_ELAPSED`` query (one per generation, kept until the context goes); the result
         #: is ``last_gpu_ms`` after :meth:`wait`. Off by default.
@@ -235,6 +241,7 @@ class GLPipeline:
         layout = TensorLayout.for_tensor(*frame.tensor.shape, self.limits.max_texture_size)
         self._apply_strategies()
         slot = self._tensor_slot(layout)
+        self._upload.threads = self.parallel_upload
         self._upload.upload(slot, frame.tensor)
         self._flush_early()
         confidence = frame.confidence_channels is not None

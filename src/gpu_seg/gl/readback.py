@@ -180,21 +180,26 @@ _copy_pool: ThreadPoolExecutor | None = None
 _copy_pool_lock = threading.Lock()
 
 
-def copy_rows(copies: list[tuple[np.ndarray, np.ndarray]]) -> None:
+def copy_rows(
+    copies: list[tuple[np.ndarray, np.ndarray]],
+    min_parallel_bytes: int = PARALLEL_COPY_BYTES,
+    band_bytes: int = _COPY_CHUNK_BYTES,
+) -> None:
     """``np.copyto(destination, source)`` for each pair; large copies in row bands over a few threads.
 
     Threads are used where there are at least 4 CPUs and the copies add up to
-    ``PARALLEL_COPY_BYTES`` (one core does not saturate the memory bus of a large machine).
+    ``min_parallel_bytes`` (one core does not saturate the memory bus of a large machine); each
+    thread copies bands of about ``band_bytes`` (split along the first axis).
     """
     total = sum(destination.nbytes for destination, _ in copies)
-    workers = 0 if total < PARALLEL_COPY_BYTES else min(8, (os.cpu_count() or 1) // 2)
+    workers = 0 if total < min_parallel_bytes else min(8, (os.cpu_count() or 1) // 2)
     if workers < 2:
         for destination, source in copies:
             np.copyto(destination, source)
         return
     bands = []
     for destination, source in copies:
-        step = max(1, _COPY_CHUNK_BYTES // max(1, destination[0].nbytes))
+        step = max(1, band_bytes // max(1, destination[0].nbytes))
         bands += [(destination[i : i + step], source[i : i + step]) for i in range(0, len(destination), step)]
     for future in [_pool(workers).submit(np.copyto, d, s) for d, s in bands]:
         future.result()

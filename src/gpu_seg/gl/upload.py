@@ -17,6 +17,7 @@ import moderngl
 import numpy as np
 
 from .rawgl import GLFunctions, MappedArena
+from .readback import copy_rows
 from .slots import TensorSlot
 
 __all__ = ["DirectUpload", "MappedUpload", "Upload"]
@@ -26,6 +27,7 @@ class Upload:
     """Interface of the strategies."""
 
     name = ""
+    threads = False  # see MappedUpload.threads (the direct upload has no host copy to split)
 
     def upload(self, slot: TensorSlot, tensor: np.ndarray) -> None:
         raise NotImplementedError
@@ -62,9 +64,17 @@ class MappedUpload(Upload):
 
     name = "mapped"
 
+    #: With ``threads``: tensors of at least this many bytes are copied in row bands over a few
+    #: threads (:func:`~.readback.copy_rows`), bands of about :data:`THREAD_BAND_BYTES`.
+    THREADS_MIN_BYTES = 1 << 20
+    THREAD_BAND_BYTES = 256 << 10
+
     def __init__(self, ctx: moderngl.Context, gl: GLFunctions) -> None:
         self._arena = MappedArena(ctx, gl, "write")
         self._padded: object | None = None  # the layout whose zero padding the mapping holds
+        #: Copy large tensors into the mapping over a few threads (a candidate, off until measured
+        #: on a GPU: ``GLPipeline.parallel_upload``).
+        self.threads = False
 
     def upload(self, slot: TensorSlot, tensor: np.ndarray) -> None:
         layout = slot.layout
@@ -74,13 +84,17 @@ class MappedUpload(Upload):
             self._padded = None
         floats = self._arena.buffer.host[:size].view(np.float32)
         if not layout.padded:
-            np.copyto(floats.reshape(tensor.shape), tensor)
+            target = floats.reshape(tensor.shape)
             self._padded = None
         else:  # padded in place: measured faster than a cached staging copy on an H200 and llvmpipe
             if self._padded != layout:  # zeros in the padding lanes, once per layout
                 floats[...] = 0.0
                 self._padded = layout
-            layout.padded_view(floats)[...] = tensor
+            target = layout.padded_view(floats)
+        if self.threads:
+            copy_rows([(target, tensor)], self.THREADS_MIN_BYTES, self.THREAD_BAND_BYTES)
+        else:
+            np.copyto(target, tensor)
         slot.texture.write(self._arena.buffer.buffer)
         self._arena.fence()
 
