@@ -65,22 +65,21 @@ def _summary(samples: list[float]) -> dict[str, float]:
     return {"median_ms": float(q[1]), "iqr_ms": float(q[2] - q[0]), "frames": len(samples)}
 
 
+def _settings(pp: gpu_seg.SegmentationPostprocessor, settings: dict[str, Any]) -> None:
+    """Set pipeline attributes (the readback, the candidate defaults ``early_flush``,
+    ``stream_collect``, ``parallel_upload``, the upload) on the processor's current pipeline: before
+    every frame, so that a rebuilt generation measures the same thing."""
+    pipeline = pp._supervisor.generation.pipeline
+    for name, value in settings.items():
+        if getattr(pipeline, name) != value:
+            setattr(pipeline, name, value)
+
+
 def _gl_call(
-    pp: gpu_seg.SegmentationPostprocessor,
-    tensor,
-    size,
-    readback: str,
-    into: bool,
-    mode: str,
-    flush: bool = False,
-    stream: bool = False,
+    pp: gpu_seg.SegmentationPostprocessor, tensor, size, into: bool, mode: str, settings: dict[str, Any]
 ):
     pp.process(tensor, size)  # build the generation's objects
-    pipeline = pp._supervisor.generation.pipeline
-    pipeline.readback = readback
-    pipeline.stream_collect = stream  # a candidate default, measured by the gl-compute-stream row
-    if flush:
-        _early_flush(pp)
+    _settings(pp, settings)
     conf, cat = MODES[mode]
     outs: dict[str, Any] = {}
     if into:
@@ -90,6 +89,7 @@ def _gl_call(
     last: dict[str, Any] = {}
 
     def call() -> None:
+        _settings(pp, settings)
         last["r"] = pp.process(tensor, size, **outs)
 
     return call, lambda: last["r"]
@@ -99,28 +99,17 @@ def _gl_call(
 ASYNC_CHAIN = 6
 
 
-def _early_flush(pp: gpu_seg.SegmentationPostprocessor) -> None:
-    """Turn on the pipeline's early flushes (a candidate default, measured by the ``*-flush`` rows)."""
-    pp._supervisor.generation.pipeline.early_flush = True
-
-
-def _view_call(
-    pp: gpu_seg.SegmentationPostprocessor, tensor, size, flush: bool = False, upload: str | None = None
-):
+def _view_call(pp: gpu_seg.SegmentationPostprocessor, tensor, size, settings: dict[str, Any] | None = None):
     pp.process(tensor, size)
-    if flush:
-        _early_flush(pp)
-    pipeline = pp._supervisor.generation.pipeline
-    if upload == "threads":
-        pipeline.parallel_upload = True  # a candidate default, measured by gl-view-upload-threads
-    elif upload is not None:
-        pipeline.upload = upload
+    settings = settings or {}
+    _settings(pp, settings)
     last: dict[str, Any] = {}
 
     def call() -> None:
         previous = last.pop("v", None)
         if previous is not None:
             previous.release()
+        _settings(pp, settings)
         last["v"] = pp.process_view(tensor, size)
 
     return call, lambda: last["v"].to_result()
@@ -245,28 +234,27 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
             calls.pop(name, None)
             print(f"  {name} failed to start: {errors[name]}", file=sys.stderr)
 
-    for name, readback, into, passes, flush, stream in (
-        ("gl-direct", "direct", False, "auto", False, False),
-        ("gl-mapped", "mapped", False, "fragment", False, False),
-        ("gl-compute", "mapped", False, "compute", False, False),
-        ("gl-compute-flush", "mapped", False, "compute", True, False),
-        ("gl-compute-stream", "mapped", False, "compute", False, True),
-        ("gl-mapped-out", "mapped", True, "auto", False, False),
+    for name, into, passes, settings in (
+        ("gl-direct", False, "auto", {"readback": "direct"}),
+        ("gl-mapped", False, "fragment", {"readback": "mapped"}),
+        ("gl-compute", False, "compute", {"readback": "mapped"}),
+        ("gl-compute-flush", False, "compute", {"readback": "mapped", "early_flush": True}),
+        ("gl-compute-stream", False, "compute", {"readback": "mapped", "stream_collect": True}),
+        ("gl-mapped-out", True, "auto", {"readback": "mapped"}),
     ):
         gl_row(
             name,
-            lambda pp, r=readback, i=into, f=flush, t=stream: _gl_call(pp, tensor, size, r, i, mode, f, t),
+            lambda pp, i=into, t=settings: _gl_call(pp, tensor, size, i, mode, t),
             time_gpu=True,
             gl_passes=passes,
         )
-    gl_row("gl-view", lambda pp: _view_call(pp, tensor, size), readback="mapped")
-    gl_row("gl-view-flush", lambda pp: _view_call(pp, tensor, size, flush=True), readback="mapped")
-    gl_row(
-        "gl-view-upload-direct", lambda pp: _view_call(pp, tensor, size, upload="direct"), readback="mapped"
-    )
-    gl_row(
-        "gl-view-upload-threads", lambda pp: _view_call(pp, tensor, size, upload="threads"), readback="mapped"
-    )
+    for name, settings in (
+        ("gl-view", {}),
+        ("gl-view-flush", {"early_flush": True}),
+        ("gl-view-upload-direct", {"upload": "direct"}),
+        ("gl-view-upload-threads", {"parallel_upload": True}),
+    ):
+        gl_row(name, lambda pp, t=settings: _view_call(pp, tensor, size, t), readback="mapped")
     for name, view in (("gl-async", False), ("gl-async-view", True)):
         gl_row(name, lambda pp, v=view: _async_call(pp, tensor, size, v), readback="mapped")
     per_call = {"gl-async": ASYNC_CHAIN, "gl-async-view": ASYNC_CHAIN}

@@ -171,6 +171,32 @@ def test_a_texture_source_is_relaid_by_a_compute_shader(pipelines, gl_clean, cha
         buffer.release()
 
 
+@pytest.mark.parametrize("fmt", ["float32", "float16", "uint8"])
+def test_fewer_image_units_take_more_dispatches(pipelines, fmt):
+    """A context that allows fewer images per dispatch (lowered here to 1 and 3) stores the masks
+    over more dispatches: the same bits, channel subsets included."""
+    fragment = pipelines("fragment")
+    tensor = _tensor((8, 9, 7), 12, nans=True)
+    dtype = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}[fmt]
+    for limit in (1, 3):
+        compute = pipelines("compute", max_images=limit)
+        assert compute._compute.max_images == limit
+        for options in ({}, {"confidence_channels": (6, 0, 3, 5, 1)}):
+            options = {**options, "confidence_format": fmt}
+            got = _read_textures(_resident(compute, tensor, "softmax", (15, 11), **options), dtype)
+            want = _read_textures(_resident(fragment, tensor, "softmax", (15, 11), **options), dtype)
+            assert all(a.tobytes() == b.tobytes() for a, b in zip(got, want, strict=True)), (limit, options)
+
+
+def test_the_image_limit_comes_from_the_context(gl_clean):
+    from gpu_seg.gl.compute import images_per_dispatch
+
+    if not compute_available(gl_clean.ctx):
+        pytest.skip("no GL 4.3 compute shaders")
+    assert 1 <= images_per_dispatch() <= 8
+    assert gl_clean.ctx.error == "GL_NO_ERROR"
+
+
 def test_the_cuda_copy_plan_gives_the_masks(pipelines):
     """Without lend_textures the compute frame fills no texture; its buffers, copied as the CUDA path
     copies them (plane starts, packed rows of quads(W) uints read W bytes wide), are the masks."""

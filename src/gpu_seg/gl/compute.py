@@ -3,7 +3,8 @@
 Why: on GPUs that run graphics on a few of their units only (NVIDIA Hopper datacenter parts), every
 fragment pass is slow, while compute shaders use the whole GPU. The passes here compute exactly
 what the fragment passes compute (the same GLSL arithmetic, shared through ``resize_row.glsl`` and
-``category_quad.glsl``: results are bit-identical), but write into shader storage buffers::
+``category_quad.glsl``: results are bit-identical), but write into shader storage buffers (or,
+by image stores, into textures)::
 
     resize_rows.comp      (W, TENSOR_H, groups) -> rows buffer, planar: channel c of tensor row y
                           at [(c * TENSOR_H + y) * W + x]; every group in one dispatch
@@ -41,6 +42,7 @@ import numpy as np
 
 from ..frame import ConfidenceFormat
 from ..types import Activation
+from . import rawgl
 from .plan import TEXTURE_FORMATS, TensorLayout, align_corners_scale, quads, shared_columns
 from .programs import ProgramCache, ProgramDefinition, bind_inputs, set_uniform
 from .readback import BufferRead, ImageRead, Read
@@ -60,9 +62,34 @@ GL_R32UI = 0x8236
 _PLANE_ALIGN = 256
 _ROWS_LOCAL, _COLUMNS_LOCAL, _CATEGORY_LOCAL = 64, 128, 64  # local_size_x of the three shaders
 _TEXEL_LOCAL = (16, 8)  # local size of texel_store.glsl
-#: Masks that resize_columns.comp.glsl stores into images in one dispatch: GL 4.3's minimum of
-#: GL_MAX_IMAGE_UNITS and GL_MAX_COMPUTE_IMAGE_UNIFORMS (every GL 4.3 context has at least 8).
+#: Masks that resize_columns.comp.glsl stores into images in one dispatch at most (GL 4.3's
+#: minimum of GL_MAX_IMAGE_UNITS and GL_MAX_COMPUTE_IMAGE_UNIFORMS); fewer where the context's
+#: limits say so (see :func:`images_per_dispatch`).
 _IMAGES_PER_DISPATCH = 8
+GL_MAX_IMAGE_UNITS = 0x8F38
+GL_MAX_COMBINED_SHADER_OUTPUT_RESOURCES = 0x8F39
+GL_MAX_COMPUTE_IMAGE_UNIFORMS = 0x91BD
+#: Storage blocks of resize_columns.comp.glsl besides its images (rows; the channel table).
+_COLUMNS_STORAGE_BLOCKS = 2
+
+
+def images_per_dispatch() -> int:
+    """Images one resize_columns.comp dispatch may store into on the current context: at most 8,
+    within GL_MAX_IMAGE_UNITS and GL_MAX_COMPUTE_IMAGE_UNIFORMS, and within
+    GL_MAX_COMBINED_SHADER_OUTPUT_RESOURCES less the shader's storage blocks (images and storage
+    blocks share that limit, whose GL 4.3 minimum is only 8)."""
+    limits = [_IMAGES_PER_DISPATCH]
+    for pname, reserved in (
+        (GL_MAX_IMAGE_UNITS, 0),
+        (GL_MAX_COMPUTE_IMAGE_UNIFORMS, 0),
+        (GL_MAX_COMBINED_SHADER_OUTPUT_RESOURCES, _COLUMNS_STORAGE_BLOCKS),
+    ):
+        value = rawgl.get_integer(pname)
+        if value is not None:
+            limits.append(value - reserved)
+    return max(1, min(limits))
+
+
 #: Image format of a float32 texture of 1, 2 or 4 components (texel_store.glsl's IMAGE_FORMAT).
 _FLOAT_IMAGE_FORMATS = {1: "r32f", 2: "rg32f", 4: "rgba32f"}
 _ACTIVATION_CODE = {Activation.NONE: 0, Activation.SIGMOID: 1, Activation.SOFTMAX: 2}
@@ -86,7 +113,9 @@ class ComputePasses:
     """The compute passes of one pipeline (same context generation, programs and object counting).
 
     ``max_storage_block``: the largest storage buffer binding in bytes
-    (``GL_MAX_SHADER_STORAGE_BLOCK_SIZE``; tests lower it to exercise the split dispatches).
+    (``GL_MAX_SHADER_STORAGE_BLOCK_SIZE``; tests lower it to exercise the split dispatches);
+    ``max_images``: the most masks one dispatch stores into images (:func:`images_per_dispatch`,
+    lowered by tests likewise).
     """
 
     def __init__(
@@ -95,9 +124,14 @@ class ComputePasses:
         programs: ProgramCache,
         builder: Callable[[], ObjectBuilder],
         max_storage_block: int | None = None,
+        max_images: int | None = None,
     ) -> None:
         self.ctx = ctx
         self.programs = programs
+        # max_images: tests lower it to exercise more dispatches of image stores
+        self.max_images = 0
+        if compute_available(ctx):  # the queries are GL 4.3 enums (an error before)
+            self.max_images = min(images_per_dispatch(), max_images or _IMAGES_PER_DISPATCH)
         self._builder = builder
         limit = int(ctx.info.get("GL_MAX_SHADER_STORAGE_BLOCK_SIZE", 1 << 27))
         self.max_storage_block = min(limit, max_storage_block or limit)
@@ -241,7 +275,7 @@ class ComputePasses:
                 ImageRead(texture, None if exact else framebuffer, 0, width, height, dtype, int(dtype[1]))
                 for texture, framebuffer in zip(part.textures, part.framebuffers, strict=True)
             )
-        images = 0 if textures is None else min(masks, _IMAGES_PER_DISPATCH)
+        images = 0 if textures is None else min(masks, self.max_images)
         columns = self.programs.get(
             ProgramDefinition.compute_of(
                 "resize_columns.comp.glsl",

@@ -12,7 +12,8 @@ Data flow (see ``shaders/*.glsl`` for the maths, and :mod:`gpu_seg.reference` fo
 
     passes="compute" (:mod:`.compute`, GL 4.3): the same arithmetic as compute shaders writing
     storage buffers: category.comp (packed rows), resize_rows.comp -> resize_columns.comp (every
-    float32 mask in one dispatch, planes back to back); read back as buffer ranges. The softmax
+    float32 mask in one dispatch, planes back to back; float16/uint8 masks into R16UI/R8UI
+    textures by image stores); read back as buffer ranges (or those textures). The softmax
     statistics and the activation run as compute shaders too (the same texel function, stored
     into the same textures as images)
 
@@ -149,6 +150,7 @@ class GLPipeline:
         readback: str = "auto",
         passes: str = "auto",
         max_storage_block: int | None = None,
+        max_images: int | None = None,
     ) -> None:
         self.ctx = ctx
         self.programs = programs
@@ -177,8 +179,9 @@ class GLPipeline:
         if passes != "auto":
             self._check_passes(passes)
             self.passes = passes
-        # max_storage_block: tests lower it to exercise split dispatches and the fragment fallback
-        self._compute = ComputePasses(ctx, programs, self._builder, max_storage_block)
+        # max_storage_block, max_images: tests lower them to exercise split dispatches (and the
+        # fragment fallback)
+        self._compute = ComputePasses(ctx, programs, self._builder, max_storage_block, max_images)
         self.category_shortcut = software
         self.last_category_strategy: tuple[str, float] = ("full", 1.0)
         self.objects_created = 0

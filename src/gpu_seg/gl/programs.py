@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import moderngl
+import numpy as np
 
 from ..errors import ContextLostError, GpuSegError, ShaderBuildError
 
@@ -104,10 +105,12 @@ def set_uniform(program: moderngl.Program | moderngl.ComputeShader, name: str, v
     moderngl leaves to its users) and an unchanged value costs no GL call. A tuple of one value
     sets an array of one element.
     """
+    if isinstance(value, (list, np.ndarray)):
+        value = tuple(np.asarray(value).tolist())  # compared by value, never by a mutable object
     known = program.extra
     if known is None:
         known = program.extra = {}
-    if name in known and known[name] == value:
+    if name in known and type(known[name]) is type(value) and known[name] == value:
         return
     uniform = program.get(name, None)
     if uniform is not None:

@@ -22,7 +22,7 @@ import logging
 import moderngl
 import numpy as np
 
-__all__ = ["GLFunctions", "MappedArena", "PersistentBuffer", "gl_functions", "resolve"]
+__all__ = ["GLFunctions", "MappedArena", "PersistentBuffer", "get_integer", "gl_functions", "resolve"]
 
 log = logging.getLogger("gpu_seg")
 
@@ -122,6 +122,20 @@ def resolve(name: str) -> int:
     """The address of the GL entry point ``name`` for the current context (0 where unknown)."""
     resolver = _resolver()
     return 0 if resolver is None else int(resolver(name))
+
+
+_GET_INTEGER = ctypes.CFUNCTYPE(None, ctypes.c_uint, ctypes.POINTER(ctypes.c_int))
+
+
+def get_integer(pname: int) -> int | None:
+    """``glGetIntegerv(pname)`` on the current context; None where the entry point is unknown or the
+    query leaves the value unset (an unknown ``pname``)."""
+    address = resolve("glGetIntegerv")
+    if not address:
+        return None
+    value = ctypes.c_int(-1)
+    _GET_INTEGER(address)(pname, ctypes.byref(value))
+    return value.value if value.value >= 0 else None
 
 
 def gl_functions(ctx: moderngl.Context) -> GLFunctions | None:

@@ -80,14 +80,15 @@ class ResidentImages:
     for outputs that the compute passes computed, the storage buffer ranges holding them.
 
     ``confidence``: one single-component texture per mask (R32F, R16UI holding float16 bits, or
-    R8UI, after the confidence format); empty when not requested, or when computed by the compute
-    passes without ``lend_textures``. ``category``: R8UI class indices (None when not requested or
-    without ``lend_textures``). ``category_packed``: the fragment pass's packed texture (None for
-    the compute pass). ``confidence_buffers``/``category_buffer``: the compute passes' results
+    R8UI, after the confidence format); empty when not requested, or when float32 masks were
+    computed by the compute passes without ``lend_textures`` (they are in ``confidence_buffers``
+    then). ``category``: R8UI class indices (None when not requested or without
+    ``lend_textures``). ``category_packed``: the fragment pass's packed texture (None for the
+    compute pass). ``confidence_buffers``/``category_buffer``: the compute passes' results
     (float32 planes; packed category rows of ``quads(width)`` uints) when they were not stored
     straight into lent textures (``lend_textures=False``), else empty/None. ``passes``: which form
-    ran: ``"compute"``, ``"fragment"``, ``"mixed"`` (e.g. float16 masks on fragment passes, the
-    category on the compute pass) or ``"none"``.
+    ran: ``"compute"``, ``"fragment"``, ``"mixed"`` (e.g. the category on the fragment pass of
+    llvmpipe's shortcut, the masks on the compute passes) or ``"none"``.
     """
 
     confidence: tuple[moderngl.Texture, ...]
