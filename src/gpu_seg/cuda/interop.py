@@ -18,14 +18,15 @@ Registrations (``cudaGraphicsGLRegisterBuffer/Image``) are made once per GL obje
 and kept in :class:`Registrations`; the pipeline tells it before it releases pooled objects
 (``GLPipeline.release_hooks``), so every registration ends before its GL object is deleted. After a
 loss, the dead generation's registrations are unregistered with their errors ignored. Map and unmap
-bracket each use (``cudaGraphicsMapResources`` orders the GL work before the CUDA copies, unmap the
-CUDA copies before later GL work). Copies go on the legacy default stream; results say so in
-``__cuda_array_interface__["stream"]``.
+bracket each use, all of a step's resources in one call (``cudaGraphicsMapResources`` orders the GL
+work before the CUDA copies, unmap the CUDA copies before later GL work). Copies go on the legacy
+default stream; results say so in ``__cuda_array_interface__["stream"]``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import threading
 import weakref
@@ -186,17 +187,22 @@ class Registrations:
 
 @contextlib.contextmanager
 def _mapped(resources: list) -> Iterator[None]:
-    """Map ``resources`` for CUDA (stream 0) and unmap them afterwards, even on an error."""
+    """Map ``resources`` for CUDA (stream 0) with one call, and unmap them with one call afterwards,
+    even on an error: one synchronisation with GL per batch instead of one per resource.
+
+    cuda-python takes several resources as the address of an array of their handles (an ``int``);
+    ``int(resource)`` is a handle's value."""
+    if not resources:
+        yield
+        return
     rt = runtime()
-    done: list = []
+    handles = (ctypes.c_void_p * len(resources))(*(int(resource) for resource in resources))
+    address = ctypes.addressof(handles)
+    check(rt.cudaGraphicsMapResources(len(resources), address, 0), "cudaGraphicsMapResources")
     try:
-        for resource in resources:
-            check(rt.cudaGraphicsMapResources(1, resource, 0), "cudaGraphicsMapResources")
-            done.append(resource)
         yield
     finally:
-        for resource in reversed(done):
-            check(rt.cudaGraphicsUnmapResources(1, resource, 0), "cudaGraphicsUnmapResources")
+        check(rt.cudaGraphicsUnmapResources(len(resources), address, 0), "cudaGraphicsUnmapResources")
 
 
 class CudaBridge:
