@@ -4,6 +4,8 @@
   current on the test thread, for tests that drive the pipeline directly.
 * ``gl_clean`` : asserts ``GL_NO_ERROR`` before and after a test that uses ``gl``.
 * ``processors``: a cache of ``SegmentationPostprocessor`` per activation, closed at the end.
+* ``new_pipeline`` / ``new_processor``: pipelines (on ``gl``) / processors made by one test and
+  released / closed after it.
 * ``parity``: collects worst-case figures of the parity tests, printed in the terminal summary.
 """
 
@@ -17,6 +19,7 @@ import pytest
 
 import gpu_seg
 from gpu_seg.gl import egl
+from gpu_seg.gl.compute import compute_available
 from gpu_seg.gl.pipeline import GLPipeline
 from gpu_seg.gl.programs import ProgramCache
 
@@ -138,3 +141,25 @@ def new_processor():
     yield make
     for processor in made:
         processor.close()
+
+
+@pytest.fixture
+def new_pipeline(gl_clean):
+    """Make GL pipelines on the test's context, released after it: ``make(passes, **options)``
+    (``GLPipeline`` options). ``passes="compute"`` skips without GL 4.3 compute shaders and turns
+    llvmpipe's category shortcut off (a fragment-pass technique: the compute category pass runs)."""
+    made: list[GLPipeline] = []
+
+    def make(passes: str = "fragment", **options) -> GLPipeline:
+        if passes == "compute" and not compute_available(gl_clean.ctx):
+            pytest.skip(f"no GL 4.3 compute shaders (GL {gl_clean.ctx.version_code})")
+        programs = ProgramCache(gl_clean.ctx, 1, gl_clean.glsl, lambda: None)
+        pipeline = GLPipeline(gl_clean.ctx, programs, passes=passes, **options)
+        if passes == "compute":
+            pipeline.category_shortcut = False
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        pipeline.release()

@@ -24,29 +24,14 @@ from gpu_seg.testing import lose_context
 ACTIVATIONS = ("none", "sigmoid", "softmax")
 
 
-def _pipeline(gl, passes: str, **options) -> GLPipeline:
-    if passes == "compute":  # compute passes run with the mapped readback (see the pipeline)
-        options.setdefault("readback", "mapped")
-    pipeline = GLPipeline(gl.ctx, ProgramCache(gl.ctx, 1, gl.glsl, lambda: None), passes=passes, **options)
-    if passes == "compute":
-        pipeline.category_shortcut = False  # llvmpipe's shortcut lives in the fragment category pass
-    return pipeline
-
-
 @pytest.fixture
-def pipelines(gl_clean):
-    if not compute_available(gl_clean.ctx):
-        pytest.skip(f"no GL 4.3 compute shaders (GL {gl_clean.ctx.version_code})")
-    made: list[GLPipeline] = []
-
+def pipelines(new_pipeline):
     def make(passes: str, **options) -> GLPipeline:
-        pipeline = _pipeline(gl_clean, passes, **options)
-        made.append(pipeline)
-        return pipeline
+        if passes == "compute":  # compute passes run with the mapped readback (see the pipeline)
+            options.setdefault("readback", "mapped")
+        return new_pipeline(passes, **options)
 
-    yield make
-    for pipeline in made:
-        pipeline.release()
+    return make
 
 
 def _tensor(seed, shape, scale=3.0):

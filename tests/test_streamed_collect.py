@@ -12,9 +12,7 @@ import pytest
 
 from gpu_seg import reference_postprocess
 from gpu_seg.gl import readback as readback_module
-from gpu_seg.gl.compute import compute_available
 from gpu_seg.gl.pipeline import GLPipeline
-from gpu_seg.gl.programs import ProgramCache
 from gpu_seg.inputs import make_frame
 
 
@@ -24,25 +22,16 @@ def small_chunks(monkeypatch):
 
 
 @pytest.fixture
-def pipelines(gl_clean):
-    made: list[GLPipeline] = []
-
+def pipelines(new_pipeline):
     def make(passes: str) -> GLPipeline:
-        if passes == "compute" and not compute_available(gl_clean.ctx):
-            pytest.skip("no GL 4.3 compute shaders")
-        pipeline = GLPipeline(
-            gl_clean.ctx, ProgramCache(gl_clean.ctx, 1, gl_clean.glsl, lambda: None), passes=passes
-        )
+        pipeline = new_pipeline(passes)
         if pipeline._gl is None:
             pytest.skip("no GL_ARB_buffer_storage")
         pipeline.readback = "mapped"
         pipeline.category_shortcut = False
-        made.append(pipeline)
         return pipeline
 
-    yield make
-    for pipeline in made:
-        pipeline.release()
+    return make
 
 
 def _tensor(seed, shape):
