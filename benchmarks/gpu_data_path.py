@@ -8,6 +8,8 @@ For each preset and output mode, interleaved rounds time (medians with IQR, mill
   with the fragment passes (``gl_passes="fragment"``);
 * ``gl-compute``: the same with the compute passes (``gl_passes="compute"``, :mod:`gpu_seg.gl.compute`);
 * ``gl-mapped-out``: the same, copied into the caller's preallocated arrays (``confidence_out=``);
+* ``gl-compute-fresh``: ``gl-compute`` with ``recycle_bytes=0``: every result a fresh ``np.empty``
+  (the other owned rows reuse the memory of dropped results, :mod:`gpu_seg.recycled`);
 * ``gl-view``: ``process_view``: the masks are read-only views of the mapped buffer (zero-copy),
   released after each frame;
 * ``gl-compute-flush`` / ``gl-view-flush``: ``gl-compute`` / ``gl-view`` with the pipeline's
@@ -248,6 +250,13 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
             time_gpu=True,
             gl_passes=passes,
         )
+    gl_row(
+        "gl-compute-fresh",
+        lambda pp: _gl_call(pp, tensor, size, False, mode, {"readback": "mapped"}),
+        time_gpu=True,
+        gl_passes="compute",
+        recycle_bytes=0,
+    )
     for name, settings in (
         ("gl-view", {}),
         ("gl-view-flush", {"early_flush": True}),

@@ -49,6 +49,7 @@ CANDIDATES = (
     ("gl-compute-stream", "gl-compute"),
     ("gl-view-upload-direct", "gl-view"),
     ("gl-view-upload-threads", "gl-view"),
+    ("gl-compute", "gl-compute-fresh"),
 )
 
 

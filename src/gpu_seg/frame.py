@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
 from .types import Activation
+
+if TYPE_CHECKING:
+    from .recycled import RecycledArrays
 
 __all__ = ["ConfidenceFormat", "Frame"]
 
@@ -99,12 +103,22 @@ class Frame:
         """``(height, width)`` of the category mask, or None when not requested."""
         return (self.height, self.width) if self.category else None
 
-    def allocate_confidence(self) -> np.ndarray | None:
-        """A fresh array for the confidence masks (None when not requested)."""
+    def allocate_confidence(self, arrays: RecycledArrays | None = None) -> np.ndarray | None:
+        """An array for the confidence masks (None when not requested): from ``arrays`` (memory
+        that nothing references any more, see :mod:`gpu_seg.recycled`) or fresh."""
         shape = self.confidence_shape
-        return None if shape is None else np.empty(shape, self.confidence_format.dtype)
+        if shape is None:
+            return None
+        dtype = self.confidence_format.dtype
+        return np.empty(shape, dtype) if arrays is None else arrays.take(shape, dtype)
 
-    def allocate_category(self) -> np.ndarray | None:
-        """A fresh array for the category mask (None when not requested)."""
+    def allocate_category(self, arrays: RecycledArrays | None = None) -> np.ndarray | None:
+        """An array for the category mask (None when not requested), as :meth:`allocate_confidence`."""
         shape = self.category_shape
-        return None if shape is None else np.empty(shape, np.uint8)
+        if shape is None:
+            return None
+        return np.empty(shape, np.uint8) if arrays is None else arrays.take(shape, np.uint8)
+
+    def allocate(self, arrays: RecycledArrays | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(allocate_confidence(arrays), allocate_category(arrays))``."""
+        return self.allocate_confidence(arrays), self.allocate_category(arrays)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ from .inputs import (
     parse_channels,
     positive_int,
 )
+from .recycled import DEFAULT_MAX_BYTES, RecycledArrays
 from .resilience import RecoveryPolicy
 from .results import MaskView, PendingFrame
 from .speed_choice import Route, SpeedChoice, frame_key, is_software_renderer
@@ -93,6 +95,12 @@ class SegmentationPostprocessor:
             ``"compute"`` (needs GL 4.3 and the mapped readback; float16/uint8 masks keep the fragment
             resize; the category keeps it while the llvmpipe shortcut is on). See
             :mod:`gpu_seg.gl.compute`.
+        recycle_bytes: the most bytes of owned result arrays (1 MiB and larger) kept to be handed
+            out again once the caller has dropped them and everything derived from them (see
+            :mod:`gpu_seg.recycled`): a large fresh array costs a page fault and a zeroed page per
+            4 KiB on first write, a third of a deeplab frame. Default 512 MiB; 0 makes every
+            result a fresh ``np.empty``. :meth:`trim`, the idle release and :meth:`close` let go
+            of the kept memory.
 
     Convention:
         ``tensor`` is float32 ``(H, W)``, ``(H, W, C)`` or ``(1, H, W, C)``, channel-interleaved
@@ -131,6 +139,7 @@ class SegmentationPostprocessor:
         time_gpu: bool = False,
         readback: Literal["auto", "direct", "mapped"] = "auto",
         gl_passes: Literal["auto", "fragment", "compute"] = "auto",
+        recycle_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.activation = parse_activation(activation)
         self.confidence_format = ConfidenceFormat.parse(confidence_dtype)
@@ -150,6 +159,10 @@ class SegmentationPostprocessor:
             raise InputError("readback", f"{readback!r} is not 'auto', 'direct' or 'mapped'")
         if gl_passes not in ("auto", "fragment", "compute"):
             raise InputError("gl_passes", f"{gl_passes!r} is not 'auto', 'fragment' or 'compute'")
+        if isinstance(recycle_bytes, bool) or not isinstance(recycle_bytes, numbers.Integral):
+            raise InputError("recycle_bytes", f"{recycle_bytes!r} is not a whole number of bytes")
+        if recycle_bytes < 0:
+            raise InputError("recycle_bytes", f"{recycle_bytes!r} is not a number of bytes >= 0")
         if policy is not None and not isinstance(policy, RecoveryPolicy):
             raise InputError("policy", f"expected a gpu_seg.RecoveryPolicy, got {type(policy).__name__}")
         if idle_release_after is not None and not (
@@ -169,6 +182,7 @@ class SegmentationPostprocessor:
         self._supervisor: GLSupervisor | None = None
         self._idle: IdleWatch | None = None
         self._cpu = CPUBackend(cpu_threads) if backend != "gl" else None
+        self._arrays = RecycledArrays(int(recycle_bytes))  # owned results' memory, used again
         self._speed = (
             SpeedChoice()
             if backend == "auto" and software_renderer == "fastest" and self._cpu.kind == "fast"
@@ -190,6 +204,7 @@ class SegmentationPostprocessor:
                     bool(time_gpu),
                     readback,
                     gl_passes,
+                    self._arrays,
                 )
                 self._supervisor.start()
         finally:
@@ -452,6 +467,7 @@ class SegmentationPostprocessor:
                     self._supervisor.trim(release_context)
                 if self._cuda is not None:
                     self._cuda.trim()
+                self._arrays.release()
         finally:
             self._events.deliver()
 
@@ -489,6 +505,8 @@ class SegmentationPostprocessor:
                 "last_gpu_ms": generation.pipeline.last_gpu_ms if generation else None,
                 "gl_passes": generation.pipeline.passes if generation else None,
                 "last_resident_passes": generation.pipeline.last_resident_passes if generation else None,
+                "recycled_arrays": self._arrays.reused,
+                "recycled_bytes_kept": self._arrays.kept_bytes,
             }
 
     @property
@@ -519,6 +537,7 @@ class SegmentationPostprocessor:
                 self._cuda.close()
             if self._cpu is not None:
                 self._cpu.close()
+            self._arrays.release()
 
     def __enter__(self) -> SegmentationPostprocessor:
         return self
@@ -665,8 +684,8 @@ class SegmentationPostprocessor:
         chosen: bool = False,
     ) -> Result:
         assert self._cpu is not None
-        confidence = confidence_dst if confidence_dst is not None else frame.allocate_confidence()
-        category = category_dst if category_dst is not None else frame.allocate_category()
+        confidence = confidence_dst if confidence_dst is not None else frame.allocate_confidence(self._arrays)
+        category = category_dst if category_dst is not None else frame.allocate_category(self._arrays)
         self._cpu.compute(frame, confidence, category)
         with self._lock:
             self._frames += 1
@@ -710,6 +729,7 @@ class SegmentationPostprocessor:
                     return
                 self._end_lease("the idle release trimmed the pooled GL objects")
                 self._supervisor.trim(release_context)
+                self._arrays.release()
         except Exception:  # never let the idle thread die on a GL problem; the next frame sees it
             log.exception("gpu_seg idle trim failed")
         finally:

@@ -37,6 +37,7 @@ from .gl.readback import Purpose
 from .gl.resident import SourceLostError
 from .gl.session import AttachedSession, GLError, GLSession, OwnedSession
 from .gl.worker import GLThread
+from .recycled import RecycledArrays
 from .resilience import RecoveryPolicy, RecoveryState
 
 __all__ = ["Faults", "GLSupervisor", "Generation", "InFlight", "Outcome", "Verdict"]
@@ -144,6 +145,7 @@ class GLSupervisor:
         time_gpu: bool = False,
         readback: str = "auto",
         passes: str = "auto",
+        arrays: RecycledArrays | None = None,
     ) -> None:
         self.backend = backend
         self.passes = passes  # "auto" (the pipeline's choice per renderer), "fragment" or "compute"
@@ -164,6 +166,8 @@ class GLSupervisor:
         self._rebuild_at: float | None = None  # a rebuild deferred by the backoff (time.monotonic)
         self._rebuild_owner: int | None = None  # the thread that waits for it
         self.time_gpu = time_gpu  # GL_TIME_ELAPSED per frame (pipeline.last_gpu_ms)
+        #: Where owned result arrays come from (memory of results the caller has dropped)
+        self.arrays = arrays if arrays is not None else RecycledArrays(0)
         #: (shapes and format, confidence, category) kept for caller-array frames on direct readback
         self._staging: tuple[tuple, np.ndarray | None, np.ndarray | None] | None = None
         #: moderngl context -> generation number, for every generation (GL-side inputs of a dead one)
@@ -398,8 +402,12 @@ class GLSupervisor:
                 confidence, category = self._staging_pair(frame)
                 self._staging = None  # given back only if this attempt ends normally
             else:
-                confidence, category = frame.allocate_confidence(), frame.allocate_category()
-            generation.session.run(functools.partial(pipeline.process, frame, confidence, category))
+                confidence, category = frame.allocate(self.arrays)
+            try:
+                generation.session.run(functools.partial(pipeline.process, frame, confidence, category))
+            except BaseException:
+                self.arrays.forget(confidence, category)  # a hung driver may still write into them
+                raise
             if staging:
                 key = (frame.confidence_shape, frame.confidence_format, frame.category_shape)
                 self._staging = (key, confidence, category)
@@ -407,15 +415,19 @@ class GLSupervisor:
         if pipeline.stream_collect and confidence_dst is None and category_dst is None:
             # Fresh arrays, nobody else's: copied part by part on the GL thread as the GPU delivers
             # them; an attempt that does not end normally drops them.
-            confidence, category = frame.allocate_confidence(), frame.allocate_category()
+            confidence, category = frame.allocate(self.arrays)
             work = functools.partial(_submit_and_stream, pipeline, frame, confidence, category)
-            generation.session.run(work)
+            try:
+                generation.session.run(work)
+            except BaseException:
+                self.arrays.forget(confidence, category)
+                raise
             return confidence, category
         ticket = generation.session.run(functools.partial(_submit_and_wait, pipeline, frame))
         return self._collect(pipeline, frame, ticket, confidence_dst, category_dst)
 
-    @staticmethod
     def _collect(
+        self,
         pipeline: GLPipeline,
         frame: Frame,
         ticket: int,
@@ -423,8 +435,8 @@ class GLSupervisor:
         category_dst: np.ndarray | None,
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Copy a waited-for mapped frame out (a host copy; the health check has passed)."""
-        confidence = confidence_dst if confidence_dst is not None else frame.allocate_confidence()
-        category = category_dst if category_dst is not None else frame.allocate_category()
+        confidence = confidence_dst if confidence_dst is not None else frame.allocate_confidence(self.arrays)
+        category = category_dst if category_dst is not None else frame.allocate_category(self.arrays)
         pipeline.collect(confidence, category, ticket)
         return confidence, category
 

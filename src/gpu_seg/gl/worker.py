@@ -59,6 +59,7 @@ class GLThread:
                 future.set_result(fn())
             except BaseException as exc:
                 future.set_exception(exc)
+            del item, future, fn  # nothing of the work (a frame's result arrays) kept while idle
 
     def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
         """Run ``fn`` on the thread and return its result (its exception is re-raised here).
