@@ -19,9 +19,9 @@ using such an address after dropping the array is already a use after free with 
 What is kept is bounded: at most ``max_bytes`` in all, ``MAX_PER_SHAPE`` arrays per shape and
 dtype, the ``MAX_SHAPES`` shapes used last; arrays under ``min_bytes`` are never kept. When a new
 array does not fit, the least recently used shapes make room (an array the caller still holds is
-only forgotten, never freed or reused). :meth:`RecycledArrays.release` drops everything (``trim()``, the idle release,
-``close()``); :meth:`RecycledArrays.forget` drops arrays that a frame attempt which did not end
-normally may still write into.
+only forgotten, never freed or reused). :meth:`RecycledArrays.release` drops everything
+(``trim()``, the idle release, ``close()``); :meth:`RecycledArrays.forget` drops arrays that a
+frame attempt which did not end normally may still write into.
 """
 
 from __future__ import annotations
