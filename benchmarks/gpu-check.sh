@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One run on a GPU machine, after `bash .device-kit/setup.sh` (see README "Running on a real GPU"):
 # GL info, the test suite, the CUDA tests and the GPU-resident/CUDA check, the data-path benchmark,
-# soaks with real context losses (plain and frames in flight), verify against MediaPipe, and where a
+# recycled against fresh result memory, soaks with real context losses (plain and frames in flight), verify against MediaPipe, and where a
 # frame's fixed time goes. Everything lands in $OUT (default /tmp/gpu-check); each step has its own
 # time limit (env overrides), the most important first.
 set -uo pipefail
@@ -31,6 +31,9 @@ timeout "${CUDA_CHECK_TIMEOUT:-90}" python3 benchmarks/cuda_check.py --frames "$
 
 step data path
 timeout "${DATA_PATH_TIMEOUT:-120}" python3 benchmarks/gpu_data_path.py --frames "${DATA_PATH_FRAMES:-6}" --rounds 2 --json "$out/data-path.json" 2>&1 | grep -v "^INFO" | tee "$out/data-path.md"
+
+step recycled result memory
+timeout "${RECYCLED_TIMEOUT:-40}" python3 benchmarks/recycled_memory.py --frames 12 --json "$out/recycled.json" 2>&1 | grep -v "^INFO" | tail -12
 
 step soak in flight
 timeout "${SOAK_TIMEOUT:-40}" python3 -m gpu_seg soak --frames "${SOAK_FRAMES:-800}" --lose-every 100 --in-flight --json "$out/soak-in-flight.json" --quiet 2>&1 | tail -15
