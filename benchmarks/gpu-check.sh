@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One run on a GPU machine, after `bash .device-kit/setup.sh` (see README "Running on a real GPU"):
 # GL info, the test suite, the CUDA tests and the GPU-resident/CUDA check, the data-path benchmark,
-# recycled against fresh result memory, soaks with real context losses (plain and frames in flight), verify against MediaPipe, and where a
-# frame's fixed time goes. Everything lands in $OUT (default /tmp/gpu-check); each step has its own
+# recycled against fresh result memory, soaks with real context losses (plain and frames in flight),
+# verify against MediaPipe, and where a frame's fixed time goes. Everything lands in $OUT (default /tmp/gpu-check); each step has its own
 # time limit (env overrides), the most important first.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-check}
