@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -164,23 +165,73 @@ def test_release_drops_what_is_kept_and_leaves_held_arrays_alone():
 
 
 def test_threads_never_share_an_array():
+    """Four threads ask at once for the one free array, with the window between the check and the
+    hand-out widened: one gets it, the others get arrays of their own."""
     pool = _pool()
-    clashes = []
+    free = pool._free
 
-    def worker(value: float) -> None:
-        for _ in range(300):
-            array = pool.take((4, 256), np.float32)
-            array[...] = value
-            if not (array == value).all():  # another thread was handed the same memory
-                clashes.append(value)
-            del array
+    def slow_free(kept, index):
+        answer = free(kept, index)
+        time.sleep(0.01)
+        return answer
 
-    threads = [threading.Thread(target=worker, args=(float(i),)) for i in range(4)]
+    pool._free = slow_free
+    first = pool.take((4, 256), np.float32)
+    del first
+    barrier = threading.Barrier(4)
+    taken = []
+
+    def worker() -> None:
+        barrier.wait()
+        taken.append(pool.take((4, 256), np.float32))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert not clashes and pool.reused > 0
+    assert len({_address(a) for a in taken}) == 4 and pool.reused == 1
+
+
+def test_an_array_with_weak_references_is_let_go_of_not_reused():
+    """A weak reference does not count as a holder, so a recycled array would change under it:
+    the array is dropped instead, and the weak reference dies as it would with ``np.empty``."""
+    pool = _pool()
+    first = pool.take(SHAPE, np.float32)
+    first[...] = 5.0
+    ref = weakref.ref(first)
+    del first
+    assert ref() is not None  # kept by the pool until the next take
+    second = pool.take(SHAPE, np.float32)
+    second[...] = -1.0
+    assert ref() is None and pool.reused == 0 and len(pool) == 1
+
+
+@pytest.mark.parametrize("how", ["release", "forget", "weakref at take", "new shapes"])
+def test_arrays_are_freed_outside_the_lock(how):
+    """A weak-reference callback that calls back into the set while the set lets go of an array."""
+    pool = _pool()
+    array = pool.take(SHAPE, np.float32)
+    called = []
+    weakref.finalize(array, lambda: called.append(pool.take((2, 64, 64), np.float32)))
+    if how == "forget":
+        pool.forget(array)
+    del array
+
+    def let_go() -> None:
+        if how == "release":
+            pool.release()
+        elif how == "weakref at take":
+            pool.take(SHAPE, np.float32)
+        elif how == "new shapes":
+            for width in (10, 11, 12):
+                pool.take((3, width), np.float32)
+
+    thread = threading.Thread(target=let_go, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), "deadlock: an array was freed under the lock"
+    assert len(called) == 1
 
 
 # ----------------------------------------------------------------------------- processors
@@ -208,26 +259,31 @@ PATHS = {
 
 @pytest.mark.parametrize("path", PATHS, ids=list(PATHS))
 def test_results_reuse_dropped_memory_and_never_touch_held_results(new_processor, path):
+    """A different tensor every frame (a recycled array that a frame failed to overwrite would
+    show the frame before); the category mask recycled too (no size floor)."""
     pp = new_processor(**PATHS[path])
+    pp._arrays.min_bytes = 0
     if path != "cpu":
         pp.process(_tensor(0), SIZE)
         pipeline = pp._supervisor.generation.pipeline
         pipeline.stream_collect = path == "gl-mapped-streamed"
         pipeline.category_shortcut = path != "gl-compute"
-    first_tensor, later_tensor = _tensor(1), _tensor(2)
+    first_tensor = _tensor(1)
     held = pp.process(first_tensor, SIZE)
     held_bytes = held.confidence_masks.tobytes(), held.category_mask.tobytes()
     addresses = set()
-    for _ in range(4):
-        result = pp.process(later_tensor, SIZE)
-        addresses.add(_address(result.confidence_masks))
-        _check(result, later_tensor)
+    for seed in range(10, 15):
+        tensor = _tensor(seed)
+        result = pp.process(tensor, SIZE)
+        addresses.add((_address(result.confidence_masks), _address(result.category_mask)))
+        _check(result, tensor)
         del result
     assert len(addresses) == 1  # dropped each time: the same memory every frame
-    assert _address(held.confidence_masks) not in addresses
+    held_addresses = (_address(held.confidence_masks), _address(held.category_mask))
+    assert not set(held_addresses) & {a for pair in addresses for a in pair}
     assert (held.confidence_masks.tobytes(), held.category_mask.tobytes()) == held_bytes
     _check(held, first_tensor)
-    assert pp.stats["recycled_arrays"] >= 3 and pp.stats["recycled_bytes_kept"] > 0
+    assert pp.stats["recycled_arrays"] >= 8 and pp.stats["recycled_bytes_kept"] > 0
 
 
 def test_views_of_recycled_memory_do_not_make_it_read_only(new_processor):
@@ -291,3 +347,87 @@ def test_a_context_destroyed_under_a_frame_forgets_its_arrays(new_processor):
     assert len(attempts) == 1 and attempts[0]() is None  # forgotten: nothing keeps it
     again = pp.process(tensor, SIZE)
     _check(again, tensor)
+
+
+def test_a_context_destroyed_under_a_streamed_frame_forgets_its_arrays(new_processor):
+    from gpu_seg.gl import readback as readback_module
+
+    events = []
+    pp = new_processor(backend="gl", readback="mapped", on_event=events.append)
+    pp.process(_tensor(7), SIZE)
+    session = pp._supervisor.generation.session
+    pipeline = pp._supervisor.generation.pipeline
+    pipeline.stream_collect = True
+    attempts = []
+    original = pipeline.stream_into
+
+    def destroyed_first(confidence, category, ticket=None):
+        attempts.append(weakref.ref(confidence))
+        session.egl_context.release_current()
+        egl.library().eglDestroyContext(session.egl_context.display.handle, session.egl_context.handle)
+        return original(confidence, category, ticket)
+
+    pipeline.stream_into = destroyed_first
+    assert readback_module.STREAM_CHUNK_BYTES > 0
+    tensor = _tensor(8)
+    result = pp.process(tensor, SIZE)
+    assert [e.kind.value for e in events] == ["context_lost", "rebuilt"]
+    _check(result, tensor)
+    del result
+    gc.collect()
+    assert len(attempts) == 1 and attempts[0]() is None
+
+
+@pytest.mark.parametrize("path", ["direct", "streamed"])
+def test_a_hung_frame_never_gives_its_arrays_back(new_processor, path):
+    """A GL call that hangs past ``gl_timeout`` and writes into its arrays when it finally returns
+    (as a hung driver may): the frame is recomputed into other memory, later frames are right, and
+    the hung attempt's arrays are never handed out again."""
+    pp = new_processor(backend="gl", readback=path if path == "direct" else "mapped", gl_timeout=1.0)
+    pp.process(_tensor(0), SIZE)
+    pipeline = pp._supervisor.generation.pipeline
+    release, finished = threading.Event(), threading.Event()
+    stuck = {}
+
+    def hang(confidence) -> None:
+        stuck["ref"], stuck["address"] = weakref.ref(confidence), _address(confidence)
+        release.wait(10)
+        confidence[...] = -1.0  # the late write
+        finished.set()
+
+    if path == "direct":
+        pipeline.process = lambda frame, confidence, category: hang(confidence)
+    else:
+        pipeline.stream_collect = True
+        pipeline.stream_into = lambda confidence, category, ticket=None: hang(confidence)
+    tensor = _tensor(1)
+    result = pp.process(tensor, SIZE)
+    assert _address(result.confidence_masks) != stuck["address"]
+    _check(result, tensor)
+    release.set()
+    assert finished.wait(10)
+    for seed in range(2, 6):
+        tensor = _tensor(seed)
+        later = pp.process(tensor, SIZE)
+        _check(later, tensor)
+        del later
+    time.sleep(0.1)
+    gc.collect()
+    _check(result, _tensor(1))  # the held result was never written by the hung call
+    assert stuck["ref"]() is None  # forgotten: the set does not keep it
+
+
+def test_recycling_is_off_where_reference_counts_cannot_tell(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    pool = _pool()
+    assert pool.disabled and "free-threaded" in pool.disabled and pool.max_bytes == 0
+    first = pool.take(SHAPE, np.float32)
+    del first
+    pool.take(SHAPE, np.float32)
+    assert pool.reused == 0 and len(pool) == 0
+    monkeypatch.delattr(sys, "getrefcount")
+    assert "getrefcount" in _pool().disabled
+    monkeypatch.undo()
+    assert _pool().disabled is None

@@ -12,9 +12,14 @@ ones. Once nothing but that reference is left (the caller dropped the result and
 derived from it: views, slices, ``memoryview``\\ s, tensors that share the memory), the array is
 handed out again for a later frame of the same shape and dtype instead of a fresh one. Ownership
 is the same as with ``np.empty``: gpu_seg never writes into an array, or its memory, while any
-reference to it or to an array derived from it exists. Only a raw address kept without the
-array (``array.ctypes.data`` as an int, a C library that keeps the pointer) is not seen, and
-using such an address after dropping the array is already a use after free with plain numpy.
+reference to it or to an array derived from it exists. A weak reference does not hold an array,
+so a free array that still has weak references is let go of instead of reused (they die as they
+would with ``np.empty``). Only a raw address kept without the array (``array.ctypes.data`` as an
+int, a C library that keeps the pointer) is not seen: using it after dropping the array is a use
+after free with plain numpy too, and here it reads another frame's masks rather than crashing.
+
+Reference counts tell a free array only on CPython with the GIL; on a free-threaded build, or
+where ``sys.getrefcount`` is missing, nothing is kept (``RecycledArrays.disabled`` says why).
 
 What is kept is bounded: at most ``max_bytes`` in all, ``MAX_PER_SHAPE`` arrays per shape and
 dtype, the ``MAX_SHAPES`` shapes used last; arrays under ``min_bytes`` are never kept. When a new
@@ -29,6 +34,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -46,6 +52,17 @@ def _references(array: np.ndarray) -> int:
     return sys.getrefcount(array)
 
 
+def _why_refcounts_cannot_tell() -> str | None:
+    """Why this interpreter's reference counts cannot tell that nothing else holds an array
+    (recycling is then off), or None."""
+    if not hasattr(sys, "getrefcount"):
+        return "this Python has no sys.getrefcount"
+    gil = getattr(sys, "_is_gil_enabled", None)
+    if gil is not None and not gil():
+        return "free-threaded Python: a reference count alone does not prove an object unshared"
+    return None
+
+
 class RecycledArrays:
     """A bounded set of result arrays, each handed out again once only this set references it.
 
@@ -53,7 +70,12 @@ class RecycledArrays:
         max_bytes: the most bytes kept in all (0: keep nothing; every array is fresh).
         min_bytes: arrays smaller than this are never kept.
 
-    Thread-safe.
+    Attributes:
+        disabled: why nothing is kept on this interpreter (see :func:`_why_refcounts_cannot_tell`),
+            or None.
+
+    Thread-safe. Arrays the set lets go of are freed after its lock is released (a weak
+    reference's callback may call back into it).
     """
 
     #: The most arrays kept for one shape and dtype (a caller holding a few frames at a time).
@@ -71,8 +93,20 @@ class RecycledArrays:
         self._lock = threading.Lock()
         self.reused = 0  # arrays handed out again
         self.allocated = 0  # fresh arrays handed out (kept or not)
+        self.disabled = _why_refcounts_cannot_tell() or self._calibrate()
+        if self.disabled:
+            self.max_bytes = 0
+
+    def _calibrate(self) -> str | None:
+        """Set the count of an array only ``_kept`` holds; check that :meth:`_free` tells a free
+        array from a held one (else say why recycling is off)."""
         probe = [np.empty(0)]
-        self._own_references = _references(probe[0])  # the count of an array only ``_kept`` holds
+        self._own_references = _references(probe[0])
+        free = self._free(probe, 0)
+        held = probe[0]
+        seen_held = not self._free(probe, 0)
+        del held
+        return None if free and seen_held else "reference counts do not tell a held array from a free one"
 
     # ----------------------------------------------------------------------------- public
     def take(self, shape: tuple[int, ...], dtype: np.dtype | type | str) -> np.ndarray:
@@ -81,51 +115,36 @@ class RecycledArrays:
         shape = tuple(int(n) for n in shape)
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < self.min_bytes or nbytes > self.max_bytes:
-            self.allocated += 1
+            with self._lock:
+                self.allocated += 1
             return np.empty(shape, dtype)
-        key = (shape, dtype.str)
+        dropped: list[np.ndarray] = []  # freed once the lock is released
         with self._lock:
-            kept = self._kept.get(key)
-            if kept is not None:
-                self._kept.move_to_end(key)
-                for index in range(len(kept)):
-                    if self._free(kept, index):
-                        self.reused += 1
-                        array = kept[index]
-                        array.flags.writeable = True  # a read-only view (MaskView) made it read-only
-                        return array
-            array = np.empty(shape, dtype)
-            self.allocated += 1
-            if (kept is None or len(kept) < self.MAX_PER_SHAPE) and self._make_room(nbytes):
-                self._kept.setdefault(key, []).append(array)
-                self._kept.move_to_end(key)
-                self._bytes += nbytes
-                while len(self._kept) > self.MAX_SHAPES:
-                    _, dropped = self._kept.popitem(last=False)
-                    self._bytes -= sum(a.nbytes for a in dropped)
-            return array
+            array = self._reusable((shape, dtype.str), dropped)
+            if array is None:
+                array = self._fresh((shape, dtype.str), nbytes, dropped)
+        del dropped
+        return array
 
     def forget(self, *arrays: np.ndarray | None) -> None:
         """Never hand these arrays out again (something may still write into them)."""
+        dropped: list[np.ndarray] = []
         with self._lock:
             for array in arrays:
-                if array is None:
-                    continue
                 for key, kept in list(self._kept.items()):
-                    for index, candidate in enumerate(kept):
-                        if candidate is array:
-                            del kept[index]
-                            self._bytes -= array.nbytes
-                            if not kept:
-                                del self._kept[key]
-                            break
+                    index = next((i for i, candidate in enumerate(kept) if candidate is array), None)
+                    if index is not None:
+                        self._drop(key, index, dropped)
+                        break
+        del dropped
 
     def release(self) -> int:
         """Drop every kept array (held ones stay the caller's); returns the bytes no longer kept."""
         with self._lock:
             released, self._bytes = self._bytes, 0
-            self._kept.clear()
-            return released
+            dropped, self._kept = self._kept, OrderedDict()
+        del dropped
+        return released
 
     @property
     def kept_bytes(self) -> int:
@@ -141,12 +160,60 @@ class RecycledArrays:
         """Whether only ``kept`` references ``kept[index]`` (nothing derived from it is alive)."""
         return _references(kept[index]) <= self._own_references
 
-    def _make_room(self, nbytes: int) -> bool:
-        """Forget the least recently used arrays until ``nbytes`` more fit; False if they never do."""
+    def _reusable(self, key: tuple, dropped: list[np.ndarray]) -> np.ndarray | None:
+        """A kept array of ``key`` that nothing else references, or None. A free array that still
+        has weak references is let go of instead (they must die, as with a fresh array)."""
+        kept = self._kept.get(key)
+        if kept is None:
+            return None
+        self._kept.move_to_end(key)
+        index = 0
+        while index < len(kept):
+            if not self._free(kept, index):
+                index += 1
+            elif weakref.getweakrefcount(kept[index]):
+                self._drop(key, index, dropped)
+                if key not in self._kept:
+                    return None
+            else:
+                self.reused += 1
+                array = kept[index]
+                array.flags.writeable = True  # a read-only view (MaskView) made it read-only
+                return array
+        return None
+
+    def _fresh(self, key: tuple, nbytes: int, dropped: list[np.ndarray]) -> np.ndarray:
+        """A new array of ``key``, kept if the bounds allow."""
+        shape, dtype = key
+        array = np.empty(shape, dtype)
+        self.allocated += 1
+        kept = self._kept.get(key)
+        if kept is not None and len(kept) >= self.MAX_PER_SHAPE:
+            return array
+        self._make_room(nbytes, dropped)
+        self._kept.setdefault(key, []).append(array)
+        self._kept.move_to_end(key)
+        self._bytes += nbytes
+        while len(self._kept) > self.MAX_SHAPES:
+            old_key = next(iter(self._kept))
+            while old_key in self._kept:
+                self._drop(old_key, 0, dropped)
+        return array
+
+    def _make_room(self, nbytes: int, dropped: list[np.ndarray]) -> None:
+        """Forget the least recently used shapes' arrays until ``nbytes`` more fit (``nbytes`` is at
+        most ``max_bytes``): of each shape, those the caller holds first (forgetting them frees
+        nothing and loses no reuse now), then the free ones."""
         while self._bytes + nbytes > self.max_bytes and self._kept:
             key, kept = next(iter(self._kept.items()))
-            array = kept.pop(0)
-            self._bytes -= array.nbytes
-            if not kept:
-                del self._kept[key]
-        return self._bytes + nbytes <= self.max_bytes
+            held = next((i for i in range(len(kept)) if not self._free(kept, i)), 0)
+            self._drop(key, held, dropped)
+
+    def _drop(self, key: tuple, index: int, dropped: list[np.ndarray]) -> None:
+        """Stop keeping ``self._kept[key][index]`` (moved to ``dropped``, freed by the caller)."""
+        kept = self._kept[key]
+        array = kept.pop(index)
+        self._bytes -= array.nbytes
+        dropped.append(array)
+        if not kept:
+            del self._kept[key]
