@@ -303,6 +303,7 @@ def test_recycle_bytes_zero_allocates_every_result(new_processor):
     for _ in range(3):
         pp.process(tensor, SIZE)
     assert pp.stats["recycled_arrays"] == 0 and pp.stats["recycled_bytes_kept"] == 0
+    assert pp.stats["recycling_off"] is None  # off by choice, not because this Python cannot tell
 
 
 def test_trim_lets_go_of_the_kept_memory(new_processor):

@@ -507,6 +507,7 @@ class SegmentationPostprocessor:
                 "last_resident_passes": generation.pipeline.last_resident_passes if generation else None,
                 "recycled_arrays": self._arrays.reused,
                 "recycled_bytes_kept": self._arrays.kept_bytes,
+                "recycling_off": self._arrays.disabled,
             }
 
     @property
