@@ -17,6 +17,8 @@ For each preset and output mode, interleaved rounds time (medians with IQR, mill
   the host still issues the frame), a candidate default measured side by side;
 * ``gl-compute-stream``: ``gl-compute`` with the pipeline's ``stream_collect`` (fresh arrays filled
   part by part as the GPU delivers them, a fence every few MB), another candidate;
+* ``gl-compute-owned-views``: ``gl-compute`` with the pipeline's ``owned_views`` (owned results as
+  writeable views of their readback buffer, held until dropped; no copy), another candidate;
 * ``gl-view-upload-direct`` / ``gl-view-upload-threads``: ``gl-view`` with the tensor uploaded by
   ``glTexSubImage2D`` from the array (``upload = "direct"``) / copied into the mapped upload buffer
   over a few threads (``parallel_upload``): the upload's host copy is 0.06-0.8 ms on the H200;
@@ -242,6 +244,7 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
         ("gl-compute", False, "compute", {"readback": "mapped"}),
         ("gl-compute-flush", False, "compute", {"readback": "mapped", "early_flush": True}),
         ("gl-compute-stream", False, "compute", {"readback": "mapped", "stream_collect": True}),
+        ("gl-compute-owned-views", False, "compute", {"readback": "mapped", "owned_views": True}),
         ("gl-mapped-out", True, "auto", {"readback": "mapped"}),
     ):
         gl_row(

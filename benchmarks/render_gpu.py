@@ -50,6 +50,7 @@ CANDIDATES = (
     ("gl-view-upload-direct", "gl-view"),
     ("gl-view-upload-threads", "gl-view"),
     ("gl-compute", "gl-compute-fresh"),
+    ("gl-compute-owned-views", "gl-compute"),
 )
 
 

@@ -391,6 +391,8 @@ class GLSupervisor:
         if lend and pipeline.lends and generation.session.keep_objects():
             ticket = generation.session.run(functools.partial(_submit_and_wait, pipeline, frame, "lend"))
             return pipeline.lend(ticket)
+        if confidence_dst is None and category_dst is None and self._owned_views(generation):
+            return self._owned_view_frame(generation, frame)
         if pipeline.collect_needs_gl:
             # GL reads into arrays before the health check: never the caller's. Without caller
             # arrays, fresh arrays (returned as they are); with them, a staging pair kept for the
@@ -425,6 +427,28 @@ class GLSupervisor:
             return confidence, category
         ticket = generation.session.run(functools.partial(_submit_and_wait, pipeline, frame))
         return self._collect(pipeline, frame, ticket, confidence_dst, category_dst)
+
+    @staticmethod
+    def _owned_views(generation: Generation) -> bool:
+        """Whether an owned frame can be returned as writeable views of its readback buffer
+        (``GLPipeline.owned_views``): an owned context whose buffers outlive it (a keeper context),
+        and a buffer to spare (else the frame is copied as usual)."""
+        pipeline, session = generation.pipeline, generation.session
+        return pipeline.owned_views and session.owned and pipeline.can_lend() and session.keep_objects()
+
+    def _owned_view_frame(
+        self, generation: Generation, frame: Frame
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The frame's results as writeable views of its readback buffer, held like lent views;
+        a category mask whose rows are padded (width not a multiple of 4) is copied out instead,
+        so that the result's arrays are C-contiguous."""
+        pipeline = generation.pipeline
+        ticket = generation.session.run(functools.partial(_submit_and_wait, pipeline, frame, "lend"))
+        confidence, category = pipeline.lend(ticket, writeable=True)
+        if category is not None and not category.flags.c_contiguous:
+            padded, category = category, frame.allocate_category(self.arrays)
+            np.copyto(category, padded)
+        return confidence, category
 
     def _collect(
         self,

@@ -45,7 +45,7 @@ from collections.abc import Callable
 import moderngl
 import numpy as np
 
-from ..errors import InputError
+from ..errors import CapacityError, InputError
 from ..frame import ConfidenceFormat, Frame
 from ..types import Activation
 from . import rawgl
@@ -133,6 +133,11 @@ class GLPipeline:
         parallel_upload: the mapped upload copies tensors of 1 MB or more into its buffer over a
             few threads (off by default: a candidate, measured by the ``gl-view-upload-threads``
             row; ``upload = "direct"`` is measured beside it by ``gl-view-upload-direct``).
+        owned_views: owned frames (``process()`` without caller arrays, owned context, mapped
+            readback) return writeable views of their readback buffer instead of copies, held
+            like zero-copy views (the buffer is not reused while any array derived from them is
+            alive); the readback buffers are then mapped for writing too. Off by default: a
+            candidate, measured by the ``gl-compute-owned-views`` row.
     """
 
     #: Use the shortcut when output pixels x channel groups >= this many times the tensor's pixels.
@@ -197,6 +202,9 @@ class GLPipeline:
         #: Copy large tensors into the mapped upload buffer over a few threads (a candidate, off
         #: until measured on a GPU: ``benchmarks/gpu_data_path.py`` row ``gl-view-upload-threads``).
         self.parallel_upload = False
+        #: Owned frames as writeable views of their readback buffer (a candidate, off until measured
+        #: on a GPU: ``benchmarks/gpu_data_path.py`` row ``gl-compute-owned-views``).
+        self.owned_views = False
         #: Time each frame's GL work (upload, passes, the start of the readback) with one
         #: ``GL_TIME_ELAPSED`` query (one per generation, kept until the context goes); the result
         #: is ``last_gpu_ms`` after :meth:`wait`. Off by default.
@@ -334,14 +342,27 @@ class GLPipeline:
         if self.time_gpu and self._timer is not None:
             self.last_gpu_ms = self._timer.elapsed / 1e6
 
-    def lend(self, ticket: int | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Read-only views of a waited-for frame's results in mapped memory (``"mapped"`` only).
+    def lend(
+        self, ticket: int | None = None, writeable: bool = False
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Read-only views of a waited-for frame's results in mapped memory (``"mapped"`` only);
+        ``writeable`` ones for a frame submitted with :attr:`owned_views` on.
 
         The buffer is not reused while any array derived from them is alive (see :mod:`.readback`).
         """
         if not isinstance(self._readback, MappedReadback):
             raise RuntimeError("lend() needs the mapped readback")
-        return self._readback.lend(ticket)
+        return self._readback.lend(ticket, writeable)
+
+    def can_lend(self) -> bool:
+        """Whether a frame's results can be lent now (mapped readback, a buffer to spare)."""
+        if not self.lends or not isinstance(self._readback, MappedReadback):
+            return False
+        try:
+            self._readback.check_capacity("lend")
+        except CapacityError:
+            return False
+        return True
 
     def check_capacity(self, purpose: Purpose) -> None:
         """Raise CapacityError unless a frame of ``purpose`` can be submitted now."""
@@ -369,6 +390,8 @@ class GLPipeline:
             self._readback.release()
             self._readback = readback
             self.trims += 1  # frames in flight lost their buffers with the old strategy
+        if isinstance(self._readback, MappedReadback):
+            self._readback.writable = self.owned_views
         if self._upload.name != self.upload:
             upload = self._make_upload(self.upload)
             self._upload.release()

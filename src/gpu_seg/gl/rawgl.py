@@ -155,8 +155,17 @@ def gl_functions(ctx: moderngl.Context) -> GLFunctions | None:
         return None
 
 
+#: The mapping access of each :class:`PersistentBuffer` mode.
+_ACCESS = {
+    "read": GL_MAP_READ_BIT,
+    "write": GL_MAP_WRITE_BIT,
+    "readwrite": GL_MAP_READ_BIT | GL_MAP_WRITE_BIT,
+}
+
+
 class PersistentBuffer:
-    """A persistently mapped buffer of ``size`` bytes for reading (``"read"``) or writing (``"write"``).
+    """A persistently mapped buffer of ``size`` bytes for reading (``"read"``), writing (``"write"``)
+    or both (``"readwrite"``: results lent as writeable arrays).
 
     Attributes:
         buffer: the ``moderngl.Buffer`` wrapping it (a pack/unpack buffer for reads and writes).
@@ -164,7 +173,7 @@ class PersistentBuffer:
     """
 
     def __init__(self, ctx: moderngl.Context, gl: GLFunctions, size: int, mode: str) -> None:
-        access = GL_MAP_READ_BIT if mode == "read" else GL_MAP_WRITE_BIT
+        access = _ACCESS[mode]
         flags = access | GL_MAP_PERSISTENT_BIT | GL_MAP_COHERENT_BIT
         name = _u(0)
         gl.glGenBuffers(1, ctypes.byref(name))
@@ -201,7 +210,7 @@ class MappedArena:
     """A :class:`PersistentBuffer` that grows on demand (never shrinks), with at most one fence.
 
     Args:
-        mode: ``"read"`` or ``"write"`` (see :class:`PersistentBuffer`).
+        mode: ``"read"``, ``"write"`` or ``"readwrite"`` (see :class:`PersistentBuffer`).
         growth: a new buffer is at least this factor larger than the one it replaces.
     """
 

@@ -388,6 +388,9 @@ class MappedReadback(Readback):
         self._gl = gl
         self._slots: list[_ReadSlot] = []
         self._last: int | None = None
+        #: Map the buffers of later frames for writing too, so that their results can be lent as
+        #: writeable arrays (``lend(writeable=True)``); a free buffer of the other kind is replaced.
+        self.writable = False
 
     # ----------------------------------------------------------------------------- capacity
     def busy_slots(self) -> tuple[int, int]:
@@ -431,11 +434,15 @@ class MappedReadback(Readback):
         masks, so that :meth:`stream_into` copies each part while the GPU moves the next.
         """
         self.check_capacity(purpose)
+        mode = "readwrite" if self.writable else "read"
         index = next((i for i, slot in enumerate(self._slots) if not slot.busy()), None)
         if index is None:
-            self._slots.append(_ReadSlot(MappedArena(self._ctx, self._gl, "read", growth=1.25)))
+            self._slots.append(_ReadSlot(MappedArena(self._ctx, self._gl, mode, growth=1.25)))
             index = len(self._slots) - 1
         slot = self._slots[index]
+        if slot.arena.mode != mode:
+            slot.arena.release()
+            slot.arena = MappedArena(self._ctx, self._gl, mode, growth=1.25)
         slot.arena.drop_fence()
         self._drop_parts(slot)
         images = [*readout.confidence, *([readout.category] if readout.category else [])]
@@ -533,14 +540,20 @@ class MappedReadback(Readback):
         self._finish(slot)
         copy_rows(copies)
 
-    def lend(self, ticket: int | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Read-only views of the frame's results in mapped memory (see the module docstring).
+    def lend(
+        self, ticket: int | None = None, writeable: bool = False
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Read-only views of the frame's results in mapped memory (see the module docstring), or
+        writeable ones where the frame's buffer was mapped for writing too (:attr:`writable`).
 
         The confidence view is a C-contiguous ``(masks, height, width)`` array; the category view
         is ``(height, width)`` with a row stride of the packed width (a multiple of 4 bytes).
         """
         slot = self._ready_slot(ticket)
-        root = np.frombuffer(memoryview(slot.arena.buffer.host).toreadonly(), np.uint8)
+        if writeable and slot.arena.mode != "readwrite":
+            raise RuntimeError("lend(writeable=True) of a frame whose buffer is mapped for reading only")
+        memory = memoryview(slot.arena.buffer.host)
+        root = np.frombuffer(memory if writeable else memory.toreadonly(), np.uint8)
         confidence, category = self._views(slot, root)
         self._finish(slot)
         slot.lent_root = root
