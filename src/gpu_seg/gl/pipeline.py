@@ -136,8 +136,10 @@ class GLPipeline:
         owned_views: owned frames (``process()`` without caller arrays, owned context, mapped
             readback) return writeable views of their readback buffer instead of copies, held
             like zero-copy views (the buffer is not reused while any array derived from them is
-            alive); the readback buffers are then mapped for writing too. Off by default: a
-            candidate, measured by the ``gl-compute-owned-views`` row.
+            alive); the readback buffers are then mapped for writing too. As with views, a result
+            held past ``close()`` keeps its generation's buffers and keeper context until the process
+            exits (to settle before it could become a default). Off by default: a candidate,
+            measured by the ``gl-compute-owned-views`` row.
     """
 
     #: Use the shortcut when output pixels x channel groups >= this many times the tensor's pixels.
