@@ -19,6 +19,8 @@ For each preset and output mode, interleaved rounds time (medians with IQR, mill
   part by part as the GPU delivers them, a fence every few MB), another candidate;
 * ``gl-compute-owned-views``: ``gl-compute`` with the pipeline's ``owned_views`` (owned results as
   writeable views of their readback buffer, held until dropped; no copy), another candidate;
+  ``gl-compute-read`` / ``gl-compute-owned-views-read``: both, then every byte of the masks read
+  once (a consumer: where the masks live, fresh memory or the mapped buffer, is part of the time);
 * ``gl-view-upload-direct`` / ``gl-view-upload-threads``: ``gl-view`` with the tensor uploaded by
   ``glTexSubImage2D`` from the array (``upload = "direct"``) / copied into the mapped upload buffer
   over a few threads (``parallel_upload``): the upload's host copy is 0.06-0.8 ms on the H200;
@@ -80,8 +82,16 @@ def _settings(pp: gpu_seg.SegmentationPostprocessor, settings: dict[str, Any]) -
 
 
 def _gl_call(
-    pp: gpu_seg.SegmentationPostprocessor, tensor, size, into: bool, mode: str, settings: dict[str, Any]
+    pp: gpu_seg.SegmentationPostprocessor,
+    tensor,
+    size,
+    into: bool,
+    mode: str,
+    settings: dict[str, Any],
+    read: bool = False,
 ):
+    """A frame of ``process()`` (``into``: into preallocated arrays; ``read``: then every byte of
+    the masks is read once, as a consumer would, so that where they live is part of the time)."""
     pp.process(tensor, size)  # build the generation's objects
     _settings(pp, settings)
     conf, cat = MODES[mode]
@@ -94,7 +104,11 @@ def _gl_call(
 
     def call() -> None:
         _settings(pp, settings)
-        last["r"] = pp.process(tensor, size, **outs)
+        result = last["r"] = pp.process(tensor, size, **outs)
+        if read:
+            for array in (result.confidence_masks, result.category_mask):
+                if array is not None:
+                    np.bitwise_or.reduce(array.reshape(-1).view(np.uint8))
 
     return call, lambda: last["r"]
 
@@ -238,18 +252,22 @@ def run_case(preset_name: str, mode: str, frames: int, rounds: int) -> dict[str,
             calls.pop(name, None)
             print(f"  {name} failed to start: {errors[name]}", file=sys.stderr)
 
+    owned_views = {"readback": "mapped", "owned_views": True}
     for name, into, passes, settings in (
         ("gl-direct", False, "auto", {"readback": "direct"}),
         ("gl-mapped", False, "fragment", {"readback": "mapped"}),
         ("gl-compute", False, "compute", {"readback": "mapped"}),
         ("gl-compute-flush", False, "compute", {"readback": "mapped", "early_flush": True}),
         ("gl-compute-stream", False, "compute", {"readback": "mapped", "stream_collect": True}),
-        ("gl-compute-owned-views", False, "compute", {"readback": "mapped", "owned_views": True}),
+        ("gl-compute-owned-views", False, "compute", dict(owned_views)),
+        ("gl-compute-read", False, "compute", {"readback": "mapped", "read": True}),
+        ("gl-compute-owned-views-read", False, "compute", {**owned_views, "read": True}),
         ("gl-mapped-out", True, "auto", {"readback": "mapped"}),
     ):
+        read = settings.pop("read", False)
         gl_row(
             name,
-            lambda pp, i=into, t=settings: _gl_call(pp, tensor, size, i, mode, t),
+            lambda pp, i=into, t=settings, r=read: _gl_call(pp, tensor, size, i, mode, t, r),
             time_gpu=True,
             gl_passes=passes,
         )

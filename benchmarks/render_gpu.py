@@ -51,6 +51,7 @@ CANDIDATES = (
     ("gl-view-upload-threads", "gl-view"),
     ("gl-compute", "gl-compute-fresh"),
     ("gl-compute-owned-views", "gl-compute"),
+    ("gl-compute-owned-views-read", "gl-compute-read"),
 )
 
 

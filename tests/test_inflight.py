@@ -323,3 +323,53 @@ def test_ring_and_objects_stay_bounded_over_many_frames(make_pp):
 def test_bad_readback_option_is_an_input_error():
     with pytest.raises(gpu_seg.InputError, match="readback"):
         gpu_seg.SegmentationPostprocessor(readback="zero")
+
+
+_VIEWS_OUTLIVE_THE_PROCESSOR = r"""
+import gc, sys
+import numpy as np
+import gpu_seg
+from gpu_seg.testing import lose_context
+
+mode = sys.argv[1]
+size = (2048, 2048)  # 64 MiB of masks: freed memory is unmapped, not reused in place
+tensor = (np.random.default_rng(1).standard_normal((12, 10, 4)) * 3).astype(np.float32)
+want = gpu_seg.reference_postprocess(tensor, "softmax", size)
+pp = gpu_seg.SegmentationPostprocessor("softmax", backend="gl", readback="mapped", software_renderer="gl")
+pp.process(tensor, (40, 32))
+if mode == "owned views":
+    pp._supervisor.generation.pipeline.owned_views = True
+    result = pp.process(tensor, size)
+    confidence, category = result.confidence_masks, result.category_mask
+    assert not confidence.flags.owndata, "not an owned view"
+else:
+    view = pp.process_view(tensor, size)
+    confidence, category = view.confidence_masks, view.category_mask
+lose_context(pp)
+pp.process(tensor, size)  # detects the loss: the generation goes to the graveyard, views held
+pp.close()
+del pp
+gc.collect()  # the processor, its supervisor and the graveyard's sessions are gone
+ok = np.allclose(confidence, want.confidence_masks, rtol=2e-6, atol=2e-6)
+ok = ok and np.array_equal(category, want.category_mask)
+print("intact" if ok else "changed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["views", "owned views"])
+def test_held_views_outlive_a_lost_and_collected_processor(mode):
+    """Views held across a real context loss, ``close()`` and the garbage collection of the processor
+    keep the memory they view (the keeper context lives as long as they do): they read their masks,
+    never freed memory (a crash) or another allocation's bytes. In a subprocess: a crash is a failure
+    of this test, not of the test run."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _VIEWS_OUTLIVE_THE_PROCESSOR, mode],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    assert proc.stdout.strip().splitlines()[-1] == "intact", proc.stdout

@@ -97,14 +97,94 @@ def test_results_held_across_a_real_context_loss_and_close_stay_valid(owned_view
     result = pp.process(tensor, size)
     assert _is_view(result.confidence_masks)
     lose_context(pp)  # eglDestroyContext: the keeper context keeps the buffer and its mapping
-    later_tensor = _tensor(2)
-    later = pp.process(later_tensor, size)  # detects the loss, rebuilds, recomputes
+    rebuilt_tensor = _tensor(2)
+    rebuilt = pp.process(rebuilt_tensor, size)  # detects the loss, rebuilds, recomputes (copied)
     assert pp.stats["context_losses"] == 1
-    _check(later, later_tensor, size)
-    _check(result, tensor, size)
+    pp._supervisor.generation.pipeline.owned_views = True  # a candidate: set per pipeline
+    later_tensor = _tensor(3)
+    later = pp.process(later_tensor, size)
+    assert _is_view(later.confidence_masks)  # a view of the new generation's buffer
+    for held, held_tensor in ((result, tensor), (rebuilt, rebuilt_tensor), (later, later_tensor)):
+        _check(held, held_tensor, size)
     pp.close()
+    for held, held_tensor in ((result, tensor), (rebuilt, rebuilt_tensor), (later, later_tensor)):
+        _check(held, held_tensor, size)
+
+
+def test_one_array_of_a_result_holds_its_buffer(owned_views):
+    pp = owned_views()
+    size = (40, 32)
+    tensor = _tensor(1)
+    confidence = pp.process(tensor, size).confidence_masks  # the result and its category dropped
+    category = pp.process(_tensor(2), size).category_mask  # and another kept by its category only
+    assert _is_view(confidence) and _is_view(category)
+    for seed in range(3, 12):
+        pp.process(_tensor(seed), size)
+    want = reference_postprocess(tensor, "softmax", size)
+    np.testing.assert_allclose(confidence, want.confidence_masks, rtol=2e-6, atol=2e-6)
+    np.testing.assert_array_equal(category, reference_postprocess(_tensor(2), "softmax", size).category_mask)
+
+
+@pytest.mark.parametrize("event", ["larger frames", "trim", "trim context", "views off"])
+def test_held_results_survive_what_replaces_buffers(owned_views, event):
+    """Larger outputs grow or replace free buffers, trim() releases free ones, switching the candidate
+    off replaces free buffers of the other mapping: none of it touches a held result's buffer."""
+    pp = owned_views()
+    size = (40, 32)
+    tensor = _tensor(1)
+    result = pp.process(tensor, size)
+    assert _is_view(result.confidence_masks)
+    if event == "larger frames":
+        for seed, big in enumerate([(640, 480), (1024, 768), (1280, 960)], 2):
+            _check(pp.process(_tensor(seed), big), _tensor(seed), big)
+    elif event in ("trim", "trim context"):
+        pp.trim(release_context=event == "trim context")
+    else:
+        pp._supervisor.generation.pipeline.owned_views = False
+    for seed in range(5, 10):
+        _check(pp.process(_tensor(seed), size), _tensor(seed), size)
     _check(result, tensor, size)
-    _check(later, later_tensor, size)
+
+
+def test_held_owned_results_leave_frames_in_flight_and_views_their_buffers(owned_views):
+    pp = owned_views()
+    size = (40, 32)
+    held = [(seed, pp.process(_tensor(seed), size)) for seed in range(1, 4)]
+    assert all(_is_view(result.confidence_masks) for _, result in held)
+    pending = [pp.submit(_tensor(seed), size) for seed in (4, 5)]  # two frames in flight
+    with pp.process_view(_tensor(6), size) as view:
+        _check(view, _tensor(6), size)
+    for seed, frame in zip((4, 5), pending, strict=True):
+        _check(frame.result(), _tensor(seed), size)
+    for seed, result in held:
+        _check(result, _tensor(seed), size)
+
+
+def test_owned_views_buffers_are_mapped_for_writing(owned_views):
+    """GL_BUFFER_ACCESS_FLAGS of the lent buffer include GL_MAP_WRITE_BIT (writing through a
+    read-only mapping is undefined in GL, even where the memory happens to be writeable)."""
+    import ctypes
+
+    from gpu_seg.gl import rawgl
+
+    pp = owned_views()
+    result = pp.process(_tensor(1), (40, 32))
+    assert _is_view(result.confidence_masks)
+    readback = pp._supervisor.generation.pipeline._readback
+    (slot,) = [slot for slot in readback._slots if slot.lent_root is not None]
+
+    def access_flags(ctx) -> int:  # on the GL thread, the context current
+        get = ctypes.CFUNCTYPE(None, ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_int))(
+            rawgl.resolve("glGetBufferParameteriv")
+        )
+        value = ctypes.c_int(0)
+        slot.arena.gl.glBindBuffer(0x8F37, slot.arena.buffer.name)  # GL_COPY_WRITE_BUFFER
+        get(0x8F37, 0x911F, ctypes.byref(value))  # GL_BUFFER_ACCESS_FLAGS
+        slot.arena.gl.glBindBuffer(0x8F37, 0)
+        return value.value
+
+    flags = pp.run_gl(access_flags)
+    assert flags & rawgl.GL_MAP_WRITE_BIT and flags & rawgl.GL_MAP_READ_BIT
 
 
 def test_caller_arrays_and_frames_in_flight_are_not_views(owned_views):

@@ -390,7 +390,7 @@ class GLSupervisor:
         pipeline = generation.pipeline
         if lend and pipeline.lends and generation.session.keep_objects():
             ticket = generation.session.run(functools.partial(_submit_and_wait, pipeline, frame, "lend"))
-            return pipeline.lend(ticket)
+            return pipeline.lend(ticket, anchor=generation.session.lend_anchor())
         if confidence_dst is None and category_dst is None and self._owned_views(generation):
             return self._owned_view_frame(generation, frame)
         if pipeline.collect_needs_gl:
@@ -428,13 +428,18 @@ class GLSupervisor:
         ticket = generation.session.run(functools.partial(_submit_and_wait, pipeline, frame))
         return self._collect(pipeline, frame, ticket, confidence_dst, category_dst)
 
-    @staticmethod
-    def _owned_views(generation: Generation) -> bool:
+    def _owned_views(self, generation: Generation) -> bool:
         """Whether an owned frame can be returned as writeable views of its readback buffer
         (``GLPipeline.owned_views``): an owned context whose buffers outlive it (a keeper context),
         and a buffer to spare (else the frame is copied as usual)."""
         pipeline, session = generation.pipeline, generation.session
-        return pipeline.owned_views and session.owned and pipeline.can_lend() and session.keep_objects()
+        return (
+            pipeline.owned_views
+            and session.owned
+            and pipeline.can_lend("owned")
+            and session.keep_objects()
+            and self.arrays.disabled is None  # lent buffers are reused on reference counts too
+        )
 
     def _owned_view_frame(
         self, generation: Generation, frame: Frame
@@ -443,8 +448,8 @@ class GLSupervisor:
         a category mask whose rows are padded (width not a multiple of 4) is copied out instead,
         so that the result's arrays are C-contiguous."""
         pipeline = generation.pipeline
-        ticket = generation.session.run(functools.partial(_submit_and_wait, pipeline, frame, "lend"))
-        confidence, category = pipeline.lend(ticket, writeable=True)
+        ticket = generation.session.run(functools.partial(_submit_and_wait, pipeline, frame, "owned"))
+        confidence, category = pipeline.lend(ticket, True, generation.session.lend_anchor())
         if category is not None and not category.flags.c_contiguous:
             padded, category = category, frame.allocate_category(self.arrays)
             np.copyto(category, padded)
@@ -578,7 +583,7 @@ class GLSupervisor:
                 raise
             return _CPU
         if lend and confidence_dst is None and category_dst is None and generation.session.keep_objects():
-            confidence, category = pipeline.lend(flight.ticket)
+            confidence, category = pipeline.lend(flight.ticket, anchor=generation.session.lend_anchor())
         else:
             confidence, category = self._collect(
                 pipeline, flight.frame, flight.ticket, confidence_dst, category_dst

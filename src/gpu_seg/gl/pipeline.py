@@ -345,23 +345,25 @@ class GLPipeline:
             self.last_gpu_ms = self._timer.elapsed / 1e6
 
     def lend(
-        self, ticket: int | None = None, writeable: bool = False
+        self, ticket: int | None = None, writeable: bool = False, anchor: object = None
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Read-only views of a waited-for frame's results in mapped memory (``"mapped"`` only);
-        ``writeable`` ones for a frame submitted with :attr:`owned_views` on.
+        ``writeable`` ones for a frame submitted with :attr:`owned_views` on. ``anchor``: what
+        keeps the memory mapped (the keeper context), kept alive as long as the views.
 
         The buffer is not reused while any array derived from them is alive (see :mod:`.readback`).
         """
         if not isinstance(self._readback, MappedReadback):
             raise RuntimeError("lend() needs the mapped readback")
-        return self._readback.lend(ticket, writeable)
+        return self._readback.lend(ticket, writeable, anchor)
 
-    def can_lend(self) -> bool:
-        """Whether a frame's results can be lent now (mapped readback, a buffer to spare)."""
+    def can_lend(self, purpose: Purpose = "lend") -> bool:
+        """Whether a frame's results can be lent now for ``purpose`` (``"lend"``: views;
+        ``"owned"``: an owned frame's writeable views): mapped readback, a buffer to spare."""
         if not self.lends or not isinstance(self._readback, MappedReadback):
             return False
         try:
-            self._readback.check_capacity("lend")
+            self._readback.check_capacity(purpose)
         except CapacityError:
             return False
         return True

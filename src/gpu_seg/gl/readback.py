@@ -65,9 +65,11 @@ __all__ = ["BufferRead", "DirectReadback", "FrameReadout", "ImageRead", "MappedR
 
 #: Offset of the category image in the mapped buffer: a multiple of this (bytes).
 _ALIGN = 256
-#: Why a frame takes a ring slot: a synchronous frame (copied at once), a frame in flight, or a
-#: frame whose results are lent as views. One slot is always kept for synchronous frames.
-Purpose = Literal["sync", "async", "lend"]
+#: Why a frame takes a ring slot: a synchronous frame (copied at once), a frame in flight, a frame
+#: whose results are lent as views, or an owned frame returned as writeable views (the
+#: ``owned_views`` candidate: slots of their own, beyond the others). One slot is always kept for
+#: synchronous frames.
+Purpose = Literal["sync", "async", "lend", "owned"]
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,10 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _copy_pool
 
 
+def _let_go(anchor: object) -> None:
+    """The finalizer of lent views: drops the last reference to their anchor (see ``lend``)."""
+
+
 class Readback:
     """Interface of the strategies (see the module docstring)."""
 
@@ -315,6 +321,7 @@ class _ReadSlot:
     ready: bool = False  # waited for: the results are in host memory
     owner: weakref.ref | None = None  # an in-flight frame's handle; gone = never collected
     lent_root: np.ndarray | None = None  # root of the views lent out of this slot
+    owned: bool = False  # lent as an owned frame's writeable views (``MappedReadback.MAX_OWNED``)
     #: A streamed frame's partial fences: (fence, bytes of the slot complete once it signals)
     parts: list[tuple[int, int]] = field(default_factory=list)
 
@@ -332,7 +339,7 @@ class _ReadSlot:
             return True
         if self.lent():
             return True
-        self.started = self.ready = False
+        self.started = self.ready = self.owned = False
         self.readout, self.owner = None, None
         return False
 
@@ -381,6 +388,9 @@ class MappedReadback(Readback):
     needs_gl = False
     #: Buffers in the ring at most (created when needed; one is kept for synchronous frames).
     MAX_SLOTS = 4
+    #: Buffers held by owned frames' writeable views at most, beyond ``MAX_SLOTS`` (results held
+    #: this way never take the buffers of frames in flight or zero-copy views).
+    MAX_OWNED = 3
 
     def __init__(self, ctx: moderngl.Context, gl: GLFunctions) -> None:
         super().__init__()
@@ -393,20 +403,27 @@ class MappedReadback(Readback):
         self.writable = False
 
     # ----------------------------------------------------------------------------- capacity
-    def busy_slots(self) -> tuple[int, int]:
-        """``(frames started and not collected, slots holding lent views)``."""
-        started = lent = 0
+    def busy_slots(self) -> tuple[int, int, int]:
+        """``(frames started and not collected, slots holding lent views, slots holding owned
+        frames' views)``."""
+        started = lent = owned = 0
         for slot in self._slots:
             if slot.busy():
-                if slot.lent_root is not None:
+                if slot.owned:
+                    owned += 1
+                elif slot.lent_root is not None:
                     lent += 1
                 else:
                     started += 1
-        return started, lent
+        return started, lent, owned
 
     def check_capacity(self, purpose: Purpose) -> None:
         """Raise CapacityError unless a frame of ``purpose`` can take a slot now."""
-        started, lent = self.busy_slots()
+        started, lent, owned = self.busy_slots()
+        if purpose == "owned":
+            if owned < self.MAX_OWNED and started + lent < self.MAX_SLOTS:  # a synchronous frame
+                return
+            raise CapacityError(f"all {self.MAX_OWNED} buffers for owned views are held")
         spare = self.MAX_SLOTS - started - lent - (0 if purpose == "sync" else 1)
         if spare >= 1:
             return
@@ -541,10 +558,14 @@ class MappedReadback(Readback):
         copy_rows(copies)
 
     def lend(
-        self, ticket: int | None = None, writeable: bool = False
+        self, ticket: int | None = None, writeable: bool = False, anchor: object = None
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Read-only views of the frame's results in mapped memory (see the module docstring), or
         writeable ones where the frame's buffer was mapped for writing too (:attr:`writable`).
+
+        ``anchor`` (the keeper context of an owned context's share group) is kept alive for as long
+        as any of the views is: whatever becomes of the processor meanwhile (a loss, ``close()``,
+        garbage collection), the share group and so the mapped memory outlive the views.
 
         The confidence view is a C-contiguous ``(masks, height, width)`` array; the category view
         is ``(height, width)`` with a row stride of the packed width (a multiple of 4 bytes).
@@ -557,6 +578,9 @@ class MappedReadback(Readback):
         confidence, category = self._views(slot, root)
         self._finish(slot)
         slot.lent_root = root
+        slot.owned = writeable
+        if anchor is not None:
+            weakref.finalize(root, _let_go, anchor).atexit = False
         return confidence, category
 
     def _slot(self, ticket: int | None) -> _ReadSlot:

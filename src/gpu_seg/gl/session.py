@@ -170,6 +170,11 @@ class GLSession:
         through EGL unless its handle was found recycled)."""
         raise NotImplementedError
 
+    def lend_anchor(self) -> object:
+        """What lent views must keep alive for their memory to stay mapped (None: nothing, the
+        application keeps its context alive while it holds views)."""
+        return None
+
     def keep_objects(self) -> bool:
         """Make the session's GL objects (and the host memory of persistently mapped buffers)
         outlive its context until the session ends, so that views lent out of that memory stay
@@ -307,6 +312,10 @@ class OwnedSession(GLSession):
             self.egl_context.release_current()
         except egl.EGLError as exc:
             log.debug("releasing a failed context: %s", exc)
+
+    def lend_anchor(self) -> object:
+        """The keeper context (see :meth:`keep_objects`): while it lives, so does the share group."""
+        return self._keeper
 
     def keep_objects(self) -> bool:
         if self._keeper is not None:
