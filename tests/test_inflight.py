@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import weakref
 
 import numpy as np
 import pytest
@@ -195,27 +196,34 @@ def test_frames_in_flight_go_to_the_cpu_when_the_budget_is_spent(make_pp):
     _assert_correct(result, tensor)
 
 
+def _keeper(pp) -> weakref.ref:
+    """The current generation's keeper context (made by its first lent view), weakly."""
+    keeper = pp._supervisor.generation.session._keeper
+    assert keeper is not None
+    return weakref.ref(keeper)
+
+
 def test_a_view_held_across_a_detected_loss_stays_valid_until_dropped(make_pp):
-    """A loss found while a view is held keeps that generation's context (and its mapping)."""
+    """A loss found while a view is held ends that generation at once; the view's keeper context
+    keeps the share group and the mapping until the view's last array goes."""
     pp = make_pp(backend="gl")
     tensor = _tensor(10)
     view = pp.process_view(tensor, SIZE)
     confidence = view.confidence_masks
+    keeper = _keeper(pp)
     pp.trim()  # programs released: the next frame links again...
     fail_next_links(pp)  # ...and that link fails the way it fails on a lost context
     other = _tensor(11)
     _assert_correct(pp.process(other, SIZE), other)  # rebuilt on a new generation
     assert pp.stats["context_losses"] == 1
-    supervisor = pp._supervisor
-    assert len(supervisor._graveyard) == 1  # the old context is kept for the held view
+    assert pp._supervisor._graveyard == [] and keeper() is not None  # held by the view alone
     _assert_correct(view, tensor)
     want = gpu_seg.reference_postprocess(tensor, "softmax", SIZE)
     view.release()
     np.testing.assert_allclose(confidence, want.confidence_masks, rtol=2e-6, atol=2e-6)
     del confidence
     gc.collect()
-    pp.process(other, SIZE)
-    assert supervisor._graveyard == []  # destroyed once the last array went
+    assert keeper() is None  # destroyed once the last array went
 
 
 def test_a_view_held_while_the_context_is_destroyed_stays_readable(make_pp):
@@ -226,6 +234,7 @@ def test_a_view_held_while_the_context_is_destroyed_stays_readable(make_pp):
     tensor = _tensor(15)
     view = pp.process_view(tensor, SIZE)
     confidence, category = view.confidence_masks, view.category_mask
+    keeper = _keeper(pp)
     view.release()
     lose_context(pp)
     other = _tensor(16)
@@ -234,11 +243,10 @@ def test_a_view_held_while_the_context_is_destroyed_stays_readable(make_pp):
     want = gpu_seg.reference_postprocess(tensor, "softmax", SIZE)
     np.testing.assert_allclose(confidence, want.confidence_masks, rtol=2e-6, atol=2e-6)
     np.testing.assert_array_equal(category, want.category_mask)
-    assert len(pp._supervisor._graveyard) == 1
+    assert pp._supervisor._graveyard == [] and keeper() is not None
     del confidence, category
     gc.collect()
-    pp.process(other, SIZE)
-    assert pp._supervisor._graveyard == []
+    assert keeper() is None
 
 
 @pytest.mark.parametrize("release_context", [False, True])
@@ -274,16 +282,23 @@ def test_a_view_held_across_a_trim_keeps_its_data(make_pp, release_context):
 
 
 def test_arrays_of_a_view_stay_readable_after_close(make_pp, caplog):
+    """close() destroys the context at once; the arrays keep the keeper context, and with it the
+    mapped memory, until they go: then it is destroyed too (nothing left until the process exits)."""
     pp = make_pp(backend="gl")
     tensor = _tensor(52)
     with pp.process_view(tensor, SIZE) as view:
         confidence, category = view.confidence_masks, view.category_mask
+    keeper = _keeper(pp)
     with caplog.at_level("WARNING", logger="gpu_seg"):
         pp.close()
-    assert "zero-copy views" in caplog.text  # their memory stays mapped (a bounded, reported leak)
+    assert "zero-copy views" not in caplog.text and pp.live_gl_objects() == 0
     want = gpu_seg.reference_postprocess(tensor, "softmax", SIZE)
     np.testing.assert_allclose(confidence, want.confidence_masks, rtol=2e-6, atol=2e-6)
     np.testing.assert_array_equal(category, want.category_mask)
+    assert keeper() is not None
+    del confidence, category
+    gc.collect()
+    assert keeper() is None
 
 
 def test_pending_frames_of_a_closed_processor_raise(make_pp):

@@ -13,9 +13,10 @@ Lifetime of a :class:`MaskView`:
   :meth:`MaskView.release`, a context loss, :meth:`~SegmentationPostprocessor.trim` or
   :meth:`~SegmentationPostprocessor.close`. An owned context that lends views gets a second,
   never-current "keeper" context in its share group, so the buffer and its mapping survive even
-  if the context itself is destroyed; the generation is ended once the views are gone. The views
-  keep the keeper alive themselves, so they outlive the processor too (closed and collected). An
-  attached (application) context must be kept alive by the application while it holds views;
+  if the context itself is destroyed. The views hold the keeper themselves: a loss, a context
+  release or ``close()`` destroys the context at once, and the keeper (with the share group and
+  the buffer) goes when the last view does, even after the processor itself is gone. An attached
+  (application) context must be kept alive by the application while it holds views;
 * :meth:`MaskView.release` (or leaving its ``with`` block) ends the view: its attributes raise
   :class:`~gpu_seg.errors.ExpiredResultError` afterwards, and the buffer is reused as soon as
   no array taken from it is referenced any more;

@@ -236,13 +236,16 @@ class GLSupervisor:
     def drop_generation(self, release: bool) -> None:
         """Forget the current generation: ``release`` it on a live context, else ``abandon`` it.
 
-        A generation whose readback buffers lent views still reference keeps its context (its
-        other objects are released or abandoned now) until :meth:`bury` finds the views gone.
+        Readback buffers that lent views still reference are never released. On an owned context
+        the views hold its keeper context (``GLSession.lend_anchor``): the context goes now, the
+        share group and those buffers when the last view does. On an attached context the
+        generation (its other objects released or abandoned now) waits in the graveyard until
+        :meth:`bury` finds the views gone.
         """
         generation, self.generation = self.generation, None
         if generation is None:
             return
-        if generation.pipeline.lent_views():
+        if generation.pipeline.lent_views() and generation.session.lend_anchor() is None:
             self._keep_for_views(generation, release)
             return
         if release:

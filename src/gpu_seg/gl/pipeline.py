@@ -136,10 +136,11 @@ class GLPipeline:
         owned_views: owned frames (``process()`` without caller arrays, owned context, mapped
             readback) return writeable views of their readback buffer instead of copies, held
             like zero-copy views (the buffer is not reused while any array derived from them is
-            alive); the readback buffers are then mapped for writing too. As with views, a result
-            held past ``close()`` keeps its generation's buffers and keeper context until the process
-            exits (to settle before it could become a default). Off by default: a candidate,
-            measured by the ``gl-compute-owned-views`` row.
+            alive); the readback buffers are then mapped for writing too. As with views, a held
+            result keeps its buffer and the keeper context (not the context: a loss, a context
+            release or ``close()`` ends that at once) until it goes. Off by default: a candidate,
+            measured by the ``gl-compute-owned-views`` row; the setting belongs to the pipeline
+            (a rebuilt generation starts without it, as with the other candidates).
     """
 
     #: Use the shortcut when output pixels x channel groups >= this many times the tensor's pixels.

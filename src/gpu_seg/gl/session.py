@@ -330,10 +330,11 @@ class OwnedSession(GLSession):
         return True
 
     def _drop_keeper(self) -> None:
-        """Destroy the keeper context (after the main one: the share group's objects go with it)."""
-        keeper, self._keeper = self._keeper, None
-        if keeper is not None:
-            keeper.destroy()  # EGL only; never current
+        """Let go of the keeper context (after the main one). Lent views hold it too (see
+        :meth:`lend_anchor`): it is destroyed (``eglDestroyContext``, by its finalizer, on whichever
+        thread drops the last reference) when the last of them goes, and the share group's objects
+        with it; at once where none is held."""
+        self._keeper = None
 
     def close(self, release: Callable[[], None] | None = None) -> None:
         def teardown() -> None:
