@@ -59,6 +59,9 @@ def test_the_choice_remembers_a_bounded_number_of_configurations():
 
 
 def test_auto_on_llvmpipe_runs_the_faster_path_and_stays_exact():
+    from gpu_seg import cpu
+
+    cpu.warm_up()  # the CPU is timed only once its kernels are ready (see the test on that below)
     with gpu_seg.SegmentationPostprocessor("softmax") as pp:
         info = pp.context_info
         if info is None or not is_software_renderer(info.renderer):
@@ -104,3 +107,44 @@ def test_bad_software_renderer_and_cpu_threads_name_themselves():
         gpu_seg.SegmentationPostprocessor(software_renderer="fast")
     with pytest.raises(gpu_seg.InputError, match="cpu_threads"):
         gpu_seg.SegmentationPostprocessor(backend="cpu", cpu_threads=0)
+
+
+_COLD_CPU = r"""
+import time
+import numpy as np
+import gpu_seg
+from gpu_seg.cpu import _warm
+
+compile_like = _warm.exercise_every_kernel
+
+def slow_warm_up():  # a first run after an install: numba compiles for seconds
+    time.sleep(2.0)
+    compile_like()
+
+_warm.exercise_every_kernel = slow_warm_up
+tensor = np.random.default_rng(3).standard_normal((64, 64, 3)).astype(np.float32)
+with gpu_seg.SegmentationPostprocessor("softmax", False, True) as pp:  # auto on llvmpipe
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pp.process(tensor, (320, 240))
+        (entry,) = pp._speed._entries.values()
+        if entry.decided is not None:
+            break
+        time.sleep(0.02)
+    print(entry.cpu_seconds, entry.gl_seconds)
+"""
+
+
+def test_the_cpu_is_measured_only_once_its_kernels_are_ready():
+    """The timed CPU frame of the speed choice must not wait for the fast path's warm-up (seconds on
+    a first run after an install: numba compiles): a GL frame runs meanwhile and the CPU is timed
+    later. Timed as it was, that wait made GL win for good, where the CPU is several times faster
+    (deeplab category on llvmpipe: 18 ms on GL against 4 ms). In a fresh interpreter, with the
+    warm-up slowed to 2 s."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _COLD_CPU], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cpu_seconds, _ = (float(v) for v in proc.stdout.split())
+    assert cpu_seconds < 1.0, f"the timed CPU frame waited for the warm-up ({cpu_seconds:.2f} s)"

@@ -4,8 +4,10 @@ On llvmpipe, softpipe or SwiftShader the "GPU" is the same CPU cores, and the fa
 often faster than rasterising. For each frame configuration (tensor shape, output size,
 activation, outputs, format, channels) the processor measures once: the configuration's 2nd frame
 runs timed on GL, its 3rd timed on the CPU (both exact; the 1st warms both paths up), and later
-frames take the faster. Configurations seen fewer than three times (an application that changes
-the output size every frame) stay on GL. At most :data:`CAPACITY` configurations are remembered
+frames take the faster. The CPU is timed only once its kernels are ready: while the fast path still
+warms up (compiling after an install takes seconds), frames run on GL and the timing waits.
+Configurations seen fewer than three times (an application that changes the output size every
+frame) stay on GL. At most :data:`CAPACITY` configurations are remembered
 (least recently used first out). Hardware GPUs are never second-guessed.
 """
 

@@ -51,6 +51,16 @@ class CPUBackend:
             log.warning("gpu_seg CPU frames use the numpy reference: %s", unavailable_reason())
 
     @property
+    def warm(self) -> bool:
+        """Whether a frame would run without waiting for the fast kernels' warm-up (always for the
+        reference)."""
+        if self._fast is None:
+            return True
+        from . import is_warm
+
+        return is_warm()
+
+    @property
     def threads(self) -> int:
         """Threads a fast CPU frame uses (1 for the reference)."""
         return self._fast.threads if self._fast is not None else 1
