@@ -595,8 +595,8 @@ class SegmentationPostprocessor:
         if self._supervisor is None:
             return _shaped(self._cpu_frame(frame, confidence_dst, category_dst), lend)
         route, key = (Route.GL, None) if flight is not None else self._route(frame)
-        if route is Route.TIME_CPU and not self._cpu.warm:
-            route = Route.GL  # the CPU is timed once its kernels are ready, not with their warm-up
+        if route is Route.TIME_CPU:
+            self._cpu.wait_until_warm()  # the kernels' warm-up is not part of the CPU's time
         if route in (Route.CPU, Route.TIME_CPU):
             started = time.perf_counter()
             result = self._cpu_frame(frame, confidence_dst, category_dst, chosen=True)

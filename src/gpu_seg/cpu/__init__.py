@@ -28,15 +28,7 @@ from ..errors import GpuSegError
 if TYPE_CHECKING:
     from .fast import FastCPU
 
-__all__ = [
-    "FastCPU",
-    "FastCPUUnavailableError",
-    "available",
-    "info",
-    "is_warm",
-    "unavailable_reason",
-    "warm_up",
-]
+__all__ = ["FastCPU", "FastCPUUnavailableError", "available", "info", "unavailable_reason", "warm_up"]
 
 _log = logging.getLogger("gpu_seg")
 _lock = threading.Lock()
@@ -93,11 +85,6 @@ def info() -> dict[str, Any]:
             warm=_state["warm"],
         )
     return result
-
-
-def is_warm() -> bool:
-    """Whether :func:`warm_up` has finished in this process (never waits)."""
-    return bool(_state["warm"])
 
 
 def warm_up() -> float:

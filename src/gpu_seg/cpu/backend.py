@@ -50,15 +50,12 @@ class CPUBackend:
             self.kind = "reference"
             log.warning("gpu_seg CPU frames use the numpy reference: %s", unavailable_reason())
 
-    @property
-    def warm(self) -> bool:
-        """Whether a frame would run without waiting for the fast kernels' warm-up (always for the
-        reference)."""
-        if self._fast is None:
-            return True
-        from . import is_warm
+    def wait_until_warm(self) -> None:
+        """Wait for the fast kernels' warm-up (at once when done; nothing for the reference)."""
+        if self._fast is not None:
+            from . import warm_up
 
-        return is_warm()
+            warm_up()
 
     @property
     def threads(self) -> int:
