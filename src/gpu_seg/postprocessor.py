@@ -111,7 +111,8 @@ class SegmentationPostprocessor:
         ties to the lowest index; one-class models give 0 (foreground, value > 0.5) / 255.
 
     Memory: a GL frame never writes into ``confidence_out``/``category_out`` before it is known
-    good; it computes into fresh arrays and copies them there after the context's health check.
+    good; it computes into arrays of its own (fresh, or the recycled memory of dropped results) and
+    copies them there after the context's health check.
 
     Threads: ``process()`` may be called from any thread; frames run one at a time. An owned
     context lives on a dedicated GL thread that does all its GL work; an attached context is

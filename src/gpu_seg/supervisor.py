@@ -398,7 +398,8 @@ class GLSupervisor:
             return self._owned_view_frame(generation, frame)
         if pipeline.collect_needs_gl:
             # GL reads into arrays before the health check: never the caller's. Without caller
-            # arrays, fresh arrays (returned as they are); with them, a staging pair kept for the
+            # arrays, arrays of its own (fresh or recycled, returned as they are; forgotten by the
+            # recycling if the attempt fails); with them, a staging pair kept for the
             # next frames of the same geometry (no page faults of fresh memory each frame), which
             # the caller's arrays are copied from. An attempt that does not end normally (a loss,
             # a hung driver that may still write later) takes its staging away for good.

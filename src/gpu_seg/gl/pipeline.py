@@ -127,7 +127,7 @@ class GLPipeline:
         early_flush: ``glFlush`` after the upload and after the category pass, so a GPU starts on
             a frame while the host still issues its passes (off by default: a candidate, to be
             measured on a GPU with ``benchmarks/gpu_data_path.py``'s ``*-flush`` rows).
-        stream_collect: owned frames into fresh arrays (mapped readback) are copied part by part
+        stream_collect: owned frames into arrays of their own (mapped readback) are copied part by part
             as the GPU delivers them (:meth:`stream_into`; off by default: a candidate, measured
             by the ``gl-compute-stream`` row).
         parallel_upload: the mapped upload copies tensors of 1 MB or more into its buffer over a
@@ -198,7 +198,7 @@ class GLPipeline:
         #: Flush after the upload and after the category pass of a frame (see _flush_early). Off by
         #: default until measured on a GPU (``benchmarks/gpu_data_path.py`` rows ``*-flush``).
         self.early_flush = False
-        #: Owned frames into fresh arrays with the mapped readback: fence every few MB and copy each
+        #: Owned frames into arrays of their own, mapped readback: fence every few MB and copy each
         #: part as it arrives (:meth:`stream_into`) instead of all after one fence. Off by default
         #: until measured on a GPU (``benchmarks/gpu_data_path.py`` row ``gl-compute-stream``).
         self.stream_collect = False
