@@ -432,3 +432,14 @@ def test_recycling_is_off_where_reference_counts_cannot_tell(monkeypatch):
     assert "getrefcount" in _pool().disabled
     monkeypatch.undo()
     assert _pool().disabled is None
+
+
+def test_the_idle_release_lets_go_of_recycled_memory_on_the_cpu_backend_too(new_processor):
+    gpu_seg.cpu.warm_up()  # a first CPU frame waits for it: longer than the idle time below
+    pp = new_processor(backend="cpu", idle_release_after=0.5)
+    pp.process(_tensor(9), SIZE)
+    assert pp.stats["recycled_bytes_kept"] > 0
+    deadline = time.monotonic() + 10
+    while pp.stats["recycled_bytes_kept"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pp.stats["recycled_bytes_kept"] == 0

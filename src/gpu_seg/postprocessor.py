@@ -72,8 +72,9 @@ class SegmentationPostprocessor:
             it, so its uint8 masks can differ by one step.
         confidence_channels: indices of the confidence masks to compute and return, in that order
             (default: every channel). The activation still uses every channel.
-        idle_release_after: seconds without frames after which pooled GL objects are released
-            (:meth:`trim`); ``None`` (default) never releases them by itself.
+        idle_release_after: seconds without frames after which pooled GL objects and the recycled
+            result memory are released (:meth:`trim`); ``None`` (default) never releases them by
+            itself.
         idle_release_context: with ``idle_release_after``, release the owned context too (the
             next frame creates a new one, without counting a loss).
         software_renderer: with ``backend="auto"`` on a software rasteriser (llvmpipe, softpipe,
@@ -210,7 +211,7 @@ class SegmentationPostprocessor:
                 self._supervisor.start()
         finally:
             self._events.deliver()
-        if idle_release_after is not None and backend != "cpu":
+        if idle_release_after is not None:
             self._idle = IdleWatch(
                 float(idle_release_after), lambda: self._trim_if_idle(idle_release_context)
             )
@@ -729,11 +730,13 @@ class SegmentationPostprocessor:
         """Called by the idle watch on its own thread."""
         try:
             with self._lock:
-                if self._closed or self._supervisor is None:
+                if self._closed:
+                    return
+                self._arrays.release()
+                if self._supervisor is None:
                     return
                 self._end_lease("the idle release trimmed the pooled GL objects")
                 self._supervisor.trim(release_context)
-                self._arrays.release()
         except Exception:  # never let the idle thread die on a GL problem; the next frame sees it
             log.exception("gpu_seg idle trim failed")
         finally:
