@@ -597,8 +597,10 @@ class SegmentationPostprocessor:
         if self._supervisor is None:
             return _shaped(self._cpu_frame(frame, confidence_dst, category_dst), lend)
         route, key = (Route.GL, None) if flight is not None else self._route(frame)
-        if route is Route.TIME_CPU:
-            self._cpu.wait_until_warm()  # the kernels' warm-up is not part of the CPU's time
+        if route in (Route.TIME_GL, Route.TIME_CPU):
+            # The CPU kernels' warm-up (a background thread from the start) is part of neither time:
+            # the CPU frame would wait for it, and a GL frame would share the cores with it.
+            self._cpu.wait_until_warm()
         if route in (Route.CPU, Route.TIME_CPU):
             started = time.perf_counter()
             result = self._cpu_frame(frame, confidence_dst, category_dst, chosen=True)

@@ -4,8 +4,9 @@ On llvmpipe, softpipe or SwiftShader the "GPU" is the same CPU cores, and the fa
 often faster than rasterising. For each frame configuration (tensor shape, output size,
 activation, outputs, format, channels) the processor measures once: the configuration's 2nd frame
 runs timed on GL, its 3rd timed on the CPU (both exact; the 1st warms both paths up), and later
-frames take the faster. The timed CPU frame first waits for the fast path's warm-up (compiling
-after an install takes seconds; a frame on the CPU would wait for it anyway), untimed.
+frames take the faster. The timed frames first wait, untimed, for the fast path's warm-up
+(compiling after an install takes seconds): a CPU frame would wait for it anyway, and a GL frame
+would share the cores with it.
 Configurations seen fewer than three times (an application that changes the output size every
 frame) stay on GL. At most :data:`CAPACITY` configurations are remembered
 (least recently used first out). Hardware GPUs are never second-guessed.
