@@ -346,7 +346,7 @@ import numpy as np
 import gpu_seg
 from gpu_seg.testing import lose_context
 
-mode = sys.argv[1]
+mode, how = sys.argv[1], sys.argv[2]
 size = (2048, 2048)  # 64 MiB of masks: freed memory is unmapped, not reused in place
 tensor = (np.random.default_rng(1).standard_normal((12, 10, 4)) * 3).astype(np.float32)
 want = gpu_seg.reference_postprocess(tensor, "softmax", size)
@@ -360,9 +360,10 @@ if mode == "owned views":
 else:
     view = pp.process_view(tensor, size)
     confidence, category = view.confidence_masks, view.category_mask
-lose_context(pp)
-pp.process(tensor, size)  # detects the loss: the generation goes to the graveyard, views held
-pp.close()
+if how == "loss":
+    lose_context(pp)
+    pp.process(tensor, size)  # detects the loss and rebuilds while the views are held
+pp.close()  # a live context is released with the views held
 del pp
 gc.collect()  # the processor, its supervisor and the graveyard's sessions are gone
 ok = np.allclose(confidence, want.confidence_masks, rtol=2e-6, atol=2e-6)
@@ -371,17 +372,18 @@ print("intact" if ok else "changed", flush=True)
 """
 
 
+@pytest.mark.parametrize("how", ["loss", "close"])
 @pytest.mark.parametrize("mode", ["views", "owned views"])
-def test_held_views_outlive_a_lost_and_collected_processor(mode):
-    """Views held across a real context loss, ``close()`` and the garbage collection of the processor
-    keep the memory they view (the keeper context lives as long as they do): they read their masks,
-    never freed memory (a crash) or another allocation's bytes. In a subprocess: a crash is a failure
+def test_held_views_outlive_a_lost_and_collected_processor(mode, how):
+    """Views held across a real context loss (or none), ``close()`` and the garbage collection of the
+    processor keep the memory they view (the keeper context lives as long as they do): they read their
+    masks, never freed memory (a crash) or another allocation's bytes. In a subprocess: a crash is a failure
     of this test, not of the test run."""
     import subprocess
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-c", _VIEWS_OUTLIVE_THE_PROCESSOR, mode],
+        [sys.executable, "-c", _VIEWS_OUTLIVE_THE_PROCESSOR, mode, how],
         capture_output=True,
         text=True,
         timeout=300,
