@@ -73,8 +73,8 @@ def _summary(samples: list[float]) -> dict[str, float]:
 
 def _settings(pp: gpu_seg.SegmentationPostprocessor, settings: dict[str, Any]) -> None:
     """Set pipeline attributes (the readback, the candidate defaults ``early_flush``,
-    ``stream_collect``, ``parallel_upload``, the upload) on the processor's current pipeline: before
-    every frame, so that a rebuilt generation measures the same thing."""
+    ``stream_collect``, ``parallel_upload``, ``owned_views``, the upload) on the processor's current
+    pipeline: before every frame, so that a rebuilt generation measures the same thing."""
     pipeline = pp._supervisor.generation.pipeline
     for name, value in settings.items():
         if getattr(pipeline, name) != value:

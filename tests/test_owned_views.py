@@ -15,6 +15,8 @@ import pytest
 from gpu_seg import reference_postprocess
 from gpu_seg.testing import lose_context
 
+GL_BUFFER_ACCESS_FLAGS = 0x911F  # glGetBufferParameteriv: the mapping access of a buffer's storage
+
 
 def _tensor(seed: int) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal((12, 10, 4)) * 3).astype(np.float32)
@@ -178,9 +180,9 @@ def test_owned_views_buffers_are_mapped_for_writing(owned_views):
             rawgl.resolve("glGetBufferParameteriv")
         )
         value = ctypes.c_int(0)
-        slot.arena.gl.glBindBuffer(0x8F37, slot.arena.buffer.name)  # GL_COPY_WRITE_BUFFER
-        get(0x8F37, 0x911F, ctypes.byref(value))  # GL_BUFFER_ACCESS_FLAGS
-        slot.arena.gl.glBindBuffer(0x8F37, 0)
+        slot.arena.gl.glBindBuffer(rawgl.GL_COPY_WRITE_BUFFER, slot.arena.buffer.name)
+        get(rawgl.GL_COPY_WRITE_BUFFER, GL_BUFFER_ACCESS_FLAGS, ctypes.byref(value))
+        slot.arena.gl.glBindBuffer(rawgl.GL_COPY_WRITE_BUFFER, 0)
         return value.value
 
     flags = pp.run_gl(access_flags)

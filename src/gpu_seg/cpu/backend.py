@@ -79,9 +79,7 @@ class CPUBackend:
         if fast is None:
             reference.compute(frame, confidence, category)
             return
-        from . import warm_up
-
-        warm_up()  # returns at once when warm; waits for a warm-up still under way
+        self.wait_until_warm()  # at once when warm; waits for a warm-up still under way
         self.prepare(frame)
         if frame.confidence_channels is not None:
             assert confidence is not None
