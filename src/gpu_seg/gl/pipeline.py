@@ -358,7 +358,7 @@ class GLPipeline:
             raise RuntimeError("lend() needs the mapped readback")
         return self._readback.lend(ticket, writeable, anchor)
 
-    def can_lend(self, purpose: Purpose = "lend") -> bool:
+    def can_lend(self, purpose: Purpose) -> bool:
         """Whether a frame's results can be lent now for ``purpose`` (``"lend"``: views;
         ``"owned"``: an owned frame's writeable views): mapped readback, a buffer to spare."""
         if not self.lends or not isinstance(self._readback, MappedReadback):
