@@ -12,6 +12,7 @@ __all__ = [
     "ClosedError",
     "ContextLostError",
     "ExpiredResultError",
+    "ForkedProcessError",
     "GLUnavailableError",
     "GpuSegError",
     "InputError",
@@ -40,6 +41,15 @@ class ClosedError(GpuSegError, RuntimeError):
 
 class GLUnavailableError(GpuSegError, RuntimeError):
     """No usable OpenGL context could be created or attached."""
+
+
+class ForkedProcessError(GLUnavailableError):
+    """GL cannot be used in this process: it was forked after an ancestor loaded EGL.
+
+    A GL driver's state does not survive ``fork``. CPU frames work in such a process; for GL in
+    worker processes, use multiprocessing's ``"spawn"`` or ``"forkserver"`` start method. See
+    :mod:`gpu_seg.forks`.
+    """
 
 
 class ContextLostError(GpuSegError, RuntimeError):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import moderngl
 import numpy as np
 
+from . import forks
 from .cpu.backend import CPUBackend
 from .errors import ClosedError, GLUnavailableError, InputError
 from .events import Event, EventKind, EventLog
@@ -211,10 +212,27 @@ class SegmentationPostprocessor:
                 self._supervisor.start()
         finally:
             self._events.deliver()
-        if idle_release_after is not None:
-            self._idle = IdleWatch(
-                float(idle_release_after), lambda: self._trim_if_idle(idle_release_context)
-            )
+        self._idle_release = (idle_release_after, idle_release_context)
+        self._start_idle_watch()
+        self._parked: list[object] = []  # in a forked child: the parent's objects, never released
+        forks.track(self)
+
+    def _start_idle_watch(self) -> None:
+        after, release_context = self._idle_release
+        if after is not None:
+            self._idle = IdleWatch(float(after), lambda: self._trim_if_idle(release_context))
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (one thread; see :mod:`gpu_seg.forks`): a new lock and idle watch;
+        the parent's resident and CUDA results expire, its CUDA objects are kept, never used. The
+        supervisor, the CPU backend and the recycled arrays renew themselves."""
+        self._lock = threading.RLock()
+        self._end_lease("the process was forked: the textures are the parent's")
+        if self._cuda is not None:
+            self._parked.append(self._cuda)  # CUDA state is the parent's: nothing may free it here
+            self._cuda = None
+        if self._idle is not None and not self._closed:
+            self._start_idle_watch()
 
     @property
     def on_event(self) -> Callable[[Event], None] | None:

@@ -39,6 +39,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from . import forks
+
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MIN_BYTES", "RecycledArrays"]
 
 #: Default bound of the memory kept (two frames of deeplab's 21 masks at 1920x1080 and more).
@@ -96,6 +98,14 @@ class RecycledArrays:
         self.disabled = _why_refcounts_cannot_tell() or self._calibrate()
         if self.disabled:
             self.max_bytes = 0
+        forks.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a new lock, nothing kept (a parent thread may have been changing
+        what is kept when it forked)."""
+        self._lock = threading.Lock()
+        self._kept = OrderedDict()
+        self._bytes = 0
 
     def _calibrate(self) -> str | None:
         """Set the count of an array only ``_kept`` holds; check that :meth:`_free` tells a free

@@ -18,6 +18,7 @@ import dataclasses
 import enum
 import functools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -28,6 +29,7 @@ from typing import Literal, TypeVar
 import moderngl
 import numpy as np
 
+from . import forks
 from .errors import ContextLostError, GLUnavailableError, ShaderBuildError
 from .events import EventKind, EventLog
 from .frame import Frame
@@ -176,6 +178,27 @@ class GLSupervisor:
         #: stay undestroyed (so the mapped memory stays valid) until those views are gone.
         #: Each entry: (generation, whether it was healthy when dropped).
         self._graveyard: list[tuple[Generation, bool]] = []
+        #: The process this supervisor was made in, when this one is a forked child of it.
+        self.forked_from: int | None = None
+        forks.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (one thread, see :mod:`gpu_seg.forks`): forget every generation
+        without a GL or EGL call. The next frame makes a new one, which raises
+        ForkedProcessError where the parent had loaded EGL (``backend="auto"``: the CPU)."""
+        dropped = [self.generation] + [generation for generation, _ in self._graveyard]
+        self.generation, self._graveyard = None, []
+        for generation in dropped:
+            if generation is not None:
+                generation.pipeline.abandon()
+                generation.session.forget_after_fork()
+        self._thread = None  # its thread does not exist here
+        self._rebuild_at = self._rebuild_owner = None
+        self._staging = None
+        if self._attached_mode:
+            self._pending_attach = None  # the application's context is the parent's
+        if self.forked_from is None:
+            self.forked_from = os.getppid()
 
     # ----------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -662,6 +685,7 @@ class GLSupervisor:
             session: GLSession = AttachedSession(number, None if pending == "current" else pending)
             self._pending_attach = None
         else:
+            forks.check_egl_usable()  # before a GL thread is made for nothing
             if self._thread is None or not self._thread.usable:
                 self._thread = GLThread("gpu_seg-gl")
             session = OwnedSession.create(
@@ -695,8 +719,13 @@ class GLSupervisor:
             return self._staging[1], self._staging[2]
         return frame.allocate_confidence(), frame.allocate_category()
 
-    @staticmethod
-    def _no_context_attached() -> ContextLostError:
+    def _no_context_attached(self) -> ContextLostError:
+        if self.forked_from is not None:
+            return ContextLostError(
+                f"the attached context belongs to process {self.forked_from}, which forked this "
+                "one; attach a context made in this process with attach()",
+                reason="forked",
+            )
         return ContextLostError(
             "the application's context was lost; attach a new one with attach()",
             reason="no context attached",

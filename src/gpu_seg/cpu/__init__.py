@@ -23,6 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .. import forks
 from ..errors import GpuSegError
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ _log = logging.getLogger("gpu_seg")
 _lock = threading.Lock()
 _warm_lock = threading.Lock()  # separate: available() must not wait for a compilation
 _state: dict[str, Any] = {"checked": False, "reason": None, "warm": False}
+#: The longest a fork waits for a warm-up under way (seconds); see :func:`_before_fork`.
+FORK_WARM_WAIT_S = 120.0
 
 
 class FastCPUUnavailableError(GpuSegError, RuntimeError):
@@ -115,6 +118,35 @@ def warm_up() -> float:
         seconds = time.perf_counter() - start
     _log.debug("gpu_seg fast CPU path warmed up in %.3f s", seconds)
     return seconds
+
+
+def _before_fork() -> bool:
+    """Before a fork: wait for a warm-up under way, so that no compilation is cut off in the child
+    (numba's compiler lock would stay held there by a thread that no longer exists)."""
+    acquired = _warm_lock.acquire(timeout=FORK_WARM_WAIT_S)
+    _state["fork_during_warm_up"] = not acquired  # read by the child
+    return acquired
+
+
+def _after_fork_in_parent(acquired: object) -> None:
+    _state.pop("fork_during_warm_up", None)
+    if acquired:
+        _warm_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _lock, _warm_lock
+    _lock, _warm_lock = threading.Lock(), threading.Lock()
+    if _state.pop("fork_during_warm_up", False) and not _state["warm"]:
+        _state.update(
+            checked=True,
+            reason="the process was forked while the kernels were being compiled (for longer than "
+            f"{FORK_WARM_WAIT_S:g} s): numba may be unusable here",
+        )
+
+
+forks.before_fork(_before_fork, _after_fork_in_parent)
+forks.on_fork_in_child(_after_fork_in_child)
 
 
 def __getattr__(name: str) -> Any:

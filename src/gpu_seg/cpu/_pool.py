@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from .. import forks
+
 __all__ = ["WorkerPool"]
 
 
@@ -26,6 +28,11 @@ class WorkerPool:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.threads = threads
         self._executor: ThreadPoolExecutor | None = None
+        forks.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child the executor's threads are gone: forget it (:meth:`start` makes anew)."""
+        self._executor = None
 
     def start(self) -> None:
         """Create every worker thread now, so that the first frame does not pay for it."""

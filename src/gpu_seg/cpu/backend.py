@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from .. import reference
+from .. import forks, reference
 from ..frame import Frame
 
 __all__ = ["CPUBackend"]
@@ -39,6 +39,7 @@ class CPUBackend:
         self._fast = None
         self._geometry: tuple | None = None
         self._lock = threading.Lock()
+        forks.track(self)
         if available():
             from .fast import FastCPU
 
@@ -48,6 +49,16 @@ class CPUBackend:
                 threading.Thread(target=_warm_quietly, name="gpu_seg-cpu-warm", daemon=True).start()
         else:
             self.kind = "reference"
+            log.warning("gpu_seg CPU frames use the numpy reference: %s", unavailable_reason())
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a new lock (a parent thread may have held it); the numpy reference
+        if the fork cut a compilation short (see :mod:`gpu_seg.cpu`)."""
+        from . import available, unavailable_reason
+
+        self._lock = threading.Lock()
+        if self._fast is not None and not available():
+            self._fast, self.kind = None, "reference"
             log.warning("gpu_seg CPU frames use the numpy reference: %s", unavailable_reason())
 
     def wait_until_warm(self) -> None:

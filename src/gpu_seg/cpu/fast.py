@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .. import forks
 from ..frame import ConfidenceFormat
 from ..inputs import parse_activation
 from ..types import Activation
@@ -121,12 +122,17 @@ class FastCPU:
         self._pool = WorkerPool(threads)
         self._pool.start()
         self._lock = threading.Lock()
+        forks.track(self)
         self._scratch: dict[str, np.ndarray] = {}
         #: ``"cells"`` or ``"full"`` or ``"dense"``: how the last category mask was computed.
         self.last_category_strategy: str | None = None
         #: With ``"cells"``: the fraction of output pixels that still needed per-pixel work.
         self.last_unsure_fraction: float | None = None
         self._skip_shortcut = 0
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a new lock (a parent thread may have held it; its pool renews itself)."""
+        self._lock = threading.Lock()
 
     # ----------------------------------------------------------------------------- public
     def confidence_masks(

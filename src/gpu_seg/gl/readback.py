@@ -58,6 +58,7 @@ from typing import Literal
 import moderngl
 import numpy as np
 
+from .. import forks
 from ..errors import CapacityError
 from .rawgl import GLFunctions, MappedArena
 
@@ -180,6 +181,15 @@ PARALLEL_COPY_BYTES = 8 << 20
 _COPY_CHUNK_BYTES = 2 << 20
 _copy_pool: ThreadPoolExecutor | None = None
 _copy_pool_lock = threading.Lock()
+
+
+def _forget_copy_pool() -> None:
+    """In a forked child: the pool's threads are gone (a new pool is made when needed)."""
+    global _copy_pool, _copy_pool_lock
+    _copy_pool, _copy_pool_lock = None, threading.Lock()
+
+
+forks.on_fork_in_child(_forget_copy_pool)
 
 
 def copy_rows(

@@ -44,6 +44,7 @@ from typing import TypeVar
 
 import moderngl
 
+from .. import forks
 from ..errors import ContextLostError, GLUnavailableError, GpuSegError
 from . import egl
 from .egl.bindings import CurrentContextGL
@@ -174,6 +175,11 @@ class GLSession:
         """What lent views must keep alive for their memory to stay mapped (None: nothing, the
         application keeps its context alive while it holds views)."""
         return None
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: end the session without any GL or EGL call (the context and its
+        objects are the parent's, which still uses them; the GL thread is gone)."""
+        self._dead = True
 
     def keep_objects(self) -> bool:
         """Make the session's GL objects (and the host memory of persistently mapped buffers)
@@ -388,6 +394,14 @@ class OwnedSession(GLSession):
 # ------------------------------------------------------------------------------ attached sessions
 _native_lock = threading.Lock()
 _native_getters: list[tuple[str, Callable[[], int]]] | None = None
+
+
+def _renew_native_lock() -> None:
+    global _native_lock
+    _native_lock = threading.Lock()
+
+
+forks.on_fork_in_child(_renew_native_lock)
 
 
 def _load_native_getters() -> list[tuple[str, Callable[[], int]]]:

@@ -71,6 +71,9 @@ class GLThread:
             return fn()
         if self._stopped:
             raise ContextLostError("the GL thread was stopped", reason="gl thread stopped")
+        if not self._thread.is_alive():  # e.g. in a forked child: nothing would ever serve the call
+            self._stopped = True
+            raise ContextLostError("the GL thread is gone", reason="gl thread gone")
         future: futures.Future = futures.Future()
         self._queue.put((future, fn))
         try:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ... import forks
 from ...errors import GpuSegError
 
 __all__ = [
@@ -281,8 +282,10 @@ def library() -> EGLLibrary:
 
     Raises:
         EGLError: no libEGL could be loaded (``code`` is ``None``).
+        ForkedProcessError: this process was forked after EGL was loaded (see :mod:`gpu_seg.forks`).
     """
     global _library
+    forks.check_egl_usable()  # never in a child forked after EGL was loaded: raises
     with _library_lock:
         if _library is None:
             override = os.environ.get(ENV_LIBEGL)
@@ -296,6 +299,7 @@ def library() -> EGLLibrary:
                     errors.append(f"{candidate}: {exc}")
             else:
                 raise EGLError("load libEGL", None, "; ".join(errors))
+            forks.note_egl_loaded()
         return _library
 
 
@@ -303,6 +307,16 @@ def library() -> EGLLibrary:
 _gl_dll: ctypes.CDLL | None = None
 _gl_dll_tried = False
 _gl_dll_lock = threading.Lock()
+
+
+def _renew_locks() -> None:
+    """In a forked child: the locks anew (a parent thread may have held them at the fork)."""
+    global _library_lock, _gl_dll_lock
+    _library_lock = threading.Lock()
+    _gl_dll_lock = threading.Lock()
+
+
+forks.on_fork_in_child(_renew_locks)
 
 
 def _gl_library() -> ctypes.CDLL | None:

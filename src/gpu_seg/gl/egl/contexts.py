@@ -45,6 +45,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+from ... import forks
 from .bindings import (
     EGL_BAD_CONTEXT,
     EGL_CONTEXT_CLIENT_TYPE,
@@ -105,9 +106,11 @@ class EGLContext:
         self._destroyed = False
         self._disowned = False
         self._gl_cache: dict[str, Any] = {}
+        self._lib = lib
+        self._pid = forks.pid()  # a forked child never destroys its parent's contexts
         # Safety net if the object is dropped without destroy(): frees the EGL objects, without
         # touching whichever context is current (eglDestroyContext of a current one only marks it).
-        self._finalizer = weakref.finalize(self, _finalize, lib, display.handle, handle, surface)
+        self._finalizer = weakref.finalize(self, _finalize, lib, self._pid, display.handle, handle, surface)
 
     def __repr__(self) -> str:
         state = "destroyed" if self._destroyed else "live"
@@ -211,6 +214,10 @@ class EGLContext:
         """
         if self._destroyed:
             return
+        if self._pid != forks.pid():  # made in the parent of this forked process: theirs, not ours
+            self._destroyed = True
+            self._finalizer.detach()
+            return
         lib = library()
         # Checked before anything else: if someone else already destroyed the handle, EGL may hand
         # the same address to a new context once it is freed, so do not destroy it a second time.
@@ -226,7 +233,7 @@ class EGLContext:
                 self._finalizer()  # eglDestroyContext + eglDestroySurface, errors ignored
             else:
                 self._finalizer.detach()
-                _finalize(lib, self.display.handle, 0, self.surface)
+                _finalize(lib, self._pid, self.display.handle, 0, self.surface)
             self._gl_cache.clear()
 
     def disown(self) -> None:
@@ -242,7 +249,7 @@ class EGLContext:
         self._disowned = True
         if self._finalizer.detach() is not None and self.surface:
             self._finalizer = weakref.finalize(
-                self, _finalize, library(), self.display.handle, 0, self.surface
+                self, _finalize, self._lib, self._pid, self.display.handle, 0, self.surface
             )
 
     @property
@@ -343,7 +350,9 @@ class EGLContext:
         return EGLLoader(self)
 
 
-def _finalize(lib: EGLLibrary, display: int, context: int, surface: int) -> None:
+def _finalize(lib: EGLLibrary, pid: int, display: int, context: int, surface: int) -> None:
+    if pid != forks.pid():  # inherited through a fork: the parent still uses them
+        return
     if context and not lib.eglDestroyContext(display, context):
         lib.clear_error()
     if surface and not lib.eglDestroySurface(display, surface):

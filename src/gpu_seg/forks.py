@@ -1,0 +1,144 @@
+"""Processes made by ``os.fork()``: what gpu_seg's state becomes in the child.
+
+A forked child has one thread (the one that called ``fork``) and a copy of everything else. Locks
+that other threads held stay held, thread pools have no threads left, and a GL driver's state is a
+copy whose threads are gone and whose device files are shared with the parent. Left alone, a
+processor made before the fork hangs in the child on its first frame (multiprocessing's ``fork``
+start method, gunicorn's ``--preload``, a plain ``os.fork()``). So gpu_seg does this:
+
+* **Before the fork** (in the parent): wait for a warm-up of the fast CPU kernels still under way
+  (numba's compiler lock would otherwise stay held in the child); see :func:`before_fork`.
+* **In the child, at once** (``after_in_child`` hooks, one thread): every gpu_seg lock, thread
+  pool and watch thread is made anew; every processor forgets its GL context generation without a
+  GL or EGL call (:func:`track`, :func:`on_fork_in_child`); EGL objects made in the parent are
+  never destroyed by the child (the parent still uses them).
+* **GL in the child**: a process whose ancestor loaded EGL cannot use GL (the driver's state is not
+  its own): making a context raises :class:`~gpu_seg.errors.ForkedProcessError`, a
+  ``GLUnavailableError``. ``backend="auto"`` processors compute on the CPU instead (exact, with a
+  ``FALLBACK`` event that says so); ``backend="gl"`` ones and GPU-only calls raise it. For GL in
+  worker processes, start them with multiprocessing's ``"spawn"`` or ``"forkserver"`` method, or
+  fork before anything uses GL.
+
+Zero-copy views and owned-view results made in the parent stay readable in the child where the
+driver's mapped memory is inherited (as on Mesa); whether it is on other drivers is theirs to say.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Callable
+from typing import Protocol
+
+from .errors import ForkedProcessError
+
+__all__ = [
+    "ForkAware",
+    "before_fork",
+    "check_egl_usable",
+    "egl_inherited_from",
+    "note_egl_loaded",
+    "on_fork_in_child",
+    "pid",
+    "track",
+]
+
+log = logging.getLogger("gpu_seg")
+
+
+class ForkAware(Protocol):
+    def _after_fork_in_child(self) -> None:
+        """Make this object's locks and threads anew; forget GL state. One thread, no GL calls."""
+
+
+_pid = os.getpid()
+_egl_pid: int | None = None  # the process that loaded libEGL for gpu_seg (None: none did)
+_objects: weakref.WeakSet = weakref.WeakSet()
+_child_hooks: list[Callable[[], None]] = []
+_before_hooks: list[tuple[Callable[[], object], Callable[[object], None]]] = []
+_held: list[tuple[Callable[[object], None], object]] = []
+
+
+def pid() -> int:
+    """This process's id, kept up to date across forks (cheaper than ``os.getpid()``)."""
+    return _pid
+
+
+def note_egl_loaded() -> None:
+    """Record that this process loaded libEGL (its children then cannot use GL)."""
+    global _egl_pid
+    if _egl_pid is None:
+        _egl_pid = _pid
+
+
+def egl_inherited_from() -> int | None:
+    """The id of the ancestor whose EGL state this process inherited, or None if it has none."""
+    return _egl_pid if _egl_pid is not None and _egl_pid != _pid else None
+
+
+def check_egl_usable() -> None:
+    """Raise :class:`ForkedProcessError` if this process inherited EGL state through a fork."""
+    parent = egl_inherited_from()
+    if parent is not None:
+        raise ForkedProcessError(
+            f"GL cannot be used in process {_pid}: it was forked from process {parent} after gpu_seg "
+            "loaded EGL there, and a GL driver's state does not survive a fork (its threads are "
+            "gone, its device files are shared with the parent). CPU frames work here "
+            "(backend='auto' or 'cpu'); for GL in worker processes use multiprocessing's 'spawn' or "
+            "'forkserver' start method, or fork before anything uses GL."
+        )
+
+
+def track(obj: ForkAware) -> None:
+    """Call ``obj._after_fork_in_child()`` in every forked child while ``obj`` lives."""
+    _objects.add(obj)
+
+
+def on_fork_in_child(hook: Callable[[], None]) -> None:
+    """Call ``hook()`` in every forked child (module state: locks, pools)."""
+    _child_hooks.append(hook)
+
+
+def before_fork(acquire: Callable[[], object], release: Callable[[object], None]) -> None:
+    """Around every fork: ``acquire()`` in the parent before it, ``release(token)`` after it (in the
+    parent; the child makes its state anew in its own hooks)."""
+    _before_hooks.append((acquire, release))
+
+
+def _before() -> None:
+    for acquire, release in _before_hooks:
+        try:
+            _held.append((release, acquire()))
+        except Exception:  # never stop the fork itself
+            log.exception("gpu_seg: preparing for a fork failed")
+
+
+def _after_in_parent() -> None:
+    while _held:
+        release, token = _held.pop()
+        try:
+            release(token)
+        except Exception:
+            log.exception("gpu_seg: resuming after a fork failed")
+
+
+def _after_in_child() -> None:
+    global _pid
+    _pid = os.getpid()
+    _held.clear()
+    for hook in list(_child_hooks):
+        _run_in_child(hook)
+    for obj in list(_objects):
+        _run_in_child(obj._after_fork_in_child)
+
+
+def _run_in_child(hook: Callable[[], None]) -> None:
+    try:
+        hook()
+    except Exception:  # the child goes on; what failed is logged
+        log.exception("gpu_seg: making state anew after a fork failed")
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child)

@@ -1,0 +1,273 @@
+"""Processors in processes made by ``os.fork()`` (see :mod:`gpu_seg.forks`).
+
+A forked child has one thread and a copy of everything else. Before gpu_seg knew about forks, a
+processor made before the fork hung in the child on its first frame, on every backend: the GL
+thread, the CPU pool's threads and a warm-up holding its lock were all gone. Each test runs a real
+fork in a fresh interpreter (a hang is a timeout there, not of the test run) and checks the child
+against the numpy reference, the parent after the child, and that the child made no EGL call on
+the parent's contexts (every entry point of gpu_seg's libEGL wrapper is wrapped in the child).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+if not hasattr(os, "fork"):
+    pytest.skip("os.fork is POSIX only", allow_module_level=True)
+
+_PRELUDE = r"""
+import gc, json, os, signal, sys, time, weakref
+import numpy as np
+import gpu_seg
+from gpu_seg.gl.egl import bindings
+
+tensor = (np.random.default_rng(7).standard_normal((24, 20, 4)) * 3).astype(np.float32)
+SIZE = (96, 80)
+want = gpu_seg.reference_postprocess(tensor, "softmax", SIZE)
+
+
+def exact(result):  # CPU frames: bit-equal to the reference
+    return bool(np.array_equal(result.confidence_masks, want.confidence_masks)
+                and np.array_equal(result.category_mask, want.category_mask))
+
+
+def close(result):  # GL frames: as the GL parity tests compare them
+    return bool(np.allclose(result.confidence_masks, want.confidence_masks, rtol=2e-6, atol=2e-6)
+                and np.array_equal(result.category_mask, want.category_mask))
+
+
+def record_egl_calls():
+    calls = []
+    lib = bindings._library
+    if lib is not None:
+        for name in bindings.EGL_PROTOTYPES:
+            original = getattr(lib, name)
+            def wrapped(*args, _name=name, _original=original):
+                calls.append(_name)
+                return _original(*args)
+            setattr(lib, name, wrapped)
+    return calls
+
+
+def in_child(body):
+    # Fork; run body() in the child with a deadline; return what it printed as JSON.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        signal.alarm(30)  # a hang ends the child with SIGALRM
+        try:
+            report = body()
+        except BaseException as exc:
+            report = {"error": f"{type(exc).__name__}: {exc}"}
+        os.write(write, json.dumps(report).encode())
+        os.close(write)
+        os._exit(0)
+    os.close(write)
+    data = b""
+    while chunk := os.read(read, 65536):
+        data += chunk
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, f"the child ended with status {status} (14: SIGALRM, it hung)"
+    return json.loads(data)
+"""
+
+_GL_PROCESSOR = (
+    _PRELUDE
+    + r"""
+backend = sys.argv[1]
+pp = gpu_seg.SegmentationPostprocessor(
+    "softmax", backend=backend, software_renderer="gl", readback="mapped", gl_passes="fragment"
+)
+assert close(pp.process(tensor, SIZE)) and pp.stats["gl_frames"] == 1
+view = pp.process_view(tensor, SIZE)  # lent mapped memory, held across the fork
+pending = pp.submit(tensor, SIZE)  # a frame in flight on the parent's GL
+gl_frames_at_fork = pp.stats["gl_frames"]
+
+
+def child():
+    calls = record_egl_calls()
+    seen = []
+    pp.on_event = seen.append
+    report = {"view": close(view)}
+    started = time.monotonic()
+    try:
+        report["process"] = exact(pp.process(tensor, SIZE))
+    except gpu_seg.GpuSegError as exc:
+        report["process"] = type(exc).__name__
+    report["seconds"] = time.monotonic() - started
+    try:
+        report["pending"] = exact(pending.result())
+    except gpu_seg.GpuSegError as exc:
+        report["pending"] = type(exc).__name__
+    try:
+        got = pp.process_view(tensor, SIZE)
+        report["process_view"] = "zero-copy" if got.zero_copy else "copy" if exact(got) else "wrong"
+    except gpu_seg.GpuSegError as exc:
+        report["process_view"] = type(exc).__name__
+    try:
+        with gpu_seg.SegmentationPostprocessor("softmax", backend=backend, software_renderer="gl") as new:
+            report["new"] = exact(new.process(tensor, SIZE))
+    except gpu_seg.GpuSegError as exc:
+        report["new"] = type(exc).__name__
+        report["message"] = str(exc)
+    report["events"] = [(event.kind.value, event.reason) for event in seen]
+    report["fallback_active"] = pp.stats["fallback_active"]
+    report["gl_frames_in_child"] = pp.stats["gl_frames"] - gl_frames_at_fork
+    pp.close()
+    report["closed"] = True
+    globals().pop("view")
+    gc.collect()
+    weakref.finalize._exitfunc()  # what the interpreter's exit runs
+    report["egl_calls"] = calls
+    return report
+
+
+report = in_child(child)
+report["parent"] = close(pp.process(tensor, SIZE)) and close(view) and close(pending.result())
+report["parent_losses"] = pp.stats["context_losses"]
+report["parent_gl_frames"] = pp.stats["gl_frames"]
+pp.close()
+print(json.dumps(report))
+"""
+)
+
+
+def _run(script: str, *args: str) -> dict:
+    """Run ``script`` in a new session; on a timeout kill the whole group (forked children too)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"timed out: {stdout[-3000:]}{stderr[-3000:]}")
+    assert proc.returncode == 0, f"exit {proc.returncode}: {stdout[-3000:]}{stderr[-3000:]}"
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_an_auto_processor_computes_on_the_cpu_in_a_forked_child():
+    """``backend="auto"`` after GL was used in the parent: the child's frames (a new one, one that was in
+    flight on the parent's GL, one from a new processor) are exact CPU frames, promptly; a held view of
+    the parent's mapped memory still reads its masks; views are copies, as in any CPU fallback; no EGL
+    call touches the parent's contexts, even at close and exit; the parent's GL goes on without a loss."""
+    report = _run(_GL_PROCESSOR, "auto")
+    assert report.get("error") is None, report
+    assert report["process"] is True and report["pending"] is True and report["new"] is True
+    assert report["seconds"] < 20, report  # before: hung for gl_timeout (60 s) per attempt
+    assert report["view"] is True
+    assert report["process_view"] == "copy"  # as in any CPU fallback
+    assert report["fallback_active"] is True and report["gl_frames_in_child"] == 0
+    assert [kind for kind, _ in report["events"]] == ["fallback"], report["events"]
+    assert "forked from process" in report["events"][0][1]
+    assert report["closed"] is True and report["egl_calls"] == [], report
+    assert report["parent"] is True and report["parent_losses"] == 0
+    assert report["parent_gl_frames"] >= 3
+
+
+def test_a_gl_processor_raises_forked_process_error_in_a_forked_child():
+    """``backend="gl"``: frames raise ForkedProcessError at once (a GLUnavailableError) with what to do
+    instead; a new GL processor too; nothing hangs and the parent keeps its context."""
+    report = _run(_GL_PROCESSOR, "gl")
+    assert report.get("error") is None, report
+    assert report["process"] == "ForkedProcessError" and report["pending"] == "ForkedProcessError"
+    assert report["process_view"] == "ForkedProcessError"
+    assert report["new"] == "ForkedProcessError"
+    assert "'spawn'" in report["message"] and "forked from process" in report["message"]
+    assert report["seconds"] < 20 and report["view"] is True
+    assert report["closed"] is True and report["egl_calls"] == [], report
+    assert report["parent"] is True and report["parent_losses"] == 0
+
+
+_CPU_PROCESSOR = (
+    _PRELUDE
+    + r"""
+mode = sys.argv[1]
+if mode == "warm-up under way":
+    from gpu_seg.cpu import _warm
+    exercise = _warm.exercise_every_kernel
+    def slow():
+        time.sleep(1.5)
+        exercise()
+    _warm.exercise_every_kernel = slow
+    from gpu_seg import cpu
+    cpu._state["warm"] = False  # a fresh warm-up, slowed, starts with the processor
+pp = gpu_seg.SegmentationPostprocessor("softmax", backend="cpu", cpu_threads=2, idle_release_after=0.3)
+if mode == "pool used":
+    assert exact(pp.process(tensor, SIZE))  # the pool's threads exist in the parent
+big = (np.random.default_rng(3).standard_normal((64, 64, 6))).astype(np.float32)
+
+
+def child():
+    report = {"process": exact(pp.process(tensor, SIZE))}
+    result = pp.process(big, (512, 640))  # 7.5 MiB of masks: kept for reuse once dropped
+    del result
+    pp.process(big, (512, 640))
+    report["kept_after_frames"] = pp.stats["recycled_bytes_kept"]
+    time.sleep(1.0)  # the idle release lets go of the kept memory
+    report["kept_when_idle"] = pp.stats["recycled_bytes_kept"]
+    pp.close()
+    return report
+
+
+started = time.monotonic()
+report = in_child(child)
+report["fork_and_child_seconds"] = time.monotonic() - started
+report["parent"] = exact(pp.process(tensor, SIZE))
+pp.close()
+print(json.dumps(report))
+"""
+)
+
+
+@pytest.mark.parametrize("mode", ["pool used", "warm-up under way"])
+def test_a_cpu_processor_works_in_a_forked_child(mode):
+    """The CPU path in a forked child: its pool's threads, the warm-up thread (and the lock it held:
+    the fork now waits for a warm-up under way) and the idle watch are made anew; frames are exact."""
+    report = _run(_CPU_PROCESSOR, mode)
+    assert report.get("error") is None, report
+    assert report["process"] is True and report["parent"] is True
+    assert report["kept_after_frames"] > 0 and report["kept_when_idle"] == 0, report
+
+
+_POOL = (
+    _PRELUDE
+    + r"""
+import multiprocessing
+
+pp = gpu_seg.SegmentationPostprocessor("softmax", software_renderer="gl")  # made before the workers
+assert close(pp.process(tensor, SIZE)) and pp.stats["gl_frames"] == 1
+
+
+def work(seed):
+    t = (np.random.default_rng(seed).standard_normal((24, 20, 4)) * 3).astype(np.float32)
+    got, ref = pp.process(t, SIZE), gpu_seg.reference_postprocess(t, "softmax", SIZE)
+    return bool(np.array_equal(got.confidence_masks, ref.confidence_masks)
+                and np.array_equal(got.category_mask, ref.category_mask))
+
+
+signal.alarm(60)
+with multiprocessing.get_context("fork").Pool(2, initializer=signal.alarm, initargs=(30,)) as pool:
+    results = pool.map(work, range(6))
+print(json.dumps({"results": results, "parent": close(pp.process(tensor, SIZE))}))
+"""
+)
+
+
+def test_a_processor_made_before_a_fork_pool_serves_its_workers():
+    """The common case (multiprocessing's ``fork`` start method, or gunicorn's ``--preload``): a
+    processor made at start-up, used by forked workers. Each worker's frames are exact."""
+    report = _run(_POOL)
+    assert report == {"results": [True] * 6, "parent": True}
