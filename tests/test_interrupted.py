@@ -1,0 +1,92 @@
+"""Frames whose caller is interrupted while it waits for the GL thread (``KeyboardInterrupt``, or any
+exception a signal handler raises: a server's request timeout).
+
+The GL thread still runs the frame it was handed: it takes a result buffer, and nobody collects the
+frame. Before, every such frame kept its buffer of the mapped readback's ring for good: after four,
+every frame of the processor raised CapacityError, for the rest of its life. Each round here blocks the
+GL thread, lets ``process()`` queue its frame behind it, interrupts the caller with a real signal, then
+lets the GL thread go on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+import gpu_seg
+
+SIZE = (40, 32)
+
+
+class Interrupted(BaseException):
+    """What the test's signal handler raises (as KeyboardInterrupt would be)."""
+
+
+def _tensor() -> np.ndarray:
+    return (np.random.default_rng(5).standard_normal((12, 10, 4)) * 3).astype(np.float32)
+
+
+def _interrupt_one_frame(pp: gpu_seg.SegmentationPostprocessor, call) -> None:
+    """``call()`` while the GL thread is busy; a signal interrupts the caller while it waits."""
+    gl_thread = pp._supervisor._thread
+    blocked, go = threading.Event(), threading.Event()
+
+    def block() -> None:
+        blocked.set()
+        go.wait(30)
+
+    holder = threading.Thread(target=gl_thread.call, args=(block,))
+    holder.start()
+    assert blocked.wait(30)
+    interrupter = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1))
+    interrupter.start()
+    try:
+        with pytest.raises(Interrupted):
+            call()  # queued behind block(): interrupted while it waits
+    finally:
+        interrupter.cancel()
+        go.set()
+        holder.join(30)
+
+
+@pytest.fixture
+def interruptible():
+    def handler(signum, frame):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    yield
+    signal.signal(signal.SIGUSR1, previous)
+
+
+@pytest.mark.parametrize("kind", ["process", "process_view", "owned views"])
+def test_interrupted_frames_leave_no_result_buffer_taken(new_processor, interruptible, kind):
+    tensor = _tensor()
+    want = gpu_seg.reference_postprocess(tensor, "softmax", SIZE)
+    pp = new_processor(backend="gl", readback="mapped")
+    pp.process(tensor, SIZE)
+    pipeline = pp._supervisor.generation.pipeline
+    if not pipeline.lends:
+        pytest.skip(f"no GL_ARB_buffer_storage on {pipeline.renderer}: no mapped readback")
+    pipeline.owned_views = kind == "owned views"
+    call = pp.process_view if kind == "process_view" else pp.process
+    call(tensor, SIZE)  # views make their keeper context once, on the GL thread: done before
+    for _ in range(6):  # more than the ring's buffers (MappedReadback.MAX_SLOTS, MAX_OWNED)
+        _interrupt_one_frame(pp, lambda: call(tensor, SIZE))
+    for _ in range(3):
+        got = call(tensor, SIZE)
+        assert np.allclose(got.confidence_masks, want.confidence_masks, rtol=2e-6, atol=2e-6)
+        assert np.array_equal(got.category_mask, want.category_mask)
+        if kind == "process_view":
+            got.release()
+        del got
+    view = pp.process_view(tensor, SIZE)  # and zero-copy views still have their buffers
+    assert view.zero_copy
+    view.release()
+    assert pp.stats["context_losses"] == 0 and pp._supervisor.generation is not None
+    started, lent, owned = pipeline._readback.busy_slots()
+    assert started == 0, (started, lent, owned)
