@@ -22,7 +22,7 @@ if not hasattr(os, "fork"):
     pytest.skip("os.fork is POSIX only", allow_module_level=True)
 
 _PRELUDE = r"""
-import gc, json, os, signal, sys, time, weakref
+import gc, json, os, signal, sys, threading, time, weakref
 import numpy as np
 import gpu_seg
 from gpu_seg.gl.egl import bindings
@@ -229,10 +229,12 @@ _CPU_PROCESSOR = (
     + r"""
 mode = sys.argv[1]
 if mode == "warm-up under way":
+    from numba.core.compiler_lock import global_compiler_lock
     from gpu_seg.cpu import _warm
     exercise = _warm.exercise_every_kernel
-    def slow():
-        time.sleep(1.5)
+    def slow():  # inside numba's compiler, as a compilation is: the child cannot take that lock
+        with global_compiler_lock:
+            time.sleep(1.5)
         exercise()
     _warm.exercise_every_kernel = slow
     from gpu_seg import cpu
@@ -267,8 +269,9 @@ print(json.dumps(report))
 
 @pytest.mark.parametrize("mode", ["pool used", "warm-up under way"])
 def test_a_cpu_processor_works_in_a_forked_child(mode):
-    """The CPU path in a forked child: its pool's threads, the warm-up thread (and the lock it held:
-    the fork now waits for a warm-up under way) and the idle watch are made anew; frames are exact."""
+    """The CPU path in a forked child: its pool's threads, the warm-up thread (and the locks it held,
+    its own and numba's compiler lock: the fork now waits for a warm-up under way) and the idle watch
+    are made anew; frames are exact."""
     report = _run(_CPU_PROCESSOR, mode)
     assert report.get("error") is None, report
     assert report["process"] is True and report["parent"] is True
@@ -304,3 +307,113 @@ def test_a_processor_made_before_a_fork_pool_serves_its_workers():
     processor made at start-up, used by forked workers. Each worker's frames are exact."""
     report = _run(_POOL)
     assert report == {"results": [True] * 6, "parent": True}
+
+
+_FOREIGN_EGL = (
+    _PRELUDE
+    + r"""
+import moderngl
+from gpu_seg.gl.egl.devices import egl_info
+from gpu_seg.tools.gl_report import describe_gl
+
+backend = sys.argv[1]
+ctx = moderngl.create_standalone_context(backend="egl")  # the application's EGL, not gpu_seg's
+fbo = ctx.simple_framebuffer((64, 64))
+fbo.use()
+ctx.clear(1, 0, 0, 1)
+fbo.read()
+
+
+def child():
+    report = {}
+    started = time.monotonic()
+    try:
+        with gpu_seg.SegmentationPostprocessor("softmax", backend=backend, software_renderer="gl") as pp:
+            got = pp.process(tensor, SIZE)
+            report["process"] = exact(got) and got.backend == "cpu"
+    except gpu_seg.GpuSegError as exc:
+        report["process"] = type(exc).__name__
+    report["seconds"] = time.monotonic() - started
+    report["egl_info"] = egl_info().get("error", "")[:80]
+    report["describe_gl"] = describe_gl().get("error", "")[:80]
+    return report
+
+
+report = in_child(child)
+with gpu_seg.SegmentationPostprocessor("softmax", backend=backend, software_renderer="gl") as pp:
+    report["parent"] = close(pp.process(tensor, SIZE)) and pp.stats["gl_frames"] == 1
+print(json.dumps(report))
+"""
+)
+
+
+@pytest.mark.parametrize("backend", ["auto", "gl"])
+def test_egl_loaded_by_another_library_counts_as_inherited(backend):
+    """The parent used EGL without gpu_seg (moderngl's own context): a gpu_seg processor made in the child
+    hung in llvmpipe before. Now: CPU frames (auto) or ForkedProcessError (gl), at once; ``egl_info`` and
+    ``describe_gl`` (``gpu-seg info``) report the reason instead of raising."""
+    report = _run(_FOREIGN_EGL, backend)
+    assert report.get("error") is None, report
+    assert report["process"] == (True if backend == "auto" else "ForkedProcessError"), report
+    assert report["seconds"] < 20
+    assert report["egl_info"].startswith("GL cannot be used in process"), report
+    assert report["describe_gl"].startswith("GL cannot be used in process"), report
+    assert report["parent"] is True
+
+
+_SEGMENTER = (
+    _PRELUDE
+    + r"""
+from gpu_seg.segmenter import ImageSegmenter
+
+segmenter = ImageSegmenter.create_from_model_path(sys.argv[1], num_threads=2, software_renderer="gl")
+image = (np.random.default_rng(1).integers(0, 255, (120, 160, 3))).astype(np.uint8)
+want_mask = segmenter.segment(image).category_mask
+inside, model = threading.Event(), segmenter._model
+run = model.run
+
+
+def running(fill):
+    inside.set()
+    return run(fill)
+
+
+model.run = running
+stop = threading.Event()
+
+
+def segment_until_stopped():  # another thread of the parent, always mid-frame (a threaded server)
+    while not stop.is_set():
+        segmenter.segment(image)
+
+
+worker = threading.Thread(target=segment_until_stopped, daemon=True)
+worker.start()
+inside.wait()
+
+
+def child():
+    results = [segmenter.segment(image) for _ in range(3)]
+    report = {"masks": all(np.array_equal(r.category_mask, want_mask) for r in results)}
+    segmenter.close()
+    return report
+
+
+report = in_child(child)
+stop.set()
+worker.join()
+report["parent"] = bool(np.array_equal(segmenter.segment(image).category_mask, want_mask))
+print(json.dumps(report))
+"""
+)
+
+
+def test_a_segmenter_busy_in_another_thread_at_the_fork_works_in_the_child():
+    """An ``ImageSegmenter`` that another thread of the parent is using at the fork: its locks were held
+    in the child for good (a hang), and LiteRT refused to invoke while the gone thread's view of its
+    input tensor lived on. Now the child's frames are the parent's masks."""
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
+    from .segmenter_support import selfie_model
+
+    report = _run(_SEGMENTER, str(selfie_model()))
+    assert report == {"masks": True, "parent": True}

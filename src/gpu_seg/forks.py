@@ -25,8 +25,10 @@ driver's mapped memory is inherited (as on Mesa); whether it is on other drivers
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Protocol
@@ -41,6 +43,7 @@ __all__ = [
     "note_egl_loaded",
     "on_fork_in_child",
     "pid",
+    "renew_locks",
     "track",
 ]
 
@@ -53,8 +56,9 @@ class ForkAware(Protocol):
 
 
 _pid = os.getpid()
-_egl_pid: int | None = None  # the process that loaded libEGL for gpu_seg (None: none did)
+_egl_pid: int | None = None  # the process whose EGL state this one has (None: none loaded yet)
 _objects: weakref.WeakSet = weakref.WeakSet()
+_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # object -> {attribute: factory}
 _child_hooks: list[Callable[[], None]] = []
 _before_hooks: list[tuple[Callable[[], object], Callable[[object], None]]] = []
 _held: list[tuple[Callable[[object], None], object]] = []
@@ -72,6 +76,19 @@ def note_egl_loaded() -> None:
         _egl_pid = _pid
 
 
+def _libegl_loaded() -> bool:
+    """Whether any library loaded libEGL into this process (moderngl, an application's window...):
+    its state would be inherited too. ``RTLD_NOLOAD`` loads nothing, it only looks."""
+    names = [os.environ.get("GPU_SEG_LIBEGL") or "", "libEGL.so.1", "libEGL.so"]
+    for name in filter(None, names):
+        try:
+            ctypes.CDLL(name, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+            return True
+        except OSError:
+            continue
+    return False
+
+
 def egl_inherited_from() -> int | None:
     """The id of the ancestor whose EGL state this process inherited, or None if it has none."""
     return _egl_pid if _egl_pid is not None and _egl_pid != _pid else None
@@ -82,8 +99,8 @@ def check_egl_usable() -> None:
     parent = egl_inherited_from()
     if parent is not None:
         raise ForkedProcessError(
-            f"GL cannot be used in process {_pid}: it was forked from process {parent} after gpu_seg "
-            "loaded EGL there, and a GL driver's state does not survive a fork (its threads are "
+            f"GL cannot be used in process {_pid}: it was forked from process {parent} after EGL was "
+            "loaded there (by gpu_seg or another library), and a GL driver's state does not survive a fork (its threads are "
             "gone, its device files are shared with the parent). CPU frames work here "
             "(backend='auto' or 'cpu'); for GL in worker processes use multiprocessing's 'spawn' or "
             "'forkserver' start method, or fork before anything uses GL."
@@ -93,6 +110,12 @@ def check_egl_usable() -> None:
 def track(obj: ForkAware) -> None:
     """Call ``obj._after_fork_in_child()`` in every forked child while ``obj`` lives."""
     _objects.add(obj)
+
+
+def renew_locks(obj: object, *attributes: str, factory: Callable[[], object] = threading.Lock) -> None:
+    """Give ``obj`` new locks (``factory()``) in these attributes in every forked child: another
+    thread of the parent may have held them at the fork, and it does not exist there."""
+    _locks.setdefault(obj, {}).update(dict.fromkeys(attributes, factory))
 
 
 def on_fork_in_child(hook: Callable[[], None]) -> None:
@@ -107,6 +130,8 @@ def before_fork(acquire: Callable[[], object], release: Callable[[object], None]
 
 
 def _before() -> None:
+    global _egl_at_fork
+    _egl_at_fork = _pid if _egl_pid == _pid or (_egl_pid is None and _libegl_loaded()) else None
     for acquire, release in _before_hooks:
         try:
             _held.append((release, acquire()))
@@ -124,9 +149,14 @@ def _after_in_parent() -> None:
 
 
 def _after_in_child() -> None:
-    global _pid
+    global _pid, _egl_pid
     _pid = os.getpid()
+    if _egl_pid is None and _egl_at_fork is not None:
+        _egl_pid = _egl_at_fork  # loaded there by another library: inherited all the same
     _held.clear()
+    for obj, attributes in list(_locks.items()):
+        for attribute, factory in attributes.items():
+            setattr(obj, attribute, factory())
     for hook in list(_child_hooks):
         _run_in_child(hook)
     for obj in list(_objects):
@@ -140,5 +170,6 @@ def _run_in_child(hook: Callable[[], None]) -> None:
         log.exception("gpu_seg: making state anew after a fork failed")
 
 
+_egl_at_fork: int | None = None  # the parent's pid where EGL was loaded at the fork (see _before)
 if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child)

@@ -122,17 +122,13 @@ class FastCPU:
         self._pool = WorkerPool(threads)
         self._pool.start()
         self._lock = threading.Lock()
-        forks.track(self)
+        forks.renew_locks(self, "_lock")  # its pool renews itself
         self._scratch: dict[str, np.ndarray] = {}
         #: ``"cells"`` or ``"full"`` or ``"dense"``: how the last category mask was computed.
         self.last_category_strategy: str | None = None
         #: With ``"cells"``: the fraction of output pixels that still needed per-pixel work.
         self.last_unsure_fraction: float | None = None
         self._skip_shortcut = 0
-
-    def _after_fork_in_child(self) -> None:
-        """In a forked child: a new lock (a parent thread may have held it; its pool renews itself)."""
-        self._lock = threading.Lock()
 
     # ----------------------------------------------------------------------------- public
     def confidence_masks(

@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
+from ..errors import GLUnavailableError
 from ..gl.egl import devices as egl_devices
 from ..gl.egl.bindings import EGLError, library
 
@@ -65,7 +66,7 @@ def egl_cuda_devices() -> dict[int, int]:
     try:
         lib = library()
         found = list(egl_devices._iter_devices())
-    except (EGLError, OSError):
+    except (EGLError, GLUnavailableError, OSError):  # GLUnavailableError: a forked process
         return {}
     address = lib.proc("eglQueryDeviceAttribEXT")
     if not address:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from .. import forks
 from ..errors import GpuSegError, InputError
 
 __all__ = ["LiteRTModel", "LiteRTUnavailableError"]
@@ -52,13 +54,14 @@ class LiteRTModel:
     """
 
     def __init__(self, model: bytes, num_threads: int | None = None, output_index: int = 0) -> None:
-        interpreter_class = _interpreter_class()
+        self._model, self._num_threads = model, num_threads
         try:
-            self._interpreter = interpreter_class(model_content=model, num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            self._interpreter = self._new_interpreter()
         except (ValueError, RuntimeError) as exc:
             raise InputError("model", f"LiteRT cannot load this model: {exc}") from None
         self._lock = threading.Lock()
+        self._renew = False  # a fork cut a frame short: a new interpreter before the next
+        forks.track(self)
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
         if len(inputs) != 1 or not 0 <= output_index < len(outputs):
@@ -82,12 +85,27 @@ class LiteRTModel:
         if self.input_dtype != np.float32:
             raise InputError("model", f"the input has type {self.input_dtype}; expected float32")
 
+    def _new_interpreter(self) -> Any:
+        interpreter = _interpreter_class()(model_content=self._model, num_threads=self._num_threads)
+        interpreter.allocate_tensors()
+        return interpreter
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a new lock; if a parent thread was inside :meth:`run` at the fork, a
+        new interpreter before the next frame (that thread's views of the input tensor live on in
+        the child, and LiteRT refuses to invoke while they do)."""
+        if self._lock.locked() and self._interpreter is not None:
+            self._renew = True
+        self._lock = threading.Lock()
+
     def run(self, fill_input: Callable[[np.ndarray], object]) -> np.ndarray:
         """Run once: ``fill_input(view)`` writes the input tensor in place; returns the float32 output.
 
         The returned array is ``(1, h, w, C)`` and belongs to the caller.
         """
         with self._lock:
+            if self._renew and self._interpreter is not None:
+                self._interpreter, self._renew = self._new_interpreter(), False
             interpreter = self._interpreter
             if interpreter is None:
                 raise GpuSegError("the model was closed")

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import forks
 from ..errors import InputError
 from .metadata import Normalization
 
@@ -343,6 +344,7 @@ class ImageToTensor:
         self.tensor_size = (int(tensor_size[0]), int(tensor_size[1]))
         self._plans: collections.OrderedDict[tuple[int, int], _Plan] = collections.OrderedDict()
         self._lock = threading.Lock()
+        forks.renew_locks(self, "_lock")
 
     def _plan_for(self, image_size: tuple[int, int]) -> _Plan:
         with self._lock:

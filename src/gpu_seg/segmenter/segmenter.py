@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from .. import forks
 from ..errors import ClosedError, InputError
 from ..inputs import check_requested_outputs, parse_activation, positive_int
 from ..postprocessor import BackendChoice, Event, SegmentationPostprocessor
@@ -159,6 +160,7 @@ class ImageSegmenter:
             self._model.close()
             raise
         self._lock = threading.Lock()
+        forks.renew_locks(self, "_lock")
         self._closed = False
         self._last_timestamp: int | None = None
         self._timing = _Timing()

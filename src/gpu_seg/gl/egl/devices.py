@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...errors import GLUnavailableError
 from .bindings import (
     EGL_BAD_DEVICE_EXT,
     EGL_CLIENT_APIS,
@@ -367,6 +368,6 @@ def egl_info(device_index: int | None = None) -> dict[str, Any]:
         info["vendor"] = display.vendor
         info["client_apis"] = display.client_apis
         info["display_extensions"] = sorted(display.extensions)
-    except (EGLError, ValueError, OSError) as exc:
+    except (EGLError, GLUnavailableError, ValueError, OSError) as exc:  # GLUnavailable: forked
         info["error"] = str(exc)
     return info
