@@ -100,8 +100,8 @@ def check_egl_usable() -> None:
     if parent is not None:
         raise ForkedProcessError(
             f"GL cannot be used in process {_pid}: it was forked from process {parent} after EGL was "
-            "loaded there (by gpu_seg or another library), and a GL driver's state does not survive a fork (its threads are "
-            "gone, its device files are shared with the parent). CPU frames work here "
+            "loaded there (by gpu_seg or another library), and a GL driver's state does not survive a "
+            "fork (its threads are gone, its device files are shared with the parent). CPU frames work here "
             "(backend='auto' or 'cpu'); for GL in worker processes use multiprocessing's 'spawn' or "
             "'forkserver' start method, or fork before anything uses GL."
         )
