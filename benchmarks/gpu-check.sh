@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One run on a GPU machine, after `bash .device-kit/setup.sh` (see README "Running on a real GPU"):
-# GL info, the test suite, the CUDA tests and the GPU-resident/CUDA check, the data-path benchmark,
+# GL info, the test suite, fork and mapped memory, the CUDA tests and the GPU-resident/CUDA check, the data-path benchmark,
 # recycled against fresh result memory, soaks with real context losses (plain and frames in flight),
 # verify against MediaPipe, and where a frame's fixed time goes. Everything lands in $OUT (default /tmp/gpu-check); each step has its own
 # time limit (env overrides), the most important first.
@@ -22,6 +22,12 @@ step tests
 # test_models downloads from PyPI (no network on a GPU machine); attached/viewer tests skip without X.
 timeout "${PYTEST_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-12}" \
     --ignore=tests/test_models.py --ignore=tests/test_cuda.py -rfE 2>&1 | tee "$out/pytest.log" | tail -30
+
+step fork: what the driver does with mapped memory in a forked child
+# Zero-copy and owned views of the parent's mapped memory, read in a forked child: the right bytes, or
+# a signal where the driver keeps pinned memory from children (decides whether owned_views may be a default).
+timeout "${FORK_TIMEOUT:-60}" python3 -m pytest -q -s -p no:cacheprovider tests/test_fork.py -k auto_processor 2>&1 \
+    | grep -E "read in a forked child|passed|failed" | tee "$out/fork.log"
 
 step cuda tests
 timeout "${CUDA_TESTS_TIMEOUT:-60}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -rfEs 2>&1 | tee "$out/pytest-cuda.log" | tail -12
