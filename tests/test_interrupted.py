@@ -90,3 +90,58 @@ def test_interrupted_frames_leave_no_result_buffer_taken(new_processor, interrup
     assert pp.stats["context_losses"] == 0 and pp._supervisor.generation is not None
     started, lent, owned = pipeline._readback.busy_slots()
     assert started == 0, (started, lent, owned)
+
+
+def _tensors(count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(11)
+    return [(rng.standard_normal((12, 10, 5)) * 4).astype(np.float32) for _ in range(count)]
+
+
+def _assert_reference(got, tensor) -> None:
+    want = gpu_seg.reference_postprocess(tensor, "softmax", SIZE)
+    assert np.allclose(got.confidence_masks, want.confidence_masks, rtol=2e-6, atol=2e-6)
+    assert np.array_equal(got.category_mask, want.category_mask)
+
+
+@pytest.mark.parametrize("interrupted_first", [False, True])
+def test_frames_in_flight_between_synchronous_frames_keep_their_buffers(
+    new_processor, interruptible, interrupted_first
+):
+    """Frames in flight (``submit``) taking turns with ``process()`` and ``process_view()``: each keeps its
+    buffer until collected, whatever the synchronous frames do (a first version of the interrupted-frame
+    fix freed an uncollected buffer that a frame in flight had taken meanwhile: wrong masks)."""
+    pp = new_processor(backend="gl", readback="mapped")
+    a, b, s = _tensors(3)
+    pp.process(s, SIZE)
+    if not pp._supervisor.generation.pipeline.lends:
+        pytest.skip("no GL_ARB_buffer_storage: no mapped readback")
+    if interrupted_first:
+        _interrupt_one_frame(pp, lambda: pp.process(s, SIZE))
+    _assert_reference(pp.process(s, SIZE), s)
+    first = pp.submit(a, SIZE)
+    _assert_reference(pp.process(s, SIZE), s)
+    second = pp.submit(b, SIZE)
+    view = pp.process_view(s, SIZE)
+    _assert_reference(view, s)
+    view.release()
+    third = pp.submit(s, SIZE)
+    for pending, tensor in ((first, a), (second, b), (third, s)):
+        assert pending.in_flight
+        _assert_reference(pending.result(), tensor)
+
+
+def test_an_interrupted_frame_leaves_frames_in_flight_the_whole_ring(new_processor, interruptible):
+    """After an interrupted ``process()``, a program that only submits frames in flight still has every
+    buffer for them (``MappedReadback.MAX_SLOTS`` - 1 in flight at once)."""
+    from gpu_seg.gl.readback import MappedReadback
+
+    pp = new_processor(backend="gl", readback="mapped")
+    tensors = _tensors(MappedReadback.MAX_SLOTS - 1)
+    pp.process(tensors[0], SIZE)
+    if not pp._supervisor.generation.pipeline.lends:
+        pytest.skip("no GL_ARB_buffer_storage: no mapped readback")
+    _interrupt_one_frame(pp, lambda: pp.process(tensors[0], SIZE))
+    pending = [pp.submit(tensor, SIZE) for tensor in tensors]
+    assert all(p.in_flight for p in pending)
+    for p, tensor in zip(pending, tensors, strict=True):
+        _assert_reference(p.result(), tensor)

@@ -745,11 +745,14 @@ class GLSupervisor:
 def _submit_and_stream(
     pipeline: GLPipeline, frame: Frame, confidence: np.ndarray | None, category: np.ndarray | None
 ) -> None:
-    ticket = pipeline.submit(frame, stream=True)
+    ticket = pipeline.submit(frame, owner=frame, stream=True)  # owner: see _submit_and_wait
     pipeline.stream_into(confidence, category, ticket)
 
 
 def _submit_and_wait(pipeline: GLPipeline, frame: Frame, purpose: Purpose = "sync") -> int:
-    ticket = pipeline.submit(frame, purpose)
+    # The frame owns its buffer until collected: a caller that stops waiting for the GL thread (an
+    # exception raised while it waited: KeyboardInterrupt, a signal handler's) drops the frame, and
+    # the buffer is free again; the GL thread, which ran the frame all the same, lets go of it first.
+    ticket = pipeline.submit(frame, purpose, frame)
     pipeline.wait(ticket)
     return ticket

@@ -408,22 +408,17 @@ class MappedReadback(Readback):
         self._gl = gl
         self._slots: list[_ReadSlot] = []
         self._last: int | None = None
-        #: The slot of the last frame that was not in flight (purpose sync, lend, owned); see
-        #: :meth:`_drop_uncollected`.
-        self._serial: int | None = None
         #: Map the buffers of later frames for writing too, so that their results can be lent as
         #: writeable arrays (``lend(writeable=True)``); a free buffer of the other kind is replaced.
         self.writable = False
 
     # ----------------------------------------------------------------------------- capacity
-    def busy_slots(self, purpose: Purpose = "async") -> tuple[int, int, int]:
+    def busy_slots(self) -> tuple[int, int, int]:
         """``(frames started and not collected, slots holding lent views, slots holding owned
-        frames' views)``, as a new frame of ``purpose`` finds them (one that is not in flight frees
-        the uncollected slot of the last such frame: :meth:`_drop_uncollected`)."""
+        frames' views)``."""
         started = lent = owned = 0
-        uncollected = self._uncollected() if purpose != "async" else None
         for slot in self._slots:
-            if slot is not uncollected and slot.busy():
+            if slot.busy():
                 if slot.owned:
                     owned += 1
                 elif slot.lent_root is not None:
@@ -434,7 +429,7 @@ class MappedReadback(Readback):
 
     def check_capacity(self, purpose: Purpose) -> None:
         """Raise CapacityError unless a frame of ``purpose`` can take a slot now."""
-        started, lent, owned = self.busy_slots(purpose)
+        started, lent, owned = self.busy_slots()
         if purpose == "owned":
             if owned < self.MAX_OWNED and started + lent < self.MAX_SLOTS:  # a synchronous frame
                 return
@@ -466,8 +461,6 @@ class MappedReadback(Readback):
         masks, so that :meth:`stream_into` copies each part while the GPU moves the next.
         """
         self.check_capacity(purpose)
-        if purpose != "async":
-            self._drop_uncollected()
         mode = "readwrite" if self.writable else "read"
         index = next((i for i, slot in enumerate(self._slots) if not slot.busy()), None)
         if index is None:
@@ -509,29 +502,7 @@ class MappedReadback(Readback):
         slot.started, slot.ready = True, False
         slot.owner = None if owner is None else weakref.ref(owner)
         self._last = index
-        if purpose != "async":
-            self._serial = index
         return index
-
-    def _uncollected(self) -> _ReadSlot | None:
-        """The slot of the last frame not in flight if it was started and never collected or lent."""
-        index = self._serial
-        if index is None or index >= len(self._slots) or not self._slots[index].started:
-            return None
-        return self._slots[index]
-
-    def _drop_uncollected(self) -> None:
-        """Free the slot of the last frame not in flight (purpose sync, lend or owned) if nobody
-        collected it: its caller stopped waiting for the GL thread (an exception raised while it
-        waited: KeyboardInterrupt, a signal handler's), which ran the frame all the same. Such
-        frames run one at a time (a processor's lock), so the previous one is over when the next
-        starts; without this, each kept its buffer for good, and after a few every frame raised
-        CapacityError."""
-        slot = self._uncollected()
-        self._serial = None
-        if slot is not None:
-            self._drop_parts(slot)
-            self._finish(slot)
 
     def wait(self, ticket: int | None = None) -> None:
         slot = self._slot(ticket)
@@ -670,7 +641,7 @@ class MappedReadback(Readback):
             else:
                 slot.arena.release()
         self._slots = kept
-        self._last = self._serial = None
+        self._last = None
         super().release()
 
     def release_lent(self) -> None:
@@ -678,7 +649,6 @@ class MappedReadback(Readback):
         for slot in self._slots:
             slot.arena.release()
         self._slots = []
-        self._last = self._serial = None
 
     def abandon(self) -> None:
         """Forget every slot without GL calls, except those lent views still reference: their
@@ -691,5 +661,5 @@ class MappedReadback(Readback):
             else:
                 slot.arena.abandon()
         self._slots = kept
-        self._last = self._serial = None
+        self._last = None
         super().abandon()
