@@ -408,6 +408,39 @@ print(json.dumps(report))
 )
 
 
+_SEGMENTER_IDLE = (
+    _PRELUDE
+    + r"""
+from gpu_seg.segmenter import ImageSegmenter
+
+segmenter = ImageSegmenter.create_from_model_path(sys.argv[1], num_threads=4, backend="cpu")
+image = (np.random.default_rng(1).integers(0, 255, (480, 640, 3))).astype(np.uint8)
+want_mask = segmenter.segment(image).category_mask
+pid = os.fork()
+if pid == 0:
+    signal.alarm(30)
+    ok = all(np.array_equal(segmenter.segment(image).category_mask, want_mask) for _ in range(3))
+    segmenter.close()
+    gc.collect()
+    sys.exit(0 if ok else 3)  # a normal exit: the interpreter's finalisation runs
+_, status = os.waitpid(pid, 0)
+report = {"child": f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)}
+report["parent"] = bool(np.array_equal(segmenter.segment(image).category_mask, want_mask))
+print(json.dumps(report))
+"""
+)
+
+
+def test_a_segmenter_with_a_thread_pool_is_used_closed_and_left_in_the_child():
+    """A segmenter whose LiteRT interpreter has a thread pool (``num_threads=4``), idle at the fork: the
+    child's frames are the parent's masks, and closing it and exiting do not crash the child (freeing the
+    parent's interpreter there did: SIGSEGV)."""
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
+    from .segmenter_support import selfie_model
+
+    assert _run(_SEGMENTER_IDLE, str(selfie_model())) == {"child": 0, "parent": True}
+
+
 def test_a_segmenter_busy_in_another_thread_at_the_fork_works_in_the_child():
     """An ``ImageSegmenter`` that another thread of the parent is using at the fork: its locks were held
     in the child for good (a hang), and LiteRT refused to invoke while the gone thread's view of its

@@ -42,6 +42,7 @@ __all__ = [
     "egl_inherited_from",
     "note_egl_loaded",
     "on_fork_in_child",
+    "park",
     "pid",
     "renew_locks",
     "track",
@@ -105,6 +106,13 @@ def check_egl_usable() -> None:
             "(backend='auto' or 'cpu'); for GL in worker processes use multiprocessing's 'spawn' or "
             "'forkserver' start method, or fork before anything uses GL."
         )
+
+
+def park(obj: object) -> None:
+    """Never free ``obj`` in this process, not even at exit. For a forked child's copies of the
+    parent's objects whose destructors would use the parent's threads or driver state (a LiteRT
+    interpreter's thread pool, CUDA objects): freeing them in the child crashes or hangs it."""
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
 
 def track(obj: ForkAware) -> None:

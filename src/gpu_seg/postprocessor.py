@@ -214,7 +214,6 @@ class SegmentationPostprocessor:
             self._events.deliver()
         self._idle_release = (idle_release_after, idle_release_context)
         self._start_idle_watch()
-        self._parked: list[object] = []  # in a forked child: the parent's objects, never released
         forks.track(self)
 
     def _start_idle_watch(self) -> None:
@@ -229,7 +228,7 @@ class SegmentationPostprocessor:
         self._lock = threading.RLock()
         self._end_lease("the process was forked: the textures are the parent's")
         if self._cuda is not None:
-            self._parked.append(self._cuda)  # CUDA state is the parent's: nothing may free it here
+            forks.park(self._cuda)  # CUDA state is the parent's: nothing may free it here
             self._cuda = None
         if self._idle is not None and not self._closed:
             self._start_idle_watch()

@@ -60,7 +60,7 @@ class LiteRTModel:
         except (ValueError, RuntimeError) as exc:
             raise InputError("model", f"LiteRT cannot load this model: {exc}") from None
         self._lock = threading.Lock()
-        self._renew = False  # a fork cut a frame short: a new interpreter before the next
+        self._renew = False  # in a forked child: a new interpreter before the next frame
         forks.track(self)
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
@@ -91,10 +91,12 @@ class LiteRTModel:
         return interpreter
 
     def _after_fork_in_child(self) -> None:
-        """In a forked child: a new lock; if a parent thread was inside :meth:`run` at the fork, a
-        new interpreter before the next frame (that thread's views of the input tensor live on in
-        the child, and LiteRT refuses to invoke while they do)."""
-        if self._lock.locked() and self._interpreter is not None:
+        """In a forked child: a new lock, and a new interpreter before the next frame. The parent's
+        is kept, never used nor freed here: its thread pool's threads are gone (freeing it crashed
+        the child with ``num_threads`` > 2), and a parent thread that was inside :meth:`run` at the
+        fork left views of its input tensor (LiteRT refuses to invoke while they live)."""
+        if self._interpreter is not None:
+            forks.park(self._interpreter)
             self._renew = True
         self._lock = threading.Lock()
 
