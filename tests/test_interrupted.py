@@ -145,3 +145,24 @@ def test_an_interrupted_frame_leaves_frames_in_flight_the_whole_ring(new_process
     assert all(p.in_flight for p in pending)
     for p, tensor in zip(pending, tensors, strict=True):
         _assert_reference(p.result(), tensor)
+
+
+def test_an_interrupted_collection_may_be_retried_and_gives_its_buffer_back(new_processor, interruptible):
+    """``PendingFrame.result()`` interrupted while it waits: a retry computes the frame (never another
+    frame's masks), and the buffer is free again although the PendingFrame is still held (before: the
+    retry raised ExpiredResultError and the buffer stayed taken while the frame was referenced)."""
+    from gpu_seg.gl.readback import MappedReadback
+
+    pp = new_processor(backend="gl", readback="mapped")
+    tensors = _tensors(MappedReadback.MAX_SLOTS)
+    pp.process(tensors[0], SIZE)
+    if not pp._supervisor.generation.pipeline.lends:
+        pytest.skip("no GL_ARB_buffer_storage: no mapped readback")
+    interrupted = [pp.submit(tensor, SIZE) for tensor in tensors[:2]]
+    for pending in interrupted:
+        assert pending.in_flight
+        _interrupt_one_frame(pp, pending.result)
+    others = [pp.submit(tensor, SIZE) for tensor in tensors[1:]]  # the whole ring for frames in flight
+    assert all(p.in_flight for p in others)
+    for pending, tensor in zip(interrupted + others, tensors[:2] + tensors[1:], strict=True):
+        _assert_reference(pending.result(), tensor)

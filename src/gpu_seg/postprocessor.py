@@ -329,7 +329,7 @@ class SegmentationPostprocessor:
             try:
                 with self._lock:
                     self._check_open()
-                    pending.flight = self._supervisor.submit(frame, pending)
+                    pending.flight = self._supervisor.submit(frame)
             finally:
                 self._events.deliver()
             if pending.flight is not None:

@@ -115,9 +115,11 @@ class PendingFrame:
 
     Collect it with :meth:`result` (owned arrays, or the ``confidence_out``/``category_out``
     given to ``submit``) or :meth:`view` (zero-copy). Collecting blocks until the GPU is done.
-    A second collection raises :class:`~gpu_seg.errors.ExpiredResultError`. The tensor given to
-    ``submit`` must not change until the frame is collected: a frame hit by a context loss is
-    recomputed from it. A pending frame that is dropped without being collected frees its buffer.
+    A second collection raises :class:`~gpu_seg.errors.ExpiredResultError`; a collection that raised
+    (an interrupt while it waited, a loss with ``backend="gl"``) may be retried, and computes the frame
+    anew. The tensor given to ``submit`` must not change until the frame is collected: a frame hit by
+    a context loss is recomputed from it. A pending frame that is dropped without being collected, or
+    whose collection was cut short, frees its buffer.
     """
 
     def __init__(
@@ -166,7 +168,12 @@ class PendingFrame:
             if self._collected:
                 raise ExpiredResultError("this PendingFrame was already collected")
             self._collected = True
-        return self._collect(self, lend)
+        try:
+            return self._collect(self, lend)
+        except BaseException:  # (an interrupt while it waited, a loss...): may be collected again,
+            with self._lock:  # computed anew (its buffer was given up with its flight)
+                self._collected = False
+            raise
 
     def __repr__(self) -> str:
         state = "collected" if self._collected else ("in flight" if self.flight else "computed")

@@ -89,6 +89,12 @@ class GLCounters:
     builds: BuildCounters = field(default_factory=BuildCounters)
 
 
+class FlightToken:
+    """Owns the readback buffer of a frame in flight: once it is gone, so is the claim."""
+
+    __slots__ = ("__weakref__",)
+
+
 @dataclass(frozen=True)
 class InFlight:
     """A frame submitted to GL and not yet collected: its generation and readback ticket."""
@@ -97,6 +103,8 @@ class InFlight:
     generation: int
     ticket: int
     trims: int  #: the pipeline's trim count at submission (a trim since frees the frame's buffer)
+    #: Owns the frame's readback buffer: dropping the InFlight (collected or not) frees it.
+    token: FlightToken | None = field(default=None, repr=False, compare=False)
 
 
 class Verdict(enum.Enum):
@@ -551,14 +559,15 @@ class GLSupervisor:
         return generation
 
     # ----------------------------------------------------------------------------- frames in flight
-    def submit(self, frame: Frame, owner: object) -> InFlight | None:
+    def submit(self, frame: Frame) -> InFlight | None:
         """Start ``frame`` on GL without waiting for it (mapped readback only).
 
         Returns None when it cannot be in flight (no healthy generation, the fallback, a deferred
         rebuild, a direct readback, or a failure now): the caller computes it at once with
-        :meth:`run`, which handles every case. ``owner``: the caller's handle of the frame (its
-        garbage collection frees the buffer of a frame never collected). Raises CapacityError
-        when too many frames are in flight or zero-copy results held.
+        :meth:`run`, which handles every case. The frame's buffer belongs to the returned InFlight
+        (its ``token``): dropped without :meth:`finish`, or by a :meth:`finish` that was cut short,
+        the buffer is free again. Raises CapacityError when too many frames are in flight or
+        zero-copy results held.
         """
         if self._graveyard:
             self.bury()
@@ -568,9 +577,10 @@ class GLSupervisor:
         if not generation.pipeline.lends:
             return None
         generation.pipeline.check_capacity("async")
+        token = FlightToken()
         try:
             ticket = generation.session.run(
-                functools.partial(generation.pipeline.submit, frame, "async", owner)
+                functools.partial(generation.pipeline.submit, frame, "async", token)
             )
         except ContextLostError as exc:
             self._after_loss(exc)  # counted; run() then rebuilds, waits or falls back
@@ -578,7 +588,7 @@ class GLSupervisor:
         except (GLError, ShaderBuildError, GLUnavailableError) as exc:
             log.debug("frame not started in flight: %s", exc)  # run() meets and reports it again
             return None
-        return InFlight(frame, generation.number, ticket, generation.pipeline.trims)
+        return InFlight(frame, generation.number, ticket, generation.pipeline.trims, token)
 
     def finish(
         self,
