@@ -166,3 +166,44 @@ def test_an_interrupted_collection_may_be_retried_and_gives_its_buffer_back(new_
     assert all(p.in_flight for p in others)
     for pending, tensor in zip(interrupted + others, tensors[:2] + tensors[1:], strict=True):
         _assert_reference(pending.result(), tensor)
+
+
+def _live_egl_contexts() -> int:
+    import gc
+
+    from gpu_seg.gl.egl.contexts import EGLContext
+
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, EGLContext) and not o.destroyed)
+
+
+def test_an_interrupted_rebuild_leaves_no_context_behind(new_processor, interruptible):
+    """A frame interrupted while its new context is being made (after ``trim(release_context=True)``
+    here; after a loss alike): the context that the GL thread went on to make is destroyed, not kept
+    until the process exits (before: one live EGL context more per interrupt, even after ``close()``)."""
+    tensor = _tensor()
+    pp = new_processor(backend="gl")
+    pp.process(tensor, SIZE)
+    baseline = _live_egl_contexts()
+    for _ in range(3):
+        pp.trim(release_context=True)
+        _interrupt_one_frame(pp, lambda: pp.process(tensor, SIZE))
+    _assert_reference(pp.process(tensor, SIZE), tensor)
+    assert _live_egl_contexts() == baseline
+    pp.close()
+    assert _live_egl_contexts() == baseline - 1
+
+
+def test_a_close_cut_short_is_finished_by_the_next(new_processor, interruptible):
+    """``close()`` interrupted while it waits for the GL thread: the next ``close()`` finishes it (before:
+    it returned at once, and the GL thread was never stopped)."""
+    pp = new_processor(backend="gl")
+    pp.process(_tensor(), SIZE)
+    gl_thread = pp._supervisor._thread
+    baseline = _live_egl_contexts()
+    _interrupt_one_frame(pp, pp.close)
+    with pytest.raises(gpu_seg.ClosedError):
+        pp.process(_tensor(), SIZE)
+    pp.close()
+    assert not gl_thread._thread.is_alive()
+    assert _live_egl_contexts() == baseline - 1

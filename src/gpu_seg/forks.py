@@ -26,6 +26,7 @@ driver's mapped memory is inherited (as on Mesa); whether it is on other drivers
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import threading
@@ -58,8 +59,9 @@ class ForkAware(Protocol):
 
 _pid = os.getpid()
 _egl_pid: int | None = None  # the process whose EGL state this one has (None: none loaded yet)
-_objects: weakref.WeakSet = weakref.WeakSet()
-_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # object -> {attribute: factory}
+#: id -> (weak reference, lock attributes and their factories): by identity, so that any object
+#: can be tracked (hashable or not, whatever its ``__eq__``).
+_tracked: dict[int, tuple[weakref.ref, dict[str, Callable[[], object]]]] = {}
 _child_hooks: list[Callable[[], None]] = []
 _before_hooks: list[tuple[Callable[[], object], Callable[[object], None]]] = []
 _held: list[tuple[Callable[[object], None], object]] = []
@@ -115,15 +117,25 @@ def park(obj: object) -> None:
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
 
+def _entry(obj: object) -> dict[str, Callable[[], object]]:
+    key = id(obj)
+    entry = _tracked.get(key)
+    if entry is None or entry[0]() is not obj:
+        entry = (weakref.ref(obj, lambda _, key=key: _tracked.pop(key, None)), {})
+        _tracked[key] = entry
+    return entry[1]
+
+
 def track(obj: ForkAware) -> None:
-    """Call ``obj._after_fork_in_child()`` in every forked child while ``obj`` lives."""
-    _objects.add(obj)
+    """Call ``obj._after_fork_in_child()`` in every forked child while ``obj`` lives (after its
+    locks of :func:`renew_locks` are new)."""
+    _entry(obj)
 
 
 def renew_locks(obj: object, *attributes: str, factory: Callable[[], object] = threading.Lock) -> None:
     """Give ``obj`` new locks (``factory()``) in these attributes in every forked child: another
     thread of the parent may have held them at the fork, and it does not exist there."""
-    _locks.setdefault(obj, {}).update(dict.fromkeys(attributes, factory))
+    _entry(obj).update(dict.fromkeys(attributes, factory))
 
 
 def on_fork_in_child(hook: Callable[[], None]) -> None:
@@ -162,13 +174,16 @@ def _after_in_child() -> None:
     if _egl_pid is None and _egl_at_fork is not None:
         _egl_pid = _egl_at_fork  # loaded there by another library: inherited all the same
     _held.clear()
-    for obj, attributes in list(_locks.items()):
-        for attribute, factory in attributes.items():
-            setattr(obj, attribute, factory())
     for hook in list(_child_hooks):
         _run_in_child(hook)
-    for obj in list(_objects):
-        _run_in_child(obj._after_fork_in_child)
+    for reference, locks in list(_tracked.values()):
+        obj = reference()
+        if obj is None:
+            continue
+        for attribute, factory in locks.items():
+            _run_in_child(functools.partial(setattr, obj, attribute, factory()))
+        if hasattr(obj, "_after_fork_in_child"):
+            _run_in_child(obj._after_fork_in_child)
 
 
 def _run_in_child(hook: Callable[[], None]) -> None:

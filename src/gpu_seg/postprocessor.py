@@ -181,6 +181,7 @@ class SegmentationPostprocessor:
         self._events = EventLog(on_event)
         self._lock = threading.RLock()
         self._closed = False
+        self._close_done = False  # False after a close() cut short: the next one finishes it
         self._frames = self._gl_frames = self._cpu_frames = self._backoff_cpu_frames = 0
         self._supervisor: GLSupervisor | None = None
         self._idle: IdleWatch | None = None
@@ -542,12 +543,13 @@ class SegmentationPostprocessor:
             return self._supervisor.live_gl_objects() if self._supervisor else 0
 
     def close(self) -> None:
-        """Release every GL object and the owned context. Idempotent."""
+        """Release every GL object and the owned context. Idempotent; a ``close()`` cut short (an
+        interrupt while it waited for the GL thread) is finished by the next one."""
         idle, self._idle = self._idle, None
         if idle is not None:
             idle.stop()
         with self._lock:
-            if self._closed:
+            if self._close_done:
                 return
             self._closed = True
             self._end_lease("the processor was closed")
@@ -558,6 +560,7 @@ class SegmentationPostprocessor:
             if self._cpu is not None:
                 self._cpu.close()
             self._arrays.release()
+            self._close_done = True
 
     def __enter__(self) -> SegmentationPostprocessor:
         return self

@@ -263,7 +263,7 @@ class OwnedSession(GLSession):
                 egl_context.release_current()
 
         try:
-            return thread.call(build, timeout)
+            return thread.call(build, timeout, abandoned=OwnedSession.close)
         except (egl.EGLError, OSError, moderngl.Error, ValueError) as exc:
             if owns_thread:
                 thread.stop()

@@ -13,6 +13,8 @@ next generation gets a new thread.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import functools
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -24,6 +26,7 @@ __all__ = ["GLThread"]
 
 T = TypeVar("T")
 _STOP = object()
+log = logging.getLogger("gpu_seg")
 
 
 class GLThread:
@@ -61,8 +64,18 @@ class GLThread:
                 future.set_exception(exc)
             del item, future, fn  # nothing of the work (a frame's result arrays) kept while idle
 
-    def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+    def call(
+        self,
+        fn: Callable[[], T],
+        timeout: float | None = None,
+        abandoned: Callable[[T], None] | None = None,
+    ) -> T:
         """Run ``fn`` on the thread and return its result (its exception is re-raised here).
+
+        ``abandoned(result)``: what to do with a result nobody waits for any more, if the caller
+        stops waiting (an exception raised while it waited: KeyboardInterrupt, a signal
+        handler's); it runs on this thread once ``fn`` has returned (for a context that was being
+        made: destroy it).
 
         Raises:
             ContextLostError: ``fn`` did not finish within ``timeout`` seconds.
@@ -85,6 +98,10 @@ class GLThread:
                 f"GL work did not finish within {timeout:g} s; the driver is considered hung",
                 reason="gl call timed out",
             ) from None
+        except BaseException:
+            if abandoned is not None and not future.cancel():  # cancelled: fn never runs
+                future.add_done_callback(functools.partial(_dispose, abandoned))
+            raise
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """Finish queued work, then end the thread."""
@@ -99,3 +116,13 @@ class GLThread:
         """Stop accepting work without waiting (the thread may be stuck in a driver call)."""
         self._stopped = True
         self._queue.put(_STOP)
+
+
+def _dispose(abandoned: Callable[[T], None], future: futures.Future) -> None:
+    """A done-callback: hand a result that nobody waits for to ``abandoned`` (errors are logged)."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    try:
+        abandoned(future.result())
+    except Exception:
+        log.exception("gpu_seg: disposing of an abandoned GL result failed")
