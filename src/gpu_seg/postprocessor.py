@@ -6,8 +6,9 @@ import logging
 import numbers
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import moderngl
 import numpy as np
@@ -183,10 +184,15 @@ class SegmentationPostprocessor:
         self._closed = False
         self._close_done = False  # False after a close() cut short: the next one finishes it
         self._frames = self._gl_frames = self._cpu_frames = self._backoff_cpu_frames = 0
+        #: What close() releases, and, for a processor collected without close(), its finalizer
+        #: (which holds this dict, never the processor): the GL thread and context, the idle
+        #: watch's thread, CUDA objects, the CPU pool's threads, kept memory.
+        self._parts: dict[str, Any] = {}
         self._supervisor: GLSupervisor | None = None
-        self._idle: IdleWatch | None = None
-        self._cpu = CPUBackend(cpu_threads) if backend != "gl" else None
+        self._idle = None
+        self._cpu = self._parts["cpu"] = CPUBackend(cpu_threads) if backend != "gl" else None
         self._arrays = RecycledArrays(int(recycle_bytes))  # owned results' memory, used again
+        self._parts["arrays"] = self._arrays
         self._speed = (
             SpeedChoice()
             if backend == "auto" and software_renderer == "fastest" and self._cpu.kind == "fast"
@@ -195,10 +201,10 @@ class SegmentationPostprocessor:
         self._chosen_cpu_frames = 0
         self._last_geometry: tuple | None = None
         self._lease: Lease | None = None  # the lent results of the last resident/CUDA frame
-        self._cuda: CudaBridge | None = None  # created by the first process_cuda()
+        self._cuda = None  # created by the first process_cuda()
         try:
             if backend != "cpu":
-                self._supervisor = GLSupervisor(
+                self._supervisor = self._parts["supervisor"] = GLSupervisor(
                     backend,
                     context,
                     self._events,
@@ -211,16 +217,45 @@ class SegmentationPostprocessor:
                     self._arrays,
                 )
                 self._supervisor.start()
+        except BaseException:
+            _release(self._parts)  # a GL thread made for nothing, the CPU pool's threads
+            raise
         finally:
             self._events.deliver()
         self._idle_release = (idle_release_after, idle_release_context)
         self._start_idle_watch()
+        self._finalizer = weakref.finalize(self, _release, self._parts)
+        self._finalizer.atexit = False  # at exit the process goes, and its GL with it
         forks.track(self)
+
+    @property
+    def _cuda(self) -> CudaBridge | None:
+        return self._parts.get("cuda")
+
+    @_cuda.setter
+    def _cuda(self, bridge: CudaBridge | None) -> None:
+        self._parts["cuda"] = bridge
+
+    @property
+    def _idle(self) -> IdleWatch | None:
+        return self._parts.get("idle")
+
+    @_idle.setter
+    def _idle(self, watch: IdleWatch | None) -> None:
+        self._parts["idle"] = watch
 
     def _start_idle_watch(self) -> None:
         after, release_context = self._idle_release
-        if after is not None:
-            self._idle = IdleWatch(float(after), lambda: self._trim_if_idle(release_context))
+        if after is None:
+            return
+        processor = weakref.ref(self)  # the watch's thread must not keep the processor alive
+
+        def on_idle() -> None:
+            alive = processor()
+            if alive is not None:
+                alive._trim_if_idle(release_context)
+
+        self._idle = IdleWatch(float(after), on_idle)
 
     def _after_fork_in_child(self) -> None:
         """In a forked child (one thread; see :mod:`gpu_seg.forks`): a new lock and idle watch;
@@ -561,6 +596,7 @@ class SegmentationPostprocessor:
                 self._cpu.close()
             self._arrays.release()
             self._close_done = True
+            self._finalizer.detach()
 
     def __enter__(self) -> SegmentationPostprocessor:
         return self
@@ -763,6 +799,24 @@ class SegmentationPostprocessor:
             log.exception("gpu_seg idle trim failed")
         finally:
             self._events.deliver()
+
+
+def _release(parts: dict[str, Any]) -> None:
+    """Release what a processor holds (see ``SegmentationPostprocessor._parts``): the finalizer of a
+    processor collected without :meth:`~SegmentationPostprocessor.close`, and a failed constructor."""
+    idle = parts.pop("idle", None)
+    if idle is not None:
+        idle.stop()
+    for name in ("supervisor", "cuda", "cpu"):
+        part = parts.pop(name, None)
+        if part is not None:
+            try:
+                part.close()
+            except Exception:  # a dying driver: what can be released is
+                log.exception("gpu_seg: releasing the %s of an unclosed processor failed", name)
+    arrays = parts.get("arrays")
+    if arrays is not None:
+        arrays.release()
 
 
 def _shaped(result: Result, lend: bool) -> Result | MaskView:
