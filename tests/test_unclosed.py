@@ -50,3 +50,31 @@ def test_a_constructor_that_raises_leaves_no_thread_behind():
         with pytest.raises(gpu_seg.GLUnavailableError):
             gpu_seg.SegmentationPostprocessor("softmax", backend="gl", device_index=10_000)
     assert _held() == before
+
+
+class _App:
+    """An application that keeps its processor and hears its events (the usual shape)."""
+
+    def __init__(self) -> None:
+        self.events: list[gpu_seg.Event] = []
+        self.pp = gpu_seg.SegmentationPostprocessor("softmax", backend="gl", on_event=self.on_event)
+
+    def on_event(self, event: gpu_seg.Event) -> None:
+        self.events.append(event)
+
+
+def test_a_processor_whose_event_callback_refers_to_it_is_collected_too():
+    """``on_event`` as a bound method of the object that holds the processor (or a closure over the
+    processor): a reference cycle through the callback, which the garbage collector breaks; what
+    releases the processor's GL side must not hold the callback (a first version did: it kept the
+    processor, its thread and its context for good)."""
+    tensor = (np.random.default_rng(2).standard_normal((12, 10, 4)) * 3).astype(np.float32)
+    before = _held()
+    for _ in range(2):
+        app = _App()
+        app.pp.process(tensor, (40, 32))
+        pp = gpu_seg.SegmentationPostprocessor("softmax", backend="gl")
+        pp.on_event = lambda event, pp=pp: pp.stats
+        pp.process(tensor, (40, 32))
+        del app, pp
+    assert _held() == before

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Event", "EventKind", "EventLog"]
+__all__ = ["Event", "EventKind", "EventLog", "EventQueue"]
 
 log = logging.getLogger("gpu_seg")
 
@@ -52,15 +52,19 @@ class Event:
     generation: int
 
 
-class EventLog:
-    """Events recorded under the processor's lock, per thread, and delivered after it is released."""
+class EventQueue:
+    """Events recorded per thread (and logged at once), for their :class:`EventLog` to deliver.
 
-    def __init__(self, callback: Callable[[Event], None] | None) -> None:
-        self.callback = callback
+    It holds no callback: the GL side keeps it (and what releases the GL side of a processor
+    dropped without ``close()`` keeps the GL side) without keeping the application's callback, and
+    through it, as often as not, the processor itself, alive.
+    """
+
+    def __init__(self) -> None:
         self._pending = threading.local()
 
     def record(self, kind: EventKind, reason: str, generation: int) -> None:
-        """Log an event now and queue it for delivery by this thread's next :meth:`deliver`."""
+        """Log an event now and queue it for delivery by this thread's next ``deliver``."""
         level = logging.INFO if kind in _INFO_KINDS else logging.WARNING
         log.log(level, "gpu_seg %s (generation %d): %s", kind.value, generation, reason)
         queue = getattr(self._pending, "queue", None)
@@ -68,13 +72,30 @@ class EventLog:
             queue = self._pending.queue = []
         queue.append(Event(kind, time.time(), reason, generation))
 
-    def deliver(self) -> None:
-        """Call the callback with this thread's queued events; call it without holding any lock."""
+    def take(self) -> list[Event]:
+        """This thread's queued events, removed."""
         queue = getattr(self._pending, "queue", None)
         if not queue:
-            return
-        events, self._pending.queue = queue, []
-        if self.callback is None:
+            return []
+        self._pending.queue = []
+        return queue
+
+
+class EventLog:
+    """Events recorded under the processor's lock, per thread, and delivered after it is released."""
+
+    def __init__(self, callback: Callable[[Event], None] | None) -> None:
+        self.callback = callback
+        self.queue = EventQueue()
+
+    def record(self, kind: EventKind, reason: str, generation: int) -> None:
+        """Log an event now and queue it for delivery by this thread's next :meth:`deliver`."""
+        self.queue.record(kind, reason, generation)
+
+    def deliver(self) -> None:
+        """Call the callback with this thread's queued events; call it without holding any lock."""
+        events = self.queue.take()
+        if not events or self.callback is None:
             return
         for event in events:
             try:

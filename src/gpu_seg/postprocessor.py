@@ -190,24 +190,25 @@ class SegmentationPostprocessor:
         self._parts: dict[str, Any] = {}
         self._supervisor: GLSupervisor | None = None
         self._idle = None
-        self._cpu = self._parts["cpu"] = CPUBackend(cpu_threads) if backend != "gl" else None
-        self._arrays = RecycledArrays(int(recycle_bytes))  # owned results' memory, used again
-        self._parts["arrays"] = self._arrays
-        self._speed = (
-            SpeedChoice()
-            if backend == "auto" and software_renderer == "fastest" and self._cpu.kind == "fast"
-            else None
-        )
+        self._cuda = None  # created by the first process_cuda()
         self._chosen_cpu_frames = 0
         self._last_geometry: tuple | None = None
         self._lease: Lease | None = None  # the lent results of the last resident/CUDA frame
-        self._cuda = None  # created by the first process_cuda()
+        self._idle_release = (idle_release_after, idle_release_context)
         try:
+            self._cpu = self._parts["cpu"] = CPUBackend(cpu_threads) if backend != "gl" else None
+            self._arrays = RecycledArrays(int(recycle_bytes))  # owned results' memory, used again
+            self._parts["arrays"] = self._arrays
+            self._speed = (
+                SpeedChoice()
+                if backend == "auto" and software_renderer == "fastest" and self._cpu.kind == "fast"
+                else None
+            )
             if backend != "cpu":
                 self._supervisor = self._parts["supervisor"] = GLSupervisor(
                     backend,
                     context,
-                    self._events,
+                    self._events.queue,  # not the callback: see EventQueue
                     self.policy,
                     device_index,
                     gl_timeout,
@@ -217,16 +218,15 @@ class SegmentationPostprocessor:
                     self._arrays,
                 )
                 self._supervisor.start()
+            self._start_idle_watch()
+            self._finalizer = weakref.finalize(self, _release, self._parts)
+            self._finalizer.atexit = False  # at exit the process goes, and its GL with it
+            forks.track(self)
         except BaseException:
             _release(self._parts)  # a GL thread made for nothing, the CPU pool's threads
             raise
         finally:
             self._events.deliver()
-        self._idle_release = (idle_release_after, idle_release_context)
-        self._start_idle_watch()
-        self._finalizer = weakref.finalize(self, _release, self._parts)
-        self._finalizer.atexit = False  # at exit the process goes, and its GL with it
-        forks.track(self)
 
     @property
     def _cuda(self) -> CudaBridge | None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import forks
 from .errors import ContextLostError, GLUnavailableError, ShaderBuildError
-from .events import EventKind, EventLog
+from .events import EventKind, EventQueue
 from .frame import Frame
 from .gl.pipeline import GLPipeline
 from .gl.programs import BuildCounters, ProgramCache
@@ -135,7 +135,7 @@ class GLSupervisor:
         backend: ``"auto"`` (a frame GL cannot compute goes to the CPU) or ``"gl"`` (it raises).
         attach: ``None`` for an owned EGL context on a dedicated GL thread, or the application
             context to attach (a ``moderngl.Context`` or ``"current"``).
-        events: where events are recorded.
+        events: where events are recorded (the processor's EventLog delivers them).
         policy: recovery settings; this supervisor keeps its own state.
         device_index: EGL device of owned contexts.
         gl_timeout: seconds before a frame on the GL thread counts as a hung driver.
@@ -148,7 +148,7 @@ class GLSupervisor:
         self,
         backend: Literal["auto", "gl"],
         attach: AttachTarget | None,
-        events: EventLog,
+        events: EventQueue,
         policy: RecoveryPolicy,
         device_index: int | None,
         gl_timeout: float | None,
