@@ -151,7 +151,11 @@ def before_fork(acquire: Callable[[], object], release: Callable[[object], None]
 
 def _before() -> None:
     global _egl_at_fork
-    _egl_at_fork = _pid if _egl_pid == _pid or (_egl_pid is None and _libegl_loaded()) else None
+    try:
+        _egl_at_fork = _pid if _egl_pid == _pid or (_egl_pid is None and _libegl_loaded()) else None
+    except Exception:  # never stop the fork itself; assume the worst
+        _egl_at_fork = _pid
+        log.exception("gpu_seg: looking for libEGL before a fork failed")
     for acquire, release in _before_hooks:
         try:
             _held.append((release, acquire()))
