@@ -133,8 +133,9 @@ def track(obj: ForkAware) -> None:
 
 
 def renew_locks(obj: object, *attributes: str, factory: Callable[[], object] = threading.Lock) -> None:
-    """Give ``obj`` new locks (``factory()``) in these attributes in every forked child: another
-    thread of the parent may have held them at the fork, and it does not exist there."""
+    """Give ``obj`` (an instance, or a module for its global locks) new locks (``factory()``) in
+    these attributes in every forked child: another thread of the parent may have held them at the
+    fork, and it does not exist there."""
     _entry(obj).update(dict.fromkeys(attributes, factory))
 
 

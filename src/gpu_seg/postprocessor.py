@@ -221,6 +221,7 @@ class SegmentationPostprocessor:
             self._start_idle_watch()
             self._finalizer = weakref.finalize(self, _release, self._parts)
             self._finalizer.atexit = False  # at exit the process goes, and its GL with it
+            forks.renew_locks(self, "_lock", factory=threading.RLock)
             forks.track(self)
         except BaseException:
             _release(self._parts)  # a GL thread made for nothing, the CPU pool's threads
@@ -258,10 +259,9 @@ class SegmentationPostprocessor:
         self._idle = IdleWatch(float(after), on_idle)
 
     def _after_fork_in_child(self) -> None:
-        """In a forked child (one thread; see :mod:`gpu_seg.forks`): a new lock and idle watch;
+        """In a forked child (one thread; see :mod:`gpu_seg.forks`; its lock is new): a new idle watch;
         the parent's resident and CUDA results expire, its CUDA objects are kept, never used. The
         supervisor, the CPU backend and the recycled arrays renew themselves."""
-        self._lock = threading.RLock()
         self._end_lease("the process was forked: the textures are the parent's")
         if self._cuda is not None:
             forks.park(self._cuda)  # CUDA state is the parent's: nothing may free it here
@@ -588,13 +588,7 @@ class SegmentationPostprocessor:
                 return
             self._closed = True
             self._end_lease("the processor was closed")
-            if self._supervisor is not None:
-                self._supervisor.close()
-            if self._cuda is not None:
-                self._cuda.close()
-            if self._cpu is not None:
-                self._cpu.close()
-            self._arrays.release()
+            _release(self._parts)
             self._close_done = True
             self._finalizer.detach()
 
@@ -802,18 +796,21 @@ class SegmentationPostprocessor:
 
 
 def _release(parts: dict[str, Any]) -> None:
-    """Release what a processor holds (see ``SegmentationPostprocessor._parts``): the finalizer of a
-    processor collected without :meth:`~SegmentationPostprocessor.close`, and a failed constructor."""
+    """Release what a processor holds (see ``SegmentationPostprocessor._parts``): for
+    :meth:`~SegmentationPostprocessor.close`, the finalizer of a processor collected without it,
+    and a failed constructor. A part is forgotten once closed, so a release cut short (an
+    interrupt) is finished by the next."""
     idle = parts.pop("idle", None)
     if idle is not None:
         idle.stop()
     for name in ("supervisor", "cuda", "cpu"):
-        part = parts.pop(name, None)
+        part = parts.get(name)
         if part is not None:
             try:
                 part.close()
             except Exception:  # a dying driver: what can be released is
-                log.exception("gpu_seg: releasing the %s of an unclosed processor failed", name)
+                log.exception("gpu_seg: releasing the %s of a processor failed", name)
+            parts.pop(name, None)
     arrays = parts.get("arrays")
     if arrays is not None:
         arrays.release()

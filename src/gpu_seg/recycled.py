@@ -98,12 +98,12 @@ class RecycledArrays:
         self.disabled = _why_refcounts_cannot_tell() or self._calibrate()
         if self.disabled:
             self.max_bytes = 0
+        forks.renew_locks(self, "_lock")
         forks.track(self)
 
     def _after_fork_in_child(self) -> None:
-        """In a forked child: a new lock, nothing kept (a parent thread may have been changing
-        what is kept when it forked)."""
-        self._lock = threading.Lock()
+        """In a forked child (its lock is new): nothing kept (a parent thread may have been
+        changing what is kept when it forked)."""
         self._kept = OrderedDict()
         self._bytes = 0
 

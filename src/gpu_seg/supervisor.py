@@ -104,7 +104,7 @@ class InFlight:
     ticket: int
     trims: int  #: the pipeline's trim count at submission (a trim since frees the frame's buffer)
     #: Owns the frame's readback buffer: dropping the InFlight (collected or not) frees it.
-    token: FlightToken | None = field(default=None, repr=False, compare=False)
+    token: FlightToken = field(repr=False, compare=False)
 
 
 class Verdict(enum.Enum):

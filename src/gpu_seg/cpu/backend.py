@@ -39,6 +39,7 @@ class CPUBackend:
         self._fast = None
         self._geometry: tuple | None = None
         self._lock = threading.Lock()
+        forks.renew_locks(self, "_lock")
         forks.track(self)
         if available():
             from .fast import FastCPU
@@ -52,11 +53,10 @@ class CPUBackend:
             log.warning("gpu_seg CPU frames use the numpy reference: %s", unavailable_reason())
 
     def _after_fork_in_child(self) -> None:
-        """In a forked child: a new lock (a parent thread may have held it); the numpy reference
-        if the fork cut a compilation short (see :mod:`gpu_seg.cpu`)."""
+        """In a forked child: the numpy reference if the fork cut a compilation short (see
+        :mod:`gpu_seg.cpu`)."""
         from . import available, unavailable_reason
 
-        self._lock = threading.Lock()
         if self._fast is not None and not available():
             self._fast, self.kind = None, "reference"
             log.warning("gpu_seg CPU frames use the numpy reference: %s", unavailable_reason())

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -394,14 +395,7 @@ class OwnedSession(GLSession):
 # ------------------------------------------------------------------------------ attached sessions
 _native_lock = threading.Lock()
 _native_getters: list[tuple[str, Callable[[], int]]] | None = None
-
-
-def _renew_native_lock() -> None:
-    global _native_lock
-    _native_lock = threading.Lock()
-
-
-forks.on_fork_in_child(_renew_native_lock)
+forks.renew_locks(sys.modules[__name__], "_native_lock")  # a forked child gets a new one
 
 
 def _load_native_getters() -> list[tuple[str, Callable[[], int]]]:

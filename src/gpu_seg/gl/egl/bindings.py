@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -307,16 +308,7 @@ def library() -> EGLLibrary:
 _gl_dll: ctypes.CDLL | None = None
 _gl_dll_tried = False
 _gl_dll_lock = threading.Lock()
-
-
-def _renew_locks() -> None:
-    """In a forked child: the locks anew (a parent thread may have held them at the fork)."""
-    global _library_lock, _gl_dll_lock
-    _library_lock = threading.Lock()
-    _gl_dll_lock = threading.Lock()
-
-
-forks.on_fork_in_child(_renew_locks)
+forks.renew_locks(sys.modules[__name__], "_library_lock", "_gl_dll_lock")  # new in a forked child
 
 
 def _gl_library() -> ctypes.CDLL | None:
