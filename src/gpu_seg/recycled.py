@@ -104,8 +104,7 @@ class RecycledArrays:
     def _after_fork_in_child(self) -> None:
         """In a forked child (its lock is new): nothing kept (a parent thread may have been
         changing what is kept when it forked)."""
-        self._kept = OrderedDict()
-        self._bytes = 0
+        self.release()
 
     def _calibrate(self) -> str | None:
         """Set the count of an array only ``_kept`` holds; check that :meth:`_free` tells a free
