@@ -19,11 +19,16 @@ Timings per preset of ``gpu_seg.tools.bench.cases`` (model-like tensors) and out
 category), medians of ``--frames`` interleaved frames:
 
 * ``cuda_ms``: ``process_cuda`` wall time, CUDA tensor in -> CUDA arrays out, ending with
-  ``torch.cuda.synchronize()``; ``cuda_gl_gpu_ms``: the GL part's GPU time (``GL_TIME_ELAPSED``);
+  ``torch.cuda.synchronize()``, on a processor without ``time_gpu`` (as applications run it);
 * ``torch_resident_ms``: PyTorch CUDA, tensor and masks on the GPU (the same maths as the bench peer),
   ending with ``torch.cuda.synchronize()``; ``cuda_vs_torch`` = cuda_ms / torch_resident_ms (goal <= 2);
-* ``resident_gpu_ms``: ``process_resident`` GL buffer in -> textures out, GPU time of the GL work
-  (``time_gpu=True``) in the interleaved loop; ``resident_ms`` its wall time;
+* ``resident_ms``: ``process_resident`` GL buffer in -> textures out, then ``glFinish`` (the masks
+  ready, like PyTorch's after ``synchronize()``), without ``time_gpu``;
+* on another processor, with ``time_gpu=True``, after the interleaved loop: ``cuda_gl_gpu_ms`` and
+  ``resident_gpu_ms``, the GPU time of the GL work of those frames (``GL_TIME_ELAPSED``), and
+  ``cuda_timed_ms`` / ``resident_timed_ms``, their wall times there: the timer read waits for the GL
+  work before anything else is issued (before the fifth H200 run, ``cuda_ms`` and ``resident_ms``
+  were measured this way);
 * ``resident_gpu_alone_ms``: the same frame's GL work measured alone, in a loop of its own: ``glFinish``
   before (nothing of this context is still running), the one ``GL_TIME_ELAPSED`` query of
   ``time_gpu`` around the frame's GL work, ``glFinish`` after; the figure for the goals (<= 0.3 ms
@@ -238,6 +243,9 @@ def _goals(row: dict, preset: str, mode: str) -> None:
 
 
 def time_case(torch, functional, case, mode: str, frames: int) -> dict:
+    """One preset and output mode: the interleaved wall-time loop on processors *without*
+    ``time_gpu`` (as an application runs them: no timer read, so nothing waits for the GL work
+    before CUDA is handed it), then the GPU times on a processor of their own with ``time_gpu``."""
     conf, cat = MODES[mode]
     activation = Activation(case.activation)
     tensor, size = case.tensor, case.output_size
@@ -249,25 +257,19 @@ def time_case(torch, functional, case, mode: str, frames: int) -> dict:
         "size": list(size),
     }
     options = {"output_confidence_masks": conf, "output_category_mask": cat}
+    finish = lambda ctx: ctx.finish()  # noqa: E731
     with (
-        gpu_seg.SegmentationPostprocessor(case.activation, backend="gl", time_gpu=True, **options) as cuda_pp,
-        gpu_seg.SegmentationPostprocessor(case.activation, backend="gl", time_gpu=True, **options) as gl_pp,
+        gpu_seg.SegmentationPostprocessor(case.activation, backend="gl", **options) as cuda_pp,
+        gpu_seg.SegmentationPostprocessor(case.activation, backend="gl", **options) as gl_pp,
     ):
         buffer = gl_pp.run_gl(lambda ctx: ctx.buffer(tensor.tobytes()))
         source = GLTensor(buffer, tensor.shape)
-        samples: dict[str, list[float]] = {
-            "cuda": [],
-            "torch": [],
-            "resident": [],
-            "cuda_gpu": [],
-            "resident_gpu": [],
-        }
+        samples: dict[str, list[float]] = {"cuda": [], "torch": [], "resident": []}
         for frame in range(frames + 5):
             started = time.perf_counter()
             masks = cuda_pp.process_cuda(on_gpu, size)
             torch.cuda.synchronize()
             cuda_s = time.perf_counter() - started
-            cuda_gpu = cuda_pp.stats["last_gpu_ms"]
             del masks
             started = time.perf_counter()
             planes, mask = torch_masks(torch, functional, on_gpu, activation, size, mode)
@@ -275,28 +277,64 @@ def time_case(torch, functional, case, mode: str, frames: int) -> dict:
             torch_s = time.perf_counter() - started
             del planes, mask
             started = time.perf_counter()
-            gl_pp.process_resident(source, size)  # time_gpu: waits for the GL work's timer
+            gl_pp.process_resident(source, size)
+            gl_pp.run_gl(finish)  # the masks are ready, as torch's after synchronize()
             resident_s = time.perf_counter() - started
             if frame >= 5:
                 samples["cuda"].append(cuda_s)
                 samples["torch"].append(torch_s)
                 samples["resident"].append(resident_s)
-                samples["cuda_gpu"].append(cuda_gpu / 1e3)
-                samples["resident_gpu"].append(gl_pp.stats["last_gpu_ms"] / 1e3)
         row["cuda_passes"] = cuda_pp.stats["last_resident_passes"]
-        row.update(resident_alone(gl_pp, source, size, frames))
         gl_pp.run_gl(lambda ctx: buffer.release())
         row["renderer"] = cuda_pp.context_info.renderer
     row.update(
         cuda_ms=_median_ms(samples["cuda"]),
-        cuda_gl_gpu_ms=_median_ms(samples["cuda_gpu"]),
         torch_resident_ms=_median_ms(samples["torch"]),
         resident_ms=_median_ms(samples["resident"]),
-        resident_gpu_ms=_median_ms(samples["resident_gpu"]),
     )
+    row.update(timed_gpu(torch, case, options, on_gpu, frames))
     row["cuda_vs_torch"] = round(row["cuda_ms"] / row["torch_resident_ms"], 3)
     row["cuda_goal_met"] = row["cuda_vs_torch"] <= CUDA_VS_TORCH_GOAL
     _goals(row, case.preset, mode)
+    return row
+
+
+def timed_gpu(torch, case, options: dict, on_gpu, frames: int) -> dict:
+    """GPU times of the GL work of CUDA and resident frames (``time_gpu=True``: its timer read
+    waits for the frame, so the wall times of this processor, ``cuda_timed_ms`` and
+    ``resident_timed_ms``, include that wait: the fourth H200 run's ``cuda_ms`` and
+    ``resident_ms`` were measured this way). ``torch`` None: resident frames only."""
+    tensor, size = case.tensor, case.output_size
+    keys = ("cuda_gpu", "cuda_wall", "resident_gpu", "resident_wall")
+    samples: dict[str, list[float]] = {key: [] for key in keys}
+    with gpu_seg.SegmentationPostprocessor(case.activation, backend="gl", time_gpu=True, **options) as pp:
+        buffer = pp.run_gl(lambda ctx: ctx.buffer(tensor.tobytes()))
+        source = GLTensor(buffer, tensor.shape)
+        for frame in range(frames + 3):
+            if torch is not None:
+                started = time.perf_counter()
+                masks = pp.process_cuda(on_gpu, size)
+                torch.cuda.synchronize()
+                samples["cuda_wall"].append(time.perf_counter() - started)
+                samples["cuda_gpu"].append(pp.stats["last_gpu_ms"] / 1e3)
+                del masks
+            started = time.perf_counter()
+            pp.process_resident(source, size)  # time_gpu: waits for the GL work's timer
+            resident_s = time.perf_counter() - started
+            if frame >= 3:
+                samples["resident_gpu"].append(pp.stats["last_gpu_ms"] / 1e3)
+                samples["resident_wall"].append(resident_s)
+        row = resident_alone(pp, source, size, frames)
+        pp.run_gl(lambda ctx: buffer.release())
+    if torch is not None:
+        row.update(
+            cuda_gl_gpu_ms=_median_ms(samples["cuda_gpu"][3:]),
+            cuda_timed_ms=_median_ms(samples["cuda_wall"][3:]),
+        )
+    row.update(
+        resident_gpu_ms=_median_ms(samples["resident_gpu"]),
+        resident_timed_ms=_median_ms(samples["resident_wall"]),
+    )
     return row
 
 
@@ -311,20 +349,21 @@ def time_resident(case, mode: str, frames: int) -> dict:
         "size": list(size),
     }
     options = {"output_confidence_masks": conf, "output_category_mask": cat}
-    with gpu_seg.SegmentationPostprocessor(case.activation, backend="gl", time_gpu=True, **options) as pp:
+    finish = lambda ctx: ctx.finish()  # noqa: E731
+    with gpu_seg.SegmentationPostprocessor(case.activation, backend="gl", **options) as pp:
         buffer = pp.run_gl(lambda ctx: ctx.buffer(tensor.tobytes()))
         source = GLTensor(buffer, tensor.shape)
-        wall, gpu = [], []
+        wall = []
         for frame in range(frames + 3):
             started = time.perf_counter()
             pp.process_resident(source, size)
+            pp.run_gl(finish)
             if frame >= 3:
                 wall.append(time.perf_counter() - started)
-                gpu.append(pp.stats["last_gpu_ms"] / 1e3)
-        row.update(resident_alone(pp, source, size, frames))
         pp.run_gl(lambda ctx: buffer.release())
         row["renderer"] = pp.context_info.renderer
-    row.update(resident_ms=_median_ms(wall), resident_gpu_ms=_median_ms(gpu))
+    row["resident_ms"] = _median_ms(wall)
+    row.update(timed_gpu(None, case, options, None, frames))
     _goals(row, case.preset, mode)
     return row
 

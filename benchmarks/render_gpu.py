@@ -121,9 +121,12 @@ def cuda_table(report: dict[str, Any]) -> str:
         "cuda_ms",
         "torch_resident_ms",
         "cuda_vs_torch",
-        "resident_gpu_ms",
-        "resident_ms",
+        "cuda_timed_ms",
         "cuda_gl_gpu_ms",
+        "resident_ms",
+        "resident_timed_ms",
+        "resident_gpu_ms",
+        "resident_gpu_alone_ms",
     )
     lines.append("| preset | outputs | " + " | ".join(keys) + " |")
     lines.append("|" + "---|" * (len(keys) + 2))
