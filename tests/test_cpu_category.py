@@ -1,4 +1,4 @@
-"""The fast CPU category mask: the per-cell shortcut and the one-class sigmoid window are exact.
+"""The fast CPU category mask: the per-cell shortcut and the one-class sigmoid threshold are exact.
 
 The claim (argued in gpu_seg/cpu/_category_kernels.py): when the four corners of an input cell
 share the first maximum k and k leads every other channel by more than MARGIN * B at each corner
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gpu_seg import cpu
-from gpu_seg.reference import category_mask
+from gpu_seg.reference import SIGMOID_ONE_CLASS_THRESHOLD, category_mask
 from gpu_seg.sampling import align_corners_taps
 
 
@@ -174,7 +174,7 @@ def test_mixed_magnitudes_in_one_cell():
 @pytest.mark.parametrize("activation", ["none", "sigmoid", "softmax"])
 def test_one_class_near_the_threshold(activation):
     rng = np.random.default_rng(7)
-    threshold = 0.0 if activation == "sigmoid" else 0.5
+    threshold = SIGMOID_ONE_CLASS_THRESHOLD if activation == "sigmoid" else np.float32(0.5)
     tensor = smooth(rng, (20, 24, 1), scale=2.0)
     tensor[::3, ::2, 0] = threshold + rng.choice([-1, 1], size=tensor[::3, ::2, 0].shape) * np.float32(1e-7)
     tensor[5, 5, 0] = np.float32(threshold)
@@ -192,14 +192,12 @@ def test_one_class_sigmoid_tiny_values():
     assert (mask == 255).all()
 
 
-def test_one_class_sigmoid_window_overflow_goes_dense():
-    """More near-zero pixels than a task hands back: the rows are recomputed densely, still exact."""
-    from gpu_seg.cpu.fast import NEAR_CAPACITY
-
+def test_one_class_sigmoid_many_values_near_zero():
+    """Every pixel within 2**-17 of zero, on one thread and on several: the reference's threshold."""
     rng = np.random.default_rng(8)
     tensor = rng.uniform(-(2.0**-17), 2.0**-17, (20, 20, 1)).astype(np.float32)
+    tensor[::4, ::3] = rng.uniform(-2e-7, 2e-7, tensor[::4, ::3].shape)
     size = (300, 200)
-    assert size[0] * size[1] > 2 * NEAR_CAPACITY
     assert_matches_reference(tensor, "sigmoid", size)
     got, _ = fast_mask(tensor, "sigmoid", size, threads=1)
     np.testing.assert_array_equal(got, category_mask(tensor, "sigmoid", size))

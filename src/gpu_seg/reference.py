@@ -18,7 +18,9 @@ Convention:
       the **align-corners** mapping, vertical lerp first (``a + (b - a) * t``), sigmoid when the
       activation is sigmoid (softmax is skipped: it does not change the argmax), then the index of
       the first maximum (ties go to the lowest index; indices wrap modulo 256). One channel:
-      0 where the value is > 0.5 (foreground), else 255.
+      0 where the value is > 0.5 (foreground), else 255; with sigmoid, 0 where the sigmoid is
+      > 0.5 as MediaPipe's float32 ``1 / (1 + expf(-v))`` computes it, i.e. where
+      ``v > SIGMOID_ONE_CLASS_THRESHOLD`` (see there).
     * NaN/inf follow IEEE float32 and C++ ``std::max_element``: softmax turns a pixel with any NaN
       or +inf into NaN in every channel; a NaN channel never wins the argmax unless it is channel
       0; a NaN one-class value gives 255. Resizing spreads a NaN to every output pixel whose taps
@@ -45,6 +47,18 @@ __all__ = [
     "reference_postprocess",
     "resize_plane",
 ]
+
+#: One-class sigmoid category mask: MediaPipe's ``1.0f / (1.0f + std::exp(-v)) > 0.5f`` holds exactly
+#: when ``v > 3 * 2**-25`` (about 8.94e-8), given a correctly rounded ``expf`` (glibc's, which the
+#: mediapipe wheel calls; ``tests/test_one_class_threshold.py`` reads it from MediaPipe). Why: for
+#: ``0 < v < 2**-20``, ``expf(-v)`` is ``1 - k * 2**-24``; ``1 + (1 - 2**-24)`` is a tie that rounds to
+#: 2.0 (sigmoid 0.5, background) while ``k >= 2`` gives ``2 - 2**-23`` and a sigmoid of
+#: ``0.5 + 2**-24``; ``k >= 2`` once ``exp(-v)`` falls below the midpoint ``1 - 3 * 2**-25``, which
+#: ``1 - v + v*v/2`` does exactly for ``v > 3 * 2**-25`` (float32 spacing there exceeds ``v*v/2``);
+#: the sigmoid is monotone, so larger ``v`` stay foreground and smaller ones background; NaN is
+#: background. Computing the sigmoid with another ``exp`` (numpy's float32 one, a GPU's) moves
+#: this threshold within about (6e-8, 1.3e-7), so every backend compares the logit instead.
+SIGMOID_ONE_CLASS_THRESHOLD = np.float32(3 * 2.0**-25)
 
 #: Bytes of float32 scratch per block of rows in :func:`category_mask`.
 _CATEGORY_BLOCK_BYTES = 8 << 20
@@ -172,11 +186,13 @@ def _category_into(frame: Frame, out: np.ndarray) -> None:
             b = tensor[y1, tx.i1[None, :]]
             right = a + (b - a) * t0
             value = left + (right - left) * t1
+        if channels == 1:
+            threshold = SIGMOID_ONE_CLASS_THRESHOLD if frame.activation is Activation.SIGMOID else 0.5
+            out[rows] = np.where(value[..., 0] > np.float32(threshold), 0, 255)
+            continue
         if frame.activation is Activation.SIGMOID:
             value = _sigmoid(value)
-        if channels == 1:
-            out[rows] = np.where(value[..., 0] > np.float32(0.5), 0, 255)
-        elif np.isnan(value).any():
+        if np.isnan(value).any():
             out[rows] = _first_max(value, axis=-1)[1].astype(np.uint8)
         else:
             out[rows] = np.argmax(value, axis=-1).astype(np.uint8)  # first maximum, like max_element

@@ -34,13 +34,6 @@ _ONE = np.float32(1.0)
 _HALF = np.float32(0.5)
 _ZERO = np.float32(0.0)
 _NEG_INF = np.float32(-np.inf)
-#: One-class sigmoid: values with ``|v| < SIGMOID_WINDOW`` get numpy's exact sigmoid afterwards;
-#: outside it, ``sigmoid(v) > 0.5`` is ``v > 0`` for any exp within 100 ulp of the true value.
-SIGMOID_WINDOW = np.float32(2.0**-16)
-
-#: Threshold modes of the one-class category mask.
-THRESHOLD_HALF = 0  # value > 0.5 (activation none or softmax)
-THRESHOLD_SIGMOID = 1  # sigmoid(value) > 0.5, with the exact window
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -148,36 +141,28 @@ def category_rows(
     yi0,
     yi1,
     yt,
-    mode,
+    threshold,
     shortcut,
     r0,
     r1,
     out,
-    near,
-    near_values,
 ):  # pragma: no cover - compiled
     """Rows ``r0 <= r < r1`` of the uint8 category mask ``out (height, width)``.
 
     ``runs`` (n, 3): output columns ``[start, end)`` whose horizontal taps start at input column
-    ``cx`` (one row per ``(cx, start, end)``). ``mode``: for one channel, ``THRESHOLD_HALF`` or
-    ``THRESHOLD_SIGMOID``; ignored for several channels (raw argmax; multi-class sigmoid goes
+    ``cx`` (one row per ``(cx, start, end)``). ``threshold``: for one channel, 0 where the
+    interpolated logit is above it (0.5, or ``SIGMOID_ONE_CLASS_THRESHOLD`` for sigmoid: see
+    :mod:`gpu_seg.reference`); ignored for several channels (raw argmax; multi-class sigmoid goes
     through :func:`interpolate_rows` instead). ``shortcut``: use the cell classes (``klass``,
-    ``gap``, ``scale`` from :func:`texel_classes`).
+    ``gap``, ``scale`` from :func:`texel_classes`, made with the same threshold).
 
-    One-class sigmoid pixels with ``|v| < SIGMOID_WINDOW`` are left to the caller: their flat
-    index and value go to ``near`` / ``near_values`` (while there is room); the caller applies
-    numpy's sigmoid to them, as the reference does.
-
-    Returns ``(near pixels, pixels computed one by one)``; the second is the work the shortcut
-    did not save.
+    Returns the pixels computed one by one: the work the shortcut did not save.
     """
     w, channels = tensor.shape[1], tensor.shape[2]
-    width = out.shape[1]
     columns = np.empty((w, channels), np.float32)
     stamps = np.full(w, -1, np.int64)
     cells = np.empty(w, np.int64)
     last_cell_row = -1
-    count = 0
     unsure = 0
     for r in range(r0, r1):
         y0 = yi0[r]
@@ -208,19 +193,10 @@ def category_rows(
             if channels > 1:
                 for x in range(start, end):
                     row[x] = _first_max(left, columns[xi1[x]], xt[x]) & 255
-            elif mode == THRESHOLD_HALF:
-                for x in range(start, end):
-                    row[x] = 0 if _lerp(left[0], columns[xi1[x], 0], xt[x]) > _HALF else 255
             else:
                 for x in range(start, end):
-                    v = _lerp(left[0], columns[xi1[x], 0], xt[x])
-                    row[x] = 0 if v > _ZERO else 255
-                    if abs(v) < SIGMOID_WINDOW:  # numpy's sigmoid decides: the caller's job
-                        if count < near.shape[0]:
-                            near[count] = r * width + x
-                            near_values[count] = v
-                        count += 1
-    return count, unsure
+                    row[x] = 0 if _lerp(left[0], columns[xi1[x], 0], xt[x]) > threshold else 255
+    return unsure
 
 
 # ----------------------------------------------------------------------------- dense path

@@ -26,6 +26,7 @@ import numpy as np
 from .. import forks
 from ..frame import ConfidenceFormat
 from ..inputs import parse_activation
+from ..reference import SIGMOID_ONE_CLASS_THRESHOLD
 from ..types import Activation
 from . import _category_kernels as cat
 from . import _confidence_kernels as conf
@@ -40,8 +41,6 @@ TASKS_PER_THREAD = 3
 #: thread costs tens of microseconds, more when other processes hold the cores.
 MIN_ROWS_PER_TASK = 16
 MIN_VALUES_PER_TASK = 1 << 16
-#: One-class sigmoid pixels near 0 handed back per task before the task goes dense.
-NEAR_CAPACITY = 1 << 12
 #: Above this fraction of output pixels left to the per-pixel path, the category shortcut costs
 #: more than it saves (its texel pass and per-cell tests; measured on i.i.d. noise: ~1.5x the
 #: plain path), so the next frames skip it ...
@@ -166,7 +165,8 @@ class FastCPU:
 
         Multi-class: index of the first maximum (modulo 256) of the align-corners interpolated
         logits (sigmoid applied first when the activation is sigmoid). One channel: 0 where the
-        value (or its sigmoid) is > 0.5, else 255.
+        value is > 0.5, else 255 (sigmoid: where MediaPipe's float32 sigmoid is > 0.5, i.e. the logit
+        > ``SIGMOID_ONE_CLASS_THRESHOLD``, see :mod:`gpu_seg.reference`).
         """
         activation = parse_activation(activation)
         if out.dtype != np.uint8 or out.shape != (height, width) or not out.flags.c_contiguous:
@@ -278,8 +278,7 @@ class FastCPU:
         h, w, channels = tensor.shape
         geometry = category_geometry(h, w, width, height)
         sigmoid_one_class = channels == 1 and activation is Activation.SIGMOID
-        mode = cat.THRESHOLD_SIGMOID if sigmoid_one_class else cat.THRESHOLD_HALF
-        threshold = 0.0 if sigmoid_one_class else 0.5
+        threshold = SIGMOID_ONE_CLASS_THRESHOLD if sigmoid_one_class else _HALF  # one channel
         shortcut = self._use_shortcut(tensor, width, height)
         klass = self._buffer("klass", (h, w), np.int32)
         gap = self._buffer("gap", (h, w), np.float32)
@@ -297,19 +296,10 @@ class FastCPU:
 
         def task(i: int) -> None:
             r0, r1 = bands[i]
-            capacity = NEAR_CAPACITY if sigmoid_one_class else 0
-            near = self._buffer(f"near{i}", (capacity,), np.int64)
-            near_values = self._buffer(f"near_values{i}", (capacity,), np.float32)
-            count, unsure[i] = cat.category_rows(
+            unsure[i] = cat.category_rows(
                 tensor, klass, gap, scale, g.xi0, g.xi1, g.xt, g.runs, g.yi0, g.yi1, g.yt,
-                mode, shortcut, r0, r1, out, near, near_values,
+                threshold, shortcut, r0, r1, out,
             )  # fmt: skip
-            if count > capacity:
-                self._dense_rows(tensor, r0, r1, out)
-            elif count:
-                values = near_values[:count].copy()
-                _sigmoid(values, values)
-                out.ravel()[near[:count]] = np.where(values > _HALF, 0, 255).astype(np.uint8)
 
         self._pool.run(task, len(bands))
         self.last_category_strategy = "cells" if shortcut else "full"

@@ -14,8 +14,17 @@ float best[4];
 int index[4];
 float first[4];
 
+// One class: 0 where the value is above the threshold. For sigmoid the logit is compared with
+// 3 * 2^-25 (bits 0x33C00000), where MediaPipe's float32 1 / (1 + expf(-v)) exceeds 0.5 exactly
+// (gpu_seg.reference.SIGMOID_ONE_CLASS_THRESHOLD): no exp, whose rounding moves that threshold.
+#if ONE_CLASS && ACTIVATION == 1
+#define ONE_CLASS_THRESHOLD uintBitsToFloat(0x33C00000u)
+#else
+#define ONE_CLASS_THRESHOLD 0.5
+#endif
+
 void take(int i, int n, vec4 v) {
-#if ACTIVATION == 1
+#if ACTIVATION == 1 && !ONE_CLASS
     PRECISE vec4 s = 1.0 / (1.0 + exp(-v));
     v = s;
 #endif
@@ -95,7 +104,7 @@ uint category_quad(int row, int quad) {
     uint bits = 0u;
     for (int i = 0; i < 4; ++i) {
 #if ONE_CLASS
-        uint value = (!is_nan(first[i]) && first[i] > 0.5) ? 0u : 255u;
+        uint value = (!is_nan(first[i]) && first[i] > ONE_CLASS_THRESHOLD) ? 0u : 255u;
 #else
         uint value = uint(index[i] & 255);
 #endif

@@ -32,9 +32,9 @@
 //    (The bounds are first order in u; MARGIN = 2^-14 is over 40 times 24u, which covers the
 //    rest.)
 // One class: the same with the threshold in place of s_j: every computed value lies on the
-// corners' side of the threshold, more than MARGIN * B - 13Bu from it (threshold 0.5, or 0 for
-// sigmoid: numpy's float32 1 / (1 + exp(-v)) is > 0.5 exactly when v > 0 once |v| > 2^-15, and
-// MARGIN * B - 13Bu > 2^-15).
+// corners' side of the threshold, more than MARGIN * B - 13Bu from it (threshold 0.5, or 3 * 2^-25
+// for sigmoid: MediaPipe's float32 sigmoid is > 0.5 exactly when v > 3 * 2^-25, see
+// gpu_seg.reference.SIGMOID_ONE_CLASS_THRESHOLD).
 // GPU arithmetic: the leads and the margin are computed under PRECISE (none is a multiply-add a
 // compiler could contract into fma anyway, so GLSL 3.30 is safe too), and a GPU that
 // flushes subnormals to zero moves a value by < 2^-126, far below MARGIN * B >= 2^-14 (an order
@@ -63,7 +63,7 @@ vec4 texel_class(ivec2 base) {
     float v = texelFetch(u_tensor, base, 0).x;
     if (unsure_value(v)) return UNSURE;
 #if ACTIVATION == 1
-    const float threshold = 0.0;  // sigmoid(v) > 0.5 <=> v > 0, away from 0
+    float threshold = uintBitsToFloat(0x33C00000u);  // 3 * 2^-25: sigmoid(v) > 0.5 <=> v > it
 #else
     const float threshold = 0.5;
 #endif
