@@ -105,12 +105,17 @@ class ModelInfo:
 
 
 def read_model_info(data: bytes, argument: str = "model") -> ModelInfo:
-    """Parse a segmentation ``.tflite`` (bytes) without running it.
+    """Parse a segmentation ``.tflite`` (bytes, or any bytes-like object) without running it.
 
     Raises:
-        InputError(argument): not a TFLite model, corrupt, several subgraphs, no input or output,
-            or a malformed metadata buffer.
+        InputError(argument): not bytes-like, not a TFLite model, corrupt, several subgraphs, no
+            input or output, or a malformed metadata buffer.
     """
+    if not isinstance(data, (bytes, bytearray)):
+        try:
+            data = memoryview(data).tobytes()  # type: ignore[arg-type]
+        except TypeError:
+            raise InputError(argument, f"expected the model's bytes, got {type(data).__name__}") from None
     if len(data) < 8 or file_identifier(data) != b"TFL3":
         raise InputError(argument, "not a TFLite model (no 'TFL3' file identifier)")
     try:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import numbers
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +43,14 @@ from .. import forks
 from ..errors import InputError
 from .metadata import Normalization
 
-__all__ = ["ImageToTensor", "perspective_matrix", "value_transform", "warp_maps"]
+__all__ = [
+    "MAX_IMAGE_DIM",
+    "ImageToTensor",
+    "check_image",
+    "perspective_matrix",
+    "value_transform",
+    "warp_maps",
+]
 
 log = logging.getLogger("gpu_seg")
 
@@ -51,10 +59,26 @@ _TAB_BITS = 5
 _TAB_SIZE = 1 << _TAB_BITS
 #: Fixed-point bilinear weights sum to ``1 << 15``; products of two 1/32 weights need 10 bits.
 _WEIGHT_SHIFT = 2 * _TAB_BITS
-#: OpenCV stores the integer source coordinates as int16.
-MAX_IMAGE_DIM = 32767
+#: The largest image side, in pixels. ``cv2.remap`` (like the ``cv::warpPerspective`` MediaPipe calls,
+#: which remaps through it) asserts that both images' sides are below ``SHRT_MAX`` (32767); its
+#: integer source coordinates are int16.
+MAX_IMAGE_DIM = 32766
 #: Warp plans kept per input image size (least recently used are dropped).
 PLAN_CACHE_SIZE = 8
+
+
+def check_image(image: object, argument: str = "image") -> np.ndarray:
+    """``image`` as a C-contiguous uint8 ``(H, W, 3|4)`` array, sides 1..MAX_IMAGE_DIM; else InputError."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(argument, f"expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputError(argument, f"dtype {image.dtype}; expected uint8 RGB")
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise InputError(argument, f"shape {image.shape}; expected (H, W, 3) RGB or (H, W, 4) RGBA")
+    height, width = image.shape[:2]
+    if not (1 <= height <= MAX_IMAGE_DIM and 1 <= width <= MAX_IMAGE_DIM):
+        raise InputError(argument, f"size {width}x{height} is outside 1..{MAX_IMAGE_DIM} pixels per side")
+    return np.ascontiguousarray(image)
 
 
 def _solve_gaussian(a: list[list[float]], b: list[float]) -> list[float]:
@@ -335,6 +359,16 @@ class ImageToTensor:
     """
 
     def __init__(self, tensor_size: tuple[int, int], normalization: Normalization) -> None:
+        if not (
+            isinstance(tensor_size, (tuple, list))
+            and len(tensor_size) == 2
+            and all(_is_int(v) and 1 <= v <= MAX_IMAGE_DIM for v in tensor_size)
+        ):
+            raise InputError(
+                "tensor_size", f"expected (width, height), each 1..{MAX_IMAGE_DIM}, got {tensor_size!r}"
+            )
+        if not isinstance(normalization, Normalization):
+            raise InputError("normalization", f"expected a Normalization, got {type(normalization).__name__}")
         if len(set(normalization.mean)) != 1 or len(set(normalization.std)) != 1:
             raise InputError(
                 "normalization",
@@ -360,14 +394,21 @@ class ImageToTensor:
         return plan
 
     def __call__(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """The float32 ``(1, h, w, 3)`` tensor for a checked uint8 ``(H, W, 3 or 4)`` image.
+        """The float32 ``(1, h, w, 3)`` tensor for a uint8 ``(H, W, 3 or 4)`` image.
 
-        ``out``, when given, must be a C-contiguous float32 array of that shape (for example the
-        interpreter's input buffer); it is filled and returned.
+        ``out``, when given, must be a C-contiguous, writeable float32 array of that shape (for
+        example the interpreter's input buffer); it is filled and returned.
+
+        Raises:
+            InputError: ``"image"`` is not a uint8 ``(H, W, 3|4)`` array with sides in
+                ``1..MAX_IMAGE_DIM``, or ``"out"`` is not such a tensor.
         """
+        image = check_image(image, "image")
+        tw, th = self.tensor_size
+        if out is not None:
+            _check_out(out, (1, th, tw, 3))
         height, width = image.shape[:2]
         warped = _warp(image, self._plan_for((width, height)))
-        tw, th = self.tensor_size
         if out is None:
             out = np.empty((1, th, tw, 3), np.float32)
         # convertTo(CV_32F, scale, offset): a float32 product, then a float32 sum (two roundings).
@@ -375,3 +416,16 @@ class ImageToTensor:
         if self._offset != 0:
             out += self._offset
         return out
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_out(out: object, shape: tuple[int, ...]) -> None:
+    if not isinstance(out, np.ndarray):
+        raise InputError("out", f"expected a numpy array, got {type(out).__name__}")
+    if out.dtype != np.float32 or out.shape != shape:
+        raise InputError("out", f"{out.dtype} {out.shape}; expected float32 {shape}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise InputError("out", "expected a C-contiguous, writeable array")

@@ -7,7 +7,7 @@ import numbers
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,13 +21,16 @@ from ..resilience import RecoveryPolicy
 from ..types import Activation
 from .inference import LiteRTModel
 from .metadata import ModelInfo, Normalization, check_normalization, read_model_info
-from .preprocess import MAX_IMAGE_DIM, ImageToTensor
+from .preprocess import MAX_IMAGE_DIM, ImageToTensor, check_image
 
 __all__ = ["ImageSegmenter", "RunningMode", "SegmentationResult"]
 
 log = logging.getLogger("gpu_seg")
 
 RunningMode = Literal["image", "video"]
+
+#: LiteRT takes ``num_threads`` as a C int.
+_MAX_THREADS = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -124,13 +127,17 @@ class ImageSegmenter:
         software_renderer: Literal["fastest", "gl"] = "fastest",
         cpu_threads: int | None = None,
     ) -> None:
-        check_requested_outputs(bool(output_confidence_masks), bool(output_category_mask))
+        output_confidence_masks = _flag(output_confidence_masks, "output_confidence_masks")
+        output_category_mask = _flag(output_category_mask, "output_category_mask")
+        check_requested_outputs(output_confidence_masks, output_category_mask)
         if running_mode not in ("image", "video"):
             raise InputError(
                 "running_mode", f"unknown running mode {running_mode!r}; expected 'image' or 'video'"
             )
         if num_threads is not None:
             num_threads = positive_int(num_threads, "num_threads")
+            if num_threads > _MAX_THREADS:
+                raise InputError("num_threads", f"{num_threads} is more than {_MAX_THREADS}")
         if not isinstance(model, (bytes, bytearray, memoryview)):
             raise InputError("model", f"expected the model's bytes, got {type(model).__name__}")
         model = bytes(model)
@@ -147,8 +154,8 @@ class ImageSegmenter:
             self._to_tensor = ImageToTensor(self._tensor_size, self._normalization)
             self._postprocessor = SegmentationPostprocessor(
                 self.activation,
-                bool(output_confidence_masks),
-                bool(output_category_mask),
+                output_confidence_masks,
+                output_category_mask,
                 backend=backend,
                 context=context,  # type: ignore[arg-type]
                 on_event=on_event,
@@ -168,17 +175,23 @@ class ImageSegmenter:
     # ----------------------------------------------------------------------------- creation
     @classmethod
     def create_from_model_path(cls, path: str | os.PathLike[str], **options: object) -> ImageSegmenter:
-        """Load a ``.tflite`` file; ``options`` are the constructor's keyword arguments."""
-        try:
-            with open(path, "rb") as stream:
-                model = stream.read()
-        except (OSError, TypeError) as exc:
-            raise InputError("model_path", f"cannot read the model file {path!r}: {exc}") from None
-        return cls(model, **options)  # type: ignore[arg-type]
+        """Load a ``.tflite`` file; ``options`` are the constructor's keyword arguments.
+
+        Args:
+            path: the file's path, a ``str`` or an ``os.PathLike`` giving one. Bytes paths and file
+                descriptors are refused (``open`` would take over, and close, a descriptor); the
+                model's bytes go to :meth:`create_from_buffer`.
+
+        Raises:
+            InputError: ``"model_path"``: not a str path, or the file cannot be read; otherwise as
+                the constructor.
+        """
+        return cls(_read_model_file(path), **options)  # type: ignore[arg-type]
 
     @classmethod
     def create_from_buffer(cls, model: bytes, **options: object) -> ImageSegmenter:
-        """Use ``.tflite`` bytes; ``options`` are the constructor's keyword arguments."""
+        """Use ``.tflite`` bytes (``bytes``, ``bytearray`` or ``memoryview``); ``options`` are the
+        constructor's keyword arguments."""
         return cls(model, **options)  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------------------- segmenting
@@ -186,24 +199,32 @@ class ImageSegmenter:
         """Masks for one image (running mode ``"image"``).
 
         Args:
-            image: uint8 ``(H, W, 3)`` RGB (``(H, W, 4)`` RGBA: alpha ignored), row 0 = top.
+            image: uint8 ``(H, W, 3)`` RGB (``(H, W, 4)`` RGBA: alpha ignored), row 0 = top; each
+                side 1 to :data:`~gpu_seg.segmenter.preprocess.MAX_IMAGE_DIM` (32766) pixels, and
+                on the GL backend at most the GL texture size (``GL_MAX_TEXTURE_SIZE``).
 
         Returns:
             A :class:`SegmentationResult` with masks of size ``(H, W)``.
+
+        Raises:
+            InputError: ``"image"``: not such an array, or a side out of range.
         """
         if self.running_mode != "image":
             raise InputError("running_mode", "segment() needs running_mode='image'; use segment_for_video()")
-        return self._run(_check_image(image, "image"), None)
+        return self._run(check_image(image, "image"), None, "image")
 
     def segment_for_video(self, frame: np.ndarray, timestamp_ms: int) -> SegmentationResult:
-        """Masks for one video frame (running mode ``"video"``); timestamps must strictly increase."""
+        """Masks for one video frame (running mode ``"video"``); timestamps must strictly increase.
+
+        ``frame`` is as :meth:`segment`'s ``image`` (errors name ``"frame"``).
+        """
         if self.running_mode != "video":
             raise InputError("running_mode", "segment_for_video() needs running_mode='video'; use segment()")
         if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, numbers.Integral):
             raise InputError(
                 "timestamp_ms", f"expected an integer number of milliseconds, got {timestamp_ms!r}"
             )
-        frame = _check_image(frame, "frame")
+        frame = check_image(frame, "frame")
         with self._lock:
             if self._last_timestamp is not None and timestamp_ms <= self._last_timestamp:
                 raise InputError(
@@ -211,9 +232,9 @@ class ImageSegmenter:
                     f"timestamps must strictly increase: {timestamp_ms} after {self._last_timestamp}",
                 )
             self._last_timestamp = int(timestamp_ms)
-        return self._run(frame, int(timestamp_ms))
+        return self._run(frame, int(timestamp_ms), "frame")
 
-    def _run(self, image: np.ndarray, timestamp_ms: int | None) -> SegmentationResult:
+    def _run(self, image: np.ndarray, timestamp_ms: int | None, argument: str) -> SegmentationResult:
         with self._lock:
             if self._closed:
                 raise ClosedError("this ImageSegmenter was closed")
@@ -227,7 +248,19 @@ class ImageSegmenter:
 
             output = self._model.run(fill)
             t2 = time.perf_counter()
-            masks = self._postprocessor.process(output, (width, height))
+            try:
+                masks = self._postprocessor.process(output, (width, height))
+            except InputError as exc:
+                if exc.argument != "output_size":
+                    raise
+                # The image's size is the masks' size: beyond the GL texture limit (backend "gl",
+                # or "auto" on GL); the CPU backend takes up to MAX_IMAGE_DIM.
+                raise InputError(
+                    argument,
+                    f"size {width}x{height} is too large for the post-processing backend "
+                    f"({str(exc).removeprefix('output_size: ')}); backend='cpu' takes sides up to "
+                    f"{MAX_IMAGE_DIM}",
+                ) from None
             t3 = time.perf_counter()
             pre, model, post = (timings[0] - t0) * 1e3, (t2 - timings[0]) * 1e3, (t3 - t2) * 1e3
             self._timing.add(pre, model, post)
@@ -291,6 +324,10 @@ def _check_input_tensor(info: ModelInfo) -> tuple[int, int]:
     shape = info.input.shape
     if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or min(shape) < 1:
         raise InputError("model", f"the input tensor has shape {shape}; expected (1, h, w, 3) (an RGB image)")
+    if max(shape[1], shape[2]) > MAX_IMAGE_DIM:
+        raise InputError(
+            "model", f"the input tensor {shape[2]}x{shape[1]} has a side above {MAX_IMAGE_DIM} pixels"
+        )
     return shape[2], shape[1]
 
 
@@ -334,23 +371,45 @@ def _resolve_metadata(
             "pass activation='none', 'sigmoid' or 'softmax'",
         )
     if labels is not None:
-        if isinstance(labels, str) or not all(isinstance(label, str) for label in labels):
+        if isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
+            raise InputError("labels", f"expected a sequence of strings, got {type(labels).__name__}")
+        resolved_labels = tuple(labels)  # read once: an iterator is used up by reading it
+        if not all(isinstance(label, str) for label in resolved_labels):
             raise InputError("labels", "expected a sequence of strings")
-        resolved_labels = tuple(labels)
     else:
         resolved_labels = info.labels
     return resolved_norm, resolved_activation, resolved_labels
 
 
-def _check_image(image: object, argument: str) -> np.ndarray:
-    """A C-contiguous uint8 ``(H, W, 3|4)`` array, or InputError(argument)."""
-    if not isinstance(image, np.ndarray):
-        raise InputError(argument, f"expected a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise InputError(argument, f"dtype {image.dtype}; expected uint8 RGB")
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise InputError(argument, f"shape {image.shape}; expected (H, W, 3) RGB or (H, W, 4) RGBA")
-    height, width = image.shape[:2]
-    if not (1 <= height <= MAX_IMAGE_DIM and 1 <= width <= MAX_IMAGE_DIM):
-        raise InputError(argument, f"size {width}x{height} is outside 1..{MAX_IMAGE_DIM} pixels per side")
-    return np.ascontiguousarray(image)
+def _flag(value: object, argument: str) -> bool:
+    try:
+        return bool(value)
+    except (TypeError, ValueError) as exc:  # an array of several values, an object refusing bool()
+        raise InputError(argument, f"expected True or False, got {type(value).__name__}: {exc}") from None
+
+
+def _read_model_file(path: object) -> bytes:
+    """The bytes of the file at ``path`` (a str or os.PathLike of str), or InputError("model_path").
+
+    Anything else is refused before ``open`` sees it: ``open(int)`` would take over the caller's
+    file descriptor and close it.
+    """
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        raise InputError(
+            "model_path",
+            f"expected a str or os.PathLike path, got {type(path).__name__} "
+            "(for the model's bytes use ImageSegmenter.create_from_buffer)",
+        )
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError("model_path", f"expected a str or os.PathLike path, got {type(path).__name__}")
+    try:
+        name = os.fspath(path)
+    except TypeError as exc:  # __fspath__ returned something else than str or bytes
+        raise InputError("model_path", f"{path!r} is not a path: {exc}") from None
+    if not isinstance(name, str):
+        raise InputError("model_path", f"{path!r} gives a {type(name).__name__} path; expected a str path")
+    try:
+        with open(name, "rb") as stream:
+            return stream.read()
+    except (OSError, ValueError) as exc:  # ValueError: NUL in the name, a non-encodable name
+        raise InputError("model_path", f"cannot read the model file {name!r}: {exc}") from None
