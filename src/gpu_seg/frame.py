@@ -8,6 +8,7 @@ backends (GL pipeline, CPU paths) never validate again.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -103,6 +104,17 @@ class Frame:
         """``(height, width)`` of the category mask, or None when not requested."""
         return (self.height, self.width) if self.category else None
 
+    @property
+    def confidence_bytes(self) -> int:
+        """Bytes of the confidence masks (0 when not requested)."""
+        shape = self.confidence_shape
+        return 0 if shape is None else shape[0] * shape[1] * shape[2] * self.confidence_format.dtype.itemsize
+
+    @property
+    def category_bytes(self) -> int:
+        """Bytes of the category mask (0 when not requested)."""
+        return self.width * self.height if self.category else 0
+
     def allocate_confidence(self, arrays: RecycledArrays | None = None) -> np.ndarray | None:
         """An array for the confidence masks (None when not requested): from ``arrays`` (memory
         that nothing references any more, see :mod:`gpu_seg.recycled`) or fresh."""
@@ -110,15 +122,27 @@ class Frame:
         if shape is None:
             return None
         dtype = self.confidence_format.dtype
-        return np.empty(shape, dtype) if arrays is None else arrays.take(shape, dtype)
+        return _allocated(
+            lambda: np.empty(shape, dtype) if arrays is None else arrays.take(shape, dtype), shape
+        )
 
     def allocate_category(self, arrays: RecycledArrays | None = None) -> np.ndarray | None:
         """An array for the category mask (None when not requested), as :meth:`allocate_confidence`."""
         shape = self.category_shape
         if shape is None:
             return None
-        return np.empty(shape, np.uint8) if arrays is None else arrays.take(shape, np.uint8)
+        return _allocated(
+            lambda: np.empty(shape, np.uint8) if arrays is None else arrays.take(shape, np.uint8), shape
+        )
 
     def allocate(self, arrays: RecycledArrays | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
         """``(allocate_confidence(arrays), allocate_category(arrays))``."""
         return self.allocate_confidence(arrays), self.allocate_category(arrays)
+
+
+def _allocated(make: Callable[[], np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """``make()``, with a MemoryError reported as the output size's fault (an InputError)."""
+    try:
+        return make()
+    except MemoryError:
+        raise InputError("output_size", f"masks of shape {shape}: out of memory") from None

@@ -5,8 +5,12 @@ Everything here runs before any GL call, so bad input never reaches a driver.
 
 from __future__ import annotations
 
+import functools
+import math
 import numbers
 import operator
+import os
+import threading
 
 import numpy as np
 
@@ -16,13 +20,16 @@ from .types import Activation
 
 __all__ = [
     "as_hwc_float32",
+    "check_disjoint_outputs",
     "check_output_array",
     "check_requested_outputs",
+    "flag",
     "make_frame",
     "parse_activation",
     "parse_channels",
     "parse_output_size",
     "positive_int",
+    "seconds",
 ]
 
 #: Upper bound on an output dimension for the CPU path (the GL path uses the driver's limit).
@@ -51,7 +58,10 @@ def as_hwc_float32(tensor: object) -> np.ndarray:
     """
     if not isinstance(tensor, np.ndarray):
         if isinstance(tensor, (list, tuple)):
-            tensor = np.asarray(tensor)
+            try:
+                tensor = np.asarray(tensor)
+            except (ValueError, TypeError) as exc:  # ragged nesting, mixed types
+                raise InputError("tensor", f"the nested sequence is not a regular array: {exc}") from None
         else:
             raise InputError("tensor", f"expected a numpy array, got {type(tensor).__name__}")
     if tensor.dtype.kind != "f" or tensor.dtype.itemsize not in (2, 4, 8):
@@ -93,6 +103,29 @@ def positive_int(value: object, argument: str) -> int:
     return value
 
 
+def flag(value: object, argument: str) -> bool:
+    """``bool(value)``; InputError naming ``argument`` where that has no single answer (arrays)."""
+    try:
+        return bool(value)
+    except (ValueError, TypeError) as exc:
+        raise InputError(argument, f"{type(value).__name__} is not a yes/no flag: {exc}") from None
+
+
+def seconds(value: object, argument: str, *, zero: bool = False) -> float:
+    """``value`` as a finite number of seconds, > 0 (>= 0 with ``zero``) and no longer than the
+    longest wait Python's locks and timers take (``threading.TIMEOUT_MAX``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(argument, f"{value!r} is not a number of seconds")
+    number = float(value)
+    if not (number >= 0 if zero else number > 0) or not math.isfinite(number):
+        bound = ">= 0" if zero else "> 0"
+        raise InputError(argument, f"{value!r} is not a finite number of seconds {bound}")
+    if number > threading.TIMEOUT_MAX:
+        longest = threading.TIMEOUT_MAX
+        raise InputError(argument, f"{value!r} s is longer than the longest wait ({longest:.3g} s)")
+    return number
+
+
 def parse_output_size(
     output_size: object, tensor_hw: tuple[int, int], max_dim: int = CPU_MAX_OUTPUT_DIM
 ) -> tuple[int, int]:
@@ -103,6 +136,10 @@ def parse_output_size(
     if output_size is None:
         width, height = tensor_hw[1], tensor_hw[0]
     else:
+        if not isinstance(output_size, (tuple, list, np.ndarray)):  # not any iterable: sets, bytes
+            raise InputError(
+                "output_size", f"{output_size!r} is not a (width, height) pair: a tuple, list or array"
+            )
         try:
             width_obj, height_obj = output_size  # type: ignore[misc]
         except (TypeError, ValueError):
@@ -142,12 +179,59 @@ def check_requested_outputs(confidence: bool, category: bool) -> None:
         )
 
 
+@functools.cache
+def _physical_memory() -> int | None:
+    """Bytes of physical memory, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_output_bytes(frame: Frame) -> None:
+    """Refuse a frame whose masks alone could never fit in this machine's memory (a raw
+    ``MemoryError`` otherwise, or the kernel's OOM killer)."""
+    total = frame.category_bytes + frame.confidence_bytes
+    memory = _physical_memory()
+    if memory is not None and total > memory:
+        raise InputError(
+            "output_size",
+            f"{frame.width}x{frame.height} masks need {total / 2**30:.1f} GiB, more than this machine's "
+            f"{memory / 2**30:.1f} GiB of memory",
+        )
+
+
+def _allocate(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    try:
+        return np.empty(shape, dtype)
+    except MemoryError:
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        raise InputError(
+            "output_size", f"{np.dtype(dtype)} masks {shape} need {size / 2**30:.1f} GiB: out of memory"
+        ) from None
+
+
+def check_disjoint_outputs(
+    tensor: np.ndarray, confidence_out: np.ndarray | None, category_out: np.ndarray | None
+) -> None:
+    """Refuse preallocated outputs that share memory with each other or with the (float32) tensor
+    read by the frame: the masks would be written over what is still being read."""
+    pairs = (
+        ("confidence_out", confidence_out, "the tensor", tensor),
+        ("category_out", category_out, "the tensor", tensor),
+        ("category_out", category_out, "confidence_out", confidence_out),
+    )
+    for argument, out, name, other in pairs:
+        if out is not None and other is not None and np.may_share_memory(out, other):
+            raise InputError(argument, f"overlaps the memory of {name}; pass separate arrays")
+
+
 def check_output_array(
     array: np.ndarray | None, argument: str, shape: tuple[int, ...], dtype: np.dtype
 ) -> np.ndarray:
     """Return a preallocated output array after checking it, or a fresh one when ``array`` is None."""
     if array is None:
-        return np.empty(shape, dtype)
+        return _allocate(shape, dtype)
     if not isinstance(array, np.ndarray):
         raise InputError(argument, f"expected a numpy array, got {type(array).__name__}")
     if array.shape != shape or array.dtype != dtype:
@@ -176,7 +260,7 @@ def make_frame(
     check_requested_outputs(confidence, category)
     tensor = as_hwc_float32(tensor)
     width, height = parse_output_size(output_size, tensor.shape[:2], max_dim)
-    return Frame(
+    frame = Frame(
         tensor=tensor,
         width=width,
         height=height,
@@ -185,3 +269,5 @@ def make_frame(
         category=bool(category),
         confidence_format=ConfidenceFormat.parse(confidence_format),
     )
+    check_output_bytes(frame)
+    return frame

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import numbers
-import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -22,13 +21,17 @@ from .gl.pipeline import TensorLayout
 from .idle import IdleWatch
 from .inputs import (
     CPU_MAX_OUTPUT_DIM,
+    check_disjoint_outputs,
     check_output_array,
     check_requested_outputs,
+    flag,
     make_frame,
     parse_activation,
     parse_channels,
     positive_int,
+    seconds,
 )
+from .locks import ProcessorLock
 from .recycled import DEFAULT_MAX_BYTES, RecycledArrays
 from .resilience import RecoveryPolicy
 from .results import MaskView, PendingFrame
@@ -39,6 +42,7 @@ from .types import Activation, Result
 if TYPE_CHECKING:
     from .cuda import CudaMasks
     from .cuda.interop import CudaBridge
+    from .gl.worker import GLThread
     from .resident import GLTensor, Lease, ResidentMasks
 
 __all__ = ["Event", "EventKind", "MaskView", "PendingFrame", "SegmentationPostprocessor"]
@@ -148,13 +152,22 @@ class SegmentationPostprocessor:
         self.activation = parse_activation(activation)
         self.confidence_format = ConfidenceFormat.parse(confidence_dtype)
         if confidence_channels is not None:
-            parse_channels(confidence_channels, 1 << 30)  # shape and type now; range per frame
-        self.confidence_channels = None if confidence_channels is None else tuple(confidence_channels)
-        check_requested_outputs(bool(output_confidence_masks), bool(output_category_mask))
+            # shape and type now (an iterator is read once, here); range per frame
+            confidence_channels = parse_channels(confidence_channels, 1 << 30)
+        self.confidence_channels = confidence_channels
+        output_confidence_masks = flag(output_confidence_masks, "output_confidence_masks")
+        output_category_mask = flag(output_category_mask, "output_category_mask")
+        time_gpu = flag(time_gpu, "time_gpu")
+        idle_release_context = flag(idle_release_context, "idle_release_context")
+        check_requested_outputs(output_confidence_masks, output_category_mask)
         if backend not in ("auto", "gl", "cpu"):
             raise InputError("backend", f"unknown backend {backend!r}; expected 'auto', 'gl' or 'cpu'")
-        if context is not None and context != "current" and not isinstance(context, moderngl.Context):
+        if context is not None and not (
+            (isinstance(context, str) and context == "current") or isinstance(context, moderngl.Context)
+        ):
             raise InputError("context", "expected None, 'current' or a moderngl.Context")
+        if gl_timeout is not None:
+            gl_timeout = seconds(gl_timeout, "gl_timeout")
         if software_renderer not in ("fastest", "gl"):
             raise InputError("software_renderer", f"{software_renderer!r} is not 'fastest' or 'gl'")
         if cpu_threads is not None:
@@ -169,18 +182,13 @@ class SegmentationPostprocessor:
             raise InputError("recycle_bytes", f"{recycle_bytes!r} is not a number of bytes >= 0")
         if policy is not None and not isinstance(policy, RecoveryPolicy):
             raise InputError("policy", f"expected a gpu_seg.RecoveryPolicy, got {type(policy).__name__}")
-        if idle_release_after is not None and not (
-            isinstance(idle_release_after, (int, float)) and idle_release_after > 0
-        ):
-            raise InputError(
-                "idle_release_after", f"{idle_release_after!r} is not a positive number of seconds"
-            )
+        if idle_release_after is not None:
+            idle_release_after = seconds(idle_release_after, "idle_release_after")
         self.output_confidence_masks = bool(output_confidence_masks)
         self.output_category_mask = bool(output_category_mask)
         self.backend: BackendChoice = backend
         self.policy = policy if policy is not None else RecoveryPolicy()
         self._events = EventLog(on_event)
-        self._lock = threading.RLock()
         self._closed = False
         self._close_done = False  # False after a close() cut short: the next one finishes it
         self._frames = self._gl_frames = self._cpu_frames = self._backoff_cpu_frames = 0
@@ -188,6 +196,7 @@ class SegmentationPostprocessor:
         #: (which holds this dict, never the processor): the GL thread and context, the idle
         #: watch's thread, CUDA objects, the CPU pool's threads, kept memory.
         self._parts: dict[str, Any] = {}
+        self._lock = ProcessorLock(_gl_thread_of(self._parts))  # refuses calls from inside run_gl
         self._supervisor: GLSupervisor | None = None
         self._idle = None
         self._cuda = None  # created by the first process_cuda()
@@ -221,7 +230,8 @@ class SegmentationPostprocessor:
             self._start_idle_watch()
             self._finalizer = weakref.finalize(self, _release, self._parts)
             self._finalizer.atexit = False  # at exit the process goes, and its GL with it
-            forks.renew_locks(self, "_lock", factory=threading.RLock)
+            gl_thread = _gl_thread_of(self._parts)  # not self: the registry must not keep it alive
+            forks.renew_locks(self, "_lock", factory=lambda: ProcessorLock(gl_thread))
             forks.track(self)
         except BaseException:
             _release(self._parts)  # a GL thread made for nothing, the CPU pool's threads
@@ -631,6 +641,7 @@ class SegmentationPostprocessor:
             if category_out is None
             else check_output_array(category_out, "category_out", frame.category_shape, np.dtype(np.uint8))
         )
+        check_disjoint_outputs(frame.tensor, confidence_dst, category_dst)
         return frame, confidence_dst, category_dst
 
     def _process_frame(
@@ -692,7 +703,7 @@ class SegmentationPostprocessor:
             max_dim=gl_max or CPU_MAX_OUTPUT_DIM,
         )
         if gl_max:
-            TensorLayout.for_tensor(*frame.tensor.shape, gl_max)  # too big for GL: InputError now
+            TensorLayout.check_fits(*frame.tensor.shape, gl_max)  # too big for GL: InputError now
         return frame
 
     def _gl_frame(
@@ -829,3 +840,14 @@ def _into(computed: np.ndarray | None, destination: np.ndarray | None) -> np.nda
         return computed
     np.copyto(destination, computed)
     return destination
+
+
+def _gl_thread_of(parts: dict[str, Any]) -> Callable[[], GLThread | None]:
+    """The GL thread of the processor whose parts are ``parts`` (never the processor itself: see
+    ``_parts``)."""
+
+    def gl_thread() -> GLThread | None:
+        supervisor = parts.get("supervisor")
+        return None if supervisor is None else supervisor.gl_thread
+
+    return gl_thread

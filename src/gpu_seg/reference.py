@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .frame import ConfidenceFormat, Frame
-from .inputs import as_hwc_float32, check_output_array, make_frame, parse_activation
+from .inputs import as_hwc_float32, check_disjoint_outputs, check_output_array, make_frame, parse_activation
 from .sampling import SINGLE_TAP, align_corners_taps, identity_taps, resize_taps
 from .types import Activation, Result
 
@@ -216,6 +216,7 @@ def confidence_masks(
         confidence_format=ConfidenceFormat.parse(dtype, "dtype"), confidence_channels=channels,
     )  # fmt: skip
     out = check_output_array(out, "out", frame.confidence_shape, frame.confidence_format.dtype)
+    check_disjoint_outputs(frame.tensor, out, None)
     _confidence_into(frame, out)
     return out
 
@@ -229,6 +230,7 @@ def category_mask(
     """uint8 category mask ``(height, width)``."""
     frame = make_frame(tensor, activation, output_size, confidence=False, category=True)
     out = check_output_array(out, "out", frame.category_shape, np.dtype(np.uint8))
+    check_disjoint_outputs(frame.tensor, None, out)
     _category_into(frame, out)
     return out
 

@@ -139,7 +139,7 @@ def device_frame(
     is a read-only zero-strided placeholder of the right shape (never computed on; such frames
     never go to the CPU)."""
     height, width, channels = shape
-    TensorLayout.for_tensor(height, width, channels, max_dim)  # too big for GL: InputError now
+    TensorLayout.check_fits(height, width, channels, max_dim)  # too big for GL: InputError now
     out_width, out_height = parse_output_size(output_size, (height, width), max_dim)
     confidence = pp.output_confidence_masks
     return Frame(

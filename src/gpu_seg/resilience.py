@@ -22,13 +22,27 @@ Times come from an injectable clock so tests can drive the policy without sleepi
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .errors import InputError
+
 __all__ = ["Backoff", "LossBucket", "LossBudget", "RecoveryPolicy", "RecoveryState"]
 
 Clock = Callable[[], float]
+
+
+def _number(value: object, argument: str, *, positive: bool = False, whole: bool = False) -> None:
+    """Raise InputError naming ``argument`` unless ``value`` is a finite real number >= 0 (> 0
+    with ``positive``; an integer with ``whole``)."""
+    kind = numbers.Integral if whole else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise InputError(argument, f"{value!r} is not {'an integer' if whole else 'a number'}")
+    if not math.isfinite(float(value)) or not (value > 0 if positive else value >= 0):
+        raise InputError(argument, f"{value!r} is not {'positive' if positive else 'a finite number >= 0'}")
 
 
 @dataclass(frozen=True)
@@ -44,10 +58,8 @@ class LossBudget:
     forgive_after: float = 600.0
 
     def __post_init__(self) -> None:
-        if self.capacity < 0:
-            raise ValueError("capacity must not be negative")
-        if self.forgive_after <= 0:
-            raise ValueError("forgive_after must be positive")
+        _number(self.capacity, "capacity", whole=True)
+        _number(self.forgive_after, "forgive_after", positive=True)
 
 
 class LossBucket:
@@ -95,6 +107,11 @@ class Backoff:
     factor: float = 2.0
     cap: float = 2.0
 
+    def __post_init__(self) -> None:
+        _number(self.base, "base")
+        _number(self.factor, "factor")
+        _number(self.cap, "cap")
+
     def delay(self, attempt: int) -> float:
         if attempt <= 0:
             return 0.0
@@ -120,8 +137,15 @@ class RecoveryPolicy:
     clock: Clock = time.monotonic
 
     def __post_init__(self) -> None:
-        if self.reprobe_interval < 0:
-            raise ValueError("reprobe_interval must not be negative")
+        if not isinstance(self.budget, LossBudget):
+            raise InputError("budget", f"expected a gpu_seg.LossBudget, got {type(self.budget).__name__}")
+        if not isinstance(self.backoff, Backoff):
+            kind = type(self.backoff).__name__
+            raise InputError("backoff", f"expected a gpu_seg.Backoff, got {kind}")
+        _number(self.reprobe_interval, "reprobe_interval")
+        _number(self.quick_succession, "quick_succession")
+        if not callable(self.clock):
+            raise InputError("clock", f"{self.clock!r} is not callable (a function returning seconds)")
 
     def new_state(self) -> RecoveryState:
         """A fresh state for one processor."""

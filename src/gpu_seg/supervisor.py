@@ -251,6 +251,11 @@ class GLSupervisor:
         self.counters.trims += 1
         self._record(EventKind.TRIMMED, what)
 
+    @property
+    def gl_thread(self) -> GLThread | None:
+        """The thread that runs this supervisor's GL work (None before the first generation)."""
+        return self._thread
+
     def close(self) -> None:
         self.drop_generation(release=True)
         self.bury()

@@ -93,6 +93,20 @@ class TensorLayout:
             )
         return cls(width, height, channels, lanes, groups, line, lines, True)
 
+    @classmethod
+    def check_fits(cls, height: int, width: int, channels: int, max_texture_size: int) -> TensorLayout:
+        """:meth:`for_tensor`, and the width checked too: the activation's target and the softmax
+        statistics are textures at tensor resolution (``width x height``), whatever the layout of
+        the tensor texture. For the processors' validation, with the context's real limit (the
+        pipeline tests force smaller limits to get wrapped layouts of wide tensors).
+
+        Raises:
+            InputError: (argument ``"tensor"``) the tensor does not fit.
+        """
+        if width > max_texture_size:
+            raise InputError("tensor", f"width {width} exceeds the GL texture limit of {max_texture_size}")
+        return cls.for_tensor(height, width, channels, max_texture_size)
+
     @property
     def padded(self) -> bool:
         """Whether uploading needs a staging copy (zero lanes or a wrapped tail)."""
