@@ -215,3 +215,16 @@ def test_a_tensor_wider_than_the_gl_texture_limit_is_an_input_error(backend):
         assert pp.stats["context_losses"] == 0 and pp.stats["cpu_frames"] == 0
         result = pp.process(np.zeros((1, limit, 1), np.float32), (3, 3))  # at the limit: fine
         assert result.backend == "gl"
+
+
+@pytest.mark.parametrize("index", ["0", 0.0, True, -1, 1.5])
+def test_device_index_must_be_a_whole_number_from_zero(index):
+    with pytest.raises(InputError) as info:
+        gpu_seg.SegmentationPostprocessor(backend="auto", device_index=index)
+    assert info.value.argument == "device_index"
+
+
+def test_run_gl_needs_a_callable(processors):
+    with pytest.raises(InputError) as info:
+        processors("softmax", "gl").run_gl(5)
+    assert info.value.argument == "function"

@@ -168,6 +168,9 @@ class SegmentationPostprocessor:
             raise InputError("context", "expected None, 'current' or a moderngl.Context")
         if gl_timeout is not None:
             gl_timeout = seconds(gl_timeout, "gl_timeout")
+        whole = isinstance(device_index, numbers.Integral) and not isinstance(device_index, bool)
+        if device_index is not None and not (whole and device_index >= 0):
+            raise InputError("device_index", f"{device_index!r} is not an EGL device number (an int >= 0)")
         if software_renderer not in ("fastest", "gl"):
             raise InputError("software_renderer", f"{software_renderer!r} is not 'fastest' or 'gl'")
         if cpu_threads is not None:
@@ -472,6 +475,8 @@ class SegmentationPostprocessor:
         checked afterwards: a loss raises ``ContextLostError`` (the next frame rebuilds).
         Creates the GL generation if there is none yet.
         """
+        if not callable(function):
+            raise InputError("function", f"{type(function).__name__} is not callable; pass function(ctx)")
         try:
             with self._lock:
                 self._check_open()
