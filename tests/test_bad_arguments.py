@@ -228,3 +228,15 @@ def test_run_gl_needs_a_callable(processors):
     with pytest.raises(InputError) as info:
         processors("softmax", "gl").run_gl(5)
     assert info.value.argument == "function"
+
+
+def test_on_event_must_be_callable():
+    with pytest.raises(InputError) as info:
+        gpu_seg.SegmentationPostprocessor(backend="cpu", on_event=5)
+    assert info.value.argument == "on_event"
+    with gpu_seg.SegmentationPostprocessor(backend="cpu") as pp:
+        with pytest.raises(InputError) as info:
+            pp.on_event = "print"
+        assert info.value.argument == "on_event"
+        pp.on_event = print  # and None: fine
+        pp.on_event = None

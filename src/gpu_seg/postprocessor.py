@@ -191,7 +191,7 @@ class SegmentationPostprocessor:
         self.output_category_mask = bool(output_category_mask)
         self.backend: BackendChoice = backend
         self.policy = policy if policy is not None else RecoveryPolicy()
-        self._events = EventLog(on_event)
+        self._events = EventLog(_callback(on_event))
         self._closed = False
         self._close_done = False  # False after a close() cut short: the next one finishes it
         self._frames = self._gl_frames = self._cpu_frames = self._backoff_cpu_frames = 0
@@ -289,7 +289,7 @@ class SegmentationPostprocessor:
 
     @on_event.setter
     def on_event(self, callback: Callable[[Event], None] | None) -> None:
-        self._events.callback = callback
+        self._events.callback = _callback(callback)
 
     @property
     def confidence_dtype(self) -> np.dtype:
@@ -856,3 +856,11 @@ def _gl_thread_of(parts: dict[str, Any]) -> Callable[[], GLThread | None]:
         return None if supervisor is None else supervisor.gl_thread
 
     return gl_thread
+
+
+def _callback(on_event: Callable[[Event], None] | None) -> Callable[[Event], None] | None:
+    """``on_event`` checked: None or a callable."""
+    if on_event is not None and not callable(on_event):
+        kind = type(on_event).__name__
+        raise InputError("on_event", f"{kind} is not callable; pass a function(event) or None")
+    return on_event
