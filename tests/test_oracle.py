@@ -319,3 +319,11 @@ def test_import_without_mediapipe() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_the_oracle_imports_as_a_module_too():
+    """``from gpu_seg.oracle import ...`` as well as ``gpu_seg.oracle.name`` (the README's form)."""
+    import gpu_seg
+    from gpu_seg.oracle import mediapipe_postprocess
+
+    assert mediapipe_postprocess is gpu_seg.oracle.mediapipe_postprocess

@@ -77,5 +77,5 @@ def __getattr__(name: str):
     if name in ("oracle", "testing", "models"):
         import importlib
 
-        return importlib.import_module(f"{__name__}.{'tools.oracle' if name == 'oracle' else name}")
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
