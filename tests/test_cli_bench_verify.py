@@ -49,7 +49,7 @@ def run_cli(argv: list[str]) -> int:
         (["bench", "--output-size", "64x48"], "give --tensor"),
         (["bench", "--activation", "softmax"], "give --tensor"),
         (["verify", "--cases", "0"], "not positive"),
-        (["verify", "--seed", "x"], "invalid int"),
+        (["verify", "--seed", "x"], "not an integer"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):

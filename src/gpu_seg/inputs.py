@@ -28,6 +28,7 @@ __all__ = [
     "parse_activation",
     "parse_channels",
     "parse_output_size",
+    "physical_memory",
     "positive_int",
     "seconds",
 ]
@@ -180,7 +181,7 @@ def check_requested_outputs(confidence: bool, category: bool) -> None:
 
 
 @functools.cache
-def _physical_memory() -> int | None:
+def physical_memory() -> int | None:
     """Bytes of physical memory, or None where the system does not say."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -192,7 +193,7 @@ def check_output_bytes(frame: Frame) -> None:
     """Refuse a frame whose masks alone could never fit in this machine's memory (a raw
     ``MemoryError`` otherwise, or the kernel's OOM killer)."""
     total = frame.category_bytes + frame.confidence_bytes
-    memory = _physical_memory()
+    memory = physical_memory()
     if memory is not None and total > memory:
         raise InputError(
             "output_size",

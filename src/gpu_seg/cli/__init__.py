@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ..errors import InputError
+
 COMMANDS = {
     "info": "print the GL renderer, version, limits and extensions of the owned EGL context",
     "bench": "time gpu_seg against MediaPipe CPU, OpenCV and PyTorch on model-like presets",
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"{__name__}.{name}")
         command = sub.add_parser(name, help=help_text, description=module.__doc__)
         module.add_arguments(command)
-        command.set_defaults(run=module.run)
+        command.set_defaults(run=module.run, command_parser=command)
     return parser
 
 
@@ -83,6 +85,21 @@ def _run(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except InputError as exc:  # gpu_seg refused a value that came from an argument
+        _argument_error(args.command_parser, exc)
+        return 2
+
+
+def _argument_error(parser: argparse.ArgumentParser, exc: InputError) -> None:
+    """Report ``exc`` as argparse reports a bad argument (usage, then ``PROG: error: ...``), naming
+    the command's option for the library argument where there is one (``output_size`` ->
+    ``--output-size``)."""
+    text = str(exc)
+    option = "--" + exc.argument.replace("_", "-")
+    if option in parser._option_string_actions:
+        text = f"argument {option}: {text.removeprefix(f'{exc.argument}: ')}"
+    parser.print_usage(sys.stderr)
+    print(f"{parser.prog}: error: {text}", file=sys.stderr)
 
 
 def _rich_available() -> bool:

@@ -4,8 +4,29 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import threading
+from pathlib import Path
 
-__all__ = ["non_negative_float", "non_negative_int", "output_size", "positive_int", "tensor_shape"]
+from ..inputs import CPU_MAX_OUTPUT_DIM, physical_memory
+
+__all__ = [
+    "MAX_THREADS",
+    "frame_rate",
+    "memory_problem",
+    "non_negative_float",
+    "non_negative_int",
+    "output_file",
+    "output_size",
+    "positive_int",
+    "tensor_shape",
+    "thread_count",
+    "wait_seconds",
+]
+
+#: The most LiteRT threads ``--threads`` accepts: far more than any CPU has cores, far fewer than
+#: the tens of thousands at which starting them fails (and LiteRT crashes).
+MAX_THREADS = 1024
 
 
 def _integer(text: str) -> int:
@@ -29,6 +50,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def thread_count(text: str) -> int:
+    """A positive number of threads, at most :data:`MAX_THREADS`."""
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"{value} is more than {MAX_THREADS} threads")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -37,6 +66,74 @@ def non_negative_float(text: str) -> float:
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite non-negative number")
     return value
+
+
+def wait_seconds(text: str) -> float:
+    """A positive number of seconds that Python can wait (at most ``threading.TIMEOUT_MAX``)."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not positive")
+    if value > threading.TIMEOUT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} s is longer than the longest wait ({threading.TIMEOUT_MAX:.3g} s)"
+        )
+    return value
+
+
+def frame_rate(text: str) -> float:
+    """Frames per second, >= 0 (0: no limit), whose interval Python can wait."""
+    value = non_negative_float(text)
+    if value and 1.0 / value > threading.TIMEOUT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a frame every {1.0 / value:.3g} s is longer than the longest wait "
+            f"({threading.TIMEOUT_MAX:.3g} s)"
+        )
+    return value
+
+
+def output_file(text: str) -> str:
+    """A file the command can write at the end of its run, checked before the run: not a folder, in
+    a folder that exists, writable (a file that does not exist yet is created and removed again)."""
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r}: the folder {str(folder)!r} {what}")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise argparse.ArgumentTypeError(f"{text!r} cannot be written (permission denied)")
+        return text
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be created: {exc.strerror or exc}") from None
+    os.close(fd)
+    path.unlink(missing_ok=True)
+    return text
+
+
+def _bytes_text(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def memory_problem(needed: int, what: str) -> str | None:
+    """Why ``what`` cannot run here when it needs at least ``needed`` bytes at once: more than this
+    machine's RAM (None when it fits, or when the RAM is unknown)."""
+    total = physical_memory()
+    if total is None or needed <= total:
+        return None
+    return (
+        f"{what} needs at least {_bytes_text(needed)} of memory at once, more than this machine has "
+        f"({_bytes_text(total)})"
+    )
 
 
 def _sizes(text: str, count: int, form: str) -> tuple[int, ...]:
@@ -53,8 +150,10 @@ def _sizes(text: str, count: int, form: str) -> tuple[int, ...]:
 
 
 def output_size(text: str) -> tuple[int, int]:
-    """``WxH`` -> ``(width, height)``."""
+    """``WxH`` -> ``(width, height)``, each at most the largest output size of any backend."""
     width, height = _sizes(text, 2, "WxH")
+    if max(width, height) > CPU_MAX_OUTPUT_DIM:
+        raise argparse.ArgumentTypeError(f"{text!r}: every size must be at most {CPU_MAX_OUTPUT_DIM}")
     return width, height
 
 

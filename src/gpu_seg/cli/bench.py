@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -57,7 +58,15 @@ from ..tools.bench.run import (
 )
 from ..tools.messages import INSTALL_BENCH
 from ..types import Activation
-from .args import non_negative_float, non_negative_int, output_size, positive_int, tensor_shape
+from .args import (
+    memory_problem,
+    non_negative_float,
+    non_negative_int,
+    output_file,
+    output_size,
+    positive_int,
+    tensor_shape,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,7 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop timing a backend early once it has 3 frames and spent S seconds in a cell "
         f"(default {DEFAULT_MAX_SECONDS:g}; 0 = never)",
     )
-    how.add_argument("--seed", type=int, default=0, help="seed of the bench tensors (default 0)")
+    how.add_argument("--seed", type=non_negative_int, default=0, help="seed of the bench tensors (default 0)")
     how.add_argument(
         "--bandwidth-mib",
         type=positive_int,
@@ -147,8 +156,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(unless given)",
     )
     out = parser.add_argument_group("output")
-    out.add_argument("--json", metavar="PATH", help="write every figure to PATH as JSON")
-    out.add_argument("--plot", metavar="PATH", help="write a PNG bar chart to PATH (needs matplotlib)")
+    out.add_argument("--json", type=output_file, metavar="PATH", help="write every figure to PATH as JSON")
+    out.add_argument(
+        "--plot", type=output_file, metavar="PATH", help="write a PNG bar chart to PATH (needs matplotlib)"
+    )
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(bench_parser=parser)
 
@@ -163,6 +174,36 @@ def cases_from_args(args: argparse.Namespace) -> list[BenchCase]:
     if E2E_PRESET in names:
         cases.append(end_to_end_case())
     return cases
+
+
+def _memory_problem(args: argparse.Namespace) -> str | None:
+    """Why the custom tensor or the bandwidth buffer cannot fit in this machine's memory, or None."""
+    if args.tensor is not None:
+        h, w, c = args.tensor
+        width, height = args.output_size or (w, h)
+        tensors = 2 if args.noise else 1  # model-like and noise, float32
+        needed = tensors * 4 * h * w * c + width * height * (4 * c + 1)  # + confidence and category
+        what = f"--tensor {h}x{w}x{c}" + (f" with --output-size {width}x{height}" if args.output_size else "")
+        problem = memory_problem(needed, f"{what} (the tensor and its masks)")
+        if problem:
+            return problem
+    if args.bandwidth_mib is not None:
+        return memory_problem(
+            2 * args.bandwidth_mib << 20, f"--bandwidth-mib {args.bandwidth_mib} (two buffers)"
+        )
+    return None
+
+
+def _plot_format_problem(path: str) -> str | None:
+    """Why matplotlib cannot write a chart to ``path`` (its suffix names no format it has), or None."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.removeprefix(".").lower()  # as savefig reads it; none: PNG
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        known = ", ".join(sorted(formats))
+        return f"--plot {path}: matplotlib cannot write {suffix!r} files (it writes {known})"
+    return None
 
 
 def _matplotlib_available() -> bool:
@@ -186,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
         return usage_error("--output-size and --activation describe a custom tensor: give --tensor HxWxC too")
     if args.plot and not _matplotlib_available():
         return usage_error(f"--plot needs matplotlib, which is not installed: {INSTALL_BENCH}")
+    problem = (_plot_format_problem(args.plot) if args.plot else None) or _memory_problem(args)
+    if problem:
+        return usage_error(problem)
     from .bench_report import print_report
     from .console import progress_bar, stdout
 

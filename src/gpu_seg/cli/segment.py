@@ -21,6 +21,7 @@ unreadable input is reported and the rest run), 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 from ..errors import GpuSegError
 from ..models import model_bytes
 from ..segmenter.batch import BatchReport, BatchSegmenter, FrameRecord, estimate_frames, find_inputs
-from .args import non_negative_float, positive_int
+from .args import MAX_THREADS, non_negative_float, positive_int, thread_count
 
 if TYPE_CHECKING:
     from ..distributed import RayReport
@@ -60,9 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         default=None,
-        help="LiteRT threads (default: LiteRT's; with --ray: the worker's CPUs)",
+        help=f"LiteRT threads, at most {MAX_THREADS} (default: LiteRT's; with --ray: the worker's CPUs)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_ray_arguments(parser.add_argument_group("Ray (pip install 'gpu_seg[ray]')"))
@@ -128,13 +129,30 @@ def _ray_summary(report: RayReport) -> str:
 
 
 def _check_arguments(args: argparse.Namespace) -> str | None:
-    """Why the arguments do not go together, or None."""
+    """Why the arguments do not go together or the output folder cannot be made (it is made here,
+    before any frame), or None."""
     if args.ray is None:
         given = [f"--{name.replace('_', '-')}" for name in RAY_OPTIONS if getattr(args, name) is not None]
         if given:
             return f"{', '.join(given)} need --ray"
         if "://" in args.out:
             return "an output URI needs --ray (without it, --out is a local folder)"
+    if not args.ray and "://" not in args.out:  # a folder on this machine (local Ray included)
+        return _out_folder_problem(args.out)
+    return None
+
+
+def _out_folder_problem(out: str) -> str | None:
+    """Make the output folder now, before any frame: why that fails, or None."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        return f"--out {out}: a file, not a folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--out {out}: cannot create the folder: {exc.strerror or exc}"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"--out {out}: cannot write in the folder (permission denied)"
     return None
 
 

@@ -44,7 +44,16 @@ from ..tools.soak import (
 )
 from ..tools.soak.report import LoopReport, Snapshot
 from ..types import Activation
-from .args import non_negative_float, non_negative_int, output_size, positive_int, tensor_shape
+from .args import (
+    memory_problem,
+    non_negative_float,
+    non_negative_int,
+    output_file,
+    output_size,
+    positive_int,
+    tensor_shape,
+    wait_seconds,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -52,13 +61,6 @@ if TYPE_CHECKING:
 #: Defaults of the tensor soak for the options --segmenter does not take.
 DEFAULT_OUTPUT_SIZE = (160, 120)
 DEFAULT_TENSOR = (32, 32, 6)
-
-
-def _positive_float(text: str) -> float:
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not positive")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the processor's activation (default softmax)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random tensors (default 0)")
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the random tensors (default 0)"
+    )
     parser.add_argument(
         "--budget",
         type=non_negative_int,
@@ -119,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     modes = parser.add_argument_group("modes")
     modes.add_argument(
         "--idle",
-        type=_positive_float,
+        type=wait_seconds,
         default=None,
         metavar="SECONDS",
         help="idle periods of SECONDS without frames (every --idle-every frames); with an automatic "
@@ -174,7 +178,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     modes.add_argument(
         "--landscape", action="store_true", help="with --segmenter: the landscape selfie model"
     )
-    parser.add_argument("--json", metavar="PATH", default=None, help="also write the figures to PATH as JSON")
+    parser.add_argument(
+        "--json",
+        type=output_file,
+        metavar="PATH",
+        default=None,
+        help="also write the figures to PATH as JSON",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(soak_parser=parser)
 
@@ -197,14 +207,29 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         ]
         if given:
             return f"{', '.join(given)} cannot be combined with --segmenter"
-        return None
+        return _memory_problem(args)
     if args.model is not None or args.landscape:
         return "--model and --landscape go with --segmenter"
     if args.idle_every is not None and args.idle is None:
         return "--idle-every needs --idle SECONDS"
     if args.fallback_at is not None and args.fallback_at > args.frames - 3:
         return f"--fallback-at must leave two CPU frames after it: at most --frames - 3 = {args.frames - 3}"
-    return None
+    return _memory_problem(args)
+
+
+def _memory_problem(args: argparse.Namespace) -> str | None:
+    """Why one frame of the soak cannot fit in this machine's memory, or None."""
+    if args.segmenter:
+        width, height = args.output_size or DEFAULT_FRAME_SIZE
+        needed = width * height * (3 + 1)  # the RGB frame and its category mask
+        return memory_problem(needed, f"--output-size {width}x{height} (a video frame and its mask)")
+    h, w, c = args.tensor or DEFAULT_TENSOR
+    width, height = args.output_size or DEFAULT_OUTPUT_SIZE
+    area = width * height * (4 if args.churn else 1)  # churn: up to twice as wide and as high
+    needed = 12 * h * w * c + area * (4 * c + 1)  # float64 draw + float32 tensor, confidence + category
+    what = f"--tensor {h}x{w}x{c}" + (f" with --output-size {width}x{height}" if args.output_size else "")
+    what += " and --churn" if args.churn else ""
+    return memory_problem(needed, f"{what} (the tensor and its masks)")
 
 
 def _usage_error(args: argparse.Namespace, message: str) -> int:

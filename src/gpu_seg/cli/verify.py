@@ -27,7 +27,7 @@ from ..tools import oracle
 from ..tools.messages import INSTALL_MEDIAPIPE
 from ..tools.parity import Parity
 from ..tools.verify import DEFAULT_CASES, VerifyReport, run_verify
-from .args import positive_int
+from .args import non_negative_int, output_file, positive_int
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,8 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cases", type=positive_int, default=DEFAULT_CASES, help=f"random cases (default {DEFAULT_CASES})"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the battery (default 0)")
-    parser.add_argument("--json", metavar="PATH", help="also write every case's figures to PATH as JSON")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the battery (default 0)")
+    parser.add_argument(
+        "--json", type=output_file, metavar="PATH", help="also write every case's figures to PATH as JSON"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import GpuSegError
 from ..models import model_bytes
-from .args import non_negative_float, non_negative_int, positive_int
+from .args import MAX_THREADS, frame_rate, non_negative_int, output_file, positive_int, thread_count
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--frames", type=positive_int, default=None, metavar="N", help="stop after N frames")
     parser.add_argument(
-        "--screenshot", type=Path, default=None, metavar="PATH", help="save the window after the last frame"
+        "--screenshot",
+        type=output_file,
+        default=None,
+        metavar="PATH",
+        help="save the window after the last frame (PNG, JPEG, ...: from the suffix)",
     )
     parser.add_argument(
         "--inject-loss-at",
@@ -68,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-fps",
-        type=non_negative_float,
+        type=frame_rate,
         default=None,
         metavar="F",
         help="at most F frames/s (default: the video's rate; 0: as fast as possible)",
@@ -80,7 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="post-processing backend (default auto)",
     )
-    parser.add_argument("--threads", type=positive_int, default=None, help="LiteRT threads")
+    parser.add_argument(
+        "--threads", type=thread_count, default=None, help=f"LiteRT threads (at most {MAX_THREADS})"
+    )
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -88,7 +94,23 @@ def _check(args: argparse.Namespace) -> str | None:
         return "give an input file or --camera N (one of them)"
     if args.screenshot is not None and args.frames is None:
         return "--screenshot needs --frames N (it saves the window after frame N)"
+    if args.screenshot is not None and not _image_writer_for(args.screenshot):
+        return f"--screenshot {args.screenshot}: OpenCV cannot write this kind of file (use .png or .jpg)"
+    from ..viewer.compositor import MAX_BLUR_RADIUS
+
+    if args.blur_radius > MAX_BLUR_RADIUS:
+        return f"--blur-radius {args.blur_radius} is more than {MAX_BLUR_RADIUS}"
     return None
+
+
+def _image_writer_for(path: str) -> bool:
+    """Whether OpenCV can write an image to ``path`` (its suffix); True without OpenCV, which the
+    viewer reports itself."""
+    try:
+        import cv2
+    except ImportError:
+        return True
+    return bool(cv2.haveImageWriter(path))
 
 
 def run(args: argparse.Namespace) -> int:

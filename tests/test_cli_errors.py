@@ -1,0 +1,214 @@
+"""Bad arguments to every ``gpu-seg`` command: a clear message and exit status 2, never a traceback,
+and found before the run starts (nothing written, no figures lost).
+
+Most tests start the real console script in a subprocess (as a shell does), so that a traceback
+or a crash shows as such; the rest call :func:`gpu_seg.cli.main` in-process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gpu_seg.cli import bench, main
+from gpu_seg.errors import InputError
+
+from .test_cli import CONSOLE_SCRIPT, _env
+
+HAS_MPL = importlib.util.find_spec("matplotlib") is not None
+HAS_CV2 = importlib.util.find_spec("cv2") is not None
+#: A folder that exists but in which nothing can be created, even by root.
+PROC = Path("/proc")
+needs_proc = pytest.mark.skipif(not (PROC / "self").exists(), reason="no /proc here")
+
+
+def gpu_seg(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    assert CONSOLE_SCRIPT.exists(), f"no console script at {CONSOLE_SCRIPT}: pip install -e ."
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=_env(),
+        timeout=300,
+        check=False,
+    )
+
+
+def assert_refused(done: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Status 2, every fragment in the message, no traceback, and no report on stdout (not run)."""
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    for fragment in fragments:
+        assert fragment in done.stderr, done.stderr
+    assert done.stdout == "", done.stdout
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """``in/ok.png`` (bytes that are never read when the arguments are refused), an empty folder
+    ``emptydir`` and a plain file ``afile``."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "ok.png").write_bytes(b"not read")
+    (tmp_path / "emptydir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    return tmp_path
+
+
+# ----------------------------------------------------------------------------- output paths
+def test_segment_out_that_is_a_file(workdir):
+    done = gpu_seg(["segment", "in/ok.png", "--out", "in/ok.png", "--quiet"], workdir)
+    assert_refused(done, "--out", "in/ok.png")
+    assert (workdir / "in" / "ok.png").read_bytes() == b"not read"
+
+
+@needs_proc
+def test_segment_out_that_cannot_be_created(workdir):
+    assert_refused(gpu_seg(["segment", "in/ok.png", "--out", "/proc/nope", "--quiet"], workdir), "--out")
+    done = gpu_seg(["segment", "in/ok.png", "--out", "afile/sub", "--quiet"], workdir)
+    assert_refused(done, "--out", "afile/sub")
+
+
+SOAK = ["soak", "--frames", "4", "--warmup", "1", "--quiet"]
+VERIFY = ["verify", "--cases", "1", "--quiet"]
+BENCH = ["bench", "--quick", "--tensor", "4x4x2", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [*SOAK, "--json", "emptydir"],
+        [*SOAK, "--json", "missing/x.json"],
+        [*SOAK, "--json", "afile/x.json"],
+        [*VERIFY, "--json", "emptydir"],
+        [*VERIFY, "--json", "missing/x.json"],
+        [*BENCH, "--json", "emptydir"],
+        [*BENCH, "--json", "missing/x.json"],
+        pytest.param([*BENCH, "--plot", "emptydir"], marks=pytest.mark.skipif(not HAS_MPL, reason="no mpl")),
+        pytest.param(
+            [*BENCH, "--plot", "missing/x.png"], marks=pytest.mark.skipif(not HAS_MPL, reason="no mpl")
+        ),
+        ["view", "in/ok.png", "--frames", "1", "--hidden", "--screenshot", "emptydir"],
+        ["view", "in/ok.png", "--frames", "1", "--hidden", "--screenshot", "missing/x.png"],
+    ],
+    ids=lambda argv: "-".join(argv[:1] + argv[-2:]),
+)
+def test_output_files_that_cannot_be_written_are_refused_before_the_run(argv, workdir):
+    done = gpu_seg(argv, workdir)
+    assert_refused(done, argv[-2], argv[-1])
+    assert list((workdir / "emptydir").iterdir()) == []
+    assert not (workdir / "missing").exists()
+
+
+@needs_proc
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [*SOAK, "--json", "/proc/nope"],
+        [*VERIFY, "--json", "/proc/nope/x"],
+        [*BENCH, "--json", "/proc/nope/x"],
+        pytest.param(
+            [*BENCH, "--plot", "/proc/nope/x.png"], marks=pytest.mark.skipif(not HAS_MPL, reason="no mpl")
+        ),
+    ],
+    ids=lambda argv: "-".join(argv[:1] + argv[-2:]),
+)
+def test_output_files_under_proc_are_refused(argv, workdir):
+    assert_refused(gpu_seg(argv, workdir), argv[-2])
+
+
+@pytest.mark.skipif(not HAS_MPL, reason="matplotlib is not installed")
+def test_bench_plot_in_a_format_matplotlib_cannot_write(workdir):
+    assert_refused(gpu_seg([*BENCH, "--plot", "chart.nope"], workdir), "--plot", "nope")
+    assert not (workdir / "chart.nope").exists()
+
+
+@pytest.mark.skipif(not HAS_CV2, reason="OpenCV is not installed")
+def test_view_screenshot_in_a_format_opencv_cannot_write(workdir):
+    argv = ["view", "in/ok.png", "--frames", "1", "--hidden", "--screenshot", "shot.nope"]
+    assert_refused(gpu_seg(argv, workdir), "--screenshot", "shot.nope")
+
+
+def test_a_refused_run_leaves_no_trial_file(workdir):
+    """The --json check creates and removes the file; a later bad argument leaves nothing behind."""
+    done = gpu_seg([*SOAK, "--json", "ok.json", "--seed", "-1"], workdir)
+    assert_refused(done, "--seed")
+    assert not (workdir / "ok.json").exists()
+
+
+# ----------------------------------------------------------------------------- numbers
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        ([*SOAK, "--seed", "-1"], "--seed"),
+        ([*VERIFY, "--seed", "-1"], "--seed"),
+        ([*BENCH, "--seed", "-1"], "--seed"),
+        # sizes that no machine's memory holds
+        (["soak", "--tensor", "100000x100000x100", "--frames", "2", "--quiet"], "--tensor"),
+        (["bench", "--quick", "--tensor", "100000x100000x100", "--quiet"], "--tensor"),
+        ([*BENCH[:2], "--tensor", "1x1x1000000", "--output-size", "65536x65536", "--quiet"], "--tensor"),
+        ([*SOAK, "--tensor", "4x4x1000000", "--output-size", "65536x65536"], "--tensor"),
+        ([*BENCH, "--bandwidth-mib", "1000000000000"], "--bandwidth-mib"),
+        # output sizes beyond every backend's limit
+        ([*BENCH, "--output-size", "100000x100000"], "--output-size"),
+        ([*SOAK, "--output-size", "70000x2"], "--output-size"),
+        # waits longer than Python can sleep
+        ([*SOAK, "--idle", "1e300"], "--idle"),
+        (["view", "in/ok.png", "--frames", "1", "--hidden", "--max-fps", "1e-300"], "--max-fps"),
+        # more than LiteRT can start (100000 threads crash it), past the compositor's blur limit
+        (["segment", "in/ok.png", "--out", "out", "--quiet", "--threads", "100000"], "--threads"),
+        (["view", "in/ok.png", "--frames", "1", "--hidden", "--threads", "100000"], "--threads"),
+        (["view", "in/ok.png", "--frames", "1", "--hidden", "--blur-radius", "65"], "--blur-radius"),
+    ],
+    ids=[
+        "soak-seed",
+        "verify-seed",
+        "bench-seed",
+        "soak-tensor",
+        "bench-tensor",
+        "bench-output-size-memory",
+        "soak-output-size-memory",
+        "bench-bandwidth",
+        "bench-output-size",
+        "soak-output-size",
+        "soak-idle",
+        "view-max-fps",
+        "segment-threads",
+        "view-threads",
+        "view-blur-radius",
+    ],
+)
+def test_numbers_out_of_range_are_argument_errors(argv, option, workdir):
+    assert_refused(gpu_seg(argv, workdir), option)
+
+
+# ----------------------------------------------------------------------------- InputError
+def _raise(exc: BaseException):
+    def run(*args, **kwargs):
+        raise exc
+
+    return run
+
+
+def test_an_input_error_from_the_library_is_an_argument_error(monkeypatch, capsys):
+    """An InputError that escapes a command names the CLI option it comes from, with status 2."""
+    monkeypatch.setattr(bench, "BenchRun", _raise(InputError("output_size", "width 9 is too wide")))
+    assert main(["bench", "--tensor", "4x4x2", "--output-size", "9x4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "gpu-seg bench: error: argument --output-size: width 9 is too wide" in err
+    assert "Traceback" not in err
+
+
+def test_an_input_error_without_an_option_keeps_its_own_name(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "BenchRun", _raise(InputError("confidence_channels", "no such channel")))
+    assert main(["bench", "--tensor", "4x4x2", "--quiet"]) == 2
+    assert "gpu-seg bench: error: confidence_channels: no such channel" in capsys.readouterr().err
+
+
+def test_other_exceptions_stay_visible(monkeypatch):
+    monkeypatch.setattr(bench, "BenchRun", _raise(RuntimeError("a real bug")))
+    with pytest.raises(RuntimeError, match="a real bug"):
+        main(["bench", "--tensor", "4x4x2", "--quiet"])
