@@ -1,6 +1,7 @@
 """Run real MediaPipe's CPU segmentation post-processing on any tensor (a test oracle).
 
-Also reachable as ``gpu_seg.oracle`` (``import gpu_seg; gpu_seg.oracle.mediapipe_postprocess(...)``).
+Also reachable as ``gpu_seg.oracle`` (``gpu_seg.oracle.mediapipe_postprocess(...)``, or
+``from gpu_seg.oracle import mediapipe_postprocess``).
 
 MediaPipe's ``ImageSegmenter`` post-processes whatever its model outputs. This module builds a
 tiny TFLite model whose output is a fixed tensor ``T`` for every input image::
@@ -13,7 +14,9 @@ with the metadata the task needs (an RGB image input normalised with mean 127.5 
 delegate on a blank image of the requested output size. The masks that come back are
 MediaPipe's own post-processing of ``T``: the activation, the OpenCV resize of the confidence
 masks and the align-corners category mask. ``0 * x + T`` is exactly ``T`` for every finite input,
-and NaN/inf in ``T`` reach the post-processing unchanged.
+and NaN/inf in ``T`` reach the post-processing unchanged; subnormal values of ``T`` do not (the
+model's ADD, in XNNPACK, flushes them to zero: measured), so an oracle result for subnormal logits
+is MediaPipe's post-processing of zeros there.
 
 Conventions are those of :func:`gpu_seg.reference.reference_postprocess`: the tensor is
 channel-interleaved ``(H, W, C)`` with row 0 at the top, the output size is ``(width, height)``,
