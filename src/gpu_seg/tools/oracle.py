@@ -14,8 +14,8 @@ with the metadata the task needs (an RGB image input normalised with mean 127.5 
 delegate on a blank image of the requested output size. The masks that come back are
 MediaPipe's own post-processing of ``T``: the activation, the OpenCV resize of the confidence
 masks and the align-corners category mask. ``0 * x + T`` is exactly ``T`` for every finite input,
-and NaN/inf in ``T`` reach the post-processing unchanged; subnormal values of ``T`` do not (the
-model's ADD, in XNNPACK, flushes them to zero: measured), so an oracle result for subnormal logits
+and NaN/inf in ``T`` reach the post-processing unchanged; subnormal values of ``T`` do not (they
+come out of the constant model as zeros, measured; XNNPACK flushes them, by all signs), so an oracle result for subnormal logits
 is MediaPipe's post-processing of zeros there.
 
 Conventions are those of :func:`gpu_seg.reference.reference_postprocess`: the tensor is
