@@ -474,6 +474,10 @@ class SegmentationPostprocessor:
         mode: on the calling thread, which must be the attaching one. The context's health is
         checked afterwards: a loss raises ``ContextLostError`` (the next frame rebuilds).
         Creates the GL generation if there is none yet.
+
+        ``function`` must not use the processor (owned mode): any method or property of it, or of
+        its lent results, would wait for the GL thread that runs ``function``; it raises
+        ``InputError`` (argument ``"function"``) at once instead.
         """
         if not callable(function):
             raise InputError("function", f"{type(function).__name__} is not callable; pass function(ctx)")
