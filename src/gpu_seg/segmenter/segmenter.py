@@ -178,12 +178,12 @@ class ImageSegmenter:
         """Load a ``.tflite`` file; ``options`` are the constructor's keyword arguments.
 
         Args:
-            path: the file's path, a ``str`` or an ``os.PathLike`` giving one. Bytes paths and file
-                descriptors are refused (``open`` would take over, and close, a descriptor); the
-                model's bytes go to :meth:`create_from_buffer`.
+            path: the file's path: a ``str`` or ``bytes`` path, or an ``os.PathLike`` giving one.
+                File descriptors are refused (``open`` would take over, and close, a descriptor);
+                the model's bytes go to :meth:`create_from_buffer`.
 
         Raises:
-            InputError: ``"model_path"``: not a str path, or the file cannot be read; otherwise as
+            InputError: ``"model_path"``: not a path, or the file cannot be read; otherwise as
                 the constructor.
         """
         return cls(_read_model_file(path), **options)  # type: ignore[arg-type]
@@ -389,25 +389,25 @@ def _flag(value: object, argument: str) -> bool:
 
 
 def _read_model_file(path: object) -> bytes:
-    """The bytes of the file at ``path`` (a str or os.PathLike of str), or InputError("model_path").
+    """The bytes of the file at ``path`` (a str or bytes path, or an os.PathLike of one), or
+    InputError("model_path").
 
     Anything else is refused before ``open`` sees it: ``open(int)`` would take over the caller's
     file descriptor and close it.
     """
-    if isinstance(path, (bytes, bytearray, memoryview)):
+    if isinstance(path, (bytearray, memoryview)) or (isinstance(path, bytes) and b"\0" in path):
         raise InputError(
             "model_path",
-            f"expected a str or os.PathLike path, got {type(path).__name__} "
-            "(for the model's bytes use ImageSegmenter.create_from_buffer)",
+            f"a {type(path).__name__} with NUL bytes is not a path; for the model's bytes use "
+            "ImageSegmenter.create_from_buffer",
         )
-    if not isinstance(path, (str, os.PathLike)):
-        raise InputError("model_path", f"expected a str or os.PathLike path, got {type(path).__name__}")
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        kind = type(path).__name__
+        raise InputError("model_path", f"expected a str, bytes or os.PathLike path, got {kind}")
     try:
         name = os.fspath(path)
     except TypeError as exc:  # __fspath__ returned something else than str or bytes
         raise InputError("model_path", f"{path!r} is not a path: {exc}") from None
-    if not isinstance(name, str):
-        raise InputError("model_path", f"{path!r} gives a {type(name).__name__} path; expected a str path")
     try:
         with open(name, "rb") as stream:
             return stream.read()

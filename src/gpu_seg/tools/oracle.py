@@ -15,8 +15,8 @@ delegate on a blank image of the requested output size. The masks that come back
 MediaPipe's own post-processing of ``T``: the activation, the OpenCV resize of the confidence
 masks and the align-corners category mask. ``0 * x + T`` is exactly ``T`` for every finite input,
 and NaN/inf in ``T`` reach the post-processing unchanged; subnormal values of ``T`` do not (they
-come out of the constant model as zeros, measured; XNNPACK flushes them, by all signs), so an oracle result for subnormal logits
-is MediaPipe's post-processing of zeros there.
+come out of the constant model as zeros, measured; XNNPACK flushes them, by all signs), so an
+oracle result for subnormal logits is MediaPipe's post-processing of zeros there.
 
 Conventions are those of :func:`gpu_seg.reference.reference_postprocess`: the tensor is
 channel-interleaved ``(H, W, C)`` with row 0 at the top, the output size is ``(width, height)``,
