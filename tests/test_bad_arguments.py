@@ -160,6 +160,34 @@ def test_recovery_settings_are_checked_when_made(make, argument):
     assert isinstance(info.value, ValueError)  # as before, for callers catching ValueError
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LossBudget(capacity=3.0),
+        lambda: LossBudget(capacity=math.inf),  # every loss rebuilt
+        lambda: LossBudget(forgive_after=math.inf),  # never forgiven
+        lambda: LossBudget(capacity=0),
+        lambda: Backoff(cap=math.inf),
+        lambda: Backoff(base=0),
+        lambda: RecoveryPolicy(reprobe_interval=math.inf),  # never back to the GPU
+        lambda: RecoveryPolicy(reprobe_interval=0, quick_succession=0),
+    ],
+)
+def test_recovery_settings_that_make_sense_are_taken(make):
+    make()
+
+
+def test_an_endless_loss_budget_rebuilds_every_loss(new_processor):
+    from gpu_seg import testing
+
+    pp = new_processor(backend="gl", policy=RecoveryPolicy(budget=LossBudget(capacity=math.inf)))
+    tensor = _tensor()
+    for _ in range(5):
+        testing.lose_context(pp)
+        assert pp.process(tensor, (4, 4)).backend == "gl"
+    assert pp.stats["rebuilds"] >= 5
+
+
 def test_confidence_channels_may_be_an_iterator(processors):
     tensor = _tensor((4, 4, 3))
     with gpu_seg.SegmentationPostprocessor("softmax", backend="cpu", confidence_channels=iter([2, 0])) as pp:

@@ -36,13 +36,16 @@ Clock = Callable[[], float]
 
 
 def _number(value: object, argument: str, *, positive: bool = False, whole: bool = False) -> None:
-    """Raise InputError naming ``argument`` unless ``value`` is a finite real number >= 0 (> 0
-    with ``positive``; an integer with ``whole``)."""
-    kind = numbers.Integral if whole else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise InputError(argument, f"{value!r} is not {'an integer' if whole else 'a number'}")
-    if not math.isfinite(float(value)) or not (value > 0 if positive else value >= 0):
-        raise InputError(argument, f"{value!r} is not {'positive' if positive else 'a finite number >= 0'}")
+    """Raise InputError naming ``argument`` unless ``value`` is a real number >= 0 (> 0 with
+    ``positive``; a whole number with ``whole``); +inf is allowed (never forgive, never re-probe,
+    no cap on losses), NaN is not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(argument, f"{value!r} is not a number")
+    number = float(value)
+    if math.isnan(number) or not (number > 0 if positive else number >= 0):
+        raise InputError(argument, f"{value!r} is not a number {'> 0' if positive else '>= 0'}")
+    if whole and math.isfinite(number) and not number.is_integer():
+        raise InputError(argument, f"{value!r} is not a whole number")
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,11 @@ class Backoff:
     cap: float = 2.0
 
     def __post_init__(self) -> None:
-        _number(self.base, "base")
-        _number(self.factor, "factor")
+        for name in ("base", "factor"):
+            value = getattr(self, name)
+            _number(value, name)
+            if not math.isfinite(value):
+                raise InputError(name, f"{value!r} is not finite")
         _number(self.cap, "cap")
 
     def delay(self, attempt: int) -> float:
