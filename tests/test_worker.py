@@ -55,3 +55,27 @@ def test_the_timeout_is_caught_where_futures_timeout_is_not_the_builtin(
         gl_thread.call(release.wait, timeout=0.2)
     release.set()
     assert not gl_thread.usable
+
+
+def test_a_new_thread_with_the_ident_of_a_finished_gl_thread_is_not_it() -> None:
+    """Thread idents are reused once a thread ends (glibc hands its stack to the next one): a GL
+    thread abandoned after a timeout must not take a later thread for itself (the processor's lock
+    would then refuse that thread as if it called from inside run_gl)."""
+    gl_thread = GLThread("gpu_seg-test")
+    old = gl_thread.ident
+    gl_thread.stop(timeout=5.0)
+    seen = []
+
+    def check() -> None:
+        if threading.get_ident() == old:
+            seen.append(gl_thread.is_current_thread())
+
+    for _ in range(50):
+        thread = threading.Thread(target=check)
+        thread.start()
+        thread.join()
+        if seen:
+            break
+    if not seen:
+        pytest.skip("no new thread got the finished thread's ident here (not glibc?)")
+    assert seen == [False]

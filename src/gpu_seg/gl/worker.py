@@ -48,7 +48,9 @@ class GLThread:
         return self._thread.ident
 
     def is_current_thread(self) -> bool:
-        return threading.get_ident() == self._thread.ident
+        """Whether the caller runs on this thread (by identity: a finished thread's ident is handed
+        to later threads)."""
+        return threading.current_thread() is self._thread
 
     def _serve(self) -> None:
         while True:
