@@ -268,3 +268,24 @@ def test_on_event_must_be_callable():
         assert info.value.argument == "on_event"
         pp.on_event = print  # and None: fine
         pp.on_event = None
+
+
+def test_outputs_the_caller_gives_are_not_counted_against_memory(tmp_path):
+    """Preallocated outputs (here a memory-mapped file larger than the machine's memory, sparse) are
+    the caller's memory: only masks gpu_seg would allocate are checked against it."""
+    from gpu_seg.inputs import physical_memory
+
+    memory = physical_memory()
+    if memory is None:
+        pytest.skip("the system does not report its memory")
+    channels = 1
+    while (side := int((memory * 1.1 / (4 * channels)) ** 0.5) + 1) > 65536:  # float32 masks > memory
+        channels *= 2
+    tensor = np.zeros((2, 2, channels), np.float32)
+    confidence = np.memmap(tmp_path / "masks", np.float32, "w+", shape=(channels, side, side))
+    with gpu_seg.SegmentationPostprocessor("none", backend="cpu", output_category_mask=False) as pp:
+        _, destination, _ = pp._prepare(tensor, (side, side), confidence, None)  # validation only
+        assert destination is confidence
+        with pytest.raises(InputError, match="GiB") as info:
+            pp._prepare(tensor, (side, side), None, None)
+        assert info.value.argument == "output_size"

@@ -22,6 +22,7 @@ __all__ = [
     "as_hwc_float32",
     "check_disjoint_outputs",
     "check_output_array",
+    "check_output_bytes",
     "check_requested_outputs",
     "flag",
     "make_frame",
@@ -189,10 +190,14 @@ def physical_memory() -> int | None:
         return None
 
 
-def check_output_bytes(frame: Frame) -> None:
-    """Refuse a frame whose masks alone could never fit in this machine's memory (a raw
-    ``MemoryError`` otherwise, or the kernel's OOM killer)."""
-    total = frame.category_bytes + frame.confidence_bytes
+def check_output_bytes(
+    frame: Frame, confidence_out: np.ndarray | None = None, category_out: np.ndarray | None = None
+) -> None:
+    """Refuse a frame whose masks to allocate (those without a preallocated array) could never fit in
+    this machine's memory (a raw ``MemoryError`` otherwise, or the kernel's OOM killer)."""
+    total = (frame.category_bytes if category_out is None else 0) + (
+        frame.confidence_bytes if confidence_out is None else 0
+    )
     memory = physical_memory()
     if memory is not None and total > memory:
         raise InputError(
@@ -270,5 +275,4 @@ def make_frame(
         category=bool(category),
         confidence_format=ConfidenceFormat.parse(confidence_format),
     )
-    check_output_bytes(frame)
     return frame

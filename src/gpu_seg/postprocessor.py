@@ -23,6 +23,7 @@ from .inputs import (
     CPU_MAX_OUTPUT_DIM,
     check_disjoint_outputs,
     check_output_array,
+    check_output_bytes,
     check_requested_outputs,
     flag,
     make_frame,
@@ -651,6 +652,7 @@ class SegmentationPostprocessor:
             else check_output_array(category_out, "category_out", frame.category_shape, np.dtype(np.uint8))
         )
         check_disjoint_outputs(frame.tensor, confidence_dst, category_dst)
+        check_output_bytes(frame, confidence_dst, category_dst)
         return frame, confidence_dst, category_dst
 
     def _process_frame(

@@ -34,7 +34,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from .frame import ConfidenceFormat, Frame
-from .inputs import as_hwc_float32, check_disjoint_outputs, check_output_array, make_frame, parse_activation
+from .inputs import (
+    as_hwc_float32,
+    check_disjoint_outputs,
+    check_output_array,
+    check_output_bytes,
+    make_frame,
+    parse_activation,
+)
 from .sampling import SINGLE_TAP, align_corners_taps, identity_taps, resize_taps
 from .types import Activation, Result
 
@@ -215,6 +222,7 @@ def confidence_masks(
         tensor, activation, output_size, confidence=True, category=False,
         confidence_format=ConfidenceFormat.parse(dtype, "dtype"), confidence_channels=channels,
     )  # fmt: skip
+    check_output_bytes(frame, out, None)
     out = check_output_array(out, "out", frame.confidence_shape, frame.confidence_format.dtype)
     check_disjoint_outputs(frame.tensor, out, None)
     _confidence_into(frame, out)
@@ -229,6 +237,7 @@ def category_mask(
 ) -> np.ndarray:
     """uint8 category mask ``(height, width)``."""
     frame = make_frame(tensor, activation, output_size, confidence=False, category=True)
+    check_output_bytes(frame, None, out)
     out = check_output_array(out, "out", frame.category_shape, np.dtype(np.uint8))
     check_disjoint_outputs(frame.tensor, None, out)
     _category_into(frame, out)
@@ -265,6 +274,7 @@ def reference_postprocess(
         confidence=bool(output_confidence_masks), category=bool(output_category_mask),
         confidence_format=confidence_dtype, confidence_channels=confidence_channels,
     )  # fmt: skip
+    check_output_bytes(frame)
     confidence, category = frame.allocate_confidence(), frame.allocate_category()
     compute(frame, confidence, category)
     return Result(confidence_masks=confidence, category_mask=category, backend="cpu")
