@@ -231,18 +231,56 @@ def test_lent_textures_read_inside_run_gl_raise_at_once():
         assert pp.stats["context_losses"] == 0
 
 
-@pytest.mark.parametrize("backend", ["gl", "auto"])
-def test_a_tensor_wider_than_the_gl_texture_limit_is_an_input_error(backend):
-    with gpu_seg.SegmentationPostprocessor("softmax", backend=backend, software_renderer="gl") as pp:
-        pp.process(np.zeros((2, 2, 1), np.float32))
-        limit = pp._supervisor.max_texture_size
+def _gl_limit(pp) -> int:
+    pp.process(np.zeros((2, 2, 1), np.float32))
+    return pp._supervisor.max_texture_size
+
+
+def _matches_reference(result, tensor, activation, size, **options):
+    expected = reference_postprocess(tensor, activation, size, **options)
+    for got, want in (
+        (result.confidence_masks, expected.confidence_masks),
+        (result.category_mask, expected.category_mask),
+    ):
+        assert (got is None) == (want is None)
+        if want is not None:
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_tensors_beyond_the_gl_texture_limit_on_gl():
+    """Too tall, or too wide for the softmax statistics (a texture at tensor resolution): InputError
+    before any GL call. Wide tensors whose textures all use the wrapped layout work."""
+    with gpu_seg.SegmentationPostprocessor("softmax", backend="gl") as pp:
+        limit = _gl_limit(pp)
         for shape in [(1, limit + 1, 1), (limit + 1, 1, 1)]:
             with pytest.raises(InputError, match="texture limit") as info:
                 pp.process(np.zeros(shape, np.float32), (3, 3))
             assert info.value.argument == "tensor"
-        assert pp.stats["context_losses"] == 0 and pp.stats["cpu_frames"] == 0
-        result = pp.process(np.zeros((1, limit, 1), np.float32), (3, 3))  # at the limit: fine
-        assert result.backend == "gl"
+        assert pp.stats["context_losses"] == 0
+        assert pp.process(np.zeros((1, limit, 1), np.float32), (3, 3)).backend == "gl"  # at the limit
+    wide = np.random.default_rng(1).standard_normal((2, limit + 1, 3)).astype(np.float32)
+    for passes in ("fragment", "compute"):
+        with gpu_seg.SegmentationPostprocessor("sigmoid", backend="gl", gl_passes=passes) as pp:
+            _matches_reference(pp.process(wide, (41, 3)), wide, "sigmoid", (41, 3))
+        options = {"output_confidence_masks": False}
+        with gpu_seg.SegmentationPostprocessor("softmax", backend="gl", gl_passes=passes, **options) as pp:
+            _matches_reference(pp.process(wide, (41, 3)), wide, "softmax", (41, 3), **options)
+
+
+def test_tensors_beyond_the_gl_texture_limit_go_to_the_cpu_on_auto():
+    with gpu_seg.SegmentationPostprocessor("softmax", backend="auto", software_renderer="gl") as pp:
+        limit = _gl_limit(pp)
+        for shape in [(2, limit + 1, 2), (limit + 1, 2, 2)]:
+            tensor = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+            result = pp.process(tensor, (5, 4))
+            assert result.backend == "cpu"
+            _matches_reference(result, tensor, "softmax", (5, 4))
+        assert pp.process(np.zeros((2, 2, 2), np.float32), (limit + 1, 2)).backend == "cpu"  # output too
+        assert pp.stats["context_losses"] == 0 and not pp.stats["fallback_active"]
+        assert pp.process(np.zeros((2, 2, 2), np.float32)).backend == "gl"  # GL for the others
+        with pytest.raises(InputError) as info:  # resident frames have no CPU answer
+            pp.process_resident(np.zeros((1, limit + 1, 2), np.float32), (3, 3))
+        assert info.value.argument == "tensor"
 
 
 @pytest.mark.parametrize("index", ["0", 0.0, True, -1, 1.5])
@@ -289,3 +327,10 @@ def test_outputs_the_caller_gives_are_not_counted_against_memory(tmp_path):
         with pytest.raises(InputError, match="GiB") as info:
             pp._prepare(tensor, (side, side), None, None)
         assert info.value.argument == "output_size"
+
+
+@pytest.mark.parametrize("context", [np.zeros(2), np.array("current"), 5])
+def test_attach_checks_its_context(processors, context):
+    with pytest.raises(InputError) as info:
+        processors("softmax", "gl").attach(context)
+    assert info.value.argument == "context"

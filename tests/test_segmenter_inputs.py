@@ -85,6 +85,16 @@ def test_an_image_beyond_the_gl_texture_limit_names_the_image():
         assert info.value.argument == "frame"
 
 
+def test_an_image_beyond_the_gl_texture_limit_is_segmented_on_the_cpu_with_auto():
+    with ImageSegmenter(picker_model(SIZE), backend="auto") as seg:
+        limit = seg.postprocessor.run_gl(lambda ctx: ctx.info["GL_MAX_TEXTURE_SIZE"])
+        if limit >= LARGEST:
+            pytest.skip(f"the GL texture limit {limit} is above the largest image side")
+        result = seg.segment(np.zeros((1, limit + 1, 3), np.uint8))
+        masks = result.confidence_masks if result.category_mask is None else result.category_mask
+        assert result.backend == "cpu" and masks.shape[-2:] == (1, limit + 1)
+
+
 # ----------------------------------------------------------------------------- model paths
 def test_a_file_descriptor_is_refused_and_left_open():
     path = selfie_model()

@@ -516,7 +516,7 @@ class SegmentationPostprocessor:
         destroyed). The previous generation's objects are dropped without GL calls if its context
         is gone, or released if it is still alive and current.
         """
-        if context != "current" and not isinstance(context, moderngl.Context):
+        if not ((isinstance(context, str) and context == "current") or isinstance(context, moderngl.Context)):
             raise InputError("context", "expected 'current' or a moderngl.Context")
         try:
             with self._lock:
@@ -700,7 +700,11 @@ class SegmentationPostprocessor:
         if self._closed:
             raise ClosedError("this SegmentationPostprocessor was closed")
 
-    def _frame(self, tensor: object, output_size: object) -> Frame:
+    def _frame(self, tensor: object, output_size: object, gl_only: bool = False) -> Frame:
+        """The validated frame. A frame too large for GL (tensor or output size beyond the texture
+        limit) raises InputError when only GL may compute it (``backend="gl"``, ``gl_only``: a
+        resident frame); with a CPU backend it goes to the CPU (see :meth:`_route`)."""
+        cpu = self._cpu is not None and not gl_only
         supervisor = self._supervisor
         gl_max = supervisor.max_texture_size if supervisor is not None else None
         frame = make_frame(
@@ -711,11 +715,29 @@ class SegmentationPostprocessor:
             category=self.output_category_mask,
             confidence_format=self.confidence_format,
             confidence_channels=self.confidence_channels,
-            max_dim=gl_max or CPU_MAX_OUTPUT_DIM,
+            max_dim=CPU_MAX_OUTPUT_DIM if cpu else gl_max or CPU_MAX_OUTPUT_DIM,
         )
-        if gl_max:
-            TensorLayout.check_fits(*frame.tensor.shape, gl_max)  # too big for GL: InputError now
+        refusal = None if cpu else self._gl_refusal(frame)
+        if refusal is not None:
+            raise refusal
         return frame
+
+    def _gl_refusal(self, frame: Frame) -> InputError | None:
+        """Why GL cannot compute ``frame`` (its texture limit), or None (also while the limit is not
+        known yet)."""
+        supervisor = self._supervisor
+        gl_max = supervisor.max_texture_size if supervisor is not None else None
+        if not gl_max:
+            return None
+        for name, value in (("width", frame.width), ("height", frame.height)):
+            if value > gl_max:
+                return InputError("output_size", f"{name} {value} exceeds the GL texture limit of {gl_max}")
+        softmax_statistics = frame.activation is Activation.SOFTMAX and frame.confidence_channels is not None
+        try:
+            TensorLayout.check_fits(*frame.tensor.shape, gl_max, softmax_statistics)
+        except InputError as exc:
+            return exc
+        return None
 
     def _gl_frame(
         self,
@@ -773,7 +795,10 @@ class SegmentationPostprocessor:
         return Result(confidence, category, "cpu")
 
     def _route(self, frame: Frame) -> tuple[Route, object]:
-        """GL, or on a software rasteriser (auto, owned context) whichever is faster for the frame."""
+        """GL, or on a software rasteriser (auto, owned context) whichever is faster for the frame;
+        the CPU for a frame too large for GL (auto)."""
+        if self._cpu is not None and self._gl_refusal(frame) is not None:
+            return Route.CPU, None
         if self._speed is None:
             return Route.GL, None
         with self._lock:

@@ -28,6 +28,7 @@ from .gl.resident import GLSource, ResidentImages, SourceLostError, names_an_obj
 from .gl.session import GLSession
 from .inputs import parse_channels, parse_output_size, positive_int
 from .supervisor import Generation, GLSupervisor, Verdict
+from .types import Activation
 
 if TYPE_CHECKING:
     from .postprocessor import SegmentationPostprocessor
@@ -139,7 +140,8 @@ def device_frame(
     is a read-only zero-strided placeholder of the right shape (never computed on; such frames
     never go to the CPU)."""
     height, width, channels = shape
-    TensorLayout.check_fits(height, width, channels, max_dim)  # too big for GL: InputError now
+    softmax_statistics = pp.activation is Activation.SOFTMAX and pp.output_confidence_masks
+    TensorLayout.check_fits(height, width, channels, max_dim, softmax_statistics)  # too big: InputError
     out_width, out_height = parse_output_size(output_size, (height, width), max_dim)
     confidence = pp.output_confidence_masks
     return Frame(
@@ -328,7 +330,7 @@ def process_resident(
         frame = device_frame(pp, tensor.shape, output_size, supervisor.max_texture_size or 1 << 14)
         gl_tensor: GLTensor | None = tensor
     else:
-        frame = pp._frame(tensor, output_size)
+        frame = pp._frame(tensor, output_size, gl_only=True)
         gl_tensor = None
     return run_leased_frame(pp, functools.partial(_attempt, supervisor, frame, gl_tensor))
 

@@ -95,7 +95,7 @@ def warm_up() -> float:
 
     Runs each activation (none, sigmoid, softmax), each confidence dtype (float32, float16,
     uint8), one and several channels, channel subsets, the category shortcut on and off, the
-    one-class sigmoid window and the multi-class sigmoid path, on tiny tensors, then once on a few
+    one-class thresholds and the multi-class sigmoid path, on tiny tensors, then once on a few
     worker threads. Later calls return at once. Returns the seconds spent (0.0 when already warm).
 
     Cost: a few seconds when numba's on-disk cache is empty (first run after an install or an

@@ -22,7 +22,7 @@ def exercise_every_kernel() -> None:
         fast = FastCPU(threads=1, shortcut=shortcut)
         for channels in (1, 3):
             tensor = rng.standard_normal((5, 6, channels)).astype(np.float32)
-            tensor[0, 0, 0] = np.float32(1e-7)  # the one-class sigmoid window
+            tensor[0, 0, 0] = np.float32(1e-7)  # near the one-class sigmoid threshold
             for activation in _ACTIVATIONS:
                 fast.category_mask(tensor, activation, width, height, np.empty((height, width), np.uint8))
                 if not shortcut:

@@ -4,7 +4,8 @@ Data flow (see ``shaders/*.glsl`` for the maths, and :mod:`gpu_seg.reference` fo
 
     tensor (H, W, C) --upload--> tensor texture (TensorLayout, channel-interleaved, no transpose)
       category:   [cell_class.frag -> cell_uniform.frag -> category_fill.frag, then only unsure blocks:]
-                  category.frag      raw logits -> align-corners lerp -> [sigmoid] -> argmax -> R32UI (4 px)
+                  category.frag      raw logits -> align-corners lerp -> [sigmoid] -> argmax or
+                                     one-class threshold -> R32UI (4 px)
       confidence: [softmax_stats.frag] -> [activate.frag] at tensor resolution (skipped for "none")
                   -> resize_rows.frag -> resize_columns.frag   OpenCV INTER_LINEAR, separable, up to 8
                   masks per pass (MRT), stored as float32, float16 bits or uint8 (encode.glsl)

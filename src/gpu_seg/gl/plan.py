@@ -94,17 +94,23 @@ class TensorLayout:
         return cls(width, height, channels, lanes, groups, line, lines, True)
 
     @classmethod
-    def check_fits(cls, height: int, width: int, channels: int, max_texture_size: int) -> TensorLayout:
-        """:meth:`for_tensor`, and the width checked too: the activation's target and the softmax
-        statistics are textures at tensor resolution (``width x height``), whatever the layout of
-        the tensor texture. For the processors' validation, with the context's real limit (the
-        pipeline tests force smaller limits to get wrapped layouts of wide tensors).
+    def check_fits(
+        cls, height: int, width: int, channels: int, max_texture_size: int, softmax_statistics: bool
+    ) -> TensorLayout:
+        """:meth:`for_tensor`, for the processors' validation with the context's real limit, and the
+        width checked too where the frame needs the softmax statistics (softmax confidence masks):
+        a texture at tensor resolution (``width x height``) whatever the layout of the tensor
+        texture. (The pipeline tests force smaller limits to get wrapped layouts of wide tensors.)
 
         Raises:
             InputError: (argument ``"tensor"``) the tensor does not fit.
         """
-        if width > max_texture_size:
-            raise InputError("tensor", f"width {width} exceeds the GL texture limit of {max_texture_size}")
+        if softmax_statistics and width > max_texture_size:
+            raise InputError(
+                "tensor",
+                f"width {width} exceeds the GL texture limit of {max_texture_size} (softmax confidence "
+                "masks need a texture of the tensor's size)",
+            )
         return cls.for_tensor(height, width, channels, max_texture_size)
 
     @property

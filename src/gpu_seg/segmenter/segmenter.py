@@ -253,14 +253,13 @@ class ImageSegmenter:
             except InputError as exc:
                 if exc.argument != "output_size":
                     raise
-                # The image's size is the masks' size: beyond the GL texture limit (backend "gl",
-                # or "auto" on GL); the CPU backend takes up to MAX_IMAGE_DIM.
-                raise InputError(
-                    argument,
-                    f"size {width}x{height} is too large for the post-processing backend "
-                    f"({str(exc).removeprefix('output_size: ')}); backend='cpu' takes sides up to "
-                    f"{MAX_IMAGE_DIM}",
-                ) from None
+                # The image's size is the masks' size: beyond the GL texture limit (backend "gl";
+                # "auto" computes such frames on the CPU, up to MAX_IMAGE_DIM), or masks larger
+                # than the machine's memory.
+                reason = str(exc).removeprefix("output_size: ")
+                if "texture limit" in reason:
+                    reason += f"; backend='auto' or 'cpu' takes sides up to {MAX_IMAGE_DIM}"
+                raise InputError(argument, f"size {width}x{height}: {reason}") from None
             t3 = time.perf_counter()
             pre, model, post = (timings[0] - t0) * 1e3, (t2 - timings[0]) * 1e3, (t3 - t2) * 1e3
             self._timing.add(pre, model, post)

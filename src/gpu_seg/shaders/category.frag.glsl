@@ -2,9 +2,10 @@
 #include "tensor_layout.glsl"
 #include "category_quad.glsl"
 // Category mask at output resolution from the RAW logits: align-corners bilinear interpolation,
-// vertical lerp first, a + (b - a) * t; sigmoid when ACTIVATION == 1 (softmax is skipped: it keeps
-// the argmax); then one class: 0 if value > 0.5 else 255; several classes: index of the first
-// maximum (see takes_over: ties keep the lowest index, a NaN never takes over), modulo 256.
+// vertical lerp first, a + (b - a) * t; then one class: 0 if value > 0.5 else 255 (sigmoid: if the
+// logit > 3 * 2^-25, see category_quad.glsl); several classes: sigmoid when ACTIVATION == 1 (softmax
+// is skipped: it keeps the argmax), then the index of the first maximum (see takes_over: ties keep
+// the lowest index, a NaN never takes over), modulo 256.
 //
 // One fragment computes 4 horizontally adjacent output pixels and writes them packed into one
 // R32UI texel (byte i = pixel 4x + i, so the texture's memory is the mask's rows). The taps are
