@@ -144,6 +144,7 @@ def test_arrays_are_not_flags_or_contexts(argument, value):
         (lambda: Backoff(base=-1), "base"),
         (lambda: Backoff(factor="x"), "factor"),
         (lambda: Backoff(cap=math.nan), "cap"),
+        (lambda: Backoff(cap=math.inf), "cap"),  # a long burst of losses would sleep for ever
         (lambda: RecoveryPolicy(reprobe_interval=-1), "reprobe_interval"),
         (lambda: RecoveryPolicy(reprobe_interval=math.nan), "reprobe_interval"),
         (lambda: RecoveryPolicy(budget="x"), "budget"),
@@ -167,7 +168,6 @@ def test_recovery_settings_are_checked_when_made(make, argument):
         lambda: LossBudget(capacity=math.inf),  # every loss rebuilt
         lambda: LossBudget(forgive_after=math.inf),  # never forgiven
         lambda: LossBudget(capacity=0),
-        lambda: Backoff(cap=math.inf),
         lambda: Backoff(base=0),
         lambda: RecoveryPolicy(reprobe_interval=math.inf),  # never back to the GPU
         lambda: RecoveryPolicy(reprobe_interval=0, quick_succession=0),

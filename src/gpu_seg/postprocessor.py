@@ -379,6 +379,7 @@ class SegmentationPostprocessor:
             try:
                 with self._lock:
                     self._check_open()
+                    self._end_lease("superseded by a later frame")  # again, under the lock
                     pending.flight = self._supervisor.submit(frame)
             finally:
                 self._events.deliver()
@@ -694,7 +695,12 @@ class SegmentationPostprocessor:
             return _shaped(pending.computed, lend)
         flight, pending.flight = pending.flight, None
         self._check_open()
-        return self._process_frame(pending.frame, pending.confidence_dst, pending.category_dst, lend, flight)
+        # With the caller's arrays the masks are in them: a view of those (not zero-copy)
+        given = pending.confidence_dst is not None or pending.category_dst is not None
+        result = self._process_frame(
+            pending.frame, pending.confidence_dst, pending.category_dst, lend and not given, flight
+        )
+        return _shaped(result, lend) if given else result
 
     def _check_open(self) -> None:
         if self._closed:
@@ -754,6 +760,9 @@ class SegmentationPostprocessor:
             try:
                 with self._lock:
                     self._check_open()
+                    # Again under the lock: a resident frame of another thread may have started a
+                    # lease since _prepare(); this frame may release the textures it lends.
+                    self._end_lease("superseded by a later frame")
                     if flight is not None:
                         outcome = self._supervisor.finish(flight, confidence_dst, category_dst, lend)
                         flight = None  # a WAIT: the frame is recomputed by run() afterwards

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,17 +112,19 @@ class Backoff:
     cap: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("base", "factor"):
+        for name in ("base", "factor", "cap"):  # cap: a delay time.sleep() takes
             value = getattr(self, name)
             _number(value, name)
-            if not math.isfinite(value):
-                raise InputError(name, f"{value!r} is not finite")
-        _number(self.cap, "cap")
+            if not math.isfinite(value) or (name == "cap" and value > threading.TIMEOUT_MAX):
+                raise InputError(name, f"{value!r} is not a finite number of seconds")
 
     def delay(self, attempt: int) -> float:
-        if attempt <= 0:
+        if attempt <= 0 or self.base == 0:
             return 0.0
-        return min(self.cap, self.base * self.factor ** (attempt - 1))
+        try:
+            return min(self.cap, self.base * self.factor ** (attempt - 1))
+        except OverflowError:  # a long burst: far beyond any finite cap
+            return self.cap
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ delivered after the lock is released.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import functools
@@ -178,8 +179,11 @@ class GLSupervisor:
         self.time_gpu = time_gpu  # GL_TIME_ELAPSED per frame (pipeline.last_gpu_ms)
         #: Where owned result arrays come from (memory of results the caller has dropped)
         self.arrays = arrays if arrays is not None else RecycledArrays(0)
-        #: (shapes and format, confidence, category) kept for caller-array frames on direct readback
-        self._staging: tuple[tuple, np.ndarray | None, np.ndarray | None] | None = None
+        #: (shapes and format, confidence, category) kept for caller-array frames on direct readback:
+        #: at most one entry, taken by a frame (pop) and given back after its copy (append)
+        self._staging: collections.deque[tuple[tuple, np.ndarray | None, np.ndarray | None]] = (
+            collections.deque(maxlen=1)
+        )
         #: moderngl context -> generation number, for every generation (GL-side inputs of a dead one)
         self.contexts: weakref.WeakKeyDictionary[moderngl.Context, int] = weakref.WeakKeyDictionary()
         #: Dropped generations whose readback buffers lent views still reference: their contexts
@@ -202,7 +206,7 @@ class GLSupervisor:
                 generation.session.forget_after_fork()
         self._thread = None  # its thread does not exist here
         self._rebuild_at = self._rebuild_owner = None
-        self._staging = None
+        self._staging.clear()
         if self._attached_mode:
             self._pending_attach = None  # the application's context is the parent's
         if self.forked_from is None:
@@ -433,16 +437,22 @@ class GLSupervisor:
         if confidence_dst is None and category_dst is None and self._owned_views(generation):
             return self._owned_view_frame(generation, frame)
         if pipeline.collect_needs_gl:
-            # GL reads into arrays before the health check: never the caller's. Without caller
-            # arrays, arrays of its own (fresh or recycled, returned as they are; forgotten by the
-            # recycling if the attempt fails); with them, a staging pair kept for the
-            # next frames of the same geometry (no page faults of fresh memory each frame), which
-            # the caller's arrays are copied from. An attempt that does not end normally (a loss,
-            # a hung driver that may still write later) takes its staging away for good.
+            # GL reads into arrays before the health check: never the caller's. A mask without a
+            # caller's array gets one of its own (fresh or recycled, returned as it is; forgotten by
+            # the recycling if the attempt fails); a mask with one is read into the staging array
+            # kept for the next frames of the same geometry (no page faults of fresh memory each
+            # frame) and copied into the caller's array once the frame is known good (the session
+            # checked the context after the frame). The staging pair is taken for the attempt (a
+            # frame of another thread makes its own meanwhile) and given back only after the copy
+            # (an attempt that does not end normally, a loss or a hung driver that may still
+            # write later, takes it away for good).
             staging = confidence_dst is not None or category_dst is not None
             if staging:
-                confidence, category = self._staging_pair(frame)
-                self._staging = None  # given back only if this attempt ends normally
+                key, kept_confidence, kept_category = self._take_staging(frame, confidence_dst, category_dst)
+                confidence = (
+                    kept_confidence if confidence_dst is not None else frame.allocate_confidence(self.arrays)
+                )
+                category = kept_category if category_dst is not None else frame.allocate_category(self.arrays)
             else:
                 confidence, category = frame.allocate(self.arrays)
             try:
@@ -451,8 +461,13 @@ class GLSupervisor:
                 self.arrays.forget(confidence, category)  # a hung driver may still write into them
                 raise
             if staging:
-                key = (frame.confidence_shape, frame.confidence_format, frame.category_shape)
-                self._staging = (key, confidence, category)
+                if confidence_dst is not None:
+                    np.copyto(confidence_dst, kept_confidence)
+                    confidence = confidence_dst
+                if category_dst is not None:
+                    np.copyto(category_dst, kept_category)
+                    category = category_dst
+                self._staging.append((key, kept_confidence, kept_category))
             return confidence, category
         if pipeline.stream_collect and confidence_dst is None and category_dst is None:
             # Fresh arrays, nobody else's: copied part by part on the GL thread as the GPU delivers
@@ -727,12 +742,26 @@ class GLSupervisor:
         pipeline.time_gpu = self.time_gpu
         return Generation(number, session, pipeline)
 
-    def _staging_pair(self, frame: Frame) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The kept staging arrays if they are of ``frame``'s shapes, else a new pair."""
-        key = (frame.confidence_shape, frame.confidence_format, frame.category_shape)
-        if self._staging is not None and self._staging[0] == key:
-            return self._staging[1], self._staging[2]
-        return frame.allocate_confidence(), frame.allocate_category()
+    def _take_staging(
+        self, frame: Frame, confidence_dst: np.ndarray | None, category_dst: np.ndarray | None
+    ) -> tuple[tuple, np.ndarray | None, np.ndarray | None]:
+        """``(key, confidence, category)``: the kept staging arrays (taken: no other frame uses them
+        until they are given back) if they are of the shapes of ``frame``'s masks that have a
+        caller's array, else new ones (None for a mask without one)."""
+        key = (
+            frame.confidence_shape if confidence_dst is not None else None,
+            frame.confidence_format,
+            frame.category_shape if category_dst is not None else None,
+        )
+        try:
+            kept = self._staging.pop()  # atomic: two threads never take the same pair
+        except IndexError:
+            kept = None
+        if kept is not None and kept[0] == key:
+            return kept
+        confidence = frame.allocate_confidence() if confidence_dst is not None else None
+        category = frame.allocate_category() if category_dst is not None else None
+        return key, confidence, category
 
     def _no_context_attached(self) -> ContextLostError:
         if self.forked_from is not None:
