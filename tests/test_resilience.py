@@ -377,3 +377,39 @@ def test_shader_error_on_a_healthy_context_falls_back_and_is_not_rebuilt(make_pp
         assert "this is not glsl" in info.value.source and info.value.log
     finally:
         programs.render_source = original
+
+
+def _live_contexts() -> int:
+    """moderngl contexts still alive in C (each keeps gpu_seg's EGL wrappers: counted through them)."""
+    from gpu_seg.gl.egl.contexts import EGLContext
+
+    gc.collect()
+    return sum(type(obj) is EGLContext for obj in gc.get_objects())
+
+
+@pytest.mark.parametrize("end", ["close", "trim"])
+def test_mapped_readback_generations_leave_no_context_behind(end):
+    """moderngl 5.13's ``external_buffer`` takes a reference to its context that ``release()`` never
+    gives back: every generation with persistent mapped buffers kept its moderngl context (and
+    gpu_seg's EGL wrappers) alive for good, about 15 KiB each."""
+    tensor = _tensor(23, (16, 16, 4))
+    pp = gpu_seg.SegmentationPostprocessor("softmax", backend="gl", readback="mapped")
+
+    def generation() -> None:
+        nonlocal pp
+        if end == "close":
+            with gpu_seg.SegmentationPostprocessor("softmax", backend="gl", readback="mapped") as other:
+                other.process(tensor, (40, 30))
+        else:
+            pp.process(tensor, (40, 30))
+            pp.trim(release_context=True)
+
+    try:
+        for _ in range(3):
+            generation()
+        start = _live_contexts()
+        for _ in range(20):
+            generation()
+        assert _live_contexts() - start <= 2
+    finally:
+        pp.close()

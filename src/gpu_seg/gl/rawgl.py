@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import sys
 
 import moderngl
 import numpy as np
@@ -181,6 +182,7 @@ class PersistentBuffer:
             raise moderngl.Error("glGenBuffers failed")
         self._gl = gl
         self.name = name.value
+        self._context = ctx.mglo
         self.buffer = ctx.external_buffer(name.value, size)
         try:
             gl.glBindBuffer(GL_COPY_WRITE_BUFFER, name.value)
@@ -202,7 +204,16 @@ class PersistentBuffer:
         moderngl does not delete the GL name of an external buffer: ``glDeleteBuffers`` does.
         """
         self.host = np.empty(0, np.uint8)
+        context, self._context = self._context, None
+        before = sys.getrefcount(context)
         self.buffer.release()
+        if context is not None and sys.getrefcount(context) == before:
+            # moderngl 5.13: an external buffer takes a reference to its context that its release
+            # never gives back (a plain buffer's does), so the context, and every generation's
+            # EGL wrappers, stayed alive for good. Given back here, only when release() did not:
+            # a moderngl that fixes it is left alone. (GL objects are made and released on the
+            # GL thread only, so nothing else changes this count in between.)
+            ctypes.pythonapi.Py_DecRef(ctypes.py_object(context))
         self._gl.glDeleteBuffers(1, ctypes.byref(_u(self.name)))
 
 
