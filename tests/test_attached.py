@@ -250,3 +250,21 @@ def test_a_recycled_application_context_handle_is_a_loss(glfw_windows):
             pp.process(_tensor(13), SIZE)
         pp.attach("current")
         _assert_correct(pp.process(_tensor(13), SIZE), _tensor(13))
+
+
+def test_the_idle_release_of_an_attached_processor_frees_host_memory_only(glfw_windows, caplog):
+    """The idle watch's thread may not use the application's context: it used to try, and logged
+    an error with a traceback every idle period. Now it lets go of kept host memory only (GL objects:
+    ``trim()`` on the context's thread)."""
+    open_window, _ = glfw_windows
+    open_window()
+    tensor = _tensor(41)
+    with caplog.at_level("WARNING", logger="gpu_seg"):
+        with gpu_seg.SegmentationPostprocessor("softmax", context="current", idle_release_after=0.05) as pp:
+            for _ in range(3):
+                _assert_correct(pp.process(tensor, SIZE), tensor)
+                time.sleep(0.2)  # idle: the watch fires
+            objects = pp.live_gl_objects()
+            assert objects > 0  # the GL objects stay: not on this thread's behalf
+            _assert_correct(pp.process(tensor, SIZE), tensor)
+    assert "idle trim failed" not in caplog.text, caplog.text

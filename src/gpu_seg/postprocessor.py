@@ -81,7 +81,8 @@ class SegmentationPostprocessor:
             (default: every channel). The activation still uses every channel.
         idle_release_after: seconds without frames after which pooled GL objects and the recycled
             result memory are released (:meth:`trim`); ``None`` (default) never releases them by
-            itself.
+            itself. With an attached context only the result memory: the watch's thread may not
+            use the application's context (call :meth:`trim` on its thread for the GL objects).
         idle_release_context: with ``idle_release_after``, release the owned context too (the
             next frame creates a new one, without counting a loss).
         software_renderer: with ``backend="auto"`` on a software rasteriser (llvmpipe, softpipe,
@@ -841,8 +842,8 @@ class SegmentationPostprocessor:
                 if self._closed:
                     return
                 self._arrays.release()
-                if self._supervisor is None:
-                    return
+                if self._supervisor is None or self._supervisor.attached:
+                    return  # an application's context is used only on its own thread: not here
                 self._end_lease("the idle release trimmed the pooled GL objects")
                 self._supervisor.trim(release_context)
         except Exception:  # never let the idle thread die on a GL problem; the next frame sees it

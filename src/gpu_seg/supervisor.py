@@ -256,6 +256,11 @@ class GLSupervisor:
         self._record(EventKind.TRIMMED, what)
 
     @property
+    def attached(self) -> bool:
+        """Whether this supervisor works in application contexts (used only on their thread)."""
+        return self._attached_mode
+
+    @property
     def gl_thread(self) -> GLThread | None:
         """The thread that runs this supervisor's GL work (None before the first generation)."""
         return self._thread
