@@ -115,10 +115,10 @@ def test_a_timed_out_frame_that_finishes_later_cannot_touch_the_callers_arrays(p
     np.testing.assert_array_equal(confidence, kept[0])
     np.testing.assert_array_equal(category, kept[1])
     # The stuck attempt's arrays are never handed to a later frame either.
-    staging = pp._supervisor._staging
-    assert (
-        staging is not None and staging[1] is not stuck["arrays"][0] and staging[2] is not stuck["arrays"][1]
-    )
+    kept_pairs = list(pp._supervisor._staging)  # (key, confidence, category) kept for the next frames
+    assert len(kept_pairs) == 1
+    staging = kept_pairs[0]
+    assert staging[1] is not stuck["arrays"][0] and staging[2] is not stuck["arrays"][1]
     again = pp.process(_tensor(4), SIZE, confidence_out=confidence, category_out=category)
     _assert_correct(again, _tensor(4))
 
@@ -325,10 +325,10 @@ def test_preallocated_outputs_reuse_one_staging_pair_and_stay_exact(processors):
         result = pp.process(tensor, SIZE, confidence_out=confidence, category_out=category)
         assert result.confidence_masks is confidence and result.category_mask is category
         _assert_correct(result, tensor)
-        staging = pp._supervisor._staging
-        assert staging is not None and staging[1] is not confidence and staging[2] is not category
+        (staging,) = pp._supervisor._staging  # (key, confidence, category) kept for the next frames
+        assert staging[1] is not confidence and staging[2] is not category
         kept.append(staging[1])
     assert kept[0] is kept[1] is kept[2]  # reused, not reallocated per frame
     owned = pp.process(_tensor(30), SIZE)  # without caller arrays: fresh arrays, never the staging
-    assert owned.confidence_masks is not pp._supervisor._staging[1]
+    assert owned.confidence_masks is not pp._supervisor._staging[0][1]
     _assert_correct(owned, _tensor(30))
