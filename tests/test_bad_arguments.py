@@ -145,6 +145,10 @@ def test_arrays_are_not_flags_or_contexts(argument, value):
         (lambda: Backoff(factor="x"), "factor"),
         (lambda: Backoff(cap=math.nan), "cap"),
         (lambda: Backoff(cap=math.inf), "cap"),  # a long burst of losses would sleep for ever
+        (lambda: Backoff(cap=1e12), "cap"),  # longer than any wait
+        (lambda: Backoff(factor=math.inf), "factor"),
+        (lambda: Backoff(base=10**400), "base"),
+        (lambda: LossBudget(capacity=10**400), "capacity"),
         (lambda: RecoveryPolicy(reprobe_interval=-1), "reprobe_interval"),
         (lambda: RecoveryPolicy(reprobe_interval=math.nan), "reprobe_interval"),
         (lambda: RecoveryPolicy(budget="x"), "budget"),

@@ -132,3 +132,22 @@ def test_a_long_burst_of_losses_keeps_the_backoff_at_its_cap():
     assert Backoff(factor=1e300).delay(5) == Backoff().cap
     assert Backoff(cap=1e9).delay(5000) == 1e9
     assert Backoff(base=0.0, factor=2.0).delay(5000) == 0.0
+
+
+@pytest.mark.parametrize("readback", ["direct", "mapped"])
+def test_collecting_a_frame_in_flight_leaves_a_later_resident_lease_alone(readback):
+    """The lease ends with the next frame computed, not with the collection of one submitted before
+    it (which computes nothing on GL unless it is stale)."""
+    tensor = _tensor(9)
+    with gpu_seg.SegmentationPostprocessor("softmax", backend="gl", readback=readback) as pp:
+        pending = pp.submit(tensor, SIZE)
+        masks = pp.process_resident(tensor, SIZE)
+        pending.result()
+        expected = reference_postprocess(tensor, "softmax", SIZE)
+        np.testing.assert_array_equal(masks.read_category(), expected.category_mask)
+        pending = pp.submit(tensor, SIZE)
+        masks = pp.process_resident(tensor, SIZE)
+        pp.trim()  # ends the lease, and makes the flight stale: its collection recomputes
+        pending.result()
+        with pytest.raises(ExpiredResultError):
+            masks.read_category()

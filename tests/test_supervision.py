@@ -332,3 +332,21 @@ def test_preallocated_outputs_reuse_one_staging_pair_and_stay_exact(processors):
     owned = pp.process(_tensor(30), SIZE)  # without caller arrays: fresh arrays, never the staging
     assert owned.confidence_masks is not pp._supervisor._staging[0][1]
     _assert_correct(owned, _tensor(30))
+
+
+def test_trim_and_close_let_go_of_the_staging_pair(processors):
+    """The staging pair (host arrays of the frame's size, 35 MB at 1080p with 4 masks) is memory the
+    trim and the idle release promise to give back."""
+    pp = gpu_seg.SegmentationPostprocessor("softmax", backend="gl", readback="direct")
+    try:
+        confidence = np.empty((5, SIZE[1], SIZE[0]), np.float32)
+        pp.process(_tensor(40), SIZE, confidence_out=confidence)
+        assert len(pp._supervisor._staging) == 1
+        pp.trim()
+        assert len(pp._supervisor._staging) == 0
+        pp.process(_tensor(41), SIZE, confidence_out=confidence)
+        assert len(pp._supervisor._staging) == 1
+        supervisor = pp._supervisor
+    finally:
+        pp.close()
+    assert len(supervisor._staging) == 0

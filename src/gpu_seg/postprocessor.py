@@ -762,8 +762,10 @@ class SegmentationPostprocessor:
                 with self._lock:
                     self._check_open()
                     # Again under the lock: a resident frame of another thread may have started a
-                    # lease since _prepare(); this frame may release the textures it lends.
-                    self._end_lease("superseded by a later frame")
+                    # lease since _prepare(); a frame computed now may release the textures it
+                    # lends (collecting a frame in flight computes nothing unless it is stale).
+                    if flight is None or self._supervisor.flight_is_stale(flight):
+                        self._end_lease("superseded by a later frame")
                     if flight is not None:
                         outcome = self._supervisor.finish(flight, confidence_dst, category_dst, lend)
                         flight = None  # a WAIT: the frame is recomputed by run() afterwards

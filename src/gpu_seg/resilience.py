@@ -42,7 +42,10 @@ def _number(value: object, argument: str, *, positive: bool = False, whole: bool
     no cap on losses), NaN is not."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputError(argument, f"{value!r} is not a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        raise InputError(argument, f"{value!r} is too large") from None
     if math.isnan(number) or not (number > 0 if positive else number >= 0):
         raise InputError(argument, f"{value!r} is not a number {'> 0' if positive else '>= 0'}")
     if whole and math.isfinite(number) and not number.is_integer():
@@ -112,11 +115,15 @@ class Backoff:
     cap: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("base", "factor", "cap"):  # cap: a delay time.sleep() takes
+        for name in ("base", "factor", "cap"):
             value = getattr(self, name)
             _number(value, name)
-            if not math.isfinite(value) or (name == "cap" and value > threading.TIMEOUT_MAX):
-                raise InputError(name, f"{value!r} is not a finite number of seconds")
+            if not math.isfinite(value):
+                raise InputError(name, f"{value!r} is not finite")
+        if self.cap > threading.TIMEOUT_MAX:  # a delay time.sleep() takes
+            raise InputError(
+                "cap", f"{self.cap!r} s is longer than the longest wait ({threading.TIMEOUT_MAX:.3g} s)"
+            )
 
     def delay(self, attempt: int) -> float:
         if attempt <= 0 or self.base == 0:

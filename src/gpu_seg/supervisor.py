@@ -236,7 +236,9 @@ class GLSupervisor:
             )
 
     def trim(self, release_context: bool = False) -> None:
-        """Release pooled GL objects (and with ``release_context`` the whole generation)."""
+        """Release pooled GL objects (and with ``release_context`` the whole generation), and the
+        staging pair of caller-array frames (host memory of the frame's size)."""
+        self._staging.clear()
         if self._graveyard:
             self.bury()
         generation = self.generation
@@ -266,6 +268,7 @@ class GLSupervisor:
         return self._thread
 
     def close(self) -> None:
+        self._staging.clear()
         self.drop_generation(release=True)
         self.bury()
         if self._graveyard:
@@ -615,6 +618,16 @@ class GLSupervisor:
             return None
         return InFlight(frame, generation.number, ticket, generation.pipeline.trims, token)
 
+    def flight_is_stale(self, flight: InFlight) -> bool:
+        """Whether the frame in flight belongs to a generation (or a pool, after a trim) that is
+        gone: :meth:`finish` then computes it anew."""
+        generation = self.generation
+        return (
+            generation is None
+            or generation.number != flight.generation
+            or generation.pipeline.trims != flight.trims
+        )
+
     def finish(
         self,
         flight: InFlight,
@@ -627,10 +640,10 @@ class GLSupervisor:
         A frame whose generation is gone, or that is lost now, is recomputed by :meth:`run`
         (or goes to the CPU / WAIT like any frame): never returned from a dead generation.
         """
-        generation = self.generation
-        stale = generation is None or generation.number != flight.generation
-        if stale or generation.pipeline.trims != flight.trims:
+        if self.flight_is_stale(flight):
             return self.run(flight.frame, confidence_dst, category_dst, lend)
+        generation = self.generation
+        assert generation is not None
         pipeline = generation.pipeline
         try:
             generation.session.run(functools.partial(pipeline.wait, flight.ticket))

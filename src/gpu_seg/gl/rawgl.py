@@ -182,8 +182,13 @@ class PersistentBuffer:
             raise moderngl.Error("glGenBuffers failed")
         self._gl = gl
         self.name = name.value
-        self._context = ctx.mglo
+        context = ctx.mglo
+        before = sys.getrefcount(context)
         self.buffer = ctx.external_buffer(name.value, size)
+        # moderngl 5.11-5.13 take a reference to the context here (see release()); kept to be given
+        # back only where one was taken, and never on a free-threaded build (counts race there)
+        took = sys.getrefcount(context) > before and getattr(sys, "_is_gil_enabled", lambda: True)()
+        self._context = context if took else None
         try:
             gl.glBindBuffer(GL_COPY_WRITE_BUFFER, name.value)
             gl.glBufferStorage(GL_COPY_WRITE_BUFFER, size, None, flags | GL_CLIENT_STORAGE_BIT)
