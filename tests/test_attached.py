@@ -266,5 +266,9 @@ def test_the_idle_release_of_an_attached_processor_frees_host_memory_only(glfw_w
                 time.sleep(0.2)  # idle: the watch fires
             objects = pp.live_gl_objects()
             assert objects > 0  # the GL objects stay: not on this thread's behalf
+            confidence = np.empty((4, SIZE[1], SIZE[0]), np.float32)
+            _assert_correct(pp.process(tensor, SIZE, confidence_out=confidence), tensor)
+            time.sleep(0.2)
+            assert len(pp._supervisor._staging) == 0  # host memory: let go of
             _assert_correct(pp.process(tensor, SIZE), tensor)
     assert "idle trim failed" not in caplog.text, caplog.text

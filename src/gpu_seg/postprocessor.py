@@ -844,8 +844,11 @@ class SegmentationPostprocessor:
                 if self._closed:
                     return
                 self._arrays.release()
-                if self._supervisor is None or self._supervisor.attached:
-                    return  # an application's context is used only on its own thread: not here
+                if self._supervisor is None:
+                    return
+                if self._supervisor.attached:  # its context is used only on its own thread
+                    self._supervisor.drop_staging()  # host memory: fine from here
+                    return
                 self._end_lease("the idle release trimmed the pooled GL objects")
                 self._supervisor.trim(release_context)
         except Exception:  # never let the idle thread die on a GL problem; the next frame sees it

@@ -238,7 +238,7 @@ class GLSupervisor:
     def trim(self, release_context: bool = False) -> None:
         """Release pooled GL objects (and with ``release_context`` the whole generation), and the
         staging pair of caller-array frames (host memory of the frame's size)."""
-        self._staging.clear()
+        self.drop_staging()
         if self._graveyard:
             self.bury()
         generation = self.generation
@@ -257,6 +257,10 @@ class GLSupervisor:
         self.counters.trims += 1
         self._record(EventKind.TRIMMED, what)
 
+    def drop_staging(self) -> None:
+        """Let go of the staging pair of caller-array frames (host memory; any thread)."""
+        self._staging.clear()
+
     @property
     def attached(self) -> bool:
         """Whether this supervisor works in application contexts (used only on their thread)."""
@@ -268,7 +272,7 @@ class GLSupervisor:
         return self._thread
 
     def close(self) -> None:
-        self._staging.clear()
+        self.drop_staging()
         self.drop_generation(release=True)
         self.bury()
         if self._graveyard:
