@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,33 @@ def test_other_exceptions_stay_visible(monkeypatch):
     monkeypatch.setattr(bench, "BenchRun", _raise(RuntimeError("a real bug")))
     with pytest.raises(RuntimeError, match="a real bug"):
         main(["bench", "--tensor", "4x4x2", "--quiet"])
+
+
+@pytest.mark.parametrize(
+    ("address", "words"),
+    [
+        ("bogus", "not a Ray address"),
+        ("127.0.0.1:1", "no Ray cluster answers"),  # nothing listens: it used to retry for ever
+        ("ray://127.0.0.1:1", "no Ray cluster answers"),
+        ("host:99999", "not a Ray address"),
+    ],
+)
+def test_segment_ray_addresses_are_checked_before_the_run(workdir, address, words):
+    started = time.monotonic()
+    done = gpu_seg(["segment", "in/ok.png", "--out", "out", "--quiet", "--ray", address], workdir)
+    assert_refused(done, "--ray", words)
+    assert time.monotonic() - started < 60
+
+
+def test_segment_out_with_an_unwritable_manifest(workdir):
+    (workdir / "out" / "manifest.jsonl").mkdir(parents=True)
+    assert_refused(gpu_seg(["segment", "in/ok.png", "--out", "out", "--quiet"], workdir), "manifest.jsonl")
+
+
+def test_a_ray_cluster_that_cannot_be_joined_is_a_gpu_seg_error():
+    pytest.importorskip("ray", reason="Ray is not installed")
+    from gpu_seg.distributed.session import RayClusterError, ray_session
+
+    with pytest.raises(RayClusterError, match="bogus"):
+        with ray_session("bogus"):
+            pass

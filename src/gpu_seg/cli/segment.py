@@ -137,6 +137,12 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
             return f"{', '.join(given)} need --ray"
         if "://" in args.out:
             return "an output URI needs --ray (without it, --out is a local folder)"
+    if args.ray:  # a cluster's address: reachable? (ray.init would retry for good)
+        from ..distributed.session import address_problem
+
+        problem = address_problem(args.ray)
+        if problem:
+            return f"--ray: {problem}"
     if not args.ray and "://" not in args.out:  # a folder on this machine (local Ray included)
         return _out_folder_problem(args.out)
     return None
@@ -153,6 +159,9 @@ def _out_folder_problem(out: str) -> str | None:
         return f"--out {out}: cannot create the folder: {exc.strerror or exc}"
     if not os.access(path, os.W_OK | os.X_OK):
         return f"--out {out}: cannot write in the folder (permission denied)"
+    manifest = path / "manifest.jsonl"  # appended to by the run
+    if manifest.is_dir() or (manifest.exists() and not os.access(manifest, os.W_OK)):
+        return f"--out {out}: cannot append to {manifest}"
     return None
 
 

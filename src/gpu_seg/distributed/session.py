@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator, Mapping
 from types import ModuleType
@@ -22,7 +23,15 @@ from typing import Any
 
 from ..errors import GpuSegError
 
-__all__ = ["LOCAL_RAY_OPTIONS", "RayUnavailableError", "data_settings", "import_ray", "ray_session"]
+__all__ = [
+    "LOCAL_RAY_OPTIONS",
+    "RayClusterError",
+    "RayUnavailableError",
+    "address_problem",
+    "data_settings",
+    "import_ray",
+    "ray_session",
+]
 
 #: Options of the local Ray started when no address is given (``ray.init`` keywords).
 LOCAL_RAY_OPTIONS: dict[str, Any] = {
@@ -46,6 +55,33 @@ _QUIET_LOGGERS = {
 
 class RayUnavailableError(GpuSegError, ImportError):
     """Ray (with Ray Data) is not installed: ``pip install "gpu_seg[ray]"``."""
+
+
+class RayClusterError(GpuSegError, ConnectionError):
+    """The Ray cluster at the address given cannot be joined (a bad address, nobody answering,
+    Ray Client not installed for a ``ray://`` address)."""
+
+
+#: Seconds to wait for a TCP connection to a cluster's address before giving up on it.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def address_problem(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why ``address`` names no reachable Ray cluster, or None: ``host:port`` or ``ray://host:port``
+    must accept a TCP connection within ``timeout`` seconds (``ray.init`` would retry for good);
+    ``auto`` and ``local`` are left to Ray. Needs no Ray."""
+    if address in ("auto", "local"):
+        return None
+    target = address.removeprefix("ray://")
+    host, colon, port = target.rpartition(":")
+    host = host.strip("[]")  # an IPv6 address
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{address!r} is not a Ray address (host:port, ray://host:port, auto or local)"
+    try:
+        socket.create_connection((host, int(port)), timeout).close()
+    except OSError as exc:
+        return f"no Ray cluster answers at {host}:{port} ({exc.strerror or exc})"
+    return None
 
 
 def import_ray(local: bool = False) -> ModuleType:
@@ -81,7 +117,10 @@ def ray_session(address: str | None, options: Mapping[str, Any] | None = None) -
     if address is None:
         ray.init(**{**LOCAL_RAY_OPTIONS, **(options or {})})
     else:
-        ray.init(address=address, **{"log_to_driver": False, **(options or {})})
+        try:
+            ray.init(address=address, **{"log_to_driver": False, **(options or {})})
+        except (ValueError, ConnectionError, TimeoutError, RuntimeError) as exc:
+            raise RayClusterError(f"cannot join the Ray cluster at {address!r}: {exc}") from exc
     try:
         yield ray
     finally:
