@@ -8,7 +8,6 @@ backends (GL pipeline, CPU paths) never validate again.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -105,6 +104,12 @@ class Frame:
         return (self.height, self.width) if self.category else None
 
     @property
+    def softmax_statistics(self) -> bool:
+        """Whether the frame needs the softmax statistics (softmax confidence masks): on GL a
+        texture at tensor resolution."""
+        return self.activation is Activation.SOFTMAX and self.confidence_channels is not None
+
+    @property
     def confidence_bytes(self) -> int:
         """Bytes of the confidence masks (0 when not requested)."""
         shape = self.confidence_shape
@@ -122,27 +127,27 @@ class Frame:
         if shape is None:
             return None
         dtype = self.confidence_format.dtype
-        return _allocated(
-            lambda: np.empty(shape, dtype) if arrays is None else arrays.take(shape, dtype), shape
-        )
+        return allocate(shape, dtype, arrays)
 
     def allocate_category(self, arrays: RecycledArrays | None = None) -> np.ndarray | None:
         """An array for the category mask (None when not requested), as :meth:`allocate_confidence`."""
         shape = self.category_shape
         if shape is None:
             return None
-        return _allocated(
-            lambda: np.empty(shape, np.uint8) if arrays is None else arrays.take(shape, np.uint8), shape
-        )
+        return allocate(shape, np.dtype(np.uint8), arrays)
 
     def allocate(self, arrays: RecycledArrays | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
         """``(allocate_confidence(arrays), allocate_category(arrays))``."""
         return self.allocate_confidence(arrays), self.allocate_category(arrays)
 
 
-def _allocated(make: Callable[[], np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
-    """``make()``, with a MemoryError reported as the output size's fault (an InputError)."""
+def allocate(shape: tuple[int, ...], dtype: np.dtype, arrays: RecycledArrays | None = None) -> np.ndarray:
+    """An array for masks: from ``arrays`` (see :mod:`gpu_seg.recycled`) or fresh; a MemoryError is
+    reported as the output size's fault (an InputError), not raised raw."""
     try:
-        return make()
+        return np.empty(shape, dtype) if arrays is None else arrays.take(shape, dtype)
     except MemoryError:
-        raise InputError("output_size", f"masks of shape {shape}: out of memory") from None
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        raise InputError(
+            "output_size", f"{np.dtype(dtype)} masks {shape} need {size / 2**30:.1f} GiB: out of memory"
+        ) from None

@@ -15,7 +15,7 @@ import threading
 import numpy as np
 
 from .errors import InputError
-from .frame import ConfidenceFormat, Frame
+from .frame import ConfidenceFormat, Frame, allocate
 from .types import Activation
 
 __all__ = [
@@ -207,16 +207,6 @@ def check_output_bytes(
         )
 
 
-def _allocate(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    try:
-        return np.empty(shape, dtype)
-    except MemoryError:
-        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        raise InputError(
-            "output_size", f"{np.dtype(dtype)} masks {shape} need {size / 2**30:.1f} GiB: out of memory"
-        ) from None
-
-
 def check_disjoint_outputs(
     tensor: np.ndarray, confidence_out: np.ndarray | None, category_out: np.ndarray | None
 ) -> None:
@@ -237,7 +227,7 @@ def check_output_array(
 ) -> np.ndarray:
     """Return a preallocated output array after checking it, or a fresh one when ``array`` is None."""
     if array is None:
-        return _allocate(shape, dtype)
+        return allocate(shape, np.dtype(dtype))
     if not isinstance(array, np.ndarray):
         raise InputError(argument, f"expected a numpy array, got {type(array).__name__}")
     if array.shape != shape or array.dtype != dtype:

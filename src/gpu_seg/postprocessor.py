@@ -739,9 +739,8 @@ class SegmentationPostprocessor:
         for name, value in (("width", frame.width), ("height", frame.height)):
             if value > gl_max:
                 return InputError("output_size", f"{name} {value} exceeds the GL texture limit of {gl_max}")
-        softmax_statistics = frame.activation is Activation.SOFTMAX and frame.confidence_channels is not None
         try:
-            TensorLayout.check_fits(*frame.tensor.shape, gl_max, softmax_statistics)
+            TensorLayout.check_fits(*frame.tensor.shape, gl_max, frame.softmax_statistics)
         except InputError as exc:
             return exc
         return None

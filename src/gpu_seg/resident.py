@@ -28,7 +28,6 @@ from .gl.resident import GLSource, ResidentImages, SourceLostError, names_an_obj
 from .gl.session import GLSession
 from .inputs import parse_channels, parse_output_size, positive_int
 from .supervisor import Generation, GLSupervisor, Verdict
-from .types import Activation
 
 if TYPE_CHECKING:
     from .postprocessor import SegmentationPostprocessor
@@ -140,11 +139,9 @@ def device_frame(
     is a read-only zero-strided placeholder of the right shape (never computed on; such frames
     never go to the CPU)."""
     height, width, channels = shape
-    softmax_statistics = pp.activation is Activation.SOFTMAX and pp.output_confidence_masks
-    TensorLayout.check_fits(height, width, channels, max_dim, softmax_statistics)  # too big: InputError
     out_width, out_height = parse_output_size(output_size, (height, width), max_dim)
     confidence = pp.output_confidence_masks
-    return Frame(
+    frame = Frame(
         tensor=np.broadcast_to(np.zeros((), np.float32), (height, width, channels)),
         width=out_width,
         height=out_height,
@@ -153,6 +150,8 @@ def device_frame(
         category=pp.output_category_mask,
         confidence_format=pp.confidence_format,
     )
+    TensorLayout.check_fits(height, width, channels, max_dim, frame.softmax_statistics)  # else InputError
+    return frame
 
 
 def resolve_source(supervisor: GLSupervisor, generation: Generation, tensor: GLTensor) -> GLSource:

@@ -8,7 +8,8 @@ import os
 import threading
 from pathlib import Path
 
-from ..inputs import CPU_MAX_OUTPUT_DIM, physical_memory
+from ..errors import InputError
+from ..inputs import CPU_MAX_OUTPUT_DIM, physical_memory, seconds
 
 __all__ = [
     "MAX_THREADS",
@@ -69,15 +70,11 @@ def non_negative_float(text: str) -> float:
 
 
 def wait_seconds(text: str) -> float:
-    """A positive number of seconds that Python can wait (at most ``threading.TIMEOUT_MAX``)."""
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not positive")
-    if value > threading.TIMEOUT_MAX:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} s is longer than the longest wait ({threading.TIMEOUT_MAX:.3g} s)"
-        )
-    return value
+    """A positive number of seconds that Python can wait (as the library's ``seconds`` checks)."""
+    try:
+        return seconds(non_negative_float(text), "seconds")
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(exc).removeprefix('seconds: ')}") from None
 
 
 def frame_rate(text: str) -> float:

@@ -32,7 +32,6 @@ MARGIN = np.float32(1.0 / 16384.0)
 HUGE = np.float32(1.0e30)
 _ONE = np.float32(1.0)
 _HALF = np.float32(0.5)
-_ZERO = np.float32(0.0)
 _NEG_INF = np.float32(-np.inf)
 
 
