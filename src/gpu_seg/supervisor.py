@@ -306,8 +306,7 @@ class GLSupervisor:
                 return
             except Exception as exc:  # a dying context: fall through to abandon
                 log.debug("release of generation %d failed: %s", generation.number, exc)
-        generation.pipeline.abandon()
-        generation.session.abandon()
+        _abandon(generation)
 
     def _keep_for_views(self, generation: Generation, healthy: bool) -> None:
         if healthy:
@@ -333,8 +332,7 @@ class GLSupervisor:
                     continue
                 except Exception as exc:
                     log.debug("release of kept generation %d failed: %s", generation.number, exc)
-            generation.pipeline.abandon()
-            generation.session.abandon()
+            _abandon(generation)
         self._graveyard = kept
 
     def gpu_memory(self) -> dict[str, object] | None:
@@ -758,7 +756,7 @@ class GLSupervisor:
                 lambda: GLPipeline(session.mgl, programs, readback=self.readback, passes=self.passes)
             )
         except BaseException:
-            session.abandon()
+            session.abandon(release=programs.release)
             raise
         self.max_texture_size = pipeline.limits.max_texture_size
         pipeline.time_gpu = self.time_gpu
@@ -822,3 +820,10 @@ def _submit_and_wait(pipeline: GLPipeline, frame: Frame, purpose: Purpose = "syn
     ticket = pipeline.submit(frame, purpose, frame)
     pipeline.wait(ticket)
     return ticket
+
+
+def _abandon(generation: Generation) -> None:
+    """End a lost generation without GL calls: its session releases the pipeline's objects with
+    no context current where it can (see ``GLSession.abandon``); the pipeline forgets the rest."""
+    generation.session.abandon(release=generation.pipeline.release_lost)
+    generation.pipeline.abandon()

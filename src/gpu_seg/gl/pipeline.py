@@ -731,6 +731,13 @@ class GLPipeline:
         if isinstance(self._readback, MappedReadback):
             self._readback.release_lent()
 
+    def release_lost(self) -> None:
+        """:meth:`release` for a lost generation, run with no context current (``GLSession.abandon``:
+        the GL calls land in no-op stubs, only moderngl's host side goes). The release hooks are
+        not called: the CUDA interop clears a lost generation's registrations itself."""
+        self.release_hooks = []
+        self.release()
+
     def abandon(self) -> None:
         """Forget every GL object without GL calls (the context is lost)."""
         self._outputs = OutputPool()

@@ -23,6 +23,8 @@ import sys
 import moderngl
 import numpy as np
 
+from . import moderngl_refs
+
 __all__ = ["GLFunctions", "MappedArena", "PersistentBuffer", "get_integer", "gl_functions", "resolve"]
 
 log = logging.getLogger("gpu_seg")
@@ -187,7 +189,7 @@ class PersistentBuffer:
         self.buffer = ctx.external_buffer(name.value, size)
         # moderngl 5.11-5.13 take a reference to the context here (see release()); kept to be given
         # back only where one was taken, and never on a free-threaded build (counts race there)
-        took = sys.getrefcount(context) > before and getattr(sys, "_is_gil_enabled", lambda: True)()
+        took = sys.getrefcount(context) > before and moderngl_refs.counts_reliable()
         self._context = context if took else None
         try:
             gl.glBindBuffer(GL_COPY_WRITE_BUFFER, name.value)

@@ -47,7 +47,7 @@ import moderngl
 
 from .. import forks
 from ..errors import ContextLostError, GLUnavailableError, GpuSegError
-from . import egl
+from . import egl, moderngl_refs
 from .egl.bindings import CurrentContextGL
 from .memory import query_gpu_memory
 from .worker import GLThread
@@ -167,9 +167,17 @@ class GLSession:
         then destroy the EGL context if the session owns it."""
         raise NotImplementedError
 
-    def abandon(self) -> None:
+    def abandon(self, release: Callable[[], None] | None = None) -> None:
         """End a lost session without GL calls on its objects (an owned EGL context is destroyed
-        through EGL unless its handle was found recycled)."""
+        through EGL unless its handle was found recycled).
+
+        ``release`` (gpu_seg's releases of the generation's objects) is run on an owned session's
+        thread once no context is current there: every GL call then lands in libglvnd's no-op
+        stubs (see :mod:`gpu_seg.gl.egl.contexts`), and only the host side goes. moderngl objects
+        keep their moderngl context until released, so without it every lost generation kept its
+        moderngl context and gpu_seg's EGL wrappers for good. An attached session ignores it (GL
+        calls on the application's thread would reach whatever context it has current).
+        """
         raise NotImplementedError
 
     def lend_anchor(self) -> object:
@@ -253,7 +261,7 @@ class OwnedSession(GLSession):
             egl_context = egl.create_context(display, robust=robust)
             try:
                 egl_context.make_current()
-                mgl = moderngl.create_context(standalone=True, require=330, context=egl_context.loader())
+                mgl = moderngl_refs.create_context(standalone=True, require=330, context=egl_context.loader())
                 # mgl.info is read (and cached by moderngl) in _describe, with the context current.
                 health = egl.ContextHealth(egl_context, reset_poll_interval=reset_poll_interval)
                 return cls(generation, thread, egl_context, mgl, health, timeout, owns_thread)
@@ -362,13 +370,15 @@ class OwnedSession(GLSession):
             if self.owns_thread:
                 self.thread.stop()
 
-    def abandon(self) -> None:
+    def abandon(self, release: Callable[[], None] | None = None) -> None:
         self._dead = True
 
         def drop() -> None:
             self.egl_context.release_current()
             self.egl_context.destroy()  # EGL, not GL; leaves a disowned (recycled) handle alone
             self._drop_keeper()
+            if release is not None:
+                self._release_host_side(release)
 
         try:
             self.thread.call(drop, 5.0)
@@ -377,6 +387,18 @@ class OwnedSession(GLSession):
         finally:
             if self.owns_thread:
                 self.thread.stop(timeout=1.0)
+
+    def _release_host_side(self, release: Callable[[], None]) -> None:
+        """Run ``release`` and release the moderngl context with no context current on this
+        thread (see :meth:`GLSession.abandon`); skipped where one still is."""
+        if int(egl.library().eglGetCurrentContext() or 0):
+            log.debug("generation %d: a context is still current; its objects are forgotten", self.generation)
+            return
+        try:
+            release()
+            self.mgl.release()  # its loader's release: destroy() again, which does nothing now
+        except Exception as exc:
+            log.debug("releasing the objects of lost generation %d: %s", self.generation, exc)
 
     def gpu_memory(self) -> dict[str, object] | None:
         extensions = self.mgl.extensions
@@ -455,7 +477,7 @@ class AttachedSession(GLSession):
         if native is None:
             raise GLUnavailableError("no OpenGL context is current on this thread to attach to")
         try:
-            self.mgl = mgl if mgl is not None else moderngl.create_context(require=330)
+            self.mgl = mgl if mgl is not None else moderngl_refs.create_context(require=330)
         except Exception as exc:
             raise GLUnavailableError(f"cannot attach to the current OpenGL context: {exc}") from exc
         if self.mgl.version_code < 330:
@@ -534,5 +556,5 @@ class AttachedSession(GLSession):
                 release()
             self.sentinel.delete()
 
-    def abandon(self) -> None:
+    def abandon(self, release: Callable[[], None] | None = None) -> None:
         self._dead = True
