@@ -11,6 +11,8 @@ figure instead of judging it.
 from __future__ import annotations
 
 import functools
+import gc
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -38,3 +40,26 @@ def check_rss_growth(growth_kib: float, bound_kib: float, what: str) -> None:
             "software rasterisers only: the GPU driver's own RSS grows per context)",
             stacklevel=2,
         )
+
+
+def python_memory_kept(cycle, warm: int = 4, cycles: int = 20) -> float:
+    """Bytes of Python allocations that each ``cycle()`` leaves behind (tracemalloc, after gc).
+
+    Python memory leaves out the driver's own allocations (unlike RSS, see the module docstring):
+    a bound on it holds on a GPU too."""
+    for _ in range(warm):
+        cycle()
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(cycles):
+            cycle()
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    return (after - before) / cycles

@@ -8,7 +8,6 @@ import gc
 import os
 import threading
 import time
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from gpu_seg.gl.pipeline import GLPipeline
 from gpu_seg.gl.programs import ProgramCache, ProgramDefinition
 from gpu_seg.resilience import LossBudget, RecoveryPolicy
 
-from .process_memory import check_rss_growth
+from .process_memory import check_rss_growth, python_memory_kept
 
 SIZE = (37, 29)
 
@@ -388,26 +387,6 @@ def _live_contexts() -> int:
     return sum(type(obj) is EGLContext for obj in gc.get_objects())
 
 
-def _python_memory_kept(cycle, warm: int = 4, cycles: int = 20) -> float:
-    """Bytes of Python allocations that each ``cycle()`` leaves behind (tracemalloc, after gc)."""
-    for _ in range(warm):
-        cycle()
-    tracing = tracemalloc.is_tracing()
-    if not tracing:
-        tracemalloc.start()
-    try:
-        gc.collect()
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(cycles):
-            cycle()
-        gc.collect()
-        after = tracemalloc.get_traced_memory()[0]
-    finally:
-        if not tracing:
-            tracemalloc.stop()
-    return (after - before) / cycles
-
-
 @pytest.mark.parametrize("readback", ["direct", "mapped"])
 @pytest.mark.parametrize("end", ["trim", "loss"])
 def test_a_context_generation_leaves_almost_nothing_behind(end, readback, new_processor):
@@ -429,12 +408,29 @@ def test_a_context_generation_leaves_almost_nothing_behind(end, readback, new_pr
         pp.process(tensor, (40, 30))
 
     start = _live_contexts()
-    kept = _python_memory_kept(cycle)
+    kept = python_memory_kept(cycle)
     assert _live_contexts() - start <= 2, "every generation's EGL wrappers stay alive"
     # What is left is moderngl's: program introspection (names it keeps references to) and
     # its context info, about 5 KiB a generation.
     assert kept < 8 * 1024, f"{kept / 1024:.1f} KiB of Python memory kept per {end}"
     assert pp.stats["context_losses"] == (24 if end == "loss" else 0)
+
+
+def test_owned_contexts_leave_the_moderngl_default_context_alone(gl, new_processor):
+    """moderngl makes every context it creates the default (``moderngl.get_context()``): every
+    generation made gpu_seg's headless context the application's default, a lost one included."""
+    import moderngl
+
+    default = moderngl.get_context()  # the application's (here: the test session's context)
+    pp = new_processor(backend="gl")
+    tensor = _tensor(31)
+    pp.process(tensor, SIZE)
+    testing.lose_context(pp)
+    pp.process(tensor, SIZE)
+    pp.trim(release_context=True)
+    _assert_correct(pp.process(tensor, SIZE), tensor)
+    assert pp.stats["context_losses"] == 1
+    assert moderngl.get_context() is default
 
 
 @pytest.mark.parametrize("end", ["close", "trim"])

@@ -8,6 +8,9 @@ an idle release) grew by that much each time:
   :class:`~gpu_seg.gl.egl.EGLLoader` returns the same int objects every time, so nothing grows.
 * ``create_context`` keeps a second reference to every extension name it puts into
   ``Context.extensions`` (about 220 strings on llvmpipe): :func:`create_context` gives it back.
+* ``create_context`` without a loader (the ``DefaultLoader`` or glcontext's) also gets a new int for
+  every address: gpu_seg hands attached contexts :class:`~gpu_seg.gl.rawgl.CurrentContextLoader`,
+  which returns the same int objects every time.
 * ``Context.external_buffer`` takes a reference to its context that ``Buffer.release()`` never
   gives back: :class:`~gpu_seg.gl.rawgl.PersistentBuffer` gives it back.
 
@@ -33,8 +36,19 @@ def counts_reliable() -> bool:
 
 
 def create_context(**kwargs: Any) -> moderngl.Context:
-    """``moderngl.create_context(**kwargs)``, without the references it leaks to extension names."""
-    mgl = moderngl.create_context(**kwargs)
+    """``moderngl.create_context(**kwargs)``, without the references it leaks to extension names,
+    and leaving moderngl's default context (``moderngl.get_context()``) as it was.
+
+    moderngl makes every context it creates the process's default context: gpu_seg's headless
+    contexts would replace the application's (and a dead generation's would stay it).
+    """
+    store = getattr(moderngl, "_store", None)
+    default = getattr(store, "default_context", None)
+    try:
+        mgl = moderngl.create_context(**kwargs)
+    finally:
+        if store is not None and hasattr(store, "default_context"):
+            store.default_context = default
     give_back_extension_names(mgl)
     return mgl
 

@@ -19,13 +19,22 @@ import ctypes.util
 import functools
 import logging
 import sys
+from typing import ClassVar
 
 import moderngl
 import numpy as np
 
 from . import moderngl_refs
 
-__all__ = ["GLFunctions", "MappedArena", "PersistentBuffer", "get_integer", "gl_functions", "resolve"]
+__all__ = [
+    "CurrentContextLoader",
+    "GLFunctions",
+    "MappedArena",
+    "PersistentBuffer",
+    "get_integer",
+    "gl_functions",
+    "resolve",
+]
 
 log = logging.getLogger("gpu_seg")
 
@@ -125,6 +134,40 @@ def resolve(name: str) -> int:
     """The address of the GL entry point ``name`` for the current context (0 where unknown)."""
     resolver = _resolver()
     return 0 if resolver is None else int(resolver(name))
+
+
+class CurrentContextLoader:
+    """The loader moderngl wraps for an application's context (``AttachedSession``): addresses
+    through :func:`resolve`; entering, leaving and releasing do nothing (the application makes
+    its context current and destroys it).
+
+    Every address is the same int object every time, shared by all these loaders (bounded:
+    moderngl asks for a fixed list of about 700 names): moderngl keeps a reference to every
+    object ``load`` returns, and the loaders it has itself returned a new int each time (21 KiB
+    per context). Addresses from ``eglGetProcAddress`` / ``glXGetProcAddressARB`` do not depend
+    on the context.
+    """
+
+    _addresses: ClassVar[dict[str, int]] = {}
+    _ADDRESSES_KEPT = 4096
+
+    def load(self, name: str) -> int:
+        """The address of GL function ``name``, 0 if unknown (the same int object every time)."""
+        address = CurrentContextLoader._addresses.get(name)
+        if address is None:
+            address = resolve(name)
+            if len(CurrentContextLoader._addresses) < CurrentContextLoader._ADDRESSES_KEPT:
+                address = CurrentContextLoader._addresses.setdefault(name, address)
+        return address
+
+    def __enter__(self) -> CurrentContextLoader:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        pass
+
+    def release(self) -> None:
+        """Nothing: the context is the application's."""
 
 
 _GET_INTEGER = ctypes.CFUNCTYPE(None, ctypes.c_uint, ctypes.POINTER(ctypes.c_int))

@@ -47,7 +47,7 @@ import moderngl
 
 from .. import forks
 from ..errors import ContextLostError, GLUnavailableError, GpuSegError
-from . import egl, moderngl_refs
+from . import egl, moderngl_refs, rawgl
 from .egl.bindings import CurrentContextGL
 from .memory import query_gpu_memory
 from .worker import GLThread
@@ -175,8 +175,9 @@ class GLSession:
         thread once no context is current there: every GL call then lands in libglvnd's no-op
         stubs (see :mod:`gpu_seg.gl.egl.contexts`), and only the host side goes. moderngl objects
         keep their moderngl context until released, so without it every lost generation kept its
-        moderngl context and gpu_seg's EGL wrappers for good. An attached session ignores it (GL
-        calls on the application's thread would reach whatever context it has current).
+        moderngl context and gpu_seg's EGL wrappers for good. An attached session runs it on the
+        calling thread, and only where no GLX or EGL context is current there (a window's context
+        goes with its window): GL calls would reach whatever context the application has current.
         """
         raise NotImplementedError
 
@@ -451,6 +452,11 @@ def native_current_context() -> tuple[str, int] | None:
     return None
 
 
+def _attach_moderngl() -> moderngl.Context:
+    """A moderngl context for the application's current context, through gpu_seg's loader."""
+    return moderngl_refs.create_context(require=330, context=rawgl.CurrentContextLoader())
+
+
 class AttachedSession(GLSession):
     """A session on a context the application owns; gpu_seg renders into its own framebuffers there.
 
@@ -477,7 +483,8 @@ class AttachedSession(GLSession):
         if native is None:
             raise GLUnavailableError("no OpenGL context is current on this thread to attach to")
         try:
-            self.mgl = mgl if mgl is not None else moderngl_refs.create_context(require=330)
+            self.mgl = mgl if mgl is not None else _attach_moderngl()
+            self._owns_mgl = mgl is None  # made by gpu_seg: released with the session
         except Exception as exc:
             raise GLUnavailableError(f"cannot attach to the current OpenGL context: {exc}") from exc
         if self.mgl.version_code < 330:
@@ -555,6 +562,20 @@ class AttachedSession(GLSession):
             if release is not None:
                 release()
             self.sentinel.delete()
+            self._release_mgl()
 
     def abandon(self, release: Callable[[], None] | None = None) -> None:
         self._dead = True
+        if release is None or native_current_context() is not None:
+            return
+        try:
+            release()  # no context current: GL calls land in the no-op stubs
+            self._release_mgl()
+        except Exception as exc:
+            log.debug("releasing the objects of lost generation %d: %s", self.generation, exc)
+
+    def _release_mgl(self) -> None:
+        """Release the moderngl context gpu_seg made (its loader's release does nothing: the
+        context itself is the application's); an application's moderngl context is left alone."""
+        if self._owns_mgl:
+            self.mgl.release()
