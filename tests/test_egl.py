@@ -449,6 +449,15 @@ def test_extension_names_leaked_by_moderngl_are_given_back_once(context: egl.EGL
         mgl.release()
 
 
+def test_gl_calls_without_a_context_land_in_noop_stubs_here() -> None:
+    """gpu_seg releases a lost generation's objects with no context current only where the GL
+    dispatch has no-op stubs (libglvnd or Mesa's libglapi): true on every machine this project
+    runs on (Mesa llvmpipe through libglvnd here and in CI, NVIDIA through libglvnd)."""
+    from gpu_seg.gl import rawgl
+
+    assert rawgl.calls_without_context_do_nothing()
+
+
 def test_preserve_current_restores_the_outer_context(display: egl.Display) -> None:
     outer = egl.create_context(display)
     try:

@@ -309,6 +309,31 @@ def test_a_processor_made_before_a_fork_pool_serves_its_workers():
     assert report == {"results": [True] * 6, "parent": True}
 
 
+_HOOK_ORDER = r"""
+import json, os, sys
+import gpu_seg.forks as forks  # first: before anything imports concurrent.futures
+
+import concurrent.futures.thread as pool_threads
+
+seen = []
+forks.before_fork(lambda: seen.append(pool_threads._global_shutdown_lock.locked()), lambda token: None)
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+print(json.dumps({"pool_lock_held_in_gpu_seg_hook": seen}))
+"""
+
+
+def test_gpu_segs_fork_hooks_run_before_the_thread_pools():
+    """Python runs "before fork" callbacks in reverse order of registration. Where gpu_seg was
+    imported before concurrent.futures, the thread pool's callback (which takes its global
+    shutdown lock) ran first, and gpu_seg's, waiting for the fast CPU path's warm-up (which submits
+    to a pool, so needs that lock), waited out its 120 s: every fork during a warm-up hung."""
+    report = _run(_HOOK_ORDER)
+    assert report == {"pool_lock_held_in_gpu_seg_hook": [False]}
+
+
 _FOREIGN_EGL = (
     _PRELUDE
     + r"""

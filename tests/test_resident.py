@@ -220,6 +220,24 @@ def test_context_loss_recomputes_numpy_inputs_and_rejects_dead_handles():
         _assert_reference(latest.read_confidence(), latest.read_category(), tensor, "softmax", size)
 
 
+def test_a_lost_generations_texture_kept_from_a_result_is_lost_not_invalid():
+    """A lost generation's objects are released on the host side now (they kept its moderngl
+    context alive): a result's texture kept past the loss and given back as input raised
+    InputError ("was released"), where the documented error is ContextLostError."""
+    tensor = _tensor((16, 16, 1), 7)
+    with gpu_seg.SegmentationPostprocessor(
+        "sigmoid", output_confidence_masks=True, output_category_mask=False, backend="gl"
+    ) as pp:
+        texture = pp.process_resident(tensor, (16, 16)).confidence_textures[0]
+        source = GLTensor(texture)
+        testing.lose_context(pp)
+        pp.process(tensor, (16, 16))  # the loss is found; a new generation
+        with pytest.raises(gpu_seg.ContextLostError, match="upload the tensor again"):
+            pp.process_resident(source, (16, 16))
+        with pytest.raises(gpu_seg.ContextLostError, match="upload the tensor again"):
+            GLTensor(texture)
+
+
 def test_bad_inputs_name_the_argument(gl_clean):
     tensor = _tensor((4, 3, 2), 2)
     with gpu_seg.SegmentationPostprocessor("none", backend="gl") as pp:

@@ -416,6 +416,25 @@ def test_a_context_generation_leaves_almost_nothing_behind(end, readback, new_pr
     assert pp.stats["context_losses"] == (24 if end == "loss" else 0)
 
 
+def test_where_gl_calls_without_a_context_may_reach_a_driver_lost_objects_are_forgotten(
+    new_processor, monkeypatch
+):
+    """On an EGL whose GL entry points are the driver's own (no libglvnd, no Mesa glapi), a lost
+    generation's objects are not released with no context current: they are forgotten, as before,
+    and keep that generation's moderngl context."""
+    from gpu_seg.gl import rawgl
+
+    monkeypatch.setattr(rawgl, "calls_without_context_do_nothing", lambda: False)
+    pp = new_processor(backend="gl")
+    tensor = _tensor(33)
+    pp.process(tensor, SIZE)
+    start = _live_contexts()
+    testing.lose_context(pp)
+    _assert_correct(pp.process(tensor, SIZE), tensor)
+    assert pp.stats["context_losses"] == 1
+    assert _live_contexts() == start + 1
+
+
 def test_owned_contexts_leave_the_moderngl_default_context_alone(gl, new_processor):
     """moderngl makes every context it creates the default (``moderngl.get_context()``): every
     generation made gpu_seg's headless context the application's default, a lost one included."""

@@ -200,4 +200,11 @@ def _run_in_child(hook: Callable[[], None]) -> None:
 
 _egl_at_fork: int | None = None  # the parent's pid where EGL was loaded at the fork (see _before)
 if hasattr(os, "register_at_fork"):  # POSIX
+    # "before" callbacks run in reverse order of registration: registered after the thread pool
+    # executor's own (which takes its global shutdown lock), gpu_seg's run first, while threads
+    # they wait for (the fast CPU path's warm-up, which submits to a pool) can still finish.
+    # Registered before it (an import order), the warm-up blocked on that lock and every fork
+    # waited for it in vain (FORK_WARM_WAIT_S).
+    import concurrent.futures.thread  # noqa: F401
+
     os.register_at_fork(before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child)

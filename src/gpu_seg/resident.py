@@ -63,7 +63,18 @@ class GLTensor:
         self, source: moderngl.Buffer | moderngl.Texture, shape: Sequence[int] | None = None
     ) -> None:
         if isinstance(source, (moderngl.Buffer, moderngl.Texture)) and _released(source):
-            raise InputError("tensor", f"the {type(source).__name__} given was released")
+            if _released(source.ctx):
+                raise SourceLostError(
+                    f"the {type(source).__name__} given belongs to a context that is gone (a lost context "
+                    "generation, or one released by trim(release_context=True) or close()); upload the "
+                    "tensor again",
+                    reason="input from a dead generation",
+                )
+            raise InputError(
+                "tensor",
+                f"the {type(source).__name__} given was released (by the application, or by gpu_seg with "
+                "the context generation it was lent from)",
+            )
         if isinstance(source, moderngl.Buffer):
             if shape is None:
                 raise InputError("tensor", "a GLTensor over a buffer needs its shape=(H, W, C)")
@@ -128,8 +139,8 @@ def _check_texture(texture: moderngl.Texture, shape: object) -> tuple[int, int, 
     return expected
 
 
-def _released(obj: moderngl.Buffer | moderngl.Texture) -> bool:
-    return type(obj.mglo).__name__ == "InvalidObject"
+def _released(obj: moderngl.Buffer | moderngl.Texture | moderngl.Context) -> bool:
+    return type(getattr(obj, "mglo", None)).__name__ == "InvalidObject"
 
 
 def device_frame(
@@ -162,13 +173,13 @@ def resolve_source(supervisor: GLSupervisor, generation: Generation, tensor: GLT
         SourceLostError: an object of an earlier generation of this processor.
     """
     obj = tensor.source
-    if _released(obj):
+    ctx = obj.ctx
+    number = None if ctx is generation.session.mgl else supervisor.contexts.get(ctx)
+    if _released(obj) and number is None:  # a dead generation's objects are released with it
         raise InputError("tensor", f"the {tensor.kind} of this GLTensor was released")
     source = GLSource("texture" if tensor.kind == "texture" else "hwc", obj, *tensor.shape)
-    ctx = obj.ctx
     if ctx is generation.session.mgl:
         return source
-    number = supervisor.contexts.get(ctx)
     if number is not None:
         raise SourceLostError(
             f"the GLTensor's {tensor.kind} belongs to context generation {number}, which is gone "

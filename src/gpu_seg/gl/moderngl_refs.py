@@ -23,11 +23,17 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 from typing import Any
 
 import moderngl
 
+from .. import forks
+
 __all__ = ["counts_reliable", "create_context", "give_back_extension_names"]
+
+_default_lock = threading.Lock()
+forks.renew_locks(sys.modules[__name__], "_default_lock")  # a forked child gets a new one
 
 
 def counts_reliable() -> bool:
@@ -43,12 +49,13 @@ def create_context(**kwargs: Any) -> moderngl.Context:
     contexts would replace the application's (and a dead generation's would stay it).
     """
     store = getattr(moderngl, "_store", None)
-    default = getattr(store, "default_context", None)
-    try:
-        mgl = moderngl.create_context(**kwargs)
-    finally:
-        if store is not None and hasattr(store, "default_context"):
-            store.default_context = default
+    with _default_lock:  # two processors' GL threads at once would restore each other's context
+        default = getattr(store, "default_context", None)
+        try:
+            mgl = moderngl.create_context(**kwargs)
+        finally:
+            if store is not None and hasattr(store, "default_context"):
+                store.default_context = default
     give_back_extension_names(mgl)
     return mgl
 

@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import os
 import sys
 from typing import ClassVar
 
@@ -31,6 +32,7 @@ __all__ = [
     "GLFunctions",
     "MappedArena",
     "PersistentBuffer",
+    "calls_without_context_do_nothing",
     "get_integer",
     "gl_functions",
     "resolve",
@@ -134,6 +136,27 @@ def resolve(name: str) -> int:
     """The address of the GL entry point ``name`` for the current context (0 where unknown)."""
     resolver = _resolver()
     return 0 if resolver is None else int(resolver(name))
+
+
+_NOOP_DISPATCH_LIBRARIES = ("libGLdispatch.so.0", "libglapi.so.0")
+
+
+def calls_without_context_do_nothing() -> bool:
+    """Whether GL calls made with no context current land in no-op stubs in this process.
+
+    They do where the GL entry points dispatch through libglvnd's libGLdispatch (NVIDIA's and
+    Mesa's drivers on current Linux distributions) or Mesa's shared libglapi: both switch the
+    thread to a table of functions that do nothing when no context is current. Known from
+    either library being loaded; an EGL without them (some embedded drivers) may hand out the
+    driver's functions themselves, which need a context.
+    """
+    for name in _NOOP_DISPATCH_LIBRARIES:
+        try:
+            ctypes.CDLL(name, mode=os.RTLD_NOLOAD)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 class CurrentContextLoader:

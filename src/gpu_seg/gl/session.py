@@ -178,6 +178,8 @@ class GLSession:
         moderngl context and gpu_seg's EGL wrappers for good. An attached session runs it on the
         calling thread, and only where no GLX or EGL context is current there (a window's context
         goes with its window): GL calls would reach whatever context the application has current.
+        Either kind skips it where GL calls without a context may reach a driver
+        (:func:`~gpu_seg.gl.rawgl.calls_without_context_do_nothing`): the objects are forgotten.
         """
         raise NotImplementedError
 
@@ -391,9 +393,10 @@ class OwnedSession(GLSession):
 
     def _release_host_side(self, release: Callable[[], None]) -> None:
         """Run ``release`` and release the moderngl context with no context current on this
-        thread (see :meth:`GLSession.abandon`); skipped where one still is."""
-        if int(egl.library().eglGetCurrentContext() or 0):
-            log.debug("generation %d: a context is still current; its objects are forgotten", self.generation)
+        thread (see :meth:`GLSession.abandon`); skipped where one still is, or where such calls
+        may reach a driver (:func:`~gpu_seg.gl.rawgl.calls_without_context_do_nothing`)."""
+        if int(egl.library().eglGetCurrentContext() or 0) or not rawgl.calls_without_context_do_nothing():
+            log.debug("generation %d: objects forgotten, not released", self.generation)
             return
         try:
             release()
@@ -567,6 +570,8 @@ class AttachedSession(GLSession):
     def abandon(self, release: Callable[[], None] | None = None) -> None:
         self._dead = True
         if release is None or native_current_context() is not None:
+            return
+        if not rawgl.calls_without_context_do_nothing():
             return
         try:
             release()  # no context current: GL calls land in the no-op stubs
