@@ -322,3 +322,27 @@ def test_attaching_leaves_the_moderngl_default_context_alone(glfw_windows):
         pp.attach("current")
         _assert_correct(pp.process(_tensor(53), SIZE), _tensor(53))
         assert moderngl.get_context() is app_ctx
+
+
+def test_a_lost_generations_result_texture_is_lost_in_the_applications_moderngl_context_too(glfw_windows):
+    """With the application's own moderngl context (never released by gpu_seg), a result texture
+    kept past a loss was released with the lost generation and raised InputError as an input."""
+    import moderngl
+
+    open_window, close_window = glfw_windows
+    window = open_window()
+    tensor = (np.random.default_rng(53).standard_normal((16, 16, 1))).astype(np.float32)
+    options = {"output_confidence_masks": True, "output_category_mask": False, "backend": "gl"}
+    app_ctx = moderngl.create_context(require=330)
+    with gpu_seg.SegmentationPostprocessor("sigmoid", context=app_ctx, **options) as pp:
+        texture = pp.process_resident(tensor, (16, 16)).confidence_textures[0]
+        source = gpu_seg.GLTensor(texture)
+        close_window(window)
+        with pytest.raises(gpu_seg.ContextLostError):
+            pp.process(tensor, (16, 16))
+        open_window()
+        pp.attach(moderngl.create_context(require=330))
+        with pytest.raises(gpu_seg.ContextLostError, match="upload the tensor again"):
+            gpu_seg.GLTensor(texture)
+        with pytest.raises(gpu_seg.ContextLostError, match="upload the tensor again"):
+            pp.process_resident(source, (16, 16))

@@ -449,13 +449,22 @@ def test_extension_names_leaked_by_moderngl_are_given_back_once(context: egl.EGL
         mgl.release()
 
 
-def test_gl_calls_without_a_context_land_in_noop_stubs_here() -> None:
+def test_gl_calls_without_a_context_land_in_noop_stubs_here(display: egl.Display) -> None:
     """gpu_seg releases a lost generation's objects with no context current only where the GL
     dispatch has no-op stubs (libglvnd or Mesa's libglapi): true on every machine this project
     runs on (Mesa llvmpipe through libglvnd here and in CI, NVIDIA through libglvnd)."""
     from gpu_seg.gl import rawgl
 
-    assert rawgl.calls_without_context_do_nothing()
+    context = egl.create_context(display)
+    try:
+        assert rawgl.calls_without_context_do_nothing(context.get_proc_address)
+        assert rawgl.calls_without_context_do_nothing(rawgl.resolve)
+    finally:
+        context.destroy()
+    elsewhere = ctypes.cast(ctypes.CDLL(None).malloc, ctypes.c_void_p).value  # not a dispatch stub
+    assert rawgl.library_of(elsewhere).startswith("libc")
+    assert not rawgl.calls_without_context_do_nothing(lambda name: elsewhere)
+    assert not rawgl.calls_without_context_do_nothing(lambda name: 0)  # unknown: not assumed
 
 
 def test_preserve_current_restores_the_outer_context(display: egl.Display) -> None:

@@ -424,7 +424,7 @@ def test_where_gl_calls_without_a_context_may_reach_a_driver_lost_objects_are_fo
     and keep that generation's moderngl context."""
     from gpu_seg.gl import rawgl
 
-    monkeypatch.setattr(rawgl, "calls_without_context_do_nothing", lambda: False)
+    monkeypatch.setattr(rawgl, "calls_without_context_do_nothing", lambda resolve: False)
     pp = new_processor(backend="gl")
     tensor = _tensor(33)
     pp.process(tensor, SIZE)
@@ -433,6 +433,32 @@ def test_where_gl_calls_without_a_context_may_reach_a_driver_lost_objects_are_fo
     _assert_correct(pp.process(tensor, SIZE), tensor)
     assert pp.stats["context_losses"] == 1
     assert _live_contexts() == start + 1
+
+
+def test_a_context_creation_hung_in_the_driver_does_not_block_later_ones(new_processor, monkeypatch):
+    """A driver that hangs while a context is made: gl_timeout gives up on that GL thread (left
+    behind). A lock held across moderngl's create_context (to keep moderngl's default context)
+    stayed held by it, and every later context creation of the process timed out as well."""
+    import moderngl
+
+    real = moderngl.mgl.create_context
+    hung, unblock = threading.Event(), threading.Event()
+
+    def hangs_once(*args, **kwargs):
+        if not hung.is_set():
+            hung.set()
+            unblock.wait(60)  # a hung driver, until the test is over
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(moderngl.mgl, "create_context", hangs_once)
+    try:
+        with pytest.raises(gpu_seg.GpuSegError):
+            new_processor(backend="gl", gl_timeout=1.0)
+        assert hung.is_set()
+        pp = new_processor(backend="gl", gl_timeout=5.0)  # the driver answers again
+        _assert_correct(pp.process(_tensor(34), SIZE), _tensor(34))
+    finally:
+        unblock.set()
 
 
 def test_owned_contexts_leave_the_moderngl_default_context_alone(gl, new_processor):

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import ContextLostError, ExpiredResultError, GLUnavailableError, InputError
 from .frame import ConfidenceFormat, Frame
-from .gl.pipeline import TensorLayout
+from .gl.pipeline import RELEASED_WITH_A_LOSS, TensorLayout
 from .gl.resident import GLSource, ResidentImages, SourceLostError, names_an_object
 from .gl.session import GLSession
 from .inputs import parse_channels, parse_output_size, positive_int
@@ -55,15 +55,17 @@ class GLTensor:
     Objects of a generation that is gone raise :class:`~gpu_seg.errors.ContextLostError`.
 
     Raises:
-        InputError: (argument ``"tensor"``) wrong object type, shape, texture format or a buffer
-            smaller than the shape needs.
+        InputError: (argument ``"tensor"``) wrong object type, shape, texture format, a buffer
+            smaller than the shape needs, or a released object.
+        ContextLostError: (``SourceLostError``) an object released with its context generation
+            (a result's texture kept past a loss, or past its owned context's release).
     """
 
     def __init__(
         self, source: moderngl.Buffer | moderngl.Texture, shape: Sequence[int] | None = None
     ) -> None:
         if isinstance(source, (moderngl.Buffer, moderngl.Texture)) and _released(source):
-            if _released(source.ctx):
+            if _lost_with_its_generation(source):
                 raise SourceLostError(
                     f"the {type(source).__name__} given belongs to a context that is gone (a lost context "
                     "generation, or one released by trim(release_context=True) or close()); upload the "
@@ -143,6 +145,12 @@ def _released(obj: moderngl.Buffer | moderngl.Texture | moderngl.Context) -> boo
     return type(getattr(obj, "mglo", None)).__name__ == "InvalidObject"
 
 
+def _lost_with_its_generation(obj: moderngl.Buffer | moderngl.Texture) -> bool:
+    """Whether a released object went with its context generation (a loss, or an owned context
+    released), not on its own (``trim()``, the application)."""
+    return obj in RELEASED_WITH_A_LOSS or _released(getattr(obj, "ctx", None))
+
+
 def device_frame(
     pp: SegmentationPostprocessor, shape: tuple[int, int, int], output_size: object, max_dim: int
 ) -> Frame:
@@ -175,7 +183,13 @@ def resolve_source(supervisor: GLSupervisor, generation: Generation, tensor: GLT
     obj = tensor.source
     ctx = obj.ctx
     number = None if ctx is generation.session.mgl else supervisor.contexts.get(ctx)
-    if _released(obj) and number is None:  # a dead generation's objects are released with it
+    if _released(obj) and number is None:
+        if _lost_with_its_generation(obj):
+            raise SourceLostError(
+                f"the GLTensor's {tensor.kind} went with a context generation that is gone; upload the "
+                "tensor again",
+                reason="input from a dead generation",
+            )
         raise InputError("tensor", f"the {tensor.kind} of this GLTensor was released")
     source = GLSource("texture" if tensor.kind == "texture" else "hwc", obj, *tensor.shape)
     if ctx is generation.session.mgl:

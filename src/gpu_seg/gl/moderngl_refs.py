@@ -24,6 +24,8 @@ from __future__ import annotations
 import ctypes
 import sys
 import threading
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import moderngl
@@ -32,8 +34,20 @@ from .. import forks
 
 __all__ = ["counts_reliable", "create_context", "give_back_extension_names"]
 
+#: The moderngl contexts gpu_seg made: never the application's default.
+_made: weakref.WeakSet[moderngl.Context] = weakref.WeakSet()
+#: Held to read or write moderngl's default, never across a driver call (a hung driver would
+#: keep it held, and every later context creation of the process would wait for it).
 _default_lock = threading.Lock()
 forks.renew_locks(sys.modules[__name__], "_default_lock")  # a forked child gets a new one
+
+
+def _no_context() -> None:
+    return None
+
+
+#: moderngl's default context as the application left it (a weak reference, or no context).
+_application_default: Callable[[], moderngl.Context | None] = _no_context
 
 
 def counts_reliable() -> bool:
@@ -43,21 +57,39 @@ def counts_reliable() -> bool:
 
 def create_context(**kwargs: Any) -> moderngl.Context:
     """``moderngl.create_context(**kwargs)``, without the references it leaks to extension names,
-    and leaving moderngl's default context (``moderngl.get_context()``) as it was.
+    and leaving moderngl's default context (``moderngl.get_context()``) to the application.
 
     moderngl makes every context it creates the process's default context: gpu_seg's headless
-    contexts would replace the application's (and a dead generation's would stay it).
+    contexts replaced the application's (and a dead generation's stayed it). The default is put
+    back after each creation where it is one of gpu_seg's, so one the application sets meanwhile
+    stays.
     """
     store = getattr(moderngl, "_store", None)
-    with _default_lock:  # two processors' GL threads at once would restore each other's context
-        default = getattr(store, "default_context", None)
-        try:
-            mgl = moderngl.create_context(**kwargs)
-        finally:
-            if store is not None and hasattr(store, "default_context"):
-                store.default_context = default
+    if store is None or not hasattr(store, "default_context"):
+        mgl = moderngl.create_context(**kwargs)
+    else:
+        _remember_application_default(store)
+        mgl = moderngl.create_context(**kwargs)  # sets the default at its end, on success only
+        _restore_application_default(store, mgl)
     give_back_extension_names(mgl)
     return mgl
+
+
+def _remember_application_default(store: Any) -> None:
+    global _application_default
+    with _default_lock:
+        current = store.default_context
+        if current is None:
+            _application_default = _no_context
+        elif current not in _made:  # (one of gpu_seg's: another creation under way)
+            _application_default = weakref.ref(current)
+
+
+def _restore_application_default(store: Any, mgl: moderngl.Context) -> None:
+    with _default_lock:
+        _made.add(mgl)
+        if store.default_context in _made:
+            store.default_context = _application_default()
 
 
 def give_back_extension_names(mgl: moderngl.Context) -> int:

@@ -41,6 +41,7 @@ flight: each has its own buffer of the readback ring, see :mod:`.readback`).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import moderngl
@@ -80,7 +81,19 @@ from .slots import (
 )
 from .upload import DirectUpload, MappedUpload, Upload
 
-__all__ = ["PASSES", "STRATEGIES", "GLLimits", "GLPipeline", "TensorLayout", "is_software_renderer"]
+__all__ = [
+    "PASSES",
+    "RELEASED_WITH_A_LOSS",
+    "STRATEGIES",
+    "GLLimits",
+    "GLPipeline",
+    "TensorLayout",
+    "is_software_renderer",
+]
+
+#: The pooled GL objects (textures of results among them) released with a lost context generation,
+#: held weakly: one an application kept past the loss is told from one it released itself.
+RELEASED_WITH_A_LOSS: weakref.WeakSet[object] = weakref.WeakSet()
 
 _VERTEX = "fullscreen.vert.glsl"
 _ACTIVATION_CODE = {Activation.NONE: 0, Activation.SIGMOID: 1, Activation.SOFTMAX: 2}
@@ -735,7 +748,7 @@ class GLPipeline:
         """:meth:`release` for a lost generation, run with no context current (``GLSession.abandon``:
         the GL calls land in no-op stubs, only moderngl's host side goes). The release hooks are
         not called: the CUDA interop clears a lost generation's registrations itself."""
-        self.release_hooks = []
+        self.release_hooks = [RELEASED_WITH_A_LOSS.update]  # textures of results included
         self.release()
 
     def abandon(self) -> None:

@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import ClassVar
 
 import moderngl
@@ -35,6 +36,7 @@ __all__ = [
     "calls_without_context_do_nothing",
     "get_integer",
     "gl_functions",
+    "library_of",
     "resolve",
 ]
 
@@ -138,25 +140,66 @@ def resolve(name: str) -> int:
     return 0 if resolver is None else int(resolver(name))
 
 
-_NOOP_DISPATCH_LIBRARIES = ("libGLdispatch.so.0", "libglapi.so.0")
+#: Libraries whose GL entry points do nothing when no context is current: libglvnd's dispatch
+#: (NVIDIA's and Mesa's drivers on current Linux distributions) and Mesa's shared glapi.
+_NOOP_DISPATCH_LIBRARIES = ("libGLdispatch.so", "libglapi.so")
+#: What releasing gpu_seg's objects calls (moderngl's releases and :class:`PersistentBuffer`'s).
+_RELEASE_FUNCTIONS = (
+    "glDeleteBuffers",
+    "glDeleteFramebuffers",
+    "glDeleteProgram",
+    "glDeleteSamplers",
+    "glDeleteShader",
+    "glDeleteSync",
+    "glDeleteTextures",
+    "glDeleteVertexArrays",
+)
 
 
-def calls_without_context_do_nothing() -> bool:
-    """Whether GL calls made with no context current land in no-op stubs in this process.
+class _DlInfo(ctypes.Structure):
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
 
-    They do where the GL entry points dispatch through libglvnd's libGLdispatch (NVIDIA's and
-    Mesa's drivers on current Linux distributions) or Mesa's shared libglapi: both switch the
-    thread to a table of functions that do nothing when no context is current. Known from
-    either library being loaded; an EGL without them (some embedded drivers) may hand out the
-    driver's functions themselves, which need a context.
+
+@functools.cache
+def _dladdr():
+    function = ctypes.CDLL(None).dladdr
+    function.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    function.restype = ctypes.c_int
+    return function
+
+
+def library_of(address: int) -> str | None:
+    """The file name of the shared library that holds ``address`` (``dladdr``), or None."""
+    if not address:
+        return None
+    try:
+        dladdr = _dladdr()
+    except (OSError, AttributeError):  # no dladdr (not glibc/musl)
+        return None
+    info = _DlInfo()
+    if not dladdr(address, ctypes.byref(info)) or not info.dli_fname:
+        return None
+    return os.path.basename(info.dli_fname.decode(errors="replace"))
+
+
+def calls_without_context_do_nothing(resolve: Callable[[str], int]) -> bool:
+    """Whether the GL functions that release objects, as ``resolve`` (``name -> address``) hands
+    them out, do nothing when no context is current on the calling thread.
+
+    True where every one of them is a stub of libglvnd's libGLdispatch or Mesa's libglapi: both
+    switch a thread with no current context to a table of functions that do nothing. An EGL that
+    hands out the driver's own functions (some embedded drivers) may need a context: False.
     """
-    for name in _NOOP_DISPATCH_LIBRARIES:
-        try:
-            ctypes.CDLL(name, mode=os.RTLD_NOLOAD)
-        except OSError:
-            continue
-        return True
-    return False
+    for name in _RELEASE_FUNCTIONS:
+        library = library_of(resolve(name))
+        if library is None or not library.startswith(_NOOP_DISPATCH_LIBRARIES):
+            return False
+    return True
 
 
 class CurrentContextLoader:

@@ -395,7 +395,9 @@ class OwnedSession(GLSession):
         """Run ``release`` and release the moderngl context with no context current on this
         thread (see :meth:`GLSession.abandon`); skipped where one still is, or where such calls
         may reach a driver (:func:`~gpu_seg.gl.rawgl.calls_without_context_do_nothing`)."""
-        if int(egl.library().eglGetCurrentContext() or 0) or not rawgl.calls_without_context_do_nothing():
+        if int(egl.library().eglGetCurrentContext() or 0) or not rawgl.calls_without_context_do_nothing(
+            self.egl_context.get_proc_address
+        ):
             log.debug("generation %d: objects forgotten, not released", self.generation)
             return
         try:
@@ -571,7 +573,7 @@ class AttachedSession(GLSession):
         self._dead = True
         if release is None or native_current_context() is not None:
             return
-        if not rawgl.calls_without_context_do_nothing():
+        if not rawgl.calls_without_context_do_nothing(rawgl.resolve):
             return
         try:
             release()  # no context current: GL calls land in the no-op stubs
