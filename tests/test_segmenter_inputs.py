@@ -71,11 +71,16 @@ def test_a_model_input_past_the_largest_side_is_refused_when_loaded():
         assert info.value.argument == "model"
 
 
+def _gl_texture_limit_or_skip(seg: ImageSegmenter) -> int:
+    limit = seg.postprocessor.run_gl(lambda ctx: ctx.info["GL_MAX_TEXTURE_SIZE"])
+    if limit >= LARGEST:
+        pytest.skip(f"the GL texture limit {limit} is above the largest image side")
+    return limit
+
+
 def test_an_image_beyond_the_gl_texture_limit_names_the_image():
     with ImageSegmenter(picker_model(SIZE), backend="gl") as seg:
-        limit = seg.postprocessor.run_gl(lambda ctx: ctx.info["GL_MAX_TEXTURE_SIZE"])
-        if limit >= LARGEST:
-            pytest.skip(f"the GL texture limit {limit} is above the largest image side")
+        limit = _gl_texture_limit_or_skip(seg)
         with pytest.raises(InputError, match=f"{limit}") as info:
             seg.segment(np.zeros((1, limit + 1, 3), np.uint8))
         assert info.value.argument == "image"
@@ -87,9 +92,7 @@ def test_an_image_beyond_the_gl_texture_limit_names_the_image():
 
 def test_an_image_beyond_the_gl_texture_limit_is_segmented_on_the_cpu_with_auto():
     with ImageSegmenter(picker_model(SIZE), backend="auto") as seg:
-        limit = seg.postprocessor.run_gl(lambda ctx: ctx.info["GL_MAX_TEXTURE_SIZE"])
-        if limit >= LARGEST:
-            pytest.skip(f"the GL texture limit {limit} is above the largest image side")
+        limit = _gl_texture_limit_or_skip(seg)
         result = seg.segment(np.zeros((1, limit + 1, 3), np.uint8))
         masks = result.confidence_masks if result.category_mask is None else result.category_mask
         assert result.backend == "cpu" and masks.shape[-2:] == (1, limit + 1)

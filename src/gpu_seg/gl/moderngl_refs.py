@@ -5,7 +5,8 @@ a process that makes a context per generation (a context loss, ``trim(release_co
 an idle release) grew by that much each time:
 
 * ``load_gl_methods`` keeps a reference to every address the loader returns (about 700 ints):
-  :class:`~gpu_seg.gl.egl.EGLLoader` returns the same int objects every time, so nothing grows.
+  gpu_seg's loaders (:class:`~gpu_seg.gl.egl.EGLLoader`, :class:`~gpu_seg.gl.rawgl.CurrentContextLoader`)
+  return the same int objects every time (:class:`SharedAddresses`), so nothing grows.
 * ``create_context`` keeps a second reference to every extension name it puts into
   ``Context.extensions`` (about 220 strings on llvmpipe): :func:`create_context` gives it back.
 * ``create_context`` without a loader (the ``DefaultLoader`` or glcontext's) also gets a new int for
@@ -32,7 +33,7 @@ import moderngl
 
 from .. import forks
 
-__all__ = ["counts_reliable", "create_context", "give_back_extension_names"]
+__all__ = ["SharedAddresses", "counts_reliable", "create_context", "give_back_extension_names"]
 
 #: The moderngl contexts gpu_seg made: never the application's default.
 _made: weakref.WeakSet[moderngl.Context] = weakref.WeakSet()
@@ -48,6 +49,27 @@ def _no_context() -> None:
 
 #: moderngl's default context as the application left it (a weak reference, or no context).
 _application_default: Callable[[], moderngl.Context | None] = _no_context
+
+
+class SharedAddresses:
+    """GL function name -> address for a loader, the same int object every time (see the module
+    docstring). Addresses from ``eglGetProcAddress`` / ``glXGetProcAddressARB`` do not depend on
+    the context (EGL 1.5, section 3.10), so one instance serves every context of a kind. Bounded:
+    moderngl asks for a fixed list of about 700 names; beyond ``KEPT`` names nothing is kept."""
+
+    KEPT = 4096
+
+    def __init__(self) -> None:
+        self._addresses: dict[str, int] = {}
+
+    def get(self, name: str, resolve: Callable[[str], int]) -> int:
+        """The address of ``name``, from ``resolve`` the first time."""
+        address = self._addresses.get(name)
+        if address is None:
+            address = resolve(name)
+            if len(self._addresses) < self.KEPT:
+                address = self._addresses.setdefault(name, address)
+        return address
 
 
 def counts_reliable() -> bool:

@@ -21,7 +21,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import ClassVar
 
 import moderngl
 import numpy as np
@@ -202,29 +201,23 @@ def calls_without_context_do_nothing(resolve: Callable[[str], int]) -> bool:
     return True
 
 
+_CURRENT_CONTEXT_ADDRESSES = moderngl_refs.SharedAddresses()  # every CurrentContextLoader's
+
+
 class CurrentContextLoader:
     """The loader moderngl wraps for an application's context (``AttachedSession``): addresses
     through :func:`resolve`; entering, leaving and releasing do nothing (the application makes
     its context current and destroys it).
 
-    Every address is the same int object every time, shared by all these loaders (bounded:
-    moderngl asks for a fixed list of about 700 names): moderngl keeps a reference to every
+    Every address is the same int object every time, shared by all these loaders
+    (:class:`~gpu_seg.gl.moderngl_refs.SharedAddresses`): moderngl keeps a reference to every
     object ``load`` returns, and the loaders it has itself returned a new int each time (21 KiB
-    per context). Addresses from ``eglGetProcAddress`` / ``glXGetProcAddressARB`` do not depend
-    on the context.
+    per context).
     """
-
-    _addresses: ClassVar[dict[str, int]] = {}
-    _ADDRESSES_KEPT = 4096
 
     def load(self, name: str) -> int:
         """The address of GL function ``name``, 0 if unknown (the same int object every time)."""
-        address = CurrentContextLoader._addresses.get(name)
-        if address is None:
-            address = resolve(name)
-            if len(CurrentContextLoader._addresses) < CurrentContextLoader._ADDRESSES_KEPT:
-                address = CurrentContextLoader._addresses.setdefault(name, address)
-        return address
+        return _CURRENT_CONTEXT_ADDRESSES.get(name, resolve)
 
     def __enter__(self) -> CurrentContextLoader:
         return self

@@ -43,9 +43,10 @@ import ctypes
 import threading
 import weakref
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 from ... import forks
+from ..moderngl_refs import SharedAddresses
 from .bindings import (
     EGL_BAD_CONTEXT,
     EGL_CONTEXT_CLIENT_TYPE,
@@ -359,6 +360,9 @@ def _finalize(lib: EGLLibrary, pid: int, display: int, context: int, surface: in
         lib.clear_error()
 
 
+_ADDRESSES = SharedAddresses()  # every EGLLoader's
+
+
 class EGLLoader:
     """The object moderngl wraps: ``load``, ``__enter__``, ``__exit__``, ``release``.
 
@@ -370,14 +374,6 @@ class EGLLoader:
     Attributes:
         context: the wrapped :class:`EGLContext`.
     """
-
-    #: GL function name -> address, shared by every loader of the process (bounded: moderngl asks
-    #: for a fixed list of about 700 names). ``eglGetProcAddress``'s addresses do not depend on the
-    #: context (EGL 1.5, section 3.10). moderngl 5.13 keeps a reference to every object ``load``
-    #: returns (its ``load_gl_methods`` never gives them back): handing it the same int objects
-    #: every time turns about 700 leaked ints per context (21 KiB) into none.
-    _addresses: ClassVar[dict[str, int]] = {}
-    _ADDRESSES_KEPT = 4096
 
     def __init__(self, context: EGLContext) -> None:
         self.context = context
@@ -391,13 +387,9 @@ class EGLLoader:
         return stack
 
     def load(self, name: str) -> int:
-        """The address of GL function ``name``, 0 if unknown (the same int object every time)."""
-        address = EGLLoader._addresses.get(name)
-        if address is None:
-            address = self.context.get_proc_address(name)
-            if len(EGLLoader._addresses) < EGLLoader._ADDRESSES_KEPT:
-                address = EGLLoader._addresses.setdefault(name, address)
-        return address
+        """The address of GL function ``name``, 0 if unknown (the same int object every time:
+        moderngl keeps a reference to each, see :mod:`gpu_seg.gl.moderngl_refs`)."""
+        return _ADDRESSES.get(name, self.context.get_proc_address)
 
     def __enter__(self) -> EGLLoader:
         was_current = self.context.is_current() and self.context.is_valid()
