@@ -32,7 +32,7 @@ from .resident import GLTensor, ResidentMasks
 from .resilience import Backoff, LossBudget, RecoveryPolicy
 from .results import MaskView, PendingFrame
 from .segmenter import ImageSegmenter, RunningMode, SegmentationResult, read_model_info
-from .types import Activation, Result
+from .types import Activation, ProcessorStats, Result
 
 __version__ = "0.1.0"
 
@@ -59,6 +59,7 @@ __all__ = [
     "LossBudget",
     "MaskView",
     "PendingFrame",
+    "ProcessorStats",
     "RecoveryPolicy",
     "ResidentMasks",
     "Result",

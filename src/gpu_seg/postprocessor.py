@@ -6,7 +6,7 @@ import logging
 import numbers
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import moderngl
@@ -38,11 +38,12 @@ from .resilience import RecoveryPolicy
 from .results import MaskView, PendingFrame
 from .speed_choice import Route, SpeedChoice, frame_key, is_software_renderer
 from .supervisor import GLSupervisor, InFlight, Verdict
-from .types import Activation, Result
+from .types import Activation, ProcessorStats, Result
 
 if TYPE_CHECKING:
     from .cuda import CudaMasks
     from .cuda.interop import CudaBridge
+    from .gl.session import ContextInfo
     from .gl.worker import GLThread
     from .resident import GLTensor, Lease, ResidentMasks
 
@@ -549,8 +550,9 @@ class SegmentationPostprocessor:
             self._events.deliver()
 
     @property
-    def stats(self) -> Mapping[str, object]:
-        """Counters since creation and what the GL side holds now (a consistent snapshot).
+    def stats(self) -> ProcessorStats:
+        """Counters since creation and what the GL side holds now (a consistent snapshot, a new
+        ``dict`` each time; its keys: :class:`~gpu_seg.types.ProcessorStats`).
 
         ``gpu_memory`` is what the driver says about video memory (``GL_NVX_gpu_memory_info``:
         total/dedicated/available/evicted KiB; ``GL_ATI_meminfo``: free texture KiB), or None
@@ -588,7 +590,7 @@ class SegmentationPostprocessor:
             }
 
     @property
-    def context_info(self):
+    def context_info(self) -> ContextInfo | None:
         """The current session's :class:`~gpu_seg.gl.session.ContextInfo`, or None without GL."""
         with self._lock:
             generation = self._supervisor.generation if self._supervisor else None
