@@ -154,6 +154,25 @@ def test_submit_into_callers_arrays_writes_them_when_collected(make_pp):
     _assert_correct(result, tensor)
 
 
+@pytest.mark.parametrize("readback", ["mapped", "direct"])
+def test_a_view_of_callers_arrays_leaves_them_writeable_for_the_next_frame(new_processor, readback):
+    """The hot loop: the same preallocated arrays every frame, collected as a view. The view is
+    read-only; the caller's arrays stay the caller's (they were left read-only for good before)."""
+    pp = new_processor("softmax", backend="gl", readback=readback)
+    confidence = np.empty((5, SIZE[1], SIZE[0]), np.float32)
+    category = np.empty((SIZE[1], SIZE[0]), np.uint8)
+    for seed in (8, 9):
+        tensor = _tensor(seed)
+        with pp.submit(tensor, SIZE, confidence_out=confidence, category_out=category).view() as view:
+            assert not view.zero_copy
+            assert not view.confidence_masks.flags.writeable and not view.category_mask.flags.writeable
+            assert np.shares_memory(view.confidence_masks, confidence)
+            _assert_correct(view, tensor)
+        assert confidence.flags.writeable and category.flags.writeable
+    pp.process(_tensor(10), SIZE, confidence_out=confidence, category_out=category)
+    _assert_correct(gpu_seg.Result(confidence, category, "gl"), _tensor(10))
+
+
 def test_frames_in_flight_hit_by_a_real_context_loss_are_recomputed(make_pp):
     events = []
     pp = make_pp(backend="auto", on_event=events.append)

@@ -58,11 +58,8 @@ class MaskView:
     def __init__(
         self, confidence: np.ndarray | None, category: np.ndarray | None, backend: Backend, zero_copy: bool
     ) -> None:
-        for array in (confidence, category):
-            if array is not None and array.flags.writeable:
-                array.flags.writeable = False
-        self._confidence = confidence
-        self._category = category
+        self._confidence = _read_only(confidence)
+        self._category = _read_only(category)
         self.backend: Backend = backend
         self.zero_copy = zero_copy
         self._released = False
@@ -108,6 +105,16 @@ class MaskView:
     def __repr__(self) -> str:
         state = "released" if self._released else ("zero-copy" if self.zero_copy else "owned")
         return f"<MaskView backend={self.backend} {state}>"
+
+
+def _read_only(array: np.ndarray | None) -> np.ndarray | None:
+    """A read-only view of ``array`` (which stays as it was: it may be the caller's own
+    ``confidence_out``/``category_out``, written again by the next frame)."""
+    if array is None:
+        return None
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 class PendingFrame:
@@ -157,7 +164,8 @@ class PendingFrame:
         """Wait for the frame and return its masks as a zero-copy :class:`MaskView`.
 
         Falls back to owned arrays (``zero_copy`` False) where the results were not read back
-        through mapped memory, or when ``confidence_out``/``category_out`` were given.
+        through mapped memory, or when ``confidence_out``/``category_out`` were given (the view's
+        arrays are then read-only views of those, which stay writeable for the next frame).
         """
         result = self._take(True)
         assert isinstance(result, MaskView)
