@@ -195,6 +195,30 @@ def test_lifetime_ends_with_the_next_frame_release_trim_and_close():
         _ = fifth.confidence_textures
 
 
+def test_a_rejected_call_runs_no_frame_and_leaves_the_lease():
+    """"Valid until the next frame": a call refused with InputError runs none, for every method
+    (process, process_view and submit ended the lease before validating their arguments)."""
+    tensor = _tensor((6, 5, 2), 2)
+    wrong = np.empty((1, 1), np.float32)  # not the confidence shape
+    with gpu_seg.SegmentationPostprocessor("softmax", backend="gl") as pp:
+        lent = pp.process_resident(tensor, (8, 8))
+        want = lent.read_category()
+        for rejected in (
+            lambda: pp.process(tensor.astype(np.int32)),
+            lambda: pp.process(tensor, (8, 8), confidence_out=wrong),
+            lambda: pp.process_view(tensor, (0, 8)),
+            lambda: pp.submit(tensor, (8, 8), category_out=wrong),
+            lambda: pp.process_resident(tensor, (8, -1)),
+        ):
+            with pytest.raises(gpu_seg.InputError):
+                rejected()
+            assert lent.valid
+            np.testing.assert_array_equal(lent.read_category(), want)
+        assert pp.stats["frames"] == 1
+        pp.process(tensor)
+        assert not lent.valid
+
+
 def test_context_loss_recomputes_numpy_inputs_and_rejects_dead_handles():
     tensor = _tensor((9, 7, 6), 5)
     size = (21, 17)

@@ -640,8 +640,8 @@ class SegmentationPostprocessor:
         confidence_out: np.ndarray | None,
         category_out: np.ndarray | None,
     ) -> tuple[Frame, np.ndarray | None, np.ndarray | None]:
-        """The validated frame and output arrays of a call (it ends the last resident frame's lease)."""
-        self._end_lease("superseded by a later frame")
+        """The validated frame and output arrays of a call; once they are valid, it ends the last
+        resident frame's lease (a call refused for its arguments runs no frame and ends nothing)."""
         frame = self._frame(tensor, output_size)
         confidence_dst = (
             None
@@ -657,6 +657,7 @@ class SegmentationPostprocessor:
         )
         check_disjoint_outputs(frame.tensor, confidence_dst, category_dst)
         check_output_bytes(frame, confidence_dst, category_dst)
+        self._end_lease("superseded by a later frame")
         return frame, confidence_dst, category_dst
 
     def _process_frame(
