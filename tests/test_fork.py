@@ -130,6 +130,12 @@ def child():
         report["process_view"] = "zero-copy" if got.zero_copy else "copy" if exact(got) else "wrong"
     except gpu_seg.GpuSegError as exc:
         report["process_view"] = type(exc).__name__
+    for name, gpu_only in (("process_resident", lambda: pp.process_resident(tensor, SIZE)),
+                           ("run_gl", lambda: pp.run_gl(lambda ctx: ctx.version_code))):
+        try:
+            report[name] = f"returned {gpu_only()!r}"
+        except gpu_seg.GpuSegError as exc:
+            report[name] = type(exc).__name__
     try:
         with gpu_seg.SegmentationPostprocessor("softmax", backend=backend, software_renderer="gl") as new:
             report["new"] = exact(new.process(tensor, SIZE))
@@ -201,6 +207,8 @@ def test_an_auto_processor_computes_on_the_cpu_in_a_forked_child():
     assert report["seconds"] < 20, report  # before: hung for gl_timeout (60 s) per attempt
     _check_views_read_in_the_child(report)
     assert report["process_view"] == "copy"  # as in any CPU fallback
+    # GPU-only calls have no CPU answer: the error says why (the fork), by its class too
+    assert report["process_resident"] == "ForkedProcessError" and report["run_gl"] == "ForkedProcessError"
     assert report["fallback_active"] is True and report["gl_frames_in_child"] == 0
     assert [kind for kind, _ in report["events"]] == ["fallback"], report["events"]
     assert "forked from process" in report["events"][0][1]
@@ -216,6 +224,7 @@ def test_a_gl_processor_raises_forked_process_error_in_a_forked_child():
     assert report.get("error") is None, report
     assert report["process"] == "ForkedProcessError" and report["pending"] == "ForkedProcessError"
     assert report["process_view"] == "ForkedProcessError"
+    assert report["process_resident"] == "ForkedProcessError" and report["run_gl"] == "ForkedProcessError"
     assert report["new"] == "ForkedProcessError"
     assert "'spawn'" in report["message"] and "forked from process" in report["message"]
     assert report["seconds"] < 20

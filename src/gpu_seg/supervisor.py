@@ -564,6 +564,7 @@ class GLSupervisor:
             ) from error
         if error is not None:
             raise error
+        forks.check_egl_usable()  # a forked child's fallback: ForkedProcessError, saying what to do
         raise GLUnavailableError(
             f"GL is unavailable ({self.recovery.fallback_reason}); GPU-resident results need GL"
         )
