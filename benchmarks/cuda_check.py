@@ -214,8 +214,16 @@ def checks(torch) -> list:
 
 
 # ------------------------------------------------------------------------------------------ timings
-def _median_ms(samples: list[float]) -> float:
-    return round(1e3 * statistics.median(samples), 4)
+def _median_ms(samples: list[float | None]) -> float | None:
+    """Median in ms of the samples in seconds that exist (a GPU time is None where the driver's
+    answer could not be the frame's, e.g. llvmpipe's first query of a context)."""
+    known = [sample for sample in samples if sample is not None]
+    return round(1e3 * statistics.median(known), 4) if known else None
+
+
+def _gpu_seconds(pp) -> float | None:
+    ms = pp.stats["last_gpu_ms"]
+    return None if ms is None else ms / 1e3
 
 
 def resident_alone(pp, source, size, frames: int) -> dict:
@@ -228,7 +236,7 @@ def resident_alone(pp, source, size, frames: int) -> dict:
         pp.process_resident(source, size)  # time_gpu: one query around the frame's GL work
         pp.run_gl(finish)
         if frame >= 2:
-            samples.append(pp.stats["last_gpu_ms"] / 1e3)
+            samples.append(_gpu_seconds(pp))
     return {
         "resident_gpu_alone_ms": _median_ms(samples),
         "resident_passes": pp.stats["last_resident_passes"],
@@ -239,7 +247,8 @@ def _goals(row: dict, preset: str, mode: str) -> None:
     goal = GOALS_GPU_MS.get((preset, mode))
     if goal is not None:
         row["resident_gpu_goal_ms"] = goal
-        row["resident_gpu_goal_met"] = row["resident_gpu_alone_ms"] <= goal
+        alone = row["resident_gpu_alone_ms"]
+        row["resident_gpu_goal_met"] = alone is not None and alone <= goal
 
 
 def time_case(torch, functional, case, mode: str, frames: int) -> dict:
@@ -316,13 +325,13 @@ def timed_gpu(torch, case, options: dict, on_gpu, frames: int) -> dict:
                 masks = pp.process_cuda(on_gpu, size)
                 torch.cuda.synchronize()
                 samples["cuda_wall"].append(time.perf_counter() - started)
-                samples["cuda_gpu"].append(pp.stats["last_gpu_ms"] / 1e3)
+                samples["cuda_gpu"].append(_gpu_seconds(pp))
                 del masks
             started = time.perf_counter()
             pp.process_resident(source, size)  # time_gpu: waits for the GL work's timer
             resident_s = time.perf_counter() - started
             if frame >= 3:
-                samples["resident_gpu"].append(pp.stats["last_gpu_ms"] / 1e3)
+                samples["resident_gpu"].append(_gpu_seconds(pp))
                 samples["resident_wall"].append(resident_s)
         row = resident_alone(pp, source, size, frames)
         pp.run_gl(lambda ctx: buffer.release())

@@ -94,6 +94,8 @@ class SegmentationPostprocessor:
         cpu_threads: threads of the fast CPU path (default: the CPUs this process may use).
         time_gpu: measure each GL frame's GPU time with a ``GL_TIME_ELAPSED`` query (upload,
             passes, start of the readback), reported as ``stats["last_gpu_ms"]``; a small cost.
+            None for a frame whose answer cannot be its GPU time (longer than the frame took:
+            llvmpipe's first query of each context).
         readback: how masks come back to host memory: ``"auto"`` (default: ``"direct"`` on
             software rasterisers, where it is fastest, ``"mapped"`` on GPUs), ``"direct"`` (one
             synchronous read per mask) or ``"mapped"`` (a ring of persistently mapped buffers,

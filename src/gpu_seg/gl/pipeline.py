@@ -41,6 +41,7 @@ flight: each has its own buffer of the readback ring, see :mod:`.readback`).
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Callable
 
@@ -228,6 +229,7 @@ class GLPipeline:
         self.time_gpu = False
         self.last_gpu_ms: float | None = None
         self._timer: moderngl.Query | None = None
+        self._timer_started = 0.0  # perf_counter() when the timed frame began
         #: Called with the GL objects about to be released (before any is deleted): the CUDA
         #: interop (:mod:`gpu_seg.cuda.interop`) unregisters the ones it registered.
         self.release_hooks: list[Callable[[list], None]] = []
@@ -260,9 +262,7 @@ class GLPipeline:
         self._readback.check_capacity(purpose)
         if not self.time_gpu:
             return self._submit(frame, purpose, owner, stream)
-        if self._timer is None:
-            self._timer = self.ctx.query(time=True)
-        with self._timer:
+        with self._start_timer():
             return self._submit(frame, purpose, owner, stream)
 
     def _submit(self, frame: Frame, purpose: Purpose, owner: object | None, stream: bool) -> int:
@@ -323,11 +323,9 @@ class GLPipeline:
         if not self.time_gpu:
             images = run_resident(self, frame, source, lend_textures)
         else:
-            if self._timer is None:
-                self._timer = self.ctx.query(time=True)
-            with self._timer:
+            with self._start_timer():
                 images = run_resident(self, frame, source, lend_textures)
-            self.last_gpu_ms = self._timer.elapsed / 1e6
+            self._read_timer()
         self.last_resident_passes = images.passes
         return images
 
@@ -337,8 +335,7 @@ class GLPipeline:
         ``ticket``: the frame (default: the last one submitted).
         """
         self._readback.wait(ticket)
-        if self.time_gpu and self._timer is not None:
-            self.last_gpu_ms = self._timer.elapsed / 1e6
+        self._read_timer()
 
     def collect(
         self, confidence_out: np.ndarray | None, category_out: np.ndarray | None, ticket: int | None = None
@@ -356,8 +353,26 @@ class GLPipeline:
         if not isinstance(self._readback, MappedReadback):
             raise RuntimeError("stream_into() needs the mapped readback")
         self._readback.stream_into(confidence_out, category_out, ticket)
-        if self.time_gpu and self._timer is not None:
-            self.last_gpu_ms = self._timer.elapsed / 1e6
+        self._read_timer()
+
+    def _start_timer(self) -> moderngl.Query:
+        """The generation's timer query (made on first use), its start time noted."""
+        if self._timer is None:
+            self._timer = self.ctx.query(time=True)
+        self._timer_started = time.perf_counter()
+        return self._timer
+
+    def _read_timer(self) -> None:
+        """``last_gpu_ms`` from the timer query (with :attr:`time_gpu`): None where the driver's
+        answer cannot be the frame's GPU time, longer than the host's wall time since the query
+        began (llvmpipe answers the first query of each context with garbage: 2**32 - 1 ns
+        through moderngl's 32-bit read, which also saturates there)."""
+        if not self.time_gpu or self._timer is None:
+            return
+        elapsed_ns = self._timer.elapsed
+        wall_ns = (time.perf_counter() - self._timer_started) * 1e9
+        plausible = elapsed_ns < 0xFFFFFFFF and elapsed_ns <= wall_ns * 1.01 + 50_000
+        self.last_gpu_ms = elapsed_ns / 1e6 if plausible else None
 
     def lend(
         self, ticket: int | None = None, writeable: bool = False, anchor: object = None
