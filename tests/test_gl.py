@@ -166,6 +166,18 @@ def test_no_gl_allocation_in_steady_state(processors):
     assert pp.stats["program_builds"] == builds
 
 
+def test_stats_count_the_programs_the_bounded_cache_released(new_processor):
+    """README: "48 programs (LRU, evictions in `stats`)". Tensor shapes are compiled into the
+    programs, so 14 heights need more programs than the cache keeps."""
+    pp = new_processor("softmax", backend="gl")
+    rng = np.random.default_rng(5)
+    for height in range(6, 20):
+        pp.process(rng.standard_normal((height, 7, 3)).astype(np.float32), (12, 10))
+    stats = pp.stats
+    assert stats["programs"] <= 48 < stats["program_builds"]
+    assert stats["program_evictions"] == stats["program_builds"] - stats["programs"] > 0
+
+
 def test_pool_of_output_sizes_is_bounded(processors):
     pp = processors("none")
     tensor = np.random.default_rng(6).standard_normal((8, 8, 2)).astype(np.float32)

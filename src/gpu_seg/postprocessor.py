@@ -574,6 +574,7 @@ class SegmentationPostprocessor:
                 "trims": gl.trims if gl else 0,
                 "program_builds": gl.builds.program_builds if gl else 0,
                 "link_failures": gl.builds.link_failures if gl else 0,
+                "program_evictions": gl.builds.program_evictions if gl else 0,
                 "fallback_active": bool(supervisor and supervisor.recovery.fallback_active),
                 "generation": supervisor.last_number if supervisor else 0,
                 "live_gl_objects": supervisor.live_gl_objects() if supervisor else 0,

@@ -51,7 +51,8 @@ class ProcessorStats(TypedDict):
             ``backend="auto"`` measured it faster on a software rasteriser).
         context_losses, rebuilds, trims: GL context losses met, generations rebuilt, trims (by
             ``trim()`` or the idle release).
-        program_builds, link_failures, programs: GLSL programs built, failed, and cached now.
+        program_builds, link_failures, programs, program_evictions: GLSL programs built, failed,
+            cached now, and released by the cache to stay within its bound (least recently used).
         fallback_active: frames go to the CPU until GL works again.
         generation: the number of the newest GL context generation (0: none yet).
         live_gl_objects: GL objects held now (the context, textures, buffers, programs...).
@@ -78,6 +79,7 @@ class ProcessorStats(TypedDict):
     trims: int
     program_builds: int
     link_failures: int
+    program_evictions: int
     fallback_active: bool
     generation: int
     live_gl_objects: int
