@@ -310,6 +310,23 @@ def make_pp(new_processor):
 def test_gl_passes_is_validated():
     with pytest.raises(gpu_seg.InputError, match="gl_passes"):
         gpu_seg.SegmentationPostprocessor("softmax", gl_passes="vertex")
+    with pytest.raises(gpu_seg.InputError, match="gl_passes.*mapped readback"):
+        gpu_seg.SegmentationPostprocessor("softmax", gl_passes="compute", readback="direct")
+
+
+def test_compute_passes_asked_for_are_the_ones_that_run(make_pp):
+    """``gl_passes="compute"`` with the readback left to choose: the compute passes need the mapped
+    readback, so it is the one chosen (llvmpipe chose the direct one, and every process() frame ran
+    the fragment passes while stats said "compute")."""
+    pp = make_pp(backend="gl")
+    tensor = _tensor(3, (12, 10, 5))
+    calls = []
+    pp.process(tensor, SIZE)  # the first generation
+    compute = pp._supervisor.generation.pipeline._compute
+    confidence = compute.confidence
+    compute.confidence = lambda *args, **kwargs: calls.append(1) or confidence(*args, **kwargs)
+    _assert_correct(pp.process(tensor, SIZE), tensor)
+    assert pp.stats["gl_passes"] == "compute" and calls == [1]
 
 
 def _compute_pp(make_pp, **kwargs):
@@ -340,7 +357,7 @@ def test_views_and_frames_in_flight_on_the_compute_path(make_pp):
         _assert_correct(p.result(), tensor)
 
 
-@pytest.mark.parametrize("readback", ["direct", "mapped"])
+@pytest.mark.parametrize("readback", ["auto", "mapped"])  # auto: mapped too (compute needs it)
 def test_a_real_context_loss_on_the_compute_path_is_recomputed(make_pp, readback):
     events = []
     pp = _compute_pp(make_pp, backend="auto", readback=readback, on_event=events.append)

@@ -104,8 +104,8 @@ class SegmentationPostprocessor:
         gl_passes: the form of the resize and category passes (identical results): ``"auto"``
             (default: ``"compute"`` where GL 4.3 compute shaders exist on a hardware GPU,
             ``"fragment"`` on software rasterisers, where it is faster), ``"fragment"`` or
-            ``"compute"`` (needs GL 4.3 and the mapped readback; float16/uint8 masks keep the fragment
-            resize; the category keeps it while the llvmpipe shortcut is on). See
+            ``"compute"`` (needs GL 4.3 and the mapped readback, which ``readback="auto"`` then
+            chooses; the category keeps the fragment pass while llvmpipe's shortcut is on). See
             :mod:`gpu_seg.gl.compute`.
         recycle_bytes: the most bytes of owned result arrays (1 MiB and larger) kept to be handed
             out again once the caller has dropped them and everything derived from them (see
@@ -184,6 +184,11 @@ class SegmentationPostprocessor:
             raise InputError("readback", f"{readback!r} is not 'auto', 'direct' or 'mapped'")
         if gl_passes not in ("auto", "fragment", "compute"):
             raise InputError("gl_passes", f"{gl_passes!r} is not 'auto', 'fragment' or 'compute'")
+        if gl_passes == "compute" and readback == "direct":
+            raise InputError(
+                "gl_passes", "'compute' needs the mapped readback (it reads their storage buffers); "
+                "readback='direct' was given"
+            )
         if isinstance(recycle_bytes, bool) or not isinstance(recycle_bytes, numbers.Integral):
             raise InputError("recycle_bytes", f"{recycle_bytes!r} is not a whole number of bytes")
         if recycle_bytes < 0:

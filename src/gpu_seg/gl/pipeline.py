@@ -191,17 +191,19 @@ class GLPipeline:
         self._tensors = TensorPool()
         self._outputs = OutputPool()
         self._gl = rawgl.gl_functions(ctx)
-        default = "direct" if software or self._gl is None else "mapped"
-        self.readback = self.upload = default
-        if readback != "auto":
-            self.readback = readback
-        self._readback: Readback = self._make_readback(self.readback)
-        self._upload: Upload = self._make_upload(default)
         self.compute_available = compute_available(ctx)
         self.passes = "compute" if self.compute_available and not software else "fragment"
         if passes != "auto":
             self._check_passes(passes)
             self.passes = passes
+        default = "direct" if software or self._gl is None else "mapped"
+        self.readback = self.upload = default
+        if readback != "auto":
+            self.readback = readback
+        elif passes == "compute" and self._gl is not None:
+            self.readback = "mapped"  # the compute passes asked for: only the mapped readback reads them
+        self._readback: Readback = self._make_readback(self.readback)
+        self._upload: Upload = self._make_upload(default)
         # max_storage_block, max_images: tests lower them to exercise split dispatches (and the
         # fragment fallback)
         self._compute = ComputePasses(ctx, programs, self._builder, max_storage_block, max_images)
