@@ -310,7 +310,7 @@ def make_pp(new_processor):
 def test_gl_passes_is_validated():
     with pytest.raises(gpu_seg.InputError, match="gl_passes"):
         gpu_seg.SegmentationPostprocessor("softmax", gl_passes="vertex")
-    with pytest.raises(gpu_seg.InputError, match="gl_passes.*mapped readback"):
+    with pytest.raises(gpu_seg.InputError, match=r"gl_passes.*mapped readback"):
         gpu_seg.SegmentationPostprocessor("softmax", gl_passes="compute", readback="direct")
 
 

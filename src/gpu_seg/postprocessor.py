@@ -186,8 +186,9 @@ class SegmentationPostprocessor:
             raise InputError("gl_passes", f"{gl_passes!r} is not 'auto', 'fragment' or 'compute'")
         if gl_passes == "compute" and readback == "direct":
             raise InputError(
-                "gl_passes", "'compute' needs the mapped readback (it reads their storage buffers); "
-                "readback='direct' was given"
+                "gl_passes",
+                "'compute' needs the mapped readback (it reads their storage buffers); "
+                "readback='direct' was given",
             )
         if isinstance(recycle_bytes, bool) or not isinstance(recycle_bytes, numbers.Integral):
             raise InputError("recycle_bytes", f"{recycle_bytes!r} is not a whole number of bytes")
