@@ -9,13 +9,13 @@ Each preset is timed on a model-like tensor (smooth class regions, mostly backgr
 of class-boundary texels is printed) and on i.i.d. noise logits (the worst case for
 content-dependent shortcuts). Backends: gpu_seg GL (preallocated outputs, and without; as
 zero-copy views; as frames in flight, two queued at a time, in ms per frame), gpu_seg
-CPU (the numpy reference), OpenCV (cv2.resize + numpy argmax), PyTorch CPU (F.interpolate +
+CPU (the fast exact CPU path), the numpy reference, OpenCV (cv2.resize + numpy argmax), PyTorch CPU (F.interpolate +
 softmax/argmax) when installed, PyTorch CUDA (host->host through pinned buffers, and resident)
 where torch.cuda.is_available(), MediaPipe CPU (ImageSegmenter on a constant model; only
 segment() is timed) when installed, plus GL variants (f16/u8/channel-subset confidence masks)
 on the multiclass and deeplab presets.
 
---preset end-to-end (opt-in, ~10 s): the selfie model on a 640x480 photo, both masks: gpu_seg's
+--preset end-to-end (opt-in, ~5 s once the model is cached): the selfie model on a 640x480 photo, both masks: gpu_seg's
 ImageSegmenter.segment() (post-processing auto and cpu) against MediaPipe's ImageSegmenter.segment()
 (CPU delegate), and video-mode frames/s of both.
 
@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[*PRESETS, E2E_PRESET],
         default=None,
         help="a preset to run (repeatable; default: all tensor presets unless --tensor is given). "
-        f"'{E2E_PRESET}' (opt-in, ~15 s): the selfie model on a 640x480 photo, gpu_seg's ImageSegmenter "
+        f"'{E2E_PRESET}' (opt-in, ~5 s once the model is cached): the selfie model on a 640x480 photo, gpu_seg's ImageSegmenter "
         "(auto and cpu) against MediaPipe's, and video-mode frames/s (needs ai-edge-litert, "
         "scikit-image and the model, fetched once)",
     )
