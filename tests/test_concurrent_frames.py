@@ -79,7 +79,8 @@ def test_the_view_of_a_frame_submitted_with_arrays_is_a_mask_view():
         assert isinstance(view, gpu_seg.MaskView) and not view.zero_copy
         expected = reference_postprocess(tensor, "softmax", SIZE)
         np.testing.assert_array_equal(view.category_mask, expected.category_mask)
-        assert view.category_mask is category  # the caller's arrays, as documented
+        assert view.category_mask.base is category  # read-only views of the caller's arrays, as documented
+        assert view.confidence_masks.base is confidence and category.flags.writeable
 
 
 def test_a_resident_lease_ends_with_any_later_frame_even_one_prepared_before_it():
