@@ -6,18 +6,18 @@ softmax -> 1280x720, deeplab 257x257x21 softmax -> 1920x1080; or any --tensor/--
 With no arguments every preset runs, in every output mode (both, category, confidence).
 
 Each preset is timed on a model-like tensor (smooth class regions, mostly background; the fraction
-of class-boundary texels is printed) and on i.i.d. noise logits (the worst case for
-content-dependent shortcuts). Backends: gpu_seg GL (preallocated outputs, and without; as
-zero-copy views; as frames in flight, two queued at a time, in ms per frame), gpu_seg
-CPU (the fast exact CPU path), the numpy reference, OpenCV (cv2.resize + numpy argmax), PyTorch CPU (F.interpolate +
-softmax/argmax) when installed, PyTorch CUDA (host->host through pinned buffers, and resident)
-where torch.cuda.is_available(), MediaPipe CPU (ImageSegmenter on a constant model; only
-segment() is timed) when installed, plus GL variants (f16/u8/channel-subset confidence masks)
-on the multiclass and deeplab presets.
+of class-boundary texels is printed) and on i.i.d. noise logits (the worst case for content-
+dependent shortcuts). Backends: gpu_seg GL (preallocated outputs, and without; as zero-copy views;
+as frames in flight, two queued at a time, in ms per frame), gpu_seg CPU (the fast exact CPU path),
+the numpy reference, OpenCV (cv2.resize + numpy argmax), PyTorch CPU (F.interpolate +
+softmax/argmax) when installed, PyTorch CUDA (host->host through pinned buffers, and resident) where
+torch.cuda.is_available(), MediaPipe CPU (ImageSegmenter on a constant model; only segment() is
+timed) when installed, plus GL variants (f16/u8/channel-subset confidence masks) on the multiclass
+and deeplab presets.
 
---preset end-to-end (opt-in, ~5 s once the model is cached): the selfie model on a 640x480 photo, both masks: gpu_seg's
-ImageSegmenter.segment() (post-processing auto and cpu) against MediaPipe's ImageSegmenter.segment()
-(CPU delegate), and video-mode frames/s of both.
+--preset end-to-end (opt-in, ~5 s once the model is cached): the selfie model on a 640x480 photo,
+both masks: gpu_seg's ImageSegmenter.segment() (post-processing auto and cpu) against MediaPipe's
+ImageSegmenter.segment() (CPU delegate), and video-mode frames/s of both.
 
 Method: the same tensor goes to every backend. Each backend runs one untimed check frame and
 --warmup frames, then up to --frames timed frames back to back (it stops early once it has 3
@@ -78,9 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[*PRESETS, E2E_PRESET],
         default=None,
         help="a preset to run (repeatable; default: all tensor presets unless --tensor is given). "
-        f"'{E2E_PRESET}' (opt-in, ~5 s once the model is cached): the selfie model on a 640x480 photo, gpu_seg's ImageSegmenter "
-        "(auto and cpu) against MediaPipe's, and video-mode frames/s (needs ai-edge-litert, "
-        "scikit-image and the model, fetched once)",
+        f"'{E2E_PRESET}' (opt-in, ~5 s once the model is cached): the selfie model on a 640x480 photo, "
+        "gpu_seg's ImageSegmenter (auto and cpu) against MediaPipe's, and video-mode frames/s "
+        "(needs ai-edge-litert, scikit-image and the model, fetched once)",
     )
     what.add_argument("--tensor", type=tensor_shape, metavar="HxWxC", help="a custom tensor shape")
     what.add_argument(
