@@ -6,10 +6,10 @@ softmax -> 1280x720, deeplab 257x257x21 softmax -> 1920x1080; or any --tensor/--
 With no arguments every preset runs, in every output mode (both, category, confidence).
 
 Each preset is timed on a model-like tensor (smooth class regions, mostly background; the fraction
-of class-boundary texels is printed) and on i.i.d. noise logits (the worst case for content-
-dependent shortcuts). Backends: gpu_seg GL (preallocated outputs, and without; as zero-copy views;
-as frames in flight, two queued at a time, in ms per frame), gpu_seg CPU (the fast exact CPU path),
-the numpy reference, OpenCV (cv2.resize + numpy argmax), PyTorch CPU (F.interpolate +
+of class-boundary texels is printed) and on i.i.d. noise logits (the worst case for
+content-dependent shortcuts). Backends: gpu_seg GL (preallocated outputs, and without; as zero-copy
+views; as frames in flight, two queued at a time, in ms per frame), gpu_seg CPU (the fast exact CPU
+path), the numpy reference, OpenCV (cv2.resize + numpy argmax), PyTorch CPU (F.interpolate +
 softmax/argmax) when installed, PyTorch CUDA (host->host through pinned buffers, and resident) where
 torch.cuda.is_available(), MediaPipe CPU (ImageSegmenter on a constant model; only segment() is
 timed) when installed, plus GL variants (f16/u8/channel-subset confidence masks) on the multiclass
