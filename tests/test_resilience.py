@@ -5,7 +5,10 @@ from __future__ import annotations
 import ctypes
 import functools
 import gc
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -504,3 +507,59 @@ def test_mapped_readback_generations_leave_no_context_behind(end):
         assert _live_contexts() - start <= 2
     finally:
         pp.close()
+
+
+_RELEASE_AFTER_THE_GENERATION = r"""
+import json, sys
+import numpy as np
+import gpu_seg
+from gpu_seg import testing
+
+end, readback = sys.argv[1], sys.argv[2]
+tensor = (np.random.default_rng(8).standard_normal((16, 20, 4)) * 4).astype(np.float32)
+pp = gpu_seg.SegmentationPostprocessor("softmax", backend="gl", readback=readback, software_renderer="gl")
+inputs = [pp.run_gl(lambda ctx: ctx.buffer(tensor.tobytes())) for _ in range(6)]
+inputs += [pp.run_gl(lambda ctx: ctx.texture((20, 16), 4, tensor.tobytes(), dtype="f4")) for _ in range(6)]
+pp.process(tensor, (40, 30))
+if end == "loss":
+    testing.lose_context(pp)
+else:
+    pp.trim(release_context=True)
+pp.process(tensor, (40, 30))  # a new generation: its objects have the names the old ones had
+live = pp.run_gl(lambda ctx: [obj.ctx is ctx for obj in inputs])  # how an application tells
+pp.run_gl(lambda ctx: [obj.release() for obj in inputs])  # the application tidies up, as documented
+report = {"live": any(live), "frames": []}
+for i in range(6):
+    frame = (np.random.default_rng(i).standard_normal((16, 20, 4)) * 4).astype(np.float32)
+    size = (40 + i, 30)
+    if i % 2:
+        result = pp.process(frame, size)
+        confidence, category = result.confidence_masks, result.category_mask
+    else:
+        masks = pp.process_resident(frame, size)
+        confidence, category = masks.read_confidence(), masks.read_category()
+    want = gpu_seg.reference_postprocess(frame, "softmax", size)
+    report["frames"].append(bool(
+        np.allclose(confidence, want.confidence_masks, rtol=2e-6, atol=2e-6)
+        and np.array_equal(category, want.category_mask)))
+report["losses"] = pp.stats["context_losses"]
+pp.close()
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("readback", ["direct", "mapped"])
+@pytest.mark.parametrize("end", ["loss", "trim"])
+def test_releasing_objects_of_an_ended_generation_leaves_the_new_one_alone(end, readback):
+    """An application's inputs made in ``run_gl``, released (inside ``run_gl``, as documented) after
+    their generation ended: moderngl's deletes went to the new context, whose objects have the same
+    names (gpu_seg's own): GL errors, wrong masks, a segfault on the mapped readback (hence a
+    subprocess). Now deletes through an ended context do nothing (``gpu_seg.gl.egl.deletes``)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _RELEASE_AFTER_THE_GENERATION, end, readback],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not report["live"] and report["frames"] == [True] * 6, report
+    assert report["losses"] == (1 if end == "loss" else 0)

@@ -482,7 +482,11 @@ class SegmentationPostprocessor:
 
         Owned mode: on the processor's GL thread (the only thread where its context may be used),
         under the processor's lock; use it to create GL-side inputs (``ctx.buffer(...)``,
-        ``ctx.texture(...)``: release them here too) and to draw or read resident textures. Attached
+        ``ctx.texture(...)``: release them here too) and to draw or read resident textures. Objects
+        made here belong to the context generation of ``ctx``: after it ends (a context loss,
+        ``trim(release_context=True)``, an idle release) they are gone with it; releasing one then
+        does nothing, and any other use is undefined (``obj.ctx is ctx`` says whether it is of the
+        current generation; make a new one if not). Attached
         mode: on the calling thread, which must be the attaching one. The context's health is
         checked afterwards: a loss raises ``ContextLostError`` (the next frame rebuilds).
         Creates the GL generation if there is none yet.

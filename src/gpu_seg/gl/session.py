@@ -375,6 +375,7 @@ class OwnedSession(GLSession):
 
     def abandon(self, release: Callable[[], None] | None = None) -> None:
         self._dead = True
+        self.egl_context.retire()  # deletes through it do nothing from now on, even if drop() hangs
 
         def drop() -> None:
             self.egl_context.release_current()

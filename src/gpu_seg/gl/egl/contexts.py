@@ -61,6 +61,7 @@ from .bindings import (
     int_array,
     library,
 )
+from .deletes import DeleteGuard
 from .devices import Display
 
 __all__ = ["EGLContext", "EGLLoader", "preserve_current"]
@@ -106,6 +107,7 @@ class EGLContext:
         self.reset_notification = reset_notification
         self._destroyed = False
         self._disowned = False
+        self._retired = False  # see retire()
         self._gl_cache: dict[str, Any] = {}
         self._lib = lib
         self._pid = forks.pid()  # a forked child never destroys its parent's contexts
@@ -129,6 +131,17 @@ class EGLContext:
     def destroyed(self) -> bool:
         """True after :meth:`destroy`."""
         return self._destroyed
+
+    @property
+    def gone(self) -> bool:
+        """True after :meth:`destroy`, :meth:`disown` or :meth:`retire`: nothing may be deleted
+        through it any more (see :mod:`.deletes`)."""
+        return self._destroyed or self._disowned or self._retired
+
+    def retire(self) -> None:
+        """Mark the context as ended before it is destroyed (any thread; no EGL call): from now on
+        deletes through its moderngl context do nothing (see :mod:`.deletes`)."""
+        self._retired = True
 
     # -- current-ness -----------------------------------------------------------------------------
 
@@ -378,6 +391,7 @@ class EGLLoader:
     def __init__(self, context: EGLContext) -> None:
         self.context = context
         self._local = threading.local()
+        self.deletes = DeleteGuard(lambda: not context.gone and context.is_current())
 
     def _stack(self) -> list[bool]:
         stack: list[bool] | None = getattr(self._local, "stack", None)
@@ -388,8 +402,11 @@ class EGLLoader:
 
     def load(self, name: str) -> int:
         """The address of GL function ``name``, 0 if unknown (the same int object every time:
-        moderngl keeps a reference to each, see :mod:`gpu_seg.gl.moderngl_refs`)."""
-        return _ADDRESSES.get(name, self.context.get_proc_address)
+        moderngl keeps a reference to each, see :mod:`gpu_seg.gl.moderngl_refs`); for a function
+        that deletes objects, this context's guarded form of it (see :mod:`.deletes`)."""
+        address = _ADDRESSES.get(name, self.context.get_proc_address)
+        guarded = self.deletes.address(name, address)
+        return address if guarded is None else guarded
 
     def __enter__(self) -> EGLLoader:
         was_current = self.context.is_current() and self.context.is_valid()
