@@ -47,12 +47,15 @@ def python_memory_kept(cycle, warm: int = 4, cycles: int = 20) -> float:
 
     Python memory leaves out the driver's own allocations (unlike RSS, see the module docstring):
     a bound on it holds on a GPU too."""
-    for _ in range(warm):
-        cycle()
     tracing = tracemalloc.is_tracing()
     if not tracing:
         tracemalloc.start()
     try:
+        # Warmed up while tracing: what the warm-up cycles leave alive (the last generation's
+        # objects, say) is traced too, so its release later counts, and the figure is growth only
+        # (started after them, one cycle's live objects were added to every cycle's figure).
+        for _ in range(warm):
+            cycle()
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(cycles):

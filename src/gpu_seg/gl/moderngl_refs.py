@@ -12,6 +12,9 @@ an idle release) grew by that much each time:
 * ``create_context`` without a loader (the ``DefaultLoader`` or glcontext's) also gets a new int for
   every address: gpu_seg hands attached contexts :class:`~gpu_seg.gl.rawgl.CurrentContextLoader`,
   which returns the same int objects every time.
+* the addresses of a context's own guarded delete functions (:mod:`gpu_seg.gl.egl.deletes`) are
+  new ints for each context, and ``load_gl_methods`` keeps a reference to each:
+  :func:`give_back_addresses` gives it back.
 * ``Context.external_buffer`` takes a reference to its context that ``Buffer.release()`` never
   gives back: :class:`~gpu_seg.gl.rawgl.PersistentBuffer` gives it back.
 
@@ -33,7 +36,13 @@ import moderngl
 
 from .. import forks
 
-__all__ = ["SharedAddresses", "counts_reliable", "create_context", "give_back_extension_names"]
+__all__ = [
+    "SharedAddresses",
+    "counts_reliable",
+    "create_context",
+    "give_back_addresses",
+    "give_back_extension_names",
+]
 
 #: The moderngl contexts gpu_seg made: never the application's default.
 _made: weakref.WeakSet[moderngl.Context] = weakref.WeakSet()
@@ -137,4 +146,25 @@ def give_back_extension_names(mgl: moderngl.Context) -> int:
             ctypes.pythonapi.Py_DecRef(ctypes.py_object(names[index]))
             given += 1
     held.clear()
+    return given
+
+
+def give_back_addresses(addresses: list[int]) -> int:
+    """Drop the reference moderngl's ``load_gl_methods`` leaks to each of ``addresses``, ints that a
+    loader made for one context and handed out once each (it keeps only the value). Call it right
+    after the context is made, with ``addresses`` their only other holder.
+
+    Returns:
+        How many references were given back (0 where none was seen leaked).
+    """
+    if not counts_reliable() or not addresses:
+        return 0
+    controls = [int(str(addresses[0]))]  # an equal int, a new object, held the same way
+    if controls[0] is addresses[0]:
+        return 0
+    given = 0
+    for index in range(len(addresses)):
+        if sys.getrefcount(addresses[index]) - sys.getrefcount(controls[0]) == 1:
+            ctypes.pythonapi.Py_DecRef(ctypes.py_object(addresses[index]))
+            given += 1
     return given

@@ -54,6 +54,9 @@ class DeleteGuard:
         self._usable = usable
         self._trampolines: dict[str, ctypes._CFuncPtr] = {}
         self._skipped = [0]
+        #: The trampolines' addresses as handed out (moderngl keeps a reference to each: see
+        #: :func:`gpu_seg.gl.moderngl_refs.give_back_addresses`).
+        self.addresses: list[int] = []
 
     @property
     def skipped(self) -> int:
@@ -81,4 +84,6 @@ class DeleteGuard:
             trampoline = self._trampolines[name] = prototype(guarded)
         # The function pointer's value, read where the trampoline keeps it (ctypes.cast would tie
         # the trampoline and its result together in a reference cycle that is never freed).
-        return ctypes.c_void_p.from_address(ctypes.addressof(trampoline)).value
+        address = ctypes.c_void_p.from_address(ctypes.addressof(trampoline)).value
+        self.addresses.append(address)
+        return address
