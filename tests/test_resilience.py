@@ -414,8 +414,9 @@ def test_a_context_generation_leaves_almost_nothing_behind(end, readback, new_pr
     kept = python_memory_kept(cycle)
     assert _live_contexts() - start <= 2, "every generation's EGL wrappers stay alive"
     # What is left is moderngl's: program introspection (names it keeps references to) and
-    # its context info, about 2 KiB a generation (tests/process_memory.py counts growth only).
-    assert kept < 8 * 1024, f"{kept / 1024:.1f} KiB of Python memory kept per {end}"
+    # its context info, 1.6-1.9 KiB a generation on llvmpipe (tests/process_memory.py counts growth
+    # only). The guarded deletes' trampolines, kept by a reference cycle, added 3-5 KiB.
+    assert kept < 4 * 1024, f"{kept / 1024:.1f} KiB of Python memory kept per {end}"
     assert pp.stats["context_losses"] == (24 if end == "loss" else 0)
 
 
