@@ -18,6 +18,7 @@ from .errors import ClosedError, GLUnavailableError, InputError
 from .events import Event, EventKind, EventLog
 from .frame import ConfidenceFormat, Frame
 from .gl.pipeline import TensorLayout
+from .gl.state import reset_state
 from .idle import IdleWatch
 from .inputs import (
     CPU_MAX_OUTPUT_DIM,
@@ -504,7 +505,14 @@ class SegmentationPostprocessor:
                     raise GLUnavailableError("a processor created with backend='cpu' has no GL context")
                 generation = self._supervisor.current_generation()
                 mgl = generation.session.mgl
-                return self._supervisor.run_on_session(generation.session, lambda: function(mgl))
+
+                def call() -> T:
+                    try:
+                        return function(mgl)
+                    finally:
+                        reset_state()  # whatever state function left, the passes get their own
+
+                return self._supervisor.run_on_session(generation.session, call)
         finally:
             self._events.deliver()
 

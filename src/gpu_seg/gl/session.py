@@ -50,6 +50,7 @@ from ..errors import ContextLostError, GLUnavailableError, GpuSegError
 from . import egl, moderngl_refs, rawgl
 from .egl.bindings import CurrentContextGL
 from .memory import query_gpu_memory
+from .state import reset_state
 from .worker import GLThread
 
 __all__ = ["AttachedSession", "ContextInfo", "GLError", "GLSession", "OwnedSession", "native_current_context"]
@@ -550,6 +551,7 @@ class AttachedSession(GLSession):
         if reason:
             raise self._lost("", reason)
         try:
+            reset_state()  # the application's state (blending, pixel store...) must not reach the passes
             result = frame()
         except moderngl.Error as exc:
             reason = self.check()
