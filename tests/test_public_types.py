@@ -81,3 +81,15 @@ def test_context_info_is_what_its_hint_says(new_processor):
     assert isinstance(pp.context_info, ContextInfo)
     pp.close()
     assert pp.context_info is None
+
+
+def test_the_errors_process_may_raise_are_exported():
+    """``process()`` with ``backend="gl"`` raises GLError where a GL call fails on a healthy
+    context; it lived in ``gpu_seg.gl.session`` only, out of the documented hierarchy."""
+    from gpu_seg.gl import session
+
+    for name in gpu_seg.errors.__all__:
+        error = getattr(gpu_seg, name)
+        assert error is getattr(gpu_seg.errors, name) and issubclass(error, gpu_seg.GpuSegError)
+    assert session.GLError is gpu_seg.GLError
+    assert "GLError" in (gpu_seg.SegmentationPostprocessor.process.__doc__ or "")

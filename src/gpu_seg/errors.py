@@ -13,6 +13,7 @@ __all__ = [
     "ContextLostError",
     "ExpiredResultError",
     "ForkedProcessError",
+    "GLError",
     "GLUnavailableError",
     "GpuSegError",
     "InputError",
@@ -61,6 +62,11 @@ class ContextLostError(GpuSegError, RuntimeError):
     def __init__(self, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class GLError(GpuSegError, RuntimeError):
+    """A GL call failed on a healthy context (for example ``GL_OUT_OF_MEMORY``): not a loss, so
+    not recomputed elsewhere; with ``backend="gl"`` the frame raises it."""
 
 
 class ShaderBuildError(GpuSegError, RuntimeError):

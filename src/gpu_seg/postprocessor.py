@@ -332,7 +332,8 @@ class SegmentationPostprocessor:
         Raises:
             InputError: bad tensor, size or output array (a ``ValueError``).
             ClosedError: the processor was closed.
-            GLUnavailableError, ContextLostError, ShaderBuildError: only with ``backend="gl"``.
+            GLUnavailableError, ContextLostError, ShaderBuildError, GLError: only with
+                ``backend="gl"`` (GLError: a GL call failed on a healthy context).
         """
         self._check_open()
         frame, confidence_dst, category_dst = self._prepare(tensor, output_size, confidence_out, category_out)

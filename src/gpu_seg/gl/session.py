@@ -46,7 +46,7 @@ from typing import TypeVar
 import moderngl
 
 from .. import forks
-from ..errors import ContextLostError, GLUnavailableError, GpuSegError
+from ..errors import ContextLostError, GLError, GLUnavailableError, GpuSegError
 from . import egl, moderngl_refs, rawgl
 from .egl.bindings import CurrentContextGL
 from .memory import query_gpu_memory
@@ -57,10 +57,6 @@ __all__ = ["AttachedSession", "ContextInfo", "GLError", "GLSession", "OwnedSessi
 
 log = logging.getLogger("gpu_seg")
 T = TypeVar("T")
-
-
-class GLError(GpuSegError, RuntimeError):
-    """A GL call failed on a healthy context (for example ``GL_OUT_OF_MEMORY``)."""
 
 
 def _frame_error(error: str) -> str | None:
