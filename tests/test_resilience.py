@@ -564,3 +564,30 @@ def test_releasing_objects_of_an_ended_generation_leaves_the_new_one_alone(end, 
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not report["live"] and report["frames"] == [True] * 6, report
     assert report["losses"] == (1 if end == "loss" else 0)
+
+
+@pytest.mark.parametrize("end", ["trim", "idle"])
+def test_a_loss_found_by_a_context_release_is_reported_and_leaves_nothing(end, new_processor, recorder):
+    """A context lost (really destroyed) and then released, by ``trim(release_context=True)`` or the
+    idle release, before any frame saw the loss: the release could not make it current, destroyed
+    the handle and kept the generation (its moderngl context and EGL wrappers, about 46 KiB), and
+    the loss was never counted nor reported."""
+    options = {"idle_release_after": 0.5, "idle_release_context": True} if end == "idle" else {}
+    policy = RecoveryPolicy(budget=LossBudget(capacity=10**6), backoff=gpu_seg.Backoff(base=0))
+    pp = new_processor(backend="gl", policy=policy, on_event=recorder, **options)
+    tensor = _tensor(41)
+    _assert_correct(pp.process(tensor, SIZE), tensor)
+    start = _live_contexts()
+    for _ in range(8):
+        testing.lose_context(pp)
+        if end == "trim":
+            pp.trim(release_context=True)
+        else:
+            deadline = time.monotonic() + 10
+            trims = pp.stats["trims"]
+            while pp.stats["trims"] == trims and time.monotonic() < deadline:
+                time.sleep(0.02)
+        _assert_correct(pp.process(tensor, SIZE), tensor)
+    assert _live_contexts() - start <= 1
+    assert pp.stats["context_losses"] == 8
+    assert [e.kind for e in recorder.events].count(gpu_seg.EventKind.CONTEXT_LOST) == 8

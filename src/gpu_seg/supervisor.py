@@ -304,6 +304,12 @@ class GLSupervisor:
             try:
                 generation.session.close(release=generation.pipeline.release)
                 return
+            except ContextLostError as exc:  # lost before anyone noticed: abandoned, and reported
+                _abandon(generation)
+                self.counters.context_losses += 1
+                self._announce_rebuild = True
+                self._record(EventKind.CONTEXT_LOST, exc.reason or str(exc), generation.number)
+                return
             except Exception as exc:  # a dying context: fall through to abandon
                 log.debug("release of generation %d failed: %s", generation.number, exc)
         _abandon(generation)

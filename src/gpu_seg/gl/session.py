@@ -355,9 +355,22 @@ class OwnedSession(GLSession):
         self._keeper = None
 
     def close(self, release: Callable[[], None] | None = None) -> None:
+        """Release the objects (``release``) and the context, on its thread.
+
+        Raises:
+            ContextLostError: the context was lost before anyone noticed (it cannot be made
+                current): nothing was released; the caller abandons the session (which keeps its
+                thread for that) and reports the loss.
+        """
+        lost: list[str] = []
+
         def teardown() -> None:
             try:
                 self.egl_context.make_current()
+            except egl.EGLError as exc:
+                lost.append(str(exc))
+                return
+            try:
                 if release is not None:
                     release()
                 self.mgl.release()  # destroys the EGL context (and the sentinel) through the loader
@@ -370,8 +383,10 @@ class OwnedSession(GLSession):
         except ContextLostError:
             pass
         finally:
-            if self.owns_thread:
+            if self.owns_thread and not lost:
                 self.thread.stop()
+        if lost:
+            raise ContextLostError(f"the context was lost before its release: {lost[0]}", reason=lost[0])
 
     def abandon(self, release: Callable[[], None] | None = None) -> None:
         self._dead = True
