@@ -140,11 +140,7 @@ def give_back_extension_names(mgl: moderngl.Context) -> int:
     held = set(controls)  # in a set and a list
     if controls[0] is names[0] or sys.getrefcount(names[0]) - sys.getrefcount(controls[0]) != 1:
         return 0
-    given = 0
-    for index in range(len(names)):
-        if sys.getrefcount(names[index]) - sys.getrefcount(controls[0]) == 1:
-            ctypes.pythonapi.Py_DecRef(ctypes.py_object(names[index]))
-            given += 1
+    given = _drop_leaked_references(names, controls)
     held.clear()
     return given
 
@@ -162,9 +158,15 @@ def give_back_addresses(addresses: list[int]) -> int:
     controls = [int(str(addresses[0]))]  # an equal int, a new object, held the same way
     if controls[0] is addresses[0]:
         return 0
+    return _drop_leaked_references(addresses, controls)
+
+
+def _drop_leaked_references(values: list, controls: list) -> int:
+    """``Py_DecRef`` each of ``values`` that has exactly one reference more than ``controls[0]``
+    (an equal object, new, held the same way as the values): the one moderngl leaked."""
     given = 0
-    for index in range(len(addresses)):
-        if sys.getrefcount(addresses[index]) - sys.getrefcount(controls[0]) == 1:
-            ctypes.pythonapi.Py_DecRef(ctypes.py_object(addresses[index]))
+    for index in range(len(values)):
+        if sys.getrefcount(values[index]) - sys.getrefcount(controls[0]) == 1:
+            ctypes.pythonapi.Py_DecRef(ctypes.py_object(values[index]))
             given += 1
     return given
