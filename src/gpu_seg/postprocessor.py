@@ -243,6 +243,9 @@ class SegmentationPostprocessor:
                 )
                 self._supervisor.start()
             self._start_idle_watch()
+            supervisor = self._supervisor
+            if self._idle is not None and supervisor is not None and supervisor.generation is not None:
+                self._idle.touch()  # the context made now counts from now: released if no frame comes
             self._finalizer = weakref.finalize(self, _release, self._parts)
             self._finalizer.atexit = False  # at exit the process goes, and its GL with it
             gl_thread = _gl_thread_of(self._parts)  # not self: the registry must not keep it alive
