@@ -10,13 +10,11 @@ the parent's contexts (every entry point of gpu_seg's libEGL wrapper is wrapped 
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 
 import pytest
+
+from .subprocesses import run_script
 
 if not hasattr(os, "fork"):
     pytest.skip("os.fork is POSIX only", allow_module_level=True)
@@ -165,25 +163,6 @@ print(json.dumps(report))
 )
 
 
-def _run(script: str, *args: str) -> dict:
-    """Run ``script`` in a new session; on a timeout kill the whole group (forked children too)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"timed out: {stdout[-3000:]}{stderr[-3000:]}")
-    assert proc.returncode == 0, f"exit {proc.returncode}: {stdout[-3000:]}{stderr[-3000:]}"
-    return json.loads(stdout.strip().splitlines()[-1])
-
-
 def _check_views_read_in_the_child(report: dict) -> None:
     """Views of the parent's mapped memory (a zero-copy view and an owned view) read in the child: the
     right bytes on Mesa (its mapped memory is plain process memory); elsewhere the right bytes or a
@@ -201,7 +180,7 @@ def test_an_auto_processor_computes_on_the_cpu_in_a_forked_child():
     flight on the parent's GL, one from a new processor) are exact CPU frames, promptly; a held view of
     the parent's mapped memory still reads its masks; views are copies, as in any CPU fallback; no EGL
     call touches the parent's contexts, even at close and exit; the parent's GL goes on without a loss."""
-    report = _run(_GL_PROCESSOR, "auto")
+    report = run_script(_GL_PROCESSOR, "auto")
     assert report.get("error") is None, report
     assert report["process"] is True and report["pending"] is True and report["new"] is True
     assert report["seconds"] < 20, report  # before: hung for gl_timeout (60 s) per attempt
@@ -220,7 +199,7 @@ def test_an_auto_processor_computes_on_the_cpu_in_a_forked_child():
 def test_a_gl_processor_raises_forked_process_error_in_a_forked_child():
     """``backend="gl"``: frames raise ForkedProcessError at once (a GLUnavailableError) with what to do
     instead; a new GL processor too; nothing hangs and the parent keeps its context."""
-    report = _run(_GL_PROCESSOR, "gl")
+    report = run_script(_GL_PROCESSOR, "gl")
     assert report.get("error") is None, report
     assert report["process"] == "ForkedProcessError" and report["pending"] == "ForkedProcessError"
     assert report["process_view"] == "ForkedProcessError"
@@ -281,7 +260,7 @@ def test_a_cpu_processor_works_in_a_forked_child(mode):
     """The CPU path in a forked child: its pool's threads, the warm-up thread (and the locks it held,
     its own and numba's compiler lock: the fork now waits for a warm-up under way) and the idle watch
     are made anew; frames are exact."""
-    report = _run(_CPU_PROCESSOR, mode)
+    report = run_script(_CPU_PROCESSOR, mode)
     assert report.get("error") is None, report
     assert report["process"] is True and report["parent"] is True
     assert report["kept_after_frames"] > 0 and report["kept_when_idle"] == 0, report
@@ -314,7 +293,7 @@ print(json.dumps({"results": results, "parent": close(pp.process(tensor, SIZE))}
 def test_a_processor_made_before_a_fork_pool_serves_its_workers():
     """The common case (multiprocessing's ``fork`` start method, or gunicorn's ``--preload``): a
     processor made at start-up, used by forked workers. Each worker's frames are exact."""
-    report = _run(_POOL)
+    report = run_script(_POOL)
     assert report == {"results": [True] * 6, "parent": True}
 
 
@@ -339,7 +318,7 @@ def test_gpu_segs_fork_hooks_run_before_the_thread_pools():
     imported before concurrent.futures, the thread pool's callback (which takes its global
     shutdown lock) ran first, and gpu_seg's, waiting for the fast CPU path's warm-up (which submits
     to a pool, so needs that lock), waited out its 120 s: every fork during a warm-up hung."""
-    report = _run(_HOOK_ORDER)
+    report = run_script(_HOOK_ORDER)
     assert report == {"pool_lock_held_in_gpu_seg_hook": [False]}
 
 
@@ -386,7 +365,7 @@ def test_egl_loaded_by_another_library_counts_as_inherited(backend):
     """The parent used EGL without gpu_seg (moderngl's own context): a gpu_seg processor made in the child
     hung in llvmpipe before. Now: CPU frames (auto) or ForkedProcessError (gl), at once; ``egl_info`` and
     ``describe_gl`` (``gpu-seg info``) report the reason instead of raising."""
-    report = _run(_FOREIGN_EGL, backend)
+    report = run_script(_FOREIGN_EGL, backend)
     assert report.get("error") is None, report
     assert report["process"] == (True if backend == "auto" else "ForkedProcessError"), report
     assert report["seconds"] < 20
@@ -472,7 +451,7 @@ def test_a_segmenter_with_a_thread_pool_is_used_closed_and_left_in_the_child():
     pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
     from .segmenter_support import selfie_model
 
-    assert _run(_SEGMENTER_IDLE, str(selfie_model())) == {"child": 0, "parent": True}
+    assert run_script(_SEGMENTER_IDLE, str(selfie_model())) == {"child": 0, "parent": True}
 
 
 def test_a_segmenter_busy_in_another_thread_at_the_fork_works_in_the_child():
@@ -482,5 +461,5 @@ def test_a_segmenter_busy_in_another_thread_at_the_fork_works_in_the_child():
     pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
     from .segmenter_support import selfie_model
 
-    report = _run(_SEGMENTER, str(selfie_model()))
+    report = run_script(_SEGMENTER, str(selfie_model()))
     assert report == {"masks": True, "parent": True}

@@ -9,11 +9,9 @@ subprocess. Every frame is compared with the numpy reference.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
+
+from .subprocesses import run_script
 
 _SCRIPT = r"""
 import ctypes, json, sys
@@ -80,8 +78,6 @@ print(json.dumps(report))
 
 @pytest.mark.parametrize("mode", ["attached", "owned", "owned compute"])
 def test_state_left_by_other_code_never_reaches_the_passes(mode):
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT, mode], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-3000:]}"
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_script(_SCRIPT, mode, timeout=300)
     wrong = {case: outcomes for case, outcomes in report.items() if outcomes != ["ok", "ok"]}
     assert not wrong, wrong

@@ -5,10 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import gc
-import json
 import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -23,6 +20,7 @@ from gpu_seg.gl.programs import ProgramCache, ProgramDefinition
 from gpu_seg.resilience import LossBudget, RecoveryPolicy
 
 from .process_memory import check_rss_growth, python_memory_kept
+from .subprocesses import run_script
 
 SIZE = (37, 29)
 
@@ -556,12 +554,7 @@ def test_releasing_objects_of_an_ended_generation_leaves_the_new_one_alone(end, 
     their generation ended: moderngl's deletes went to the new context, whose objects have the same
     names (gpu_seg's own): GL errors, wrong masks, a segfault on the mapped readback (hence a
     subprocess). Now deletes through an ended context do nothing (``gpu_seg.gl.egl.deletes``)."""
-    proc = subprocess.run(
-        [sys.executable, "-c", _RELEASE_AFTER_THE_GENERATION, end, readback],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-3000:]}"
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_script(_RELEASE_AFTER_THE_GENERATION, end, readback)
     assert not report["live"] and report["frames"] == [True] * 6, report
     assert report["losses"] == (1 if end == "loss" else 0)
 

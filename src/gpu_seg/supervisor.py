@@ -306,9 +306,7 @@ class GLSupervisor:
                 return
             except ContextLostError as exc:  # lost before anyone noticed: abandoned, and reported
                 _abandon(generation)
-                self.counters.context_losses += 1
-                self._announce_rebuild = True
-                self._record(EventKind.CONTEXT_LOST, exc.reason or str(exc), generation.number)
+                self._report_loss(exc, generation.number)
                 return
             except Exception as exc:  # a dying context: fall through to abandon
                 log.debug("release of generation %d failed: %s", generation.number, exc)
@@ -697,11 +695,15 @@ class GLSupervisor:
             self._record(EventKind.REBUILT, f"recomputed on context generation {self.last_number}")
 
     def _lost(self, exc: ContextLostError) -> None:
-        """Count a loss and drop the dead generation (no GL calls on it), then report it."""
-        self.counters.context_losses += 1
-        self._announce_rebuild = True  # the next successful GL frame reports the rebuild
+        """Drop the dead generation (no GL calls on it), then count and report its loss."""
         number = self.generation.number if self.generation else self.last_number
         self.drop_generation(release=False)
+        self._report_loss(exc, number)
+
+    def _report_loss(self, exc: ContextLostError, number: int) -> None:
+        """Count the loss of generation ``number`` and report it (a ``context_lost`` event)."""
+        self.counters.context_losses += 1
+        self._announce_rebuild = True  # the next successful GL frame reports the rebuild
         self._record(EventKind.CONTEXT_LOST, exc.reason or str(exc), number)
 
     def _after_loss(self, exc: ContextLostError) -> Outcome | None:

@@ -264,7 +264,6 @@ class OwnedSession(GLSession):
                 loader = egl_context.loader()
                 mgl = moderngl_refs.create_context(standalone=True, require=330, context=loader)
                 moderngl_refs.give_back_addresses(loader.deletes.addresses)
-                del loader  # (moderngl holds it)
                 # mgl.info is read (and cached by moderngl) in _describe, with the context current.
                 health = egl.ContextHealth(egl_context, reset_poll_interval=reset_poll_interval)
                 return cls(generation, thread, egl_context, mgl, health, timeout, owns_thread)

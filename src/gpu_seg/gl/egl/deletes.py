@@ -53,15 +53,9 @@ class DeleteGuard:
     def __init__(self, usable: Callable[[], bool]) -> None:
         self._usable = usable
         self._trampolines: dict[str, ctypes._CFuncPtr] = {}
-        self._skipped = [0]
         #: The trampolines' addresses as handed out (moderngl keeps a reference to each: see
         #: :func:`gpu_seg.gl.moderngl_refs.give_back_addresses`).
         self.addresses: list[int] = []
-
-    @property
-    def skipped(self) -> int:
-        """Deletes that did nothing (the context was gone, or not current on the calling thread)."""
-        return self._skipped[0]
 
     def address(self, name: str, real: int) -> int | None:
         """The address moderngl gets for ``name``: a trampoline to ``real`` for a delete function,
@@ -73,13 +67,11 @@ class DeleteGuard:
         if trampoline is None:
             # The trampoline must not refer to the guard: ctypes does not let the cycle collector
             # see through a callback, so guard -> trampoline -> guard would never be freed.
-            usable, skipped, target = self._usable, self._skipped, prototype(real)
+            usable, target = self._usable, prototype(real)
 
             def guarded(*args: object) -> None:
                 if usable():
                     target(*args)
-                else:
-                    skipped[0] += 1
 
             trampoline = self._trampolines[name] = prototype(guarded)
         # The function pointer's value, read where the trampoline keeps it (ctypes.cast would tie
