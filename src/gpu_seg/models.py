@@ -153,6 +153,11 @@ def _fetch_selfie_models(folder: Path) -> None:
                 return
             except (ModelFetchError, zipfile.BadZipFile, KeyError) as exc:
                 failures.append(f"mediapipe=={version}: {exc}")
+            except OSError as exc:  # the cache cannot be written: no other wheel helps
+                raise ModelFetchError(
+                    f"the selfie segmentation model was fetched but cannot be stored in the cache "
+                    f"{folder}: {exc.strerror or exc}. Set GPU_SEG_CACHE_DIR to a writable folder."
+                ) from None
     raise ModelFetchError(
         "the selfie segmentation model is not cached and could not be fetched from the package "
         f"registry with pip (cache: {folder}). Check the network or pip's index settings, or put the "
@@ -234,4 +239,5 @@ def model_bytes(model: bytes | str | os.PathLike[str] | None = None) -> bytes:
     try:
         return Path(model).read_bytes()
     except (OSError, TypeError) as exc:
-        raise GpuSegError(f"cannot read the model {model!r}: {exc}") from None
+        shown = os.fsdecode(model) if isinstance(model, (str, os.PathLike)) else repr(model)
+        raise GpuSegError(f"cannot read the model {shown}: {exc}") from None

@@ -8,10 +8,12 @@ progress bars are drawn with rich (:mod:`.console`, the ``cli`` extra).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ..errors import InputError
 
@@ -81,13 +83,41 @@ def _run(argv: Sequence[str] | None) -> int:
         )
         return 2
     try:
-        return int(args.run(args) or 0)
+        with _sigterm_interrupts():
+            return int(args.run(args) or 0)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except InputError as exc:  # gpu_seg refused a value that came from an argument
         _argument_error(args.command_parser, exc)
         return 2
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, Slurm, systemd), raised in the main thread as Ctrl-C's
+    ``KeyboardInterrupt`` is: a command stops between steps with its files consistent (as after
+    Ctrl-C) and exits with 128 + SIGTERM."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` during the block (main thread only; else as before)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _argument_error(parser: argparse.ArgumentParser, exc: InputError) -> None:

@@ -15,7 +15,9 @@ filesystem URI (``s3://bucket/masks``).
 
 Progress goes to stderr; a summary (frames, fps, backend, context losses; with Ray: per-worker
 counts, retries) to stdout. Exit status: 0 when every input was processed, 1 otherwise (an
-unreadable input is reported and the rest run), 2 for bad arguments.
+unreadable input is reported and the rest run; a manifest that cannot be written stops the run),
+2 for bad arguments, 130 after Ctrl-C and 143 after SIGTERM (both stop between frames, every file
+written listed in the manifest).
 """
 
 from __future__ import annotations
@@ -170,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"gpu-seg segment: {problem}", file=sys.stderr)
         return 2
-    inputs = find_inputs(args.inputs)
+    local_out = [] if "://" in args.out else [args.out]  # a later run must not read its own masks
+    inputs = find_inputs(args.inputs, exclude=local_out)
     if not inputs:
         print("gpu-seg segment: no input files found", file=sys.stderr)
         return 1

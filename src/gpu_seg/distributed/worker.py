@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import GpuSegError
 from ..postprocessor import BackendChoice
-from ..segmenter.batch import FrameSegmenter, WorkItem, error_line
+from ..segmenter.batch import FrameSegmenter, WorkItem, error_line, failure_reason
 from .gpus import DeviceChoice, assign_egl_device
 from .storage import open_output
 
@@ -138,11 +138,8 @@ class SegmentWorker:
         try:
             for record in self.engine.run(item):
                 lines.append((item.name, record.to_json()))
-        except (GpuSegError, OSError, ValueError) as exc:
-            lines.append((item.name, error_line(item.input, f"{type(exc).__name__}: {exc}")))
-        except Exception as exc:  # a bug: reported for this input, the worker goes on
-            log.exception("gpu_seg: %s failed in worker %s", item.input, self.worker_id)
-            lines.append((item.name, error_line(item.input, f"{type(exc).__name__}: {exc}")))
+        except Exception as exc:  # this input failed (a bug too: logged); the worker goes on
+            lines.append((item.name, error_line(item.input, failure_reason(item.input, exc))))
         return lines
 
     def _inject_faults(self) -> None:

@@ -16,8 +16,12 @@ Images are read with OpenCV (``cv2.imread``; imageio when OpenCV cannot), videos
 ``cv2.VideoCapture``. Output names are chosen before anything runs, in input order: a name
 already taken by an earlier input (of this run or an earlier ``run`` of the same engine) gets the
 extension appended (``a_jpg``), then a number; an input that later fails keeps its name. One
-unreadable input does not stop the others. Every file is written whole: to ``FILE.partial``, then
-renamed. Nothing is printed: the caller gets a callback per frame and a :class:`BatchReport`.
+unreadable input does not stop the others (whatever it raises); a video that decodes well short of
+the frames its container indexes is such an input (its decoded frames stay written). Every file is
+written whole: to ``FILE.partial``, then renamed; a frame whose files cannot all be written takes
+back those that were. The manifest is flushed after every line; one that cannot be written stops
+the run (:class:`~.files.ManifestError`). Nothing is printed: the caller gets a callback per frame
+and a :class:`BatchReport`.
 
 The work is split so that other engines (``gpu_seg.distributed``: many processes or machines)
 produce the same bytes: :func:`output_names` plans the names, a :class:`WorkItem` is one image or a
@@ -28,6 +32,7 @@ lines.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -37,7 +42,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -45,9 +50,11 @@ from ..errors import GpuSegError
 from ..postprocessor import BackendChoice
 from .files import (
     IMAGE_SUFFIXES,
+    MANIFEST,
     PARTIAL_SUFFIX,
     VIDEO_SUFFIXES,
     LocalOutput,
+    ManifestError,
     OpenCVUnavailableError,
     Output,
     encode_npy,
@@ -56,6 +63,8 @@ from .files import (
     find_inputs,
     is_video,
     opencv,
+    opencv_failure,
+    opencv_path,
     output_names,
     overlay,
     read_image,
@@ -75,11 +84,13 @@ __all__ = [
     "FrameRecord",
     "FrameSegmenter",
     "LocalOutput",
+    "ManifestError",
     "OpenCVUnavailableError",
     "Output",
     "WorkItem",
     "error_line",
     "estimate_frames",
+    "failure_reason",
     "find_inputs",
     "is_video",
     "output_names",
@@ -250,7 +261,8 @@ class FrameSegmenter:
         """
         path = Path(item.path)
         if not path.is_file():
-            raise OSError(f"no such file: {item.input}")
+            problem = "not a regular file" if path.exists() else "no such file"
+            raise OSError(f"{problem}: {item.input}")
         if not is_video(path):
             image = read_image(self._cv2, path)
             if image is not None:
@@ -303,35 +315,52 @@ class FrameSegmenter:
 
     def _segment_video(self, item: WorkItem) -> Iterator[FrameRecord]:
         cv2 = self._cv2
-        capture = cv2.VideoCapture(item.path)
-        try:
-            if not capture.isOpened():
-                raise OSError(f"neither an image nor a video OpenCV can read: {item.input}")
-            fps = capture.get(cv2.CAP_PROP_FPS)
-            step_ms = 1000.0 / fps if fps and np.isfinite(fps) and fps > 0 else 1000.0 / DEFAULT_FPS
-            if self._videos is None:
-                self._videos = ImageSegmenter(self._model, running_mode="video", **self._options)  # type: ignore[arg-type]
-            videos = self._videos
-            capture = seek(cv2, capture, item.path, item.start)
-            first = self._next_timestamp
-            index = item.start
-            while item.stop is None or index < item.stop:
-                ok, bgr = capture.read()
-                if not ok:
-                    break
-                timestamp = max(first + round((index - item.start) * step_ms), self._next_timestamp)
-                self._next_timestamp = timestamp + 1
-                segment = functools.partial(videos.segment_for_video, timestamp_ms=timestamp)
-                frame = np.ascontiguousarray(bgr[..., ::-1])
-                yield self._frame(videos, segment, item.input, index, f"{item.name}/{index:06d}", frame)
-                index += 1
-            if index == 0:
-                raise OSError(f"no frame could be read from {item.input}")
-        finally:
-            capture.release()
+        with opencv_path(item.path) as path:
+            try:
+                capture = cv2.VideoCapture(path)
+            except cv2.error as exc:
+                raise OSError(f"OpenCV cannot open {item.input}: {opencv_failure(exc)}") from None
+            try:
+                yield from self._read_video(item, path, capture)
+            finally:
+                capture.release()
+
+    def _read_video(self, item: WorkItem, path: str, capture: Any) -> Iterator[FrameRecord]:
+        cv2 = self._cv2
+        if not capture.isOpened():
+            raise OSError(f"neither an image nor a video OpenCV can read: {item.input}")
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        step_ms = 1000.0 / fps if fps and np.isfinite(fps) and fps > 0 else 1000.0 / DEFAULT_FPS
+        announced = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        announced = int(announced) if np.isfinite(announced) and announced > 0 else 0
+        if self._videos is None:
+            self._videos = ImageSegmenter(self._model, running_mode="video", **self._options)  # type: ignore[arg-type]
+        videos = self._videos
+        capture = seek(cv2, capture, path, item.start)
+        first = self._next_timestamp
+        index = item.start
+        while item.stop is None or index < item.stop:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            timestamp = max(first + round((index - item.start) * step_ms), self._next_timestamp)
+            self._next_timestamp = timestamp + 1
+            segment = functools.partial(videos.segment_for_video, timestamp_ms=timestamp)
+            frame = np.ascontiguousarray(bgr[..., ::-1])
+            yield self._frame(videos, segment, item.input, index, f"{item.name}/{index:06d}", frame)
+            index += 1
+        if index == 0:
+            raise OSError(f"no frame could be read from {item.input}")
+        if _cut_short(index, item, announced):
+            raise OSError(
+                f"decoding stopped at frame {index} of the {announced} frames the container "
+                f"announces (truncated or corrupt): {item.input}"
+            )
 
     # ----------------------------------------------------------------------------- outputs
     def _write(self, stem: str, image: np.ndarray, result: SegmentationResult) -> tuple[str, ...]:
+        """Write the frame's files; if one cannot be written, those written are removed (where the
+        output can remove files) before the error goes on: a frame is all there, or not at all."""
         cv2 = self._cv2
         files = {f"{stem}.mask.png": encode_png(cv2, result.category_mask)}
         if self.confidence:
@@ -339,8 +368,19 @@ class FrameSegmenter:
         if self.overlay:
             tinted = overlay(image, result.category_mask, self._images.num_classes == 1)
             files[f"{stem}.overlay.png"] = encode_png(cv2, tinted[..., ::-1])
-        for relative, data in files.items():
-            self.output.write(relative, data)
+        written: list[str] = []
+        try:
+            for relative, data in files.items():
+                self.output.write(relative, data)
+                written.append(relative)
+        except BaseException:
+            remove = getattr(self.output, "remove", None)
+            for relative in written if remove is not None else ():
+                try:
+                    remove(relative)
+                except Exception as exc:  # the write's error is the one to report
+                    log.warning("gpu_seg: could not remove %s after a failed write: %s", relative, exc)
+            raise
         return tuple(files)
 
 
@@ -380,27 +420,38 @@ class BatchSegmenter:
         self._names: set[str] = set()
 
     def run(self, inputs: Sequence[str | os.PathLike[str]]) -> BatchReport:
-        """Segment every input; returns the report (failures included, never raised per input)."""
+        """Segment every input; returns the report (failures included, never raised per input).
+
+        The manifest is flushed after every line, so a process killed midway leaves at most the
+        files of the frame it was writing unlisted.
+
+        Raises:
+            ManifestError: the manifest cannot be written (the run stops there).
+        """
         report = BatchReport(inputs=len(inputs))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         names = output_names(inputs, self._names)
         start = time.perf_counter()
-        with open(self.out_dir / "manifest.jsonl", "a", encoding="utf-8") as manifest:
+        manifest = _open_manifest(self.out_dir / MANIFEST)
+        try:
             for raw, name in zip(inputs, names, strict=True):
                 path = str(Path(raw))
                 try:
                     for record in self._engine.run(WorkItem(path, name)):
-                        manifest.write(record.to_json() + "\n")
+                        _append(manifest, record.to_json())
                         report.add(record)
                         if self.on_frame is not None:
                             self.on_frame(record)
                     report.processed += 1
-                except (GpuSegError, OSError, ValueError) as exc:
-                    reason = f"{type(exc).__name__}: {exc}"
-                    log.warning("gpu_seg: %s: %s", path, reason)
+                except ManifestError:
+                    raise
+                except Exception as exc:  # this input failed; the others still run
+                    reason = failure_reason(path, exc)
                     report.failures.append((path, reason))
-                    manifest.write(error_line(path, reason) + "\n")
-                manifest.flush()
+                    _append(manifest, error_line(path, reason))
+        finally:
+            with contextlib.suppress(OSError):  # a failed write raised already
+                manifest.close()
         report.seconds = time.perf_counter() - start
         return report
 
@@ -412,6 +463,48 @@ class BatchSegmenter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: Containers whose frame count comes from an index of every frame (AVI's, MP4/QuickTime's sample
+#: tables): a video that decodes clearly fewer frames was cut short. Elsewhere (WMV, MPEG, FLV,
+#: Matroska) the count may be estimated from the duration, and is not relied on.
+_INDEXED_CONTAINERS = frozenset({".avi", ".mp4", ".m4v", ".mov"})
+
+
+def _cut_short(decoded_to: int, item: WorkItem, announced: int) -> bool:
+    """Whether decoding ``item`` stopped (before frame ``decoded_to``) well short of the frames its
+    container announces: more than 2 frames and 1% missing (an MP4's edit list may hide a few)."""
+    if not announced or Path(item.path).suffix.lower() not in _INDEXED_CONTAINERS:
+        return False
+    wanted = announced if item.stop is None else min(item.stop, announced)
+    return wanted - decoded_to > max(2, announced // 100)
+
+
+def failure_reason(input_path: str, exc: Exception) -> str:
+    """An input's failure as its manifest line says it (``Type: message``), logged; an exception
+    outside gpu_seg's, OS and value errors is a bug, logged with its traceback."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (GpuSegError, OSError, ValueError)):
+        log.warning("gpu_seg: %s: %s", input_path, reason)
+    else:
+        log.error("gpu_seg: %s failed", input_path, exc_info=exc)
+    return reason
+
+
+def _open_manifest(path: Path) -> TextIO:
+    try:
+        return open(path, "a", encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"cannot open the manifest {path}: {exc.strerror or exc}") from None
+
+
+def _append(manifest: TextIO, line: str) -> None:
+    """One manifest line, flushed to the file at once."""
+    try:
+        manifest.write(line + "\n")
+        manifest.flush()
+    except OSError as exc:
+        raise ManifestError(f"cannot write the manifest {manifest.name}: {exc.strerror or exc}") from None
 
 
 def _losses(segmenter: ImageSegmenter) -> int:

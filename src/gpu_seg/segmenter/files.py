@@ -5,10 +5,12 @@ is imported when first needed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -18,9 +20,11 @@ from ..errors import GpuSegError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MANIFEST",
     "PARTIAL_SUFFIX",
     "VIDEO_SUFFIXES",
     "LocalOutput",
+    "ManifestError",
     "OpenCVUnavailableError",
     "Output",
     "encode_npy",
@@ -29,6 +33,7 @@ __all__ = [
     "find_inputs",
     "is_video",
     "opencv",
+    "opencv_path",
     "output_names",
     "overlay",
     "read_image",
@@ -56,6 +61,10 @@ IMAGE_SUFFIXES = frozenset(
 )
 #: Suffix of a file being written (renamed to its name once complete).
 PARTIAL_SUFFIX = ".partial"
+#: The run's manifest in the output folder.
+MANIFEST = "manifest.jsonl"
+#: Names an input's outputs never get: they would leave the output folder or hit the manifest.
+_RESERVED_NAMES = frozenset({"", ".", "..", MANIFEST})
 #: Overlay tint (RGB) per class for multi-class models (class 0 is left untinted).
 _PALETTE = np.array(
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180]],
@@ -66,6 +75,11 @@ _FOREGROUND_TINT = np.array([0, 255, 0], np.uint8)
 
 class OpenCVUnavailableError(GpuSegError, ImportError):
     """Reading and writing image/video files needs OpenCV (``cv2``)."""
+
+
+class ManifestError(GpuSegError, OSError):
+    """The run's ``manifest.jsonl`` cannot be written (a full disk, a read-only folder): the run
+    stops, since frames written from then on could not be listed."""
 
 
 def opencv():
@@ -79,18 +93,39 @@ def opencv():
     return cv2
 
 
-def find_inputs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files named, plus the image and video files inside folders named (recursively, sorted)."""
+def find_inputs(
+    paths: Iterable[str | os.PathLike[str]], exclude: Iterable[str | os.PathLike[str]] = ()
+) -> list[Path]:
+    """Files named, plus the image and video files inside folders named (recursively, sorted).
+
+    Symbolic links to folders are followed, each folder searched once (a link back up the tree is
+    no loop). Folders in ``exclude`` (the output folder: a later run must not read its own masks
+    as inputs) are not searched; files named explicitly are always taken.
+    """
+    skipped = {os.path.realpath(folder) for folder in exclude}
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
-                    found.append(child)
+            found += sorted(_media_files(path, skipped))
         else:
             found.append(path)
     return found
+
+
+def _media_files(folder: Path, skipped: set[str]) -> Iterator[Path]:
+    """The image and video files under ``folder`` (links followed, each real folder once)."""
+    seen = set(skipped)
+    if os.path.realpath(folder) in seen:
+        return
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        seen.add(os.path.realpath(root))
+        dirs[:] = [d for d in sorted(dirs) if os.path.realpath(os.path.join(root, d)) not in seen]
+        seen.update(os.path.realpath(os.path.join(root, d)) for d in dirs)
+        for name in files:
+            child = Path(root, name)
+            if child.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and child.is_file():
+                yield child
 
 
 def is_video(path: str | os.PathLike[str]) -> bool:
@@ -101,12 +136,46 @@ def is_video(path: str | os.PathLike[str]) -> bool:
 def video_frame_count(path: str | os.PathLike[str]) -> int:
     """The container's frame count (a guess: 0 when it gives none or cannot be opened)."""
     cv2 = opencv()
-    capture = cv2.VideoCapture(str(path))
-    try:
-        count = capture.get(cv2.CAP_PROP_FRAME_COUNT) if capture.isOpened() else 0
-    finally:
-        capture.release()
+    with opencv_path(path) as name:
+        try:
+            capture = cv2.VideoCapture(name)
+        except cv2.error:
+            return 0
+        try:
+            count = capture.get(cv2.CAP_PROP_FRAME_COUNT) if capture.isOpened() else 0
+        finally:
+            capture.release()
     return max(0, int(count)) if np.isfinite(count) else 0
+
+
+@contextlib.contextmanager
+def opencv_path(path: str | os.PathLike[str]) -> Iterator[str]:
+    """``path`` as OpenCV's bindings can take it, for the duration of the block.
+
+    A name that is not valid UTF-8 (bytes the file system decoded with surrogate escapes: Latin-1
+    names from old archives or SMB shares) crashes them (a segfault): such a file is opened through a
+    symbolic link with a plain name (and the same suffix) in a temporary folder.
+    """
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield text
+        return
+    suffix = "".join(c for c in os.path.splitext(text)[1] if c.isascii() and c.isprintable())
+    with tempfile.TemporaryDirectory(prefix="gpu_seg-") as folder:
+        link = os.path.join(folder, "input" + suffix)
+        os.symlink(os.path.abspath(text), link)
+        yield link
+
+
+def opencv_failure(exc: Exception) -> str:
+    """A ``cv2.error``'s reason in one line (its assertion or message, and the function)."""
+    reason = getattr(exc, "err", None) or str(exc).strip().splitlines()[-1]
+    function = getattr(exc, "func", None)
+    return f"{reason} ({function})" if function else reason
 
 
 def estimate_frames(paths: Iterable[Path]) -> int:
@@ -120,6 +189,9 @@ def output_names(paths: Iterable[str | os.PathLike[str]], taken: set[str] | None
     Args:
         paths: the inputs, in run order.
         taken: names already used (updated in place with the new ones).
+
+    A name is never ``.``, ``..``, empty or the manifest's (a video ``...avi``, whose stem is
+    ``..``, is named ``.._avi``): every output stays inside the output folder.
     """
     taken = set() if taken is None else taken
     numbers: dict[str, int] = {}  # per stem: every stem_i below it is taken already
@@ -127,7 +199,8 @@ def output_names(paths: Iterable[str | os.PathLike[str]], taken: set[str] | None
     for raw in paths:
         path = Path(raw)
         stem = path.stem
-        name = next((c for c in (stem, f"{stem}_{path.suffix.lstrip('.')}") if c and c not in taken), None)
+        candidates = (stem, f"{stem}_{path.suffix.lstrip('.')}")
+        name = next((c for c in candidates if c not in _RESERVED_NAMES and c not in taken), None)
         if name is None:
             number = numbers.get(stem, 2)
             while f"{stem}_{number}" in taken:
@@ -140,7 +213,12 @@ def output_names(paths: Iterable[str | os.PathLike[str]], taken: set[str] | None
 
 
 class Output(Protocol):
-    """Where output files go: ``write`` stores ``data`` whole under a ``/``-separated relative path."""
+    """Where output files go: ``write`` stores ``data`` whole under a ``/``-separated relative path.
+
+    An output may also have ``remove(relative)`` (both of gpu_seg's have): a frame whose files could
+    not all be written then takes back those that were, so that no file is left that the manifest
+    does not list.
+    """
 
     def write(self, relative: str, data: bytes) -> None: ...
 
@@ -156,17 +234,37 @@ class LocalOutput:
         self.root = Path(root)
 
     def write(self, relative: str, data: bytes) -> None:
+        """Write ``FILE.partial``, then rename it; a write that fails (a full disk) removes it."""
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + PARTIAL_SUFFIX)
-        with open(partial, "wb") as stream:
-            stream.write(data)
-        os.replace(partial, path)
+        try:
+            with open(partial, "wb") as stream:
+                stream.write(data)
+            os.replace(partial, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise
+
+    def remove(self, relative: str) -> None:
+        """Remove a file written before (nothing if it is not there)."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / relative).unlink()
 
 
 def read_image(cv2, path: Path) -> np.ndarray | None:
-    """RGB uint8 ``(H, W, 3)``, or None when neither OpenCV nor imageio reads it as an image."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """RGB uint8 ``(H, W, 3)``, or None when neither OpenCV nor imageio reads it as an image.
+
+    Raises:
+        OSError: OpenCV refused the file outright (``cv2.error``: a header announcing more pixels
+            than OpenCV decodes, CV_IO_MAX_IMAGE_PIXELS); imageio is not tried on such a file.
+    """
+    with opencv_path(path) as name:
+        try:
+            bgr = cv2.imread(name, cv2.IMREAD_COLOR)
+        except cv2.error as exc:
+            raise OSError(f"OpenCV cannot read {path}: {opencv_failure(exc)}") from None
     if bgr is not None:
         return np.ascontiguousarray(bgr[..., ::-1])
     try:
@@ -199,7 +297,10 @@ def seek(cv2, capture, path: str, start: int):
 
 
 def encode_png(cv2, pixels: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels))
+    try:
+        ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels))
+    except cv2.error as exc:
+        raise OSError(f"OpenCV could not encode a PNG: {opencv_failure(exc)}") from None
     if not ok:
         raise OSError("OpenCV could not encode a PNG")
     return encoded.tobytes()

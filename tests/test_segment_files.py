@@ -1,0 +1,312 @@
+"""``gpu-seg segment`` on the files a real folder holds: odd names, files OpenCV refuses, a full disk,
+output folders inside input folders, signals, truncated videos. Nothing a bad input does may lose
+the other inputs' outputs or leave files the manifest does not describe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
+cv2 = pytest.importorskip("cv2", reason="OpenCV (it comes with mediapipe) is not installed")
+skdata = pytest.importorskip("skimage.data", reason="scikit-image is not installed")
+
+from gpu_seg import models  # noqa: E402
+from gpu_seg.cli import segment  # noqa: E402
+from gpu_seg.models import ModelFetchError  # noqa: E402
+from gpu_seg.segmenter.batch import find_inputs, output_names  # noqa: E402
+
+from .segmenter_support import environment, local_registry, selfie_model, write_wheel  # noqa: E402
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gpu-seg segment")
+    segment.add_arguments(parser)
+    return segment.run(parser.parse_args(argv))
+
+
+def _manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def _photo(path: Path, size: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """Write a small real photo to ``path`` (PNG); return its RGB pixels."""
+    pixels = np.ascontiguousarray(cv2.resize(skdata.astronaut(), size))
+    assert cv2.imwrite(str(path), pixels[..., ::-1])
+    return pixels
+
+
+def _video(path: Path, frames: int, size: tuple[int, int] = (64, 48)) -> None:
+    astronaut = skdata.astronaut()
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, size)
+    assert writer.isOpened()
+    for index in range(frames):
+        crop = astronaut[index % 200 : index % 200 + 300, :300]
+        writer.write(np.ascontiguousarray(cv2.resize(crop, size)[..., ::-1]))
+    writer.release()
+
+
+def _files(out: Path) -> set[str]:
+    """Every file under ``out`` but the manifest, relative, ``/``-separated."""
+    return {
+        path.relative_to(out).as_posix()
+        for path in out.rglob("*")
+        if path.is_file() and path.name != "manifest.jsonl"
+    }
+
+
+def _listed(out: Path) -> set[str]:
+    return {name for line in _manifest(out) for name in line["outputs"]}
+
+
+def _cli(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gpu_seg", "segment", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def test_a_file_name_that_is_not_utf8_is_segmented_like_any_other(tmp_path):
+    """Latin-1 names (old archives, SMB shares) reach OpenCV as str with lone surrogates, on which
+    its bindings segfaulted: the whole run died with no summary."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pixels = _photo(folder / "a.png")
+    odd = os.path.join(os.fsencode(folder), b"caf\xe9.png")
+    with open(odd, "wb") as stream:
+        stream.write((folder / "a.png").read_bytes())
+    _video(tmp_path / "clip.avi", 3)  # OpenCV's writer cannot take that name either
+    os.rename(tmp_path / "clip.avi", os.path.join(os.fsencode(folder), b"clip\xe9.avi"))
+    _photo(folder / "z.png")
+    out = tmp_path / "out"
+    proc = _cli(str(folder), "--out", str(out), "--model", str(selfie_model()), "--backend", "cpu", "--quiet")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {stdout[-2000:]}{stderr[-2000:]}"
+    assert "from 4/4 inputs" in stdout
+    odd_mask = os.path.join(os.fsencode(out), b"caf\xe9.mask.png")
+    with open(odd_mask, "rb") as stream:
+        assert stream.read() == (out / "a.mask.png").read_bytes()  # the same pixels as a.png
+    assert cv2.imread(str(out / "a.mask.png"), cv2.IMREAD_UNCHANGED).shape == pixels.shape[:2]
+    video_masks = os.listdir(os.path.join(os.fsencode(out), b"clip\xe9"))
+    assert sorted(video_masks) == [b"000000.mask.png", b"000001.mask.png", b"000002.mask.png"]
+
+
+def _huge_header_png(path: Path, side: int = 40000) -> None:
+    """A PNG whose header says ``side`` x ``side`` (a large scan), its pixel data cut short: OpenCV
+    raises ``cv2.error`` (CV_IO_MAX_IMAGE_PIXELS) instead of returning None."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    data = zlib.compress(b"\x00" * (3 * side + 1))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+
+
+def test_an_image_opencv_raises_on_is_one_failed_input(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _photo(folder / "a.png")
+    _huge_header_png(folder / "b.png")
+    _photo(folder / "c.png")
+    out = tmp_path / "out"
+    assert (
+        _run([str(folder), "--out", str(out), "--model", str(selfie_model()), "--backend", "cpu", "--quiet"])
+        == 1
+    )
+    lines = _manifest(out)
+    assert [Path(line["input"]).name for line in lines] == ["a.png", "b.png", "c.png"]
+    assert [bool(line.get("error")) for line in lines] == [False, True, False]
+    assert lines[1]["error"].startswith("OSError: ") and "b.png" in lines[1]["error"]
+    assert (out / "c.mask.png").is_file()
+    captured = capsys.readouterr()
+    assert f"failed: {folder / 'b.png'}" in captured.err and "from 2/3 inputs" in captured.out
+
+
+def test_a_full_disk_fails_the_input_and_leaves_no_partial_file(tmp_path, capsys):
+    """ENOSPC on an output file (``/dev/full`` behind the file being written): that input fails,
+    its half-written file is removed (it would keep the disk full), the others are written."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _photo(folder / "a.png")
+    _photo(folder / "b.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.confidence.npy.partial").symlink_to("/dev/full")
+    argv = [str(folder), "--out", str(out), "--model", str(selfie_model()), "--confidence", "--quiet"]
+    assert _run([*argv, "--backend", "cpu"]) == 1
+    lines = _manifest(out)
+    assert [bool(line.get("error")) for line in lines] == [True, False]
+    assert "No space left on device" in lines[0]["error"]
+    assert not list(out.glob("*.partial")) and not (out / "a.confidence.npy").exists()
+    assert {"b.mask.png", "b.confidence.npy"} <= _files(out)
+    assert "failed inputs: 1" in capsys.readouterr().out
+
+
+def test_a_manifest_that_cannot_be_written_is_a_clear_error(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _photo(folder / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.jsonl").symlink_to("/dev/full")
+    rc = _run([str(folder), "--out", str(out), "--model", str(selfie_model()), "--backend", "cpu", "--quiet"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "manifest" in err and "No space left on device" in err
+
+
+def test_an_output_folder_inside_an_input_folder_is_not_read_as_input(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(photos / "a.png")
+    out = photos / "masks"
+    argv = [str(photos), "--out", str(out), "--model", str(selfie_model()), "--overlay", "--backend", "cpu"]
+    assert _run([*argv, "--quiet"]) == 0
+    assert _run([*argv, "--quiet"]) == 0  # a second run: its own masks are no inputs
+    assert "from 1/1 inputs" in capsys.readouterr().out
+    assert not [name for name in _files(out) if ".mask.mask" in name or ".overlay.mask" in name]
+    assert find_inputs([photos], exclude=[out]) == [photos / "a.png"]
+
+
+@pytest.mark.parametrize("stem", [".", "..", "manifest.jsonl"])
+def test_output_names_stay_inside_the_output_folder(stem):
+    name = output_names([f"/videos/{stem}.avi"])[0]
+    assert name not in (".", "..", "", "manifest.jsonl") and "/" not in name
+
+
+def test_a_video_named_dot_dot_writes_inside_the_output_folder(tmp_path):
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    _video(tmp_path / "...avi", 2)
+    out = parent / "out"
+    assert _run([str(tmp_path / "...avi"), "--out", str(out), "--model", str(selfie_model()), "--quiet"]) == 0
+    assert sorted(path.name for path in parent.iterdir()) == ["out"]
+    assert _files(out) == _listed(out) and len(_listed(out)) == 2
+
+
+def test_a_fifo_is_reported_as_not_a_regular_file(tmp_path, capsys):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+    assert _run([str(fifo), "--out", str(out), "--model", str(selfie_model()), "--quiet"]) == 1
+    assert "not a regular file" in _manifest(out)[0]["error"]
+
+
+def test_symlinked_subfolders_are_searched_once(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "real").mkdir(parents=True)
+    _photo(folder / "real" / "a.png")
+    (folder / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    _photo(tmp_path / "elsewhere" / "b.png")
+    (folder / "real" / "loop").symlink_to(folder, target_is_directory=True)  # a cycle
+    found = find_inputs([folder])
+    assert found == [folder / "linked" / "b.png", folder / "real" / "a.png"]
+
+
+def test_a_missing_model_file_is_named_plainly(tmp_path, capsys):
+    image = tmp_path / "a.png"
+    _photo(image)
+    rc = _run([str(image), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "nope.tflite")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert f"cannot read the model {tmp_path / 'nope.tflite'}:" in err and "PosixPath" not in err
+
+
+def test_a_model_cache_that_cannot_be_written_is_a_model_fetch_error(tmp_path):
+    members = {
+        spec.member: selfie_model(landscape).read_bytes() for landscape, spec in models.SELFIE_MODELS.items()
+    }
+    write_wheel(tmp_path / "wheels", "0.10.21", members)
+    (tmp_path / "file").write_text("not a folder")
+    with environment(
+        {**local_registry(tmp_path / "wheels"), "GPU_SEG_CACHE_DIR": str(tmp_path / "file" / "cache")}
+    ):
+        with pytest.raises(ModelFetchError, match="cache"):
+            models.selfie_segmenter()
+
+
+def _wait_for_lines(out: Path, lines: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    manifest = out / "manifest.jsonl"
+    while time.monotonic() < deadline:
+        if manifest.is_file() and manifest.read_text().count("\n") >= lines:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    pytest.fail("the run wrote no manifest lines in time")
+
+
+def test_sigterm_ends_a_run_like_ctrl_c_with_a_consistent_manifest(tmp_path):
+    """``timeout``, ``docker stop``, Slurm and systemd send SIGTERM: the run stops between frames,
+    every file written has its manifest line, and the exit status says it was terminated."""
+    video = tmp_path / "long.avi"
+    _video(video, 400)
+    out = tmp_path / "out"
+    proc = _cli(str(video), "--out", str(out), "--model", str(selfie_model()), "--backend", "cpu", "--quiet")
+    _wait_for_lines(out, 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "terminated" in stderr and "Traceback" not in stderr
+    assert _files(out) == _listed(out)
+    assert not list(out.rglob("*.partial"))
+
+
+def test_a_killed_run_leaves_at_most_the_frame_in_progress_unlisted(tmp_path):
+    """SIGKILL cannot be handled: the manifest is flushed after every frame, so at most the frame
+    being written when the process died has files without a line."""
+    video = tmp_path / "long.avi"
+    _video(video, 400)
+    out = tmp_path / "out"
+    proc = _cli(str(video), "--out", str(out), "--model", str(selfie_model()), "--backend", "cpu", "--quiet")
+    _wait_for_lines(out, 3, proc)
+    time.sleep(0.3)
+    proc.kill()
+    proc.communicate(timeout=60)
+    listed = _listed(out)
+    assert all((out / name).is_file() for name in listed)
+    unlisted = {name for name in _files(out) if not name.endswith(".partial")} - listed
+    assert len(unlisted) <= 1, sorted(unlisted)
+
+
+def test_a_truncated_video_is_a_failed_input(tmp_path, capsys):
+    """A video cut short (an interrupted copy) decodes fewer frames than its container announces:
+    the frames decoded are written, and the input is reported failed, not processed."""
+    video = tmp_path / "clip.avi"
+    _video(video, 40)
+    data = video.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    capture = cv2.VideoCapture(str(cut))
+    announced = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    assert announced == 40
+    out = tmp_path / "out"
+    assert (
+        _run([str(cut), "--out", str(out), "--model", str(selfie_model()), "--backend", "cpu", "--quiet"])
+        == 1
+    )
+    lines = _manifest(out)
+    decoded = [line for line in lines if not line.get("error")]
+    assert 0 < len(decoded) < 40
+    assert "40" in lines[-1]["error"] and lines[-1]["input"] == str(cut)
+    assert "failed inputs: 1" in capsys.readouterr().out
