@@ -324,6 +324,52 @@ def test_bad_arguments_are_rejected(fast):
             cpu.FastCPU(threads=threads)
 
 
+@pytest.mark.parametrize("channels", [[3], [-1], [100_000_000], [0, 3], [1.0], ["1"]])
+def test_channels_out_of_range_are_refused_not_read(fast, channels):
+    """The kernels do not check indices: an index past the tensor read other memory (garbage, or
+    a segfault), a negative one wrapped around."""
+    tensor = np.arange(18, dtype=np.float32).reshape(2, 3, 3)
+    out = np.empty((len(channels), 4, 5), np.float32)
+    with pytest.raises(ValueError, match="channels"):
+        fast.confidence_masks(tensor, "none", 5, 4, out, channels=channels)
+
+
+def test_closing_during_a_frame_leaves_no_worker_thread():
+    """``close()`` from another thread while a CPU frame computes its confidence masks: the frame's
+    category kernel restarted the worker pool of the closed processor, whose thread then lived as
+    long as the processor object. Now the frame ends with ClosedError (or had finished) and no
+    worker thread is left."""
+    import threading
+    import time
+
+    import gpu_seg
+
+    tensor = model_like(np.random.default_rng(5), (257, 257, 21))
+    leaks = []
+    for attempt in range(3):
+        before = set(threading.enumerate())  # other tests' pools (the module's fixture) stay
+        pp = gpu_seg.SegmentationPostprocessor("softmax", True, True, backend="cpu", cpu_threads=2)
+        pp.process(tensor, (64, 64))  # warm
+        outcome = {}
+
+        def frame(pp=pp, outcome=outcome):
+            try:
+                outcome["backend"] = pp.process(tensor, (1920, 1080)).backend
+            except gpu_seg.ClosedError as exc:
+                outcome["closed"] = str(exc)
+
+        thread = threading.Thread(target=frame)
+        thread.start()
+        time.sleep(0.05 + 0.02 * attempt)  # inside the confidence pass (hundreds of ms here)
+        pp.close()
+        thread.join(60)
+        assert outcome, "the frame neither finished nor raised ClosedError"
+        time.sleep(0.1)
+        leaks += [t.name for t in set(threading.enumerate()) - before if t.name.startswith("gpu_seg-cpu_")]
+        del pp
+    assert not leaks
+
+
 def test_close_then_reuse():
     tensor = model_like(np.random.default_rng(2), (40, 40, 3))
     fast = cpu.FastCPU(threads=3)

@@ -154,21 +154,22 @@ def parse_output_size(
     return width, height
 
 
-def parse_channels(channels: object, count: int) -> tuple[int, ...]:
-    """The confidence channels to return (all when ``channels`` is None), checked against ``count``."""
+def parse_channels(channels: object, count: int, argument: str = "confidence_channels") -> tuple[int, ...]:
+    """The confidence channels to return (all when ``channels`` is None), checked against ``count``
+    (errors name ``argument``)."""
     if channels is None:
         return tuple(range(count))
     if isinstance(channels, (str, bytes)) or not hasattr(channels, "__iter__"):
-        raise InputError("confidence_channels", f"{channels!r} is not a sequence of channel indices")
+        raise InputError(argument, f"{channels!r} is not a sequence of channel indices")
     selected = []
     for channel in channels:  # type: ignore[union-attr]
         if isinstance(channel, bool) or not isinstance(channel, numbers.Integral):
-            raise InputError("confidence_channels", f"{channel!r} is not an integer channel index")
+            raise InputError(argument, f"{channel!r} is not an integer channel index")
         if not 0 <= int(channel) < count:
-            raise InputError("confidence_channels", f"channel {channel} is out of range for {count} channels")
+            raise InputError(argument, f"channel {channel} is out of range for {count} channels")
         selected.append(int(channel))
     if not selected:
-        raise InputError("confidence_channels", "is empty; pass None for every channel")
+        raise InputError(argument, "is empty; pass None for every channel")
     return tuple(selected)
 
 

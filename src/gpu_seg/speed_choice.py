@@ -3,8 +3,11 @@
 On llvmpipe, softpipe or SwiftShader the "GPU" is the same CPU cores, and the fast CPU path is
 often faster than rasterising. For each frame configuration (tensor shape, output size,
 activation, outputs, format, channels) the processor measures once: the configuration's 2nd frame
-runs timed on GL, its 3rd timed on the CPU (both exact; the 1st warms both paths up), and later
-frames take the faster. The timed frames first wait, untimed, for the fast path's warm-up
+runs timed on GL, its 3rd timed on the CPU (both within the parity bar; the 1st warms both paths
+up), and later frames take the faster. The two paths' sigmoid and softmax confidences differ in the
+last bits (the GL ``exp`` is the driver's; up to about 2e-7): a configuration's first frames and
+later ones may differ that much for the same tensor; category masks agree. The timed frames first
+wait, untimed, for the fast path's warm-up
 (compiling after an install takes seconds): a CPU frame would wait for it anyway, and a GL frame
 would share the cores with it.
 Configurations seen fewer than three times (an application that changes the output size every

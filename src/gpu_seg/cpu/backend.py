@@ -14,6 +14,7 @@ import threading
 import numpy as np
 
 from .. import forks, reference
+from ..errors import ClosedError
 from ..frame import Frame
 
 __all__ = ["CPUBackend"]
@@ -37,6 +38,7 @@ class CPUBackend:
         from . import available, unavailable_reason
 
         self._fast = None
+        self._closed = False
         self._geometry: tuple | None = None
         self._lock = threading.Lock()
         forks.renew_locks(self, "_lock")
@@ -92,6 +94,7 @@ class CPUBackend:
             return
         self.wait_until_warm()  # at once when warm; waits for a warm-up still under way
         self.prepare(frame)
+        self._check_open()
         if frame.confidence_channels is not None:
             assert confidence is not None
             fast.confidence_masks(
@@ -103,11 +106,23 @@ class CPUBackend:
                 frame.confidence_format,
                 frame.confidence_channels,
             )
+            self._check_open()
         if frame.category:
             assert category is not None
             fast.category_mask(frame.tensor, frame.activation, frame.width, frame.height, category)
+            self._check_open()
+
+    def _check_open(self) -> None:
+        """Between a frame's kernel calls: after :meth:`close`, stop the worker threads a call may
+        have started again (the fast path restarts its pool on use) and end the frame."""
+        if self._closed:
+            assert self._fast is not None
+            self._fast.close()
+            raise ClosedError("the processor was closed during the frame")
 
     def close(self) -> None:
+        """Stop the fast path's worker threads; a frame still computing ends with ClosedError."""
+        self._closed = True
         if self._fast is not None:
             self._fast.close()
 

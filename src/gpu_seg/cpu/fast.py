@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import forks
 from ..frame import ConfidenceFormat
-from ..inputs import parse_activation
+from ..inputs import parse_activation, parse_channels
 from ..reference import SIGMOID_ONE_CLASS_THRESHOLD
 from ..types import Activation
 from . import _category_kernels as cat
@@ -146,10 +146,14 @@ class FastCPU:
         plane is resized to ``(width, height)`` and stored as ``out.dtype`` (``fmt``, if given,
         must name the same dtype): float32 as is, float16 rounded to nearest even, uint8 as
         ``floor(v * 255 + 0.5)`` clamped, NaN -> 0. Returns ``out``.
+
+        Raises:
+            InputError (a ValueError): ``channels`` holds a non-integer or an index outside
+                ``0 .. C-1`` (the kernels do not check indices).
+            ValueError: ``out`` does not fit.
         """
         activation = parse_activation(activation)
-        c = tensor.shape[2]
-        selected = np.arange(c, dtype=np.int64) if channels is None else np.array(channels, np.int64)
+        selected = np.array(parse_channels(channels, tensor.shape[2], "channels"), np.int64)
         dtype = out.dtype if fmt is None else ConfidenceFormat.parse(fmt, "fmt").dtype
         if out.dtype != dtype or out.shape != (selected.size, height, width) or not out.flags.c_contiguous:
             raise ValueError(f"out must be C-contiguous {dtype} {(selected.size, height, width)}")
