@@ -6,10 +6,10 @@ activation, outputs, format, channels) the processor measures once: the configur
 runs timed on GL, its 3rd timed on the CPU (both within the parity bar; the 1st warms both paths
 up), and later frames take the faster. The two paths' sigmoid and softmax confidences differ in the
 last bits (the GL ``exp`` is the driver's; up to about 2e-7): a configuration's first frames and
-later ones may differ that much for the same tensor; category masks agree. The timed frames first
-wait, untimed, for the fast path's warm-up
-(compiling after an install takes seconds): a CPU frame would wait for it anyway, and a GL frame
-would share the cores with it.
+later ones may differ that much for the same tensor; category masks agree (but for saturated
+multi-class sigmoid near ties: README, Semantics). The timed frames first wait, untimed, for the
+fast path's warm-up (compiling after an install takes seconds): a CPU frame would wait for it
+anyway, and a GL frame would share the cores with it.
 Configurations seen fewer than three times (an application that changes the output size every
 frame) stay on GL. At most :data:`CAPACITY` configurations are remembered
 (least recently used first out). Hardware GPUs are never second-guessed.
