@@ -310,3 +310,50 @@ def test_a_truncated_video_is_a_failed_input(tmp_path, capsys):
     assert 0 < len(decoded) < 40
     assert "40" in lines[-1]["error"] and lines[-1]["input"] == str(cut)
     assert "failed inputs: 1" in capsys.readouterr().out
+
+
+def test_a_later_run_into_the_same_folder_does_not_overwrite_earlier_outputs(tmp_path):
+    """Two runs, two different ``photo.png`` (and a video each), one ``--out``: the second run's
+    names avoid those the folder holds, so every manifest line still describes its own files."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    _photo(first / "photo.png", (128, 128))
+    _photo(second / "photo.png", (70, 50))
+    _video(first / "clip.avi", 3)
+    _video(second / "clip.avi", 2, (48, 32))
+    out = tmp_path / "out"
+    model = str(selfie_model())
+    assert _run([str(first), "--out", str(out), "--model", model, "--backend", "cpu", "--quiet"]) == 0
+    assert _run([str(second), "--out", str(out), "--model", model, "--backend", "cpu", "--quiet"]) == 0
+    lines = _manifest(out)
+    outputs = [name for line in lines for name in line["outputs"]]
+    assert len(outputs) == len(set(outputs)) == 7  # 3 + 1 frames, then 2 + 1
+    assert _files(out) == set(outputs)
+    widths = {str(first): (128, 64), str(second): (70, 48)}  # (photo, video frames)
+    for line in lines:  # each line's mask has its own input's size
+        width = widths[str(Path(line["input"]).parent)][line["frame"] is not None]
+        mask = cv2.imread(str(out / line["outputs"][0]), cv2.IMREAD_UNCHANGED)
+        assert mask.shape[1] == width, line
+
+
+def test_names_in_use_are_read_from_the_output_folder(tmp_path):
+    from gpu_seg.distributed.storage import open_output
+
+    out = tmp_path / "out"
+    (out / "clip").mkdir(parents=True)
+    names = (
+        "a.mask.png",
+        "b.confidence.npy",
+        "c.overlay.png",
+        "d.mask.png.partial",
+        "manifest.jsonl",
+        "e.txt",
+    )
+    for name in names:
+        (out / name).write_bytes(b"x")
+    assert open_output(out).names_in_use() == {"a", "b", "c", "clip"}
+    pytest.importorskip("pyarrow.fs", reason="pyarrow is not installed")
+    assert open_output(out.as_uri()).names_in_use() == {"a", "b", "c", "clip"}
+    assert open_output(tmp_path / "missing").names_in_use() == set()
+    assert open_output((tmp_path / "missing").as_uri()).names_in_use() == set()

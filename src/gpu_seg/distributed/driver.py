@@ -33,7 +33,7 @@ from .plan import DEFAULT_FRAMES_PER_TASK, Task, check_task_sizes, plan_tasks
 from .plan import images_per_task as default_images_per_task
 from .report import RayReport, ResultCollector
 from .session import data_settings, ray_session
-from .storage import Manifest, is_uri, output_label
+from .storage import Manifest, is_uri, open_output, output_label
 from .worker import SegmentWorker
 
 __all__ = ["Pool", "segment_on_ray"]
@@ -109,7 +109,8 @@ def segment_on_ray(
         files = find_inputs(_paths(inputs), exclude=[] if is_uri(out) else [out])
         if images_per_task is None:
             images_per_task = default_images_per_task(sum(not is_video(f) for f in files), workers)
-        tasks = plan_tasks(files, frames_per_task, images_per_task)
+        taken = open_output(out).names_in_use()  # earlier runs' outputs are never overwritten
+        tasks = plan_tasks(files, frames_per_task, images_per_task, taken)
         report = RayReport(inputs=len(files), tasks=len(tasks))
         ledger = ray.remote(num_cpus=0)(Ledger).options(name=LEDGER_PREFIX + uuid.uuid4().hex[:12]).remote()
         worker_options = {

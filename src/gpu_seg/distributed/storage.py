@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import InputError
-from ..segmenter.files import LocalOutput, Output
+from ..segmenter.files import LocalOutput, Output, names_in_use
 
 __all__ = ["MANIFEST", "Manifest", "PyArrowOutput", "is_uri", "open_output", "output_label"]
 
@@ -51,6 +51,22 @@ class PyArrowOutput:
         self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with self.filesystem.open_output_stream(path) as stream:
             stream.write(data)
+
+    def remove(self, relative: str) -> None:
+        """Remove a file written before (nothing if it is not there)."""
+        import pyarrow.fs as pafs
+
+        path = self.path(relative)
+        if self.filesystem.get_file_info(path).type == pafs.FileType.File:
+            self.filesystem.delete_file(path)
+
+    def names_in_use(self) -> set[str]:
+        """Output names the prefix holds from earlier runs (see ``files.names_in_use``)."""
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(self.base, recursive=False, allow_not_found=True)
+        infos = self.filesystem.get_file_info(selector)
+        return names_in_use((info.base_name, info.type == pafs.FileType.Directory) for info in infos)
 
     def read(self, relative: str) -> bytes | None:
         """A file's bytes, or None when it does not exist."""

@@ -13,15 +13,15 @@ For each input ``NAME.ext`` it writes into the output folder:
   line with ``error`` per input that could not be processed.
 
 Images are read with OpenCV (``cv2.imread``; imageio when OpenCV cannot), videos with
-``cv2.VideoCapture``. Output names are chosen before anything runs, in input order: a name
-already taken by an earlier input (of this run or an earlier ``run`` of the same engine) gets the
-extension appended (``a_jpg``), then a number; an input that later fails keeps its name. One
-unreadable input does not stop the others (whatever it raises); a video that decodes well short of
-the frames its container indexes is such an input (its decoded frames stay written). Every file is
-written whole: to ``FILE.partial``, then renamed; a frame whose files cannot all be written takes
-back those that were. The manifest is flushed after every line; one that cannot be written stops
-the run (:class:`~.files.ManifestError`). Nothing is printed: the caller gets a callback per frame
-and a :class:`BatchReport`.
+``cv2.VideoCapture``. Output names are chosen before anything runs, in input order: a name already
+taken by an earlier input (of this run, or of an earlier run whose outputs the folder holds) gets
+the extension appended (``a_jpg``), then a number, so no earlier output is overwritten; an input
+that later fails keeps its name. One unreadable input does not stop the others (whatever it raises);
+a video that decodes well short of the frames its container indexes is such an input (its decoded
+frames stay written). Every file is written whole: to ``FILE.partial``, then renamed; a frame whose
+files cannot all be written takes back those that were. The manifest is flushed after every line;
+one that cannot be written stops the run (:class:`~.files.ManifestError`). Nothing is printed: the
+caller gets a callback per frame and a :class:`BatchReport`.
 
 The work is split so that other engines (``gpu_seg.distributed``: many processes or machines)
 produce the same bytes: :func:`output_names` plans the names, a :class:`WorkItem` is one image or a
@@ -409,9 +409,10 @@ class BatchSegmenter:
     ) -> None:
         self.out_dir = Path(out_dir)
         self.on_frame = on_frame
+        self._output = LocalOutput(self.out_dir)
         self._engine = FrameSegmenter(
             model,
-            LocalOutput(self.out_dir),
+            self._output,
             confidence=confidence,
             overlay=overlay,
             backend=backend,
@@ -430,6 +431,7 @@ class BatchSegmenter:
         """
         report = BatchReport(inputs=len(inputs))
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._names |= self._output.names_in_use()  # earlier runs' outputs are never overwritten
         names = output_names(inputs, self._names)
         start = time.perf_counter()
         manifest = _open_manifest(self.out_dir / MANIFEST)

@@ -32,6 +32,7 @@ __all__ = [
     "estimate_frames",
     "find_inputs",
     "is_video",
+    "names_in_use",
     "opencv",
     "opencv_path",
     "output_names",
@@ -65,6 +66,8 @@ PARTIAL_SUFFIX = ".partial"
 MANIFEST = "manifest.jsonl"
 #: Names an input's outputs never get: they would leave the output folder or hit the manifest.
 _RESERVED_NAMES = frozenset({"", ".", "..", MANIFEST})
+#: An image's files are its name plus one of these (a video's: the folder of its name).
+OUTPUT_SUFFIXES = (".mask.png", ".confidence.npy", ".overlay.png")
 #: Overlay tint (RGB) per class for multi-class models (class 0 is left untinted).
 _PALETTE = np.array(
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180]],
@@ -212,12 +215,29 @@ def output_names(paths: Iterable[str | os.PathLike[str]], taken: set[str] | None
     return names
 
 
+def names_in_use(entries: Iterable[tuple[str, bool]]) -> set[str]:
+    """The output names an output folder holds already, from its top-level ``(name, is_folder)``
+    entries: every folder (a video's frames), and ``NAME`` of ``NAME.mask.png``,
+    ``NAME.confidence.npy`` or ``NAME.overlay.png`` (a leftover ``.partial`` holds no name: it is
+    no output, and the next write of that file replaces it)."""
+    names = set()
+    for name, is_folder in entries:
+        if is_folder:
+            names.add(name)
+            continue
+        for suffix in OUTPUT_SUFFIXES:
+            if name.endswith(suffix) and len(name) > len(suffix):
+                names.add(name[: -len(suffix)])
+    return names
+
+
 class Output(Protocol):
     """Where output files go: ``write`` stores ``data`` whole under a ``/``-separated relative path.
 
     An output may also have ``remove(relative)`` (both of gpu_seg's have): a frame whose files could
     not all be written then takes back those that were, so that no file is left that the manifest
-    does not list.
+    does not list. gpu_seg's outputs also say which output names their folder holds already
+    (``names_in_use()``), which a new run's names avoid.
     """
 
     def write(self, relative: str, data: bytes) -> None: ...
@@ -251,6 +271,14 @@ class LocalOutput:
         """Remove a file written before (nothing if it is not there)."""
         with contextlib.suppress(FileNotFoundError):
             (self.root / relative).unlink()
+
+    def names_in_use(self) -> set[str]:
+        """Output names the folder holds from earlier runs (:func:`names_in_use`)."""
+        try:
+            with os.scandir(self.root) as entries:
+                return names_in_use((entry.name, entry.is_dir()) for entry in entries)
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
 
 
 def read_image(cv2, path: Path) -> np.ndarray | None:
