@@ -357,3 +357,18 @@ def test_names_in_use_are_read_from_the_output_folder(tmp_path):
     assert open_output(out.as_uri()).names_in_use() == {"a", "b", "c", "clip"}
     assert open_output(tmp_path / "missing").names_in_use() == set()
     assert open_output((tmp_path / "missing").as_uri()).names_in_use() == set()
+
+
+def test_the_ray_drivers_manifest_fails_with_a_manifest_error(tmp_path):
+    from gpu_seg.distributed.storage import Manifest
+    from gpu_seg.segmenter.files import ManifestError
+
+    (tmp_path / "manifest.jsonl").symlink_to("/dev/full")
+    manifest = Manifest(tmp_path)
+    manifest.write('{"input": "a.png"}')
+    with pytest.raises(ManifestError, match="No space left on device"):
+        manifest.flush()
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "manifest.jsonl").mkdir()
+    with pytest.raises(ManifestError, match="cannot open the manifest"):
+        Manifest(tmp_path / "folder")

@@ -14,12 +14,14 @@ read and written back first.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from ..errors import InputError
-from ..segmenter.files import LocalOutput, Output, names_in_use
+from ..segmenter.files import LocalOutput, ManifestError, Output, names_in_use
 
 __all__ = ["MANIFEST", "Manifest", "PyArrowOutput", "is_uri", "open_output", "output_label"]
 
@@ -97,36 +99,56 @@ def open_output(out: str | os.PathLike[str]) -> Output:
 
 
 class Manifest:
-    """The run's ``manifest.jsonl``, appended to line by line (see the module notes)."""
+    """The run's ``manifest.jsonl``, appended to line by line (see the module notes).
+
+    Raises:
+        ManifestError: it cannot be opened, written or flushed (a full disk, a read-only folder).
+    """
 
     def __init__(self, out: str | os.PathLike[str]) -> None:
         output = open_output(out)
         self._stream: IO[str] | Any
-        if isinstance(output, PyArrowOutput):
-            earlier = output.read(MANIFEST) or b""
-            output.filesystem.create_dir(output.base, recursive=True)
-            self._binary = True
-            self._stream = output.filesystem.open_output_stream(output.path(MANIFEST))
-            self._stream.write(earlier)
-        else:
-            Path(out).mkdir(parents=True, exist_ok=True)
-            self._binary = False
-            self._stream = open(Path(out) / MANIFEST, "a", encoding="utf-8")
+        self.label = f"{output_label(out).rstrip('/')}/{MANIFEST}"
+        with self._errors("open"):
+            if isinstance(output, PyArrowOutput):
+                earlier = output.read(MANIFEST) or b""
+                output.filesystem.create_dir(output.base, recursive=True)
+                self._binary = True
+                self._stream = output.filesystem.open_output_stream(output.path(MANIFEST))
+                self._stream.write(earlier)
+            else:
+                Path(out).mkdir(parents=True, exist_ok=True)
+                self._binary = False
+                self._stream = open(Path(out) / MANIFEST, "a", encoding="utf-8")
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise ManifestError(f"cannot {action} the manifest {self.label}: {exc.strerror or exc}") from None
 
     def write(self, line: str) -> None:
         """Add one line (given without its newline)."""
         text = line + "\n"
-        self._stream.write(text.encode("utf-8") if self._binary else text)
+        with self._errors("write"):
+            self._stream.write(text.encode("utf-8") if self._binary else text)
 
     def flush(self) -> None:
         if not self._binary:
-            self._stream.flush()
+            with self._errors("write"):
+                self._stream.flush()
 
     def close(self) -> None:
-        self._stream.close()
+        with self._errors("write"):
+            self._stream.close()
 
     def __enter__(self) -> Manifest:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        if exc[0] is None:
+            self.close()
+            return
+        with contextlib.suppress(OSError):  # the error under way is the one to report
+            self._stream.close()
