@@ -271,3 +271,68 @@ def test_context_losses_in_workers_are_recovered_and_counted(ray_process, corpus
         mask = cv2.imread(str(tmp_path / "ray" / line["outputs"][0]), cv2.IMREAD_UNCHANGED)
         on_cpu = cv2.imread(str(corpus / "single" / line["outputs"][0]), cv2.IMREAD_UNCHANGED)
         assert np.mean(mask == on_cpu) >= 0.999  # only near-ties may differ between GL and the CPU
+
+
+_TOO_BIG_A_WORKER = """
+import json, sys, time
+from gpu_seg.distributed import segment_on_ray
+from gpu_seg.errors import InputError
+started = time.monotonic()
+try:
+    segment_on_ray([sys.argv[1]], sys.argv[2], model=sys.argv[3], cpus_per_worker=3,
+                   ray_options={"num_cpus": 2})
+except InputError as exc:
+    print(json.dumps({"argument": exc.argument, "message": str(exc), "s": time.monotonic() - started}))
+"""
+
+
+def test_a_worker_the_local_ray_cannot_hold_is_an_input_error_not_a_hang(tmp_path):
+    """3 CPUs per worker on a 2-CPU local Ray (or a GPU where there is none): Ray Data waited for
+    a node that would never come, with no message."""
+    from .subprocesses import run_script
+
+    image = _photos(tmp_path / "in", (64,))[0]
+    args = (str(image), str(tmp_path / "out"), str(selfie_model()))
+    result = run_script(_TOO_BIG_A_WORKER, *args, timeout=150)
+    assert result["argument"] == "cpus_per_worker" and "2 CPUs" in result["message"]
+
+
+def test_sigterm_on_a_ray_run_stops_it_like_ctrl_c(tmp_path):
+    """``gpu-seg segment --ray`` under SIGTERM (``timeout``, ``docker stop``): ray.init had replaced
+    the command's handler (in C too), so the process died at once with nothing more written
+    (exit -15 or 15). Now it stops as after Ctrl-C: exit 143, the lines of the photos that came
+    back kept.
+    (Results held for an earlier task still running: ``test_ray_parts``.)"""
+    import subprocess
+    import sys
+
+    photos = _photos(tmp_path / "in", (64,))
+    video = tmp_path / "in" / "long.avi"
+    write_video(video, 20000, fourcc="MJPG", size=(64, 48))  # minutes of work: never done in time
+    out = tmp_path / "out"
+    argv = [*map(str, photos), str(video), "--out", str(out), "--model", str(selfie_model()), "--quiet"]
+    argv += ["--backend", "cpu", "--ray", "--workers", "1", "--frames-per-task", "30000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpu_seg", "segment", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    manifest = out / "manifest.jsonl"
+    try:
+        deadline = time.monotonic() + 150
+        while not manifest.is_file() or not manifest.read_text() or len(list(out.glob("long/*"))) < 5:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run wrote too little in time"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "terminated" in stderr
+    listed = {name for line in _manifest(out) for name in line["outputs"]}
+    assert listed and listed <= {f"{p.stem}.mask.png" for p in photos}  # the video's task never came back
+    assert all((out / name).is_file() for name in listed)

@@ -286,3 +286,109 @@ def test_output_names_cost_little_per_input_and_never_run_out():
     same = output_names([f"in/{i}/a.jpg" for i in range(10_050)], taken={"a_3"})
     assert same[:4] == ["a", "a_jpg", "a_2", "a_4"] and same[-1] == "a_10050"
     assert len(set(same)) == len(same)
+
+
+# ------------------------------------------------------------------------------------------ faults
+def test_gpu_seg_errors_cross_process_boundaries_intact():
+    """Ray sends a worker's exceptions to the driver pickled: InputError and ShaderBuildError could
+    not be unpickled (their constructors take more than the message), so a bad model or backend
+    reached the driver as Ray's UnserializableException, once per input."""
+    import pickle
+
+    from gpu_seg import errors
+
+    cases = [
+        errors.InputError("model", "not a TFLite model"),
+        errors.ContextLostError("lost", reason="eglGetError: EGL_CONTEXT_LOST"),
+        errors.ShaderBuildError("activate", "0:1: syntax error", "1: void main() {"),
+    ]
+    for exc in cases:
+        copy = pickle.loads(pickle.dumps(exc))
+        assert type(copy) is type(exc) and str(copy) == str(exc)
+        assert copy.__dict__ == exc.__dict__
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("model", b"not a model"),
+        ("backend", "fastest"),
+        ("num_threads", 0),
+        ("out", "nosuchscheme://b/m"),
+        ("gpus_per_worker", 1.5),
+    ],
+)
+def test_segmenter_options_are_checked_before_ray_starts(tmp_path, option, value):
+    """A bad model, backend or thread count failed every input in the workers, one by one; a bad
+    output URI was found only after Ray had started."""
+    options = {"model": selfie_model(), "out": tmp_path / "out", option: value}
+    with environment({"RAY_ADDRESS": "127.0.0.1:9"}), pytest.raises(InputError) as info:
+        segment_on_ray([tmp_path], **options)  # raises before Ray starts
+    assert info.value.argument == option
+
+
+def test_an_unreachable_cluster_address_fails_fast_from_python(tmp_path):
+    """The CLI checked the address; segment_on_ray(address=...) let ray.init retry for good."""
+    from gpu_seg.distributed.session import RayClusterError
+
+    started = time.monotonic()
+    with pytest.raises(RayClusterError, match="no Ray cluster answers"):
+        segment_on_ray([tmp_path], tmp_path / "out", model=selfie_model(), address="127.0.0.1:9")
+    assert time.monotonic() - started < 30
+
+
+def test_results_that_arrived_are_written_when_the_run_is_interrupted(tmp_path):
+    """Ctrl-C, SIGTERM or a failing on_frame before an earlier task came back: the tasks that did
+    come back (their files are on disk) still get their lines, after the ones in order."""
+    tasks = [Task(i, (WorkItem(f"{i}.png", str(i)),), 1) for i in range(4)]
+    report = RayReport(inputs=4, tasks=4)
+    with Manifest(tmp_path) as manifest:
+        collector = ResultCollector(tasks, manifest, report)
+        collector.add(_row(1, [("1", _record("1.png", None))]))
+        collector.add(_row(3, [("3", _record("3.png", None))]))
+        collector.add(_row(0, [("0", _record("0.png", None))]))
+        collector.interrupted()
+    lines = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert [line["input"] for line in lines] == ["0.png", "1.png", "3.png"]  # 2 never came back
+
+
+def test_a_failing_on_frame_callback_is_raised_not_taken_for_a_lost_worker(tmp_path):
+    tasks = [Task(0, (WorkItem("0.png", "0"),), 1)]
+    report = RayReport(inputs=1, tasks=1)
+
+    def callback(record):
+        raise ZeroDivisionError("the application's bug")
+
+    with Manifest(tmp_path) as manifest:
+        collector = ResultCollector(tasks, manifest, report, callback)
+        with pytest.raises(ZeroDivisionError):
+            collector.add(_row(0, [("0", _record("0.png", None))]))
+        collector.interrupted()
+    assert json.loads((tmp_path / "manifest.jsonl").read_text())["input"] == "0.png"
+
+
+def test_a_given_up_task_does_not_say_its_other_inputs_ran():
+    from gpu_seg.distributed.worker import _given_up
+
+    message = _given_up(4, 3)
+    assert "times its task ran" in message and "may not have been reached" in message
+
+
+def test_a_file_uri_output_is_renamed_into_place_never_written_in_place(tmp_path):
+    """``file://`` outputs were written straight to their final name: a worker killed midway left a
+    truncated ``.confidence.npy`` under its real name. Now a write goes to ``FILE.partial`` and is
+    moved over ``FILE``: a file it replaces is replaced whole (here a link, whose target stays
+    untouched), and a write that fails (a full disk) leaves nothing behind."""
+    pytest.importorskip("pyarrow", reason="pyarrow is not installed")
+    out = tmp_path / "masks"
+    out.mkdir()
+    (tmp_path / "victim").write_bytes(b"somebody else's file")
+    (out / "a.mask.png").symlink_to(tmp_path / "victim")
+    output = open_output(out.as_uri())
+    output.write("a.mask.png", b"complete")
+    assert (tmp_path / "victim").read_bytes() == b"somebody else's file"
+    assert not (out / "a.mask.png").is_symlink() and (out / "a.mask.png").read_bytes() == b"complete"
+    (out / "b.mask.png.partial").symlink_to("/dev/full")
+    with pytest.raises(OSError):
+        output.write("b.mask.png", b"x" * (1 << 20))
+    assert sorted(p.name for p in out.iterdir()) == ["a.mask.png"]

@@ -372,3 +372,24 @@ def test_the_ray_drivers_manifest_fails_with_a_manifest_error(tmp_path):
     (tmp_path / "folder" / "manifest.jsonl").mkdir()
     with pytest.raises(ManifestError, match="cannot open the manifest"):
         Manifest(tmp_path / "folder")
+
+
+def test_a_failing_on_frame_callback_stops_the_run_with_its_own_error(tmp_path):
+    """The application's callback raising is its bug, not the input's failure: it is raised, and
+    the frame it was called for keeps its manifest line."""
+    from gpu_seg.segmenter.batch import BatchSegmenter
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _photo(folder / "a.png")
+    _photo(folder / "b.png")
+
+    def callback(record):
+        raise ZeroDivisionError("the application's bug")
+
+    out = tmp_path / "out"
+    with BatchSegmenter(selfie_model().read_bytes(), out, backend="cpu", on_frame=callback) as engine:
+        with pytest.raises(ZeroDivisionError):
+            engine.run(find_inputs([folder]))
+    assert [line.get("error") for line in _manifest(out)] == [None]
+    assert _files(out) == _listed(out) == {"a.mask.png"}

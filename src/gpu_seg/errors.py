@@ -34,6 +34,10 @@ class InputError(GpuSegError, ValueError):
     def __init__(self, argument: str, message: str) -> None:
         super().__init__(f"{argument}: {message}")
         self.argument = argument
+        self.message = message
+
+    def __reduce__(self) -> tuple:  # pickled whole (Ray sends a worker's errors to the driver)
+        return type(self), (self.argument, self.message)
 
 
 class ClosedError(GpuSegError, RuntimeError):
@@ -63,6 +67,9 @@ class ContextLostError(GpuSegError, RuntimeError):
         super().__init__(message)
         self.reason = reason
 
+    def __reduce__(self) -> tuple:
+        return type(self), (str(self), self.reason)
+
 
 class GLError(GpuSegError, RuntimeError):
     """A GL call failed on a healthy context (for example ``GL_OUT_OF_MEMORY``): not a loss, so
@@ -83,6 +90,9 @@ class ShaderBuildError(GpuSegError, RuntimeError):
         self.program = program
         self.log = log
         self.source = source
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.program, self.log, self.source)
 
 
 class ExpiredResultError(GpuSegError, RuntimeError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import math
 import os
 import time
@@ -28,15 +29,18 @@ from ..models import model_bytes
 from ..postprocessor import BackendChoice
 from ..segmenter.batch import FrameRecord
 from ..segmenter.files import find_inputs, is_video
+from ..segmenter.segmenter import check_model_options
 from .ledger import LEDGER_PREFIX, Ledger
 from .plan import DEFAULT_FRAMES_PER_TASK, Task, check_task_sizes, plan_tasks
 from .plan import images_per_task as default_images_per_task
 from .report import RayReport, ResultCollector
-from .session import data_settings, ray_session
+from .session import data_settings, import_ray, ray_session
 from .storage import Manifest, is_uri, open_output, output_label
 from .worker import SegmentWorker
 
-__all__ = ["Pool", "segment_on_ray"]
+__all__ = ["Pool", "check_pool_fits", "segment_on_ray"]
+
+log = logging.getLogger("gpu_seg")
 
 #: Tasks Ray Data queues on one actor ahead of the running one (hides the hand-over, keeps the
 #: work balanced at the end of a run and little work to redo when an actor dies).
@@ -104,35 +108,66 @@ def segment_on_ray(
     ):
         raise InputError("lose_context_every", f"expected an integer >= 0, got {lose_context_every!r}")
     model_data = model_bytes(model)
+    check_model_options(model_data, backend, num_threads)  # what every worker would refuse, once
+    output = open_output(out)  # InputError("out") before Ray starts
     started = time.time()
+    started_here = address is None and not import_ray(local=True).is_initialized()
     with ray_session(address, ray_options) as ray:
+        check_pool_fits(ray, pool, must_fit=started_here)
         files = find_inputs(_paths(inputs), exclude=[] if is_uri(out) else [out])
         if images_per_task is None:
             images_per_task = default_images_per_task(sum(not is_video(f) for f in files), workers)
-        taken = open_output(out).names_in_use()  # earlier runs' outputs are never overwritten
+        taken = output.names_in_use()  # earlier runs' outputs are never overwritten
         tasks = plan_tasks(files, frames_per_task, images_per_task, taken)
         report = RayReport(inputs=len(files), tasks=len(tasks))
         ledger = ray.remote(num_cpus=0)(Ledger).options(name=LEDGER_PREFIX + uuid.uuid4().hex[:12]).remote()
-        worker_options = {
-            "model": ray.put(model_data),
-            "out": output_label(out),
+        options = {
             "confidence": confidence,
             "overlay": overlay,
             "backend": backend,
             "num_threads": num_threads,
-            "ledger": ledger,
-            "max_retries": max_retries,
             "lose_context_every": lose_context_every,
         }
-        with Manifest(out) as manifest, data_settings():
-            collector = ResultCollector(tasks, manifest, report, on_frame)
-            failure = _collect(_pipeline(ray, tasks, worker_options, pool), collector) if tasks else ""
-            ended = collector.last_arrival or time.time()
-            book = ray.get(ledger.snapshot.remote())
-            collector.finish(lambda index: _lost_reason(book["starts"].get(index, 0), max_retries, failure))
-        ray.kill(ledger)
+        try:
+            book, ended = _run_pool(ray, tasks, out, model_data, pool, ledger, report, on_frame, options)
+        finally:
+            ray.kill(ledger)
     _account(report, book, started, ended)
     return report
+
+
+def _run_pool(
+    ray: Any,
+    tasks: Sequence[Task],
+    out: str | os.PathLike[str],
+    model_data: bytes,
+    pool: Pool,
+    ledger: Any,
+    report: RayReport,
+    on_frame: Callable[[FrameRecord], None] | None,
+    options: dict[str, Any],
+) -> tuple[Mapping[str, Any], float]:
+    """Run the tasks on the actor pool and write the manifest; returns the ledger's book and when
+    the last result arrived. Interrupted (Ctrl-C, SIGTERM, a failing ``on_frame``), the results
+    that came back are written before the error goes on."""
+    worker_options = {
+        "model": ray.put(model_data),
+        "out": output_label(out),
+        "ledger": ledger,
+        "max_retries": pool.max_retries,
+        **options,
+    }
+    with Manifest(out) as manifest, data_settings():
+        collector = ResultCollector(tasks, manifest, report, on_frame)
+        try:
+            failure = _collect(_pipeline(ray, tasks, worker_options, pool), collector) if tasks else ""
+        except BaseException:
+            collector.interrupted()
+            raise
+        ended = collector.last_arrival or time.time()
+        book = ray.get(ledger.snapshot.remote())
+        collector.finish(lambda index: _lost_reason(book["starts"].get(index, 0), pool.max_retries, failure))
+    return book, ended
 
 
 @dataclass(frozen=True)
@@ -153,6 +188,9 @@ class Pool:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise InputError(name, f"expected a finite number >= 0, got {value!r}")
+        gpus = self.gpus_per_worker
+        if gpus > 1 and gpus != int(gpus):
+            raise InputError("gpus_per_worker", f"a worker takes part of one GPU or whole GPUs, not {gpus}")
 
 
 def _pipeline(ray: Any, tasks: Sequence[Task], worker_options: dict[str, Any], pool: Pool) -> Any:
@@ -181,13 +219,37 @@ def _pipeline(ray: Any, tasks: Sequence[Task], worker_options: dict[str, Any], p
 
 
 def _collect(results: Any, collector: ResultCollector) -> str:
-    """Feed the result rows to the collector; returns why Ray Data stopped early ("" if it did not)."""
-    try:
-        for row in results.iter_rows():
-            collector.add(row)
-    except Exception as exc:  # Ray Data gave up on the run: what did not come back is reported failed
-        return f"{type(exc).__name__}: {exc}"
-    return ""
+    """Feed the result rows to the collector; returns why Ray Data stopped early ("" if it did not).
+    What the collector raises (a failing ``on_frame``, the manifest) is raised."""
+    rows = iter(results.iter_rows())
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return ""
+        except Exception as exc:  # Ray Data gave up on the run: what did not come back is reported failed
+            return f"{type(exc).__name__}: {exc}"
+        collector.add(row)
+
+
+def check_pool_fits(ray: Any, pool: Pool, must_fit: bool) -> None:
+    """Whether some live node can hold one worker (its CPUs and GPUs); Ray Data would wait for good.
+
+    Raises:
+        InputError("cpus_per_worker" or "gpus_per_worker"): no node can, and ``must_fit`` (a local
+            Ray started for the run: nothing will join it). On a cluster an autoscaler may add such
+            a node: a warning is logged, and the run waits for it.
+    """
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    cpus, gpus = pool.cpus_per_worker, pool.gpus_per_worker
+    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return
+    have = "; ".join(f"{n.get('CPU', 0):g} CPUs, {n.get('GPU', 0):g} GPUs" for n in nodes) or "none"
+    gpu_short = gpus and not any(n.get("GPU", 0) >= gpus for n in nodes)
+    message = f"one worker needs {cpus:g} CPUs and {gpus:g} GPUs; no node has them (nodes: {have})"
+    if must_fit:
+        raise InputError("gpus_per_worker" if gpu_short else "cpus_per_worker", message)
+    log.warning("gpu_seg: %s; waiting for the cluster to add such a node", message)
 
 
 def _blocks_keyword(from_items: Callable[..., Any]) -> str:

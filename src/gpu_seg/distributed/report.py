@@ -95,19 +95,21 @@ class ResultCollector:
         worker.tasks += 1
         worker.seconds += float(row["seconds"])
         lines: list[_Line] = []
+        records: list[FrameRecord] = []
         for name, line in json.loads(str(row["lines"])):
             entry = json.loads(line)
             if "error" in entry:
                 lines.append(_Line(name, line, (entry["input"], entry["error"])))
                 continue
             lines.append(_Line(name, line))
-            record = FrameRecord.from_dict(entry)
+            records.append(FrameRecord.from_dict(entry))
+        self._arrived[index] = lines
+        self._write_ready()
+        for record in records:  # after the lines are kept: a failing callback loses none of them
             worker.frames += 1
             self._report.add(record)
             if self._on_frame is not None:
                 self._on_frame(record)
-        self._arrived[index] = lines
-        self._write_ready()
 
     def finish(self, reason_for: Callable[[int], str]) -> None:
         """Write what is left; a task that never came back fails its inputs with ``reason_for(task)``."""
@@ -124,6 +126,18 @@ class ResultCollector:
         self._manifest.flush()
         names = {item.name for task in self._tasks for item in task.items}
         self._report.processed = len(names - self._failed)
+
+    def interrupted(self) -> None:
+        """The run stops early (Ctrl-C, SIGTERM, a failing ``on_frame``): write the lines of every
+        task that came back, the ones waiting for an earlier task too (after the ones in order), so
+        that their files, already on disk, are listed. Tasks that did not come back get no line.
+        A manifest that cannot be written is logged: the error under way is the one raised."""
+        try:
+            for index in sorted(self._arrived):
+                self._write(self._arrived.pop(index))
+            self._manifest.flush()
+        except OSError as exc:
+            log.error("gpu_seg: the manifest could not be completed after an interrupt: %s", exc)
 
     def _write_ready(self) -> None:
         while self._next in self._arrived:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Iterator, Mapping
@@ -114,17 +115,39 @@ def ray_session(address: str | None, options: Mapping[str, Any] | None = None) -
     if ray.is_initialized():
         yield ray
         return
-    if address is None:
-        ray.init(**{**LOCAL_RAY_OPTIONS, **(options or {})})
-    else:
-        try:
-            ray.init(address=address, **{"log_to_driver": False, **(options or {})})
-        except (ValueError, ConnectionError, TimeoutError, RuntimeError) as exc:
-            raise RayClusterError(f"cannot join the Ray cluster at {address!r}: {exc}") from exc
+    if address is not None:
+        problem = address_problem(address)  # ray.init would retry for good
+        if problem:
+            raise RayClusterError(f"cannot join the Ray cluster at {address!r}: {problem}")
+    with _sigterm_handler_kept():
+        if address is None:
+            ray.init(**{**LOCAL_RAY_OPTIONS, **(options or {})})
+        else:
+            try:
+                ray.init(address=address, **{"log_to_driver": False, **(options or {})})
+            except (ValueError, ConnectionError, TimeoutError, RuntimeError) as exc:
+                raise RayClusterError(f"cannot join the Ray cluster at {address!r}: {exc}") from exc
     try:
         yield ray
     finally:
-        ray.shutdown()
+        with _sigterm_handler_kept():  # ray.shutdown resets SIGTERM to its default too
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def _sigterm_handler_kept() -> Iterator[None]:
+    """``ray.init`` replaces the process's SIGTERM handler (in Python with one that exits at once,
+    and in C, where its core worker's crash handler dumps a stack and dies of the signal, unseen
+    by ``signal.getsignal``); a Python handler of the application's own (``gpu-seg``'s stops
+    between frames and writes the manifest) is installed again afterwards. Main thread only:
+    elsewhere signals cannot be handled anyway."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(previous):
+            with contextlib.suppress(ValueError):  # not the main thread
+                signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

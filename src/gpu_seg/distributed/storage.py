@@ -5,7 +5,8 @@
   several machines it must be a filesystem every worker and the driver mount at the same path.
 * A URI (``s3://bucket/masks``, ``gs://...``, ``hdfs://...``, ``file:///...``): any filesystem
   ``pyarrow.fs.FileSystem.from_uri`` opens; each worker writes its files there directly, each
-  file in one stream (object stores make it visible only once complete).
+  file in one stream (object stores make it visible only once complete; elsewhere it is written
+  to ``FILE.partial`` and moved over ``FILE``).
 
 The manifest is written by the driver alone (:class:`Manifest`): appended to, as by the
 single-process command. On a URI, where objects cannot be appended to, the earlier manifest is
@@ -21,11 +22,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import InputError
-from ..segmenter.files import LocalOutput, ManifestError, Output, names_in_use
+from ..segmenter.files import PARTIAL_SUFFIX, LocalOutput, ManifestError, Output, names_in_use
 
 __all__ = ["MANIFEST", "Manifest", "PyArrowOutput", "is_uri", "open_output", "output_label"]
 
 MANIFEST = "manifest.jsonl"
+#: pyarrow file systems whose objects appear only once written whole (``FileSystem.type_name``).
+_OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
 
 
 def is_uri(out: str | os.PathLike[str]) -> bool:
@@ -49,10 +52,27 @@ class PyArrowOutput:
         return f"{self.base}/{relative}"
 
     def write(self, relative: str, data: bytes) -> None:
+        """Write the file in one stream. On a file system that shows a file while it is written
+        (``file://``, HDFS: not an object store), to ``FILE.partial``, then moved over ``FILE``: a
+        writer killed midway leaves no half file under the real name; a write that fails removes it."""
         path = self.path(relative)
         self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        if self.filesystem.type_name not in _OBJECT_STORES:
+            self._write_then_move(path, data)
+            return
         with self.filesystem.open_output_stream(path) as stream:
             stream.write(data)
+
+    def _write_then_move(self, path: str, data: bytes) -> None:
+        partial = path + PARTIAL_SUFFIX
+        try:
+            with self.filesystem.open_output_stream(partial) as stream:
+                stream.write(data)
+            self.filesystem.move(partial, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.filesystem.delete_file(partial)
+            raise
 
     def remove(self, relative: str) -> None:
         """Remove a file written before (nothing if it is not there)."""

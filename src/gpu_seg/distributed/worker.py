@@ -163,5 +163,6 @@ class SegmentWorker:
 
 def _given_up(deaths: int, max_retries: int) -> str:
     return (
-        f"WorkerLost: its worker process died each of the {deaths} times it ran (max_retries={max_retries})"
+        f"WorkerLost: the worker process died each of the {deaths} times its task ran "
+        f"(max_retries={max_retries}); this input may not have been reached"
     )

@@ -428,6 +428,7 @@ class BatchSegmenter:
 
         Raises:
             ManifestError: the manifest cannot be written (the run stops there).
+            Exception: what ``on_frame`` raised (the run stops there; that frame has its line).
         """
         report = BatchReport(inputs=len(inputs))
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -442,20 +443,29 @@ class BatchSegmenter:
                     for record in self._engine.run(WorkItem(path, name)):
                         _append(manifest, record.to_json())
                         report.add(record)
-                        if self.on_frame is not None:
-                            self.on_frame(record)
+                        self._notify(record)
                     report.processed += 1
-                except ManifestError:
+                except (ManifestError, _CallbackError):
                     raise
                 except Exception as exc:  # this input failed; the others still run
                     reason = failure_reason(path, exc)
                     report.failures.append((path, reason))
                     _append(manifest, error_line(path, reason))
+        except _CallbackError as failed:  # the application's error, not an input's
+            raise failed.error from None
         finally:
             with contextlib.suppress(OSError):  # a failed write raised already
                 manifest.close()
         report.seconds = time.perf_counter() - start
         return report
+
+    def _notify(self, record: FrameRecord) -> None:
+        if self.on_frame is None:
+            return
+        try:
+            self.on_frame(record)
+        except Exception as exc:
+            raise _CallbackError(exc) from exc
 
     def close(self) -> None:
         self._engine.close()
@@ -480,6 +490,14 @@ def _cut_short(decoded_to: int, item: WorkItem, announced: int) -> bool:
         return False
     wanted = announced if item.stop is None else min(item.stop, announced)
     return wanted - decoded_to > max(2, announced // 100)
+
+
+class _CallbackError(Exception):
+    """``on_frame`` raised ``error``: raised by :meth:`BatchSegmenter.run` as it is."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def failure_reason(input_path: str, exc: Exception) -> str:

@@ -23,7 +23,7 @@ from .inference import LiteRTModel
 from .metadata import ModelInfo, Normalization, check_normalization, read_model_info
 from .preprocess import MAX_IMAGE_DIM, ImageToTensor, check_image
 
-__all__ = ["ImageSegmenter", "RunningMode", "SegmentationResult"]
+__all__ = ["ImageSegmenter", "RunningMode", "SegmentationResult", "check_model_options"]
 
 log = logging.getLogger("gpu_seg")
 
@@ -317,6 +317,24 @@ class ImageSegmenter:
             raise InputError(
                 "labels", f"{len(self.labels)} labels for a model with {channels} output channels"
             )
+
+
+def check_model_options(model: bytes, backend: object = "auto", num_threads: object = None) -> None:
+    """Check, without LiteRT or a GL context, what an :class:`ImageSegmenter` made elsewhere (a Ray
+    worker) would refuse: the model's bytes and metadata, ``backend``, ``num_threads``.
+
+    Raises:
+        InputError: naming ``model``, ``backend`` or ``num_threads``.
+    """
+    if backend not in ("auto", "gl", "cpu"):
+        raise InputError("backend", f"unknown backend {backend!r}; expected 'auto', 'gl' or 'cpu'")
+    if num_threads is not None:
+        num_threads = positive_int(num_threads, "num_threads")
+        if num_threads > _MAX_THREADS:
+            raise InputError("num_threads", f"{num_threads} is more than {_MAX_THREADS}")
+    info = read_model_info(model)
+    _resolve_metadata(info, None, None, None)
+    _check_input_tensor(info)
 
 
 def _check_input_tensor(info: ModelInfo) -> tuple[int, int]:
