@@ -17,7 +17,7 @@ Progress goes to stderr; a summary (frames, fps, backend, context losses; with R
 counts, retries) to stdout. Exit status: 0 when every input was processed, 1 otherwise (an
 unreadable input is reported and the rest run; a manifest that cannot be written stops the run),
 2 for bad arguments, 130 after Ctrl-C and 143 after SIGTERM (both stop between frames, every file
-written listed in the manifest).
+written listed in the manifest; with ``--ray`` the lines of every task that came back).
 """
 
 from __future__ import annotations
