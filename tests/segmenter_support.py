@@ -88,3 +88,21 @@ def write_wheel(folder: Path, version: str, members: Mapping[str, bytes]) -> Pat
 def local_registry(find_links: Path) -> dict[str, str | None]:
     """pip settings that offer only the wheels in ``find_links`` (no index at all)."""
     return {**UNREACHABLE_REGISTRY, "PIP_FIND_LINKS": str(find_links), "PIP_NO_INDEX": "1"}
+
+
+def run_segment(argv: list[str]) -> int:
+    """``gpu-seg segment ARGV`` in this process (the parser built from the command's module)."""
+    import argparse
+
+    from gpu_seg.cli import segment
+
+    parser = argparse.ArgumentParser(prog="gpu-seg segment")
+    segment.add_arguments(parser)
+    return segment.run(parser.parse_args(argv))
+
+
+def manifest_lines(out: Path) -> list[dict]:
+    """The parsed lines of ``out/manifest.jsonl``."""
+    import json
+
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]

@@ -6,9 +6,6 @@ Written masks are compared with ImageSegmenter's results for the same pixels.
 
 from __future__ import annotations
 
-import argparse
-import json
-
 import numpy as np
 import pytest
 
@@ -16,21 +13,10 @@ pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
 cv2 = pytest.importorskip("cv2", reason="OpenCV (it comes with mediapipe) is not installed")
 skdata = pytest.importorskip("skimage.data", reason="scikit-image is not installed")
 
-from gpu_seg.cli import segment  # noqa: E402
 from gpu_seg.segmenter import ImageSegmenter  # noqa: E402
 from gpu_seg.segmenter.batch import overlay  # noqa: E402
 
-from .segmenter_support import environment, selfie_model, session_cache  # noqa: E402
-
-
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="gpu-seg segment")
-    segment.add_arguments(parser)
-    return segment.run(parser.parse_args(argv))
-
-
-def _manifest(out) -> list[dict]:
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+from .segmenter_support import environment, manifest_lines, run_segment, selfie_model, session_cache  # noqa: E402
 
 
 @pytest.fixture
@@ -52,7 +38,7 @@ def test_images_masks_confidence_overlay_and_manifest(tmp_path, photos, capsys):
     folder, decoded = photos
     out = tmp_path / "out"
     model = selfie_model()
-    rc = _run(
+    rc = run_segment(
         [
             str(folder),
             "--out",
@@ -66,7 +52,7 @@ def test_images_masks_confidence_overlay_and_manifest(tmp_path, photos, capsys):
         ]
     )
     assert rc == 0
-    lines = _manifest(out)
+    lines = manifest_lines(out)
     assert [(line["input"], line["frame"]) for line in lines] == [
         (str(folder / "astronaut.png"), None),
         (str(folder / "crop.jpg"), None),
@@ -94,9 +80,9 @@ def test_unreadable_input_is_reported_and_the_rest_still_run(tmp_path, photos, c
     missing = tmp_path / "missing.jpg"
     out = tmp_path / "out"
     argv = [str(broken), str(folder / "astronaut.png"), str(missing), "--out", str(out)]
-    rc = _run([*argv, "--model", str(selfie_model()), "--quiet"])
+    rc = run_segment([*argv, "--model", str(selfie_model()), "--quiet"])
     assert rc == 1
-    lines = _manifest(out)
+    lines = manifest_lines(out)
     assert [bool(line.get("error")) for line in lines] == [True, False, True]
     assert (out / "astronaut.mask.png").is_file()
     captured = capsys.readouterr()
@@ -119,9 +105,9 @@ def test_video_frames_in_video_mode(tmp_path, capsys):
     video = tmp_path / "pan.avi"
     _write_video(video, frames)
     out = tmp_path / "out"
-    rc = _run([str(video), "--out", str(out), "--model", str(selfie_model(landscape=True)), "--quiet"])
+    rc = run_segment([str(video), "--out", str(out), "--model", str(selfie_model(landscape=True)), "--quiet"])
     assert rc == 0
-    lines = _manifest(out)
+    lines = manifest_lines(out)
     assert [line["frame"] for line in lines] == list(range(6))
     assert lines[0]["outputs"] == ["pan/000000.mask.png"]
     capture = cv2.VideoCapture(str(video))
@@ -147,11 +133,14 @@ def test_default_model_and_name_collisions(tmp_path, photos):
     out = tmp_path / "out"
     selfie_model()  # in the session cache already: no download here
     with environment({"GPU_SEG_CACHE_DIR": str(session_cache())}):
-        rc = _run(
+        rc = run_segment(
             [str(folder / "astronaut.png"), str(second / "astronaut.jpg"), "--out", str(out), "--quiet"]
         )
     assert rc == 0
-    assert [line["outputs"][0] for line in _manifest(out)] == ["astronaut.mask.png", "astronaut_jpg.mask.png"]
+    assert [line["outputs"][0] for line in manifest_lines(out)] == [
+        "astronaut.mask.png",
+        "astronaut_jpg.mask.png",
+    ]
 
 
 def test_imageio_reads_what_opencv_cannot(tmp_path):
@@ -162,7 +151,9 @@ def test_imageio_reads_what_opencv_cannot(tmp_path):
     pixels = np.ascontiguousarray(iio.imread(icon)[..., :3])
     out = tmp_path / "out"
     assert (
-        _run([str(icon), "--out", str(out), "--model", str(selfie_model()), "--quiet", "--backend", "cpu"])
+        run_segment(
+            [str(icon), "--out", str(out), "--model", str(selfie_model()), "--quiet", "--backend", "cpu"]
+        )
         == 0
     )
     with ImageSegmenter.create_from_model_path(
@@ -173,14 +164,17 @@ def test_imageio_reads_what_opencv_cannot(tmp_path):
 
 
 def test_no_inputs_and_bad_model(tmp_path, capsys):
-    assert _run([str(tmp_path / "empty-folder-*"), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    assert run_segment([str(tmp_path / "empty-folder-*"), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     (tmp_path / "images").mkdir()
-    assert _run([str(tmp_path / "images"), "--out", str(tmp_path / "out")]) == 1
+    assert run_segment([str(tmp_path / "images"), "--out", str(tmp_path / "out")]) == 1
     assert "no input files" in capsys.readouterr().err
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.zeros((4, 4, 3), np.uint8))
     (tmp_path / "bad.tflite").write_bytes(b"nope")
-    assert _run([str(image), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "bad.tflite")]) == 1
+    assert (
+        run_segment([str(image), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "bad.tflite")])
+        == 1
+    )
     assert "model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        _run(["--out", str(tmp_path / "out")])  # INPUT is required
+        run_segment(["--out", str(tmp_path / "out")])  # INPUT is required

@@ -4,8 +4,6 @@ the other inputs' outputs or leave files the manifest does not describe."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 import subprocess
@@ -21,21 +19,23 @@ cv2 = pytest.importorskip("cv2", reason="OpenCV (it comes with mediapipe) is not
 skdata = pytest.importorskip("skimage.data", reason="scikit-image is not installed")
 
 from gpu_seg import models  # noqa: E402
-from gpu_seg.cli import segment  # noqa: E402
 from gpu_seg.models import ModelFetchError  # noqa: E402
 from gpu_seg.segmenter.batch import find_inputs, output_names  # noqa: E402
 
-from .segmenter_support import environment, local_registry, selfie_model, write_wheel  # noqa: E402
+from .segmenter_support import (  # noqa: E402
+    environment,
+    local_registry,
+    manifest_lines,
+    run_segment,
+    selfie_model,
+    write_wheel,
+)
 
 
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="gpu-seg segment")
-    segment.add_arguments(parser)
-    return segment.run(parser.parse_args(argv))
-
-
-def _manifest(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+def _segment_on_cpu(*inputs: str, out: Path) -> int:
+    """``gpu-seg segment INPUTS --out OUT`` with the selfie model on the CPU backend, quiet."""
+    options = ["--model", str(selfie_model()), "--backend", "cpu", "--quiet"]
+    return run_segment([*inputs, "--out", str(out), *options])
 
 
 def _photo(path: Path, size: tuple[int, int] = (96, 128)) -> np.ndarray:
@@ -65,7 +65,7 @@ def _files(out: Path) -> set[str]:
 
 
 def _listed(out: Path) -> set[str]:
-    return {name for line in _manifest(out) for name in line["outputs"]}
+    return {name for line in manifest_lines(out) for name in line["outputs"]}
 
 
 def _cli(*argv: str) -> subprocess.Popen:
@@ -127,11 +127,8 @@ def test_an_image_opencv_raises_on_is_one_failed_input(tmp_path, capsys):
     _huge_header_png(folder / "b.png")
     _photo(folder / "c.png")
     out = tmp_path / "out"
-    assert (
-        _run([str(folder), "--out", str(out), "--model", str(selfie_model()), "--backend", "cpu", "--quiet"])
-        == 1
-    )
-    lines = _manifest(out)
+    assert _segment_on_cpu(str(folder), out=out) == 1
+    lines = manifest_lines(out)
     assert [Path(line["input"]).name for line in lines] == ["a.png", "b.png", "c.png"]
     assert [bool(line.get("error")) for line in lines] == [False, True, False]
     assert lines[1]["error"].startswith("OSError: ") and "b.png" in lines[1]["error"]
@@ -151,8 +148,8 @@ def test_a_full_disk_fails_the_input_and_leaves_no_partial_file(tmp_path, capsys
     out.mkdir()
     (out / "a.confidence.npy.partial").symlink_to("/dev/full")
     argv = [str(folder), "--out", str(out), "--model", str(selfie_model()), "--confidence", "--quiet"]
-    assert _run([*argv, "--backend", "cpu"]) == 1
-    lines = _manifest(out)
+    assert run_segment([*argv, "--backend", "cpu"]) == 1
+    lines = manifest_lines(out)
     assert [bool(line.get("error")) for line in lines] == [True, False]
     assert "No space left on device" in lines[0]["error"]
     assert not list(out.glob("*.partial")) and not (out / "a.confidence.npy").exists()
@@ -167,7 +164,9 @@ def test_a_manifest_that_cannot_be_written_is_a_clear_error(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "manifest.jsonl").symlink_to("/dev/full")
-    rc = _run([str(folder), "--out", str(out), "--model", str(selfie_model()), "--backend", "cpu", "--quiet"])
+    rc = run_segment(
+        [str(folder), "--out", str(out), "--model", str(selfie_model()), "--backend", "cpu", "--quiet"]
+    )
     assert rc == 1
     err = capsys.readouterr().err
     assert "manifest" in err and "No space left on device" in err
@@ -179,8 +178,8 @@ def test_an_output_folder_inside_an_input_folder_is_not_read_as_input(tmp_path, 
     _photo(photos / "a.png")
     out = photos / "masks"
     argv = [str(photos), "--out", str(out), "--model", str(selfie_model()), "--overlay", "--backend", "cpu"]
-    assert _run([*argv, "--quiet"]) == 0
-    assert _run([*argv, "--quiet"]) == 0  # a second run: its own masks are no inputs
+    assert run_segment([*argv, "--quiet"]) == 0
+    assert run_segment([*argv, "--quiet"]) == 0  # a second run: its own masks are no inputs
     assert "from 1/1 inputs" in capsys.readouterr().out
     assert not [name for name in _files(out) if ".mask.mask" in name or ".overlay.mask" in name]
     assert find_inputs([photos], exclude=[out]) == [photos / "a.png"]
@@ -197,7 +196,10 @@ def test_a_video_named_dot_dot_writes_inside_the_output_folder(tmp_path):
     parent.mkdir()
     _video(tmp_path / "...avi", 2)
     out = parent / "out"
-    assert _run([str(tmp_path / "...avi"), "--out", str(out), "--model", str(selfie_model()), "--quiet"]) == 0
+    assert (
+        run_segment([str(tmp_path / "...avi"), "--out", str(out), "--model", str(selfie_model()), "--quiet"])
+        == 0
+    )
     assert sorted(path.name for path in parent.iterdir()) == ["out"]
     assert _files(out) == _listed(out) and len(_listed(out)) == 2
 
@@ -206,8 +208,8 @@ def test_a_fifo_is_reported_as_not_a_regular_file(tmp_path, capsys):
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     out = tmp_path / "out"
-    assert _run([str(fifo), "--out", str(out), "--model", str(selfie_model()), "--quiet"]) == 1
-    assert "not a regular file" in _manifest(out)[0]["error"]
+    assert run_segment([str(fifo), "--out", str(out), "--model", str(selfie_model()), "--quiet"]) == 1
+    assert "not a regular file" in manifest_lines(out)[0]["error"]
 
 
 def test_symlinked_subfolders_are_searched_once(tmp_path):
@@ -225,7 +227,7 @@ def test_symlinked_subfolders_are_searched_once(tmp_path):
 def test_a_missing_model_file_is_named_plainly(tmp_path, capsys):
     image = tmp_path / "a.png"
     _photo(image)
-    rc = _run([str(image), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "nope.tflite")])
+    rc = run_segment([str(image), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "nope.tflite")])
     assert rc == 1
     err = capsys.readouterr().err
     assert f"cannot read the model {tmp_path / 'nope.tflite'}:" in err and "PosixPath" not in err
@@ -301,11 +303,8 @@ def test_a_truncated_video_is_a_failed_input(tmp_path, capsys):
     capture.release()
     assert announced == 40
     out = tmp_path / "out"
-    assert (
-        _run([str(cut), "--out", str(out), "--model", str(selfie_model()), "--backend", "cpu", "--quiet"])
-        == 1
-    )
-    lines = _manifest(out)
+    assert _segment_on_cpu(str(cut), out=out) == 1
+    lines = manifest_lines(out)
     decoded = [line for line in lines if not line.get("error")]
     assert 0 < len(decoded) < 40
     assert "40" in lines[-1]["error"] and lines[-1]["input"] == str(cut)
@@ -324,9 +323,9 @@ def test_a_later_run_into_the_same_folder_does_not_overwrite_earlier_outputs(tmp
     _video(second / "clip.avi", 2, (48, 32))
     out = tmp_path / "out"
     model = str(selfie_model())
-    assert _run([str(first), "--out", str(out), "--model", model, "--backend", "cpu", "--quiet"]) == 0
-    assert _run([str(second), "--out", str(out), "--model", model, "--backend", "cpu", "--quiet"]) == 0
-    lines = _manifest(out)
+    assert run_segment([str(first), "--out", str(out), "--model", model, "--backend", "cpu", "--quiet"]) == 0
+    assert run_segment([str(second), "--out", str(out), "--model", model, "--backend", "cpu", "--quiet"]) == 0
+    lines = manifest_lines(out)
     outputs = [name for line in lines for name in line["outputs"]]
     assert len(outputs) == len(set(outputs)) == 7  # 3 + 1 frames, then 2 + 1
     assert _files(out) == set(outputs)
@@ -391,5 +390,5 @@ def test_a_failing_on_frame_callback_stops_the_run_with_its_own_error(tmp_path):
     with BatchSegmenter(selfie_model().read_bytes(), out, backend="cpu", on_frame=callback) as engine:
         with pytest.raises(ZeroDivisionError):
             engine.run(find_inputs([folder]))
-    assert [line.get("error") for line in _manifest(out)] == [None]
+    assert [line.get("error") for line in manifest_lines(out)] == [None]
     assert _files(out) == _listed(out) == {"a.mask.png"}
