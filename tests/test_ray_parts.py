@@ -8,6 +8,7 @@ The Ray runs themselves are in test_ray.py.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 
@@ -302,10 +303,15 @@ def test_gpu_seg_errors_cross_process_boundaries_intact():
         errors.ContextLostError("lost", reason="eglGetError: EGL_CONTEXT_LOST"),
         errors.ShaderBuildError("activate", "0:1: syntax error", "1: void main() {"),
     ]
+    from gpu_seg.gl.resident import SourceLostError
+
+    cases.append(SourceLostError("gone", reason="generation 3 ended"))
     for exc in cases:
+        exc.add_note("while segmenting a.png")
+        exc.extra = 7
         copy = pickle.loads(pickle.dumps(exc))
         assert type(copy) is type(exc) and str(copy) == str(exc)
-        assert copy.__dict__ == exc.__dict__
+        assert copy.__dict__ == exc.__dict__  # notes and attributes too
 
 
 @pytest.mark.parametrize(
@@ -392,3 +398,27 @@ def test_a_file_uri_output_is_renamed_into_place_never_written_in_place(tmp_path
     with pytest.raises(OSError):
         output.write("b.mask.png", b"x" * (1 << 20))
     assert sorted(p.name for p in out.iterdir()) == ["a.mask.png"]
+
+
+@pytest.mark.parametrize("address", ["anyscale://my-cluster", "auto", "local"])
+def test_addresses_of_other_schemes_are_left_to_ray(address):
+    from gpu_seg.distributed.session import address_problem
+
+    assert address_problem(address) is None
+
+
+def test_ray_session_puts_back_whatever_sigterm_handling_was_there(tmp_path):
+    """A default or ignored SIGTERM was left as Ray's exiting handler after the run."""
+    from .subprocesses import run_script
+
+    script = """
+import json, signal
+from gpu_seg.distributed.session import ray_session
+before = signal.getsignal(signal.SIGTERM)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+with ray_session(None, {"num_cpus": 1}) as ray:
+    during = str(signal.getsignal(signal.SIGTERM))
+print(json.dumps({"after": str(signal.getsignal(signal.SIGTERM)), "during": during}))
+"""
+    result = run_script(script, timeout=150)
+    assert result["after"] == str(signal.SIG_IGN)

@@ -182,7 +182,30 @@ def test_an_output_folder_inside_an_input_folder_is_not_read_as_input(tmp_path, 
     assert run_segment([*argv, "--quiet"]) == 0  # a second run: its own masks are no inputs
     assert "from 1/1 inputs" in capsys.readouterr().out
     assert not [name for name in _files(out) if ".mask.mask" in name or ".overlay.mask" in name]
-    assert find_inputs([photos], exclude=[out]) == [photos / "a.png"]
+    assert find_inputs([photos], output_folders=[out]) == [photos / "a.png"]
+
+
+def test_an_output_folder_that_is_the_input_folder_reads_its_photos_not_its_masks(tmp_path, capsys):
+    """``gpu-seg segment photos --out photos``: the photos are inputs (excluding the whole output
+    folder found nothing), the masks and overlays written there are not."""
+    photos = tmp_path / "photos"
+    (photos / "more").mkdir(parents=True)
+    _photo(photos / "a.png")
+    _photo(photos / "more" / "b.png")
+    assert _segment_on_cpu(str(photos), "--overlay", out=photos) == 0
+    assert _segment_on_cpu(str(photos), "--overlay", out=photos) == 0  # its masks are no inputs
+    assert capsys.readouterr().out.count("from 2/2 inputs") == 2
+    assert find_inputs([photos], output_folders=[photos]) == [photos / "a.png", photos / "more" / "b.png"]
+
+
+def test_an_output_folder_that_cannot_be_listed_names_outputs_as_before(tmp_path):
+    """Listing the folder for the names of earlier runs raised where the folder cannot be listed
+    (write-only permissions; here a name too long, another OSError, since root lists anything)."""
+    from gpu_seg.segmenter.files import LocalOutput
+
+    (tmp_path / "file").write_text("")
+    assert LocalOutput(tmp_path / "file").names_in_use() == set()  # NotADirectoryError
+    assert LocalOutput(tmp_path / ("x" * 300)).names_in_use() == set()  # ENAMETOOLONG
 
 
 @pytest.mark.parametrize("stem", [".", "..", "manifest.jsonl"])
@@ -212,16 +235,20 @@ def test_a_fifo_is_reported_as_not_a_regular_file(tmp_path, capsys):
     assert "not a regular file" in manifest_lines(out)[0]["error"]
 
 
-def test_symlinked_subfolders_are_searched_once(tmp_path):
+def test_symbolic_links_to_folders_are_not_followed(tmp_path):
+    """A link to a parent folder pulled in its siblings (another run's masks), two links to one
+    folder segmented its files twice; a link to ``/`` would walk the file system. Links to files
+    are read."""
     folder = tmp_path / "in"
     (folder / "real").mkdir(parents=True)
     _photo(folder / "real" / "a.png")
-    (folder / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     (tmp_path / "elsewhere").mkdir()
     _photo(tmp_path / "elsewhere" / "b.png")
-    (folder / "real" / "loop").symlink_to(folder, target_is_directory=True)  # a cycle
-    found = find_inputs([folder])
-    assert found == [folder / "linked" / "b.png", folder / "real" / "a.png"]
+    (folder / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (folder / "twice").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (folder / "real" / "parent").symlink_to(tmp_path, target_is_directory=True)
+    (folder / "c.png").symlink_to(tmp_path / "elsewhere" / "b.png")
+    assert find_inputs([folder]) == [folder / "c.png", folder / "real" / "a.png"]
 
 
 def test_a_missing_model_file_is_named_plainly(tmp_path, capsys):

@@ -37,7 +37,7 @@ class InputError(GpuSegError, ValueError):
         self.message = message
 
     def __reduce__(self) -> tuple:  # pickled whole (Ray sends a worker's errors to the driver)
-        return type(self), (self.argument, self.message)
+        return type(self), (self.argument, self.message), self.__dict__
 
 
 class ClosedError(GpuSegError, RuntimeError):
@@ -68,7 +68,7 @@ class ContextLostError(GpuSegError, RuntimeError):
         self.reason = reason
 
     def __reduce__(self) -> tuple:
-        return type(self), (str(self), self.reason)
+        return type(self), (str(self), self.reason), self.__dict__
 
 
 class GLError(GpuSegError, RuntimeError):
@@ -92,7 +92,7 @@ class ShaderBuildError(GpuSegError, RuntimeError):
         self.source = source
 
     def __reduce__(self) -> tuple:
-        return type(self), (self.program, self.log, self.source)
+        return type(self), (self.program, self.log, self.source), self.__dict__
 
 
 class ExpiredResultError(GpuSegError, RuntimeError):

@@ -112,12 +112,12 @@ def _sigterm_interrupts() -> Iterator[None]:
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread: signals cannot be handled here
-        yield
-        return
+        previous = None
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _argument_error(parser: argparse.ArgumentParser, exc: InputError) -> None:

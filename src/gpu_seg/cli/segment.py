@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"gpu-seg segment: {problem}", file=sys.stderr)
         return 2
     local_out = [] if "://" in args.out else [args.out]  # a later run must not read its own masks
-    inputs = find_inputs(args.inputs, exclude=local_out)
+    inputs = find_inputs(args.inputs, output_folders=local_out)
     if not inputs:
         print("gpu-seg segment: no input files found", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,7 +114,7 @@ def segment_on_ray(
     started_here = address is None and not import_ray(local=True).is_initialized()
     with ray_session(address, ray_options) as ray:
         check_pool_fits(ray, pool, must_fit=started_here)
-        files = find_inputs(_paths(inputs), exclude=[] if is_uri(out) else [out])
+        files = find_inputs(_paths(inputs), output_folders=[] if is_uri(out) else [out])
         if images_per_task is None:
             images_per_task = default_images_per_task(sum(not is_video(f) for f in files), workers)
         taken = output.names_in_use()  # earlier runs' outputs are never overwritten
@@ -159,10 +159,12 @@ def _run_pool(
     }
     with Manifest(out) as manifest, data_settings():
         collector = ResultCollector(tasks, manifest, report, on_frame)
+        rows = iter(_pipeline(ray, tasks, worker_options, pool).iter_rows()) if tasks else iter(())
         try:
-            failure = _collect(_pipeline(ray, tasks, worker_options, pool), collector) if tasks else ""
+            failure = _collect(rows, collector)
         except BaseException:
             collector.interrupted()
+            _stop(rows)  # a Ray that outlives the run (the caller's) must not go on with the tasks
             raise
         ended = collector.last_arrival or time.time()
         book = ray.get(ledger.snapshot.remote())
@@ -218,10 +220,9 @@ def _pipeline(ray: Any, tasks: Sequence[Task], worker_options: dict[str, Any], p
     )
 
 
-def _collect(results: Any, collector: ResultCollector) -> str:
+def _collect(rows: Iterator[Any], collector: ResultCollector) -> str:
     """Feed the result rows to the collector; returns why Ray Data stopped early ("" if it did not).
     What the collector raises (a failing ``on_frame``, the manifest) is raised."""
-    rows = iter(results.iter_rows())
     while True:
         try:
             row = next(rows)
@@ -230,6 +231,16 @@ def _collect(results: Any, collector: ResultCollector) -> str:
         except Exception as exc:  # Ray Data gave up on the run: what did not come back is reported failed
             return f"{type(exc).__name__}: {exc}"
         collector.add(row)
+
+
+def _stop(rows: Iterator[Any]) -> None:
+    """End the Ray Data execution behind ``rows`` (closing its iterator shuts its executor down)."""
+    close = getattr(rows, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception as exc:  # the error under way is the one to report
+            log.warning("gpu_seg: stopping the Ray Data execution: %s", exc)
 
 
 def check_pool_fits(ray: Any, pool: Pool, must_fit: bool) -> None:

@@ -71,8 +71,8 @@ def address_problem(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str | N
     """Why ``address`` names no reachable Ray cluster, or None: ``host:port`` or ``ray://host:port``
     must accept a TCP connection within ``timeout`` seconds (``ray.init`` would retry for good);
     ``auto`` and ``local`` are left to Ray. Needs no Ray."""
-    if address in ("auto", "local"):
-        return None
+    if address in ("auto", "local") or ("://" in address and not address.startswith("ray://")):
+        return None  # Ray's own, or another scheme's (anyscale://...): left to Ray
     target = address.removeprefix("ray://")
     host, colon, port = target.rpartition(":")
     host = host.strip("[]")  # an IPv6 address
@@ -119,6 +119,7 @@ def ray_session(address: str | None, options: Mapping[str, Any] | None = None) -
         problem = address_problem(address)  # ray.init would retry for good
         if problem:
             raise RayClusterError(f"cannot join the Ray cluster at {address!r}: {problem}")
+    original = signal.getsignal(signal.SIGTERM)  # put back after the run, whatever it is
     with _sigterm_handler_kept():
         if address is None:
             ray.init(**{**LOCAL_RAY_OPTIONS, **(options or {})})
@@ -130,8 +131,10 @@ def ray_session(address: str | None, options: Mapping[str, Any] | None = None) -
     try:
         yield ray
     finally:
-        with _sigterm_handler_kept():  # ray.shutdown resets SIGTERM to its default too
-            ray.shutdown()
+        ray.shutdown()
+        if original is not None:  # Ray's handlers (its exiting one, or the default) go with it
+            with contextlib.suppress(ValueError, TypeError):  # not the main thread
+                signal.signal(signal.SIGTERM, original)
 
 
 @contextlib.contextmanager
@@ -139,8 +142,9 @@ def _sigterm_handler_kept() -> Iterator[None]:
     """``ray.init`` replaces the process's SIGTERM handler (in Python with one that exits at once,
     and in C, where its core worker's crash handler dumps a stack and dies of the signal, unseen
     by ``signal.getsignal``); a Python handler of the application's own (``gpu-seg``'s stops
-    between frames and writes the manifest) is installed again afterwards. Main thread only:
-    elsewhere signals cannot be handled anyway."""
+    between frames and writes the manifest) is installed again afterwards, for the run (a default
+    or ignored SIGTERM is put back after ``ray.shutdown``: Ray's handler shuts Ray down). Main
+    thread only: elsewhere signals cannot be handled anyway."""
     previous = signal.getsignal(signal.SIGTERM)
     try:
         yield

@@ -336,7 +336,16 @@ class FrameSegmenter:
         if self._videos is None:
             self._videos = ImageSegmenter(self._model, running_mode="video", **self._options)  # type: ignore[arg-type]
         videos = self._videos
-        capture = seek(cv2, capture, path, item.start)
+        reopened = seek(cv2, capture, path, item.start)
+        try:
+            yield from self._read_frames(item, reopened, videos, step_ms, announced)
+        finally:
+            if reopened is not capture:  # seek() opened the video again
+                reopened.release()
+
+    def _read_frames(
+        self, item: WorkItem, capture: Any, videos: ImageSegmenter, step_ms: float, announced: int
+    ) -> Iterator[FrameRecord]:
         first = self._next_timestamp
         index = item.start
         while item.stop is None or index < item.stop:

@@ -68,6 +68,7 @@ MANIFEST = "manifest.jsonl"
 _RESERVED_NAMES = frozenset({"", ".", "..", MANIFEST})
 #: An image's files are its name plus one of these (a video's: the folder of its name).
 OUTPUT_SUFFIXES = (".mask.png", ".confidence.npy", ".overlay.png")
+_IMAGE_OUTPUT_SUFFIXES = (".mask.png", ".overlay.png")  # the ones a folder search would take
 #: Overlay tint (RGB) per class for multi-class models (class 0 is left untinted).
 _PALETTE = np.array(
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180]],
@@ -97,38 +98,39 @@ def opencv():
 
 
 def find_inputs(
-    paths: Iterable[str | os.PathLike[str]], exclude: Iterable[str | os.PathLike[str]] = ()
+    paths: Iterable[str | os.PathLike[str]], output_folders: Iterable[str | os.PathLike[str]] = ()
 ) -> list[Path]:
     """Files named, plus the image and video files inside folders named (recursively, sorted).
 
-    Symbolic links to folders are followed, each folder searched once (a link back up the tree is
-    no loop). Folders in ``exclude`` (the output folder: a later run must not read its own masks
-    as inputs) are not searched; files named explicitly are always taken.
+    Symbolic links to files are read; links to folders are not followed (a link up the tree
+    would pull in its siblings, two links to one folder would read it twice). Inside
+    ``output_folders`` (the run's output folder, where earlier runs wrote) the masks and overlays
+    (``*.mask.png``, ``*.overlay.png``) are outputs, not inputs; files named explicitly are always
+    taken.
     """
-    skipped = {os.path.realpath(folder) for folder in exclude}
+    outputs = [os.path.realpath(folder) for folder in output_folders]
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += sorted(_media_files(path, skipped))
+            found += sorted(
+                child
+                for child in path.rglob("*")
+                if child.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+                and child.is_file()
+                and not (outputs and _written_by_a_run(child, outputs))
+            )
         else:
             found.append(path)
     return found
 
 
-def _media_files(folder: Path, skipped: set[str]) -> Iterator[Path]:
-    """The image and video files under ``folder`` (links followed, each real folder once)."""
-    seen = set(skipped)
-    if os.path.realpath(folder) in seen:
-        return
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        seen.add(os.path.realpath(root))
-        dirs[:] = [d for d in sorted(dirs) if os.path.realpath(os.path.join(root, d)) not in seen]
-        seen.update(os.path.realpath(os.path.join(root, d)) for d in dirs)
-        for name in files:
-            child = Path(root, name)
-            if child.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and child.is_file():
-                yield child
+def _written_by_a_run(path: Path, output_folders: list[str]) -> bool:
+    """Whether ``path`` is a mask or overlay under one of ``output_folders`` (real paths)."""
+    if not path.name.endswith(_IMAGE_OUTPUT_SUFFIXES):
+        return False
+    folder = os.path.realpath(path.parent)
+    return any(folder == root or folder.startswith(root + os.sep) for root in output_folders)
 
 
 def is_video(path: str | os.PathLike[str]) -> bool:
@@ -277,7 +279,7 @@ class LocalOutput:
         try:
             with os.scandir(self.root) as entries:
                 return names_in_use((entry.name, entry.is_dir()) for entry in entries)
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:  # missing, or not listable (writable only): nothing known to avoid
             return set()
 
 
