@@ -84,6 +84,32 @@ def _segment(inputs, out, **options):
     return segment_on_ray(inputs, out, **options)
 
 
+def _segment_stopped_by_on_frame(inputs, out, **options):
+    """``segment_on_ray`` whose ``on_frame`` raises at the 2nd frame, in the module's own Ray (as an
+    application's), the exception kept (as a caller that logs it later keeps it); returns what was
+    raised, and the run's Ray Data workers still alive 6 s later."""
+    import ray
+
+    from gpu_seg.distributed import segment_on_ray
+
+    seen = []
+
+    def on_frame(record):
+        seen.append(record)
+        if len(seen) == 2:
+            raise LookupError("the application stops the run")
+
+    kept = None
+    try:
+        segment_on_ray(inputs, out, on_frame=on_frame, **options)
+    except LookupError as exc:
+        kept = exc
+    time.sleep(6)
+    actors = ray._private.state.actors().values()  # the GCS's table: no dashboard needed
+    alive = [a for a in actors if a["State"] == "ALIVE" and "MapWorker" in a["ActorClassName"]]
+    return str(kept), len(alive)
+
+
 def _segment_dataset(paths: list[str], out: str, **options):
     """A Ray Dataset of paths through ``segment_on_ray``; returns the report and the frames seen."""
     import ray
@@ -336,3 +362,17 @@ def test_sigterm_on_a_ray_run_stops_it_like_ctrl_c(tmp_path):
     listed = {name for line in _manifest(out) for name in line["outputs"]}
     assert listed and listed <= {f"{p.stem}.mask.png" for p in photos}  # the video's task never came back
     assert all((out / name).is_file() for name in listed)
+
+
+def test_a_run_stopped_by_its_on_frame_stops_its_tasks_in_a_ray_that_goes_on(ray_process, corpus, tmp_path):
+    """The module's Ray outlives the run, as an application's does: after ``on_frame`` raised, the
+    run's Ray Data execution went on (its worker alive, its remaining tasks failing once the run's
+    ledger was gone, a long traceback each) for as long as the exception was kept."""
+    images = sorted((corpus / "in").glob("*.*g"))
+    assert len(images) >= 10
+    options = {"model": selfie_model(), "backend": "cpu", "workers": 1, "images_per_task": 1}
+    raised, alive = ray_process(_segment_stopped_by_on_frame, images, tmp_path / "out", **options)
+    assert raised == "the application stops the run"
+    assert alive == 0
+    lines = _manifest(tmp_path / "out")
+    assert len(lines) >= 2 and all((tmp_path / "out" / line["outputs"][0]).is_file() for line in lines)
