@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import InputError
-from ..segmenter.files import PARTIAL_SUFFIX, LocalOutput, ManifestError, Output, names_in_use
+from ..segmenter.files import PARTIAL_SUFFIX, LocalOutput, ManifestError, names_in_use
 
 __all__ = ["MANIFEST", "Manifest", "PyArrowOutput", "is_uri", "open_output", "output_label"]
 
@@ -101,7 +101,7 @@ class PyArrowOutput:
             return stream.read()
 
 
-def open_output(out: str | os.PathLike[str]) -> Output:
+def open_output(out: str | os.PathLike[str]) -> LocalOutput | PyArrowOutput:
     """The :class:`~gpu_seg.segmenter.files.Output` for a path or URI (see the module notes).
 
     Raises:

@@ -383,14 +383,20 @@ class FrameSegmenter:
                 self.output.write(relative, data)
                 written.append(relative)
         except BaseException:
-            remove = getattr(self.output, "remove", None)
-            for relative in written if remove is not None else ():
-                try:
-                    remove(relative)
-                except Exception as exc:  # the write's error is the one to report
-                    log.warning("gpu_seg: could not remove %s after a failed write: %s", relative, exc)
+            self._take_back(written)
             raise
         return tuple(files)
+
+    def _take_back(self, written: list[str]) -> None:
+        """Remove a frame's files written before one of them failed (where the output can)."""
+        remove = getattr(self.output, "remove", None)
+        if remove is None:
+            return
+        for relative in written:
+            try:
+                remove(relative)
+            except Exception as exc:  # the write's error is the one to report
+                log.warning("gpu_seg: could not remove %s after a failed write: %s", relative, exc)
 
 
 class BatchSegmenter:
