@@ -249,3 +249,26 @@ def test_cli_reports_what_cannot_run(photo, tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert _cli(["--camera", 9, "--model", selfie_model()]) == 1
     assert "camera 9" in capsys.readouterr().err
+
+
+def test_cli_refuses_what_it_cannot_show_with_a_clear_error(photo, tmp_path, capsys):
+    """An image beyond the GL texture limit was a moderngl traceback; a camera index beyond a C int
+    a cv2.error traceback; a loss injected after the last frame was silently never injected."""
+    wide = tmp_path / "wide.png"
+    cv2.imwrite(str(wide), np.full((4, 20000, 3), 128, np.uint8))
+    base = ["--model", selfie_model(), "--frames", 1, "--hidden", "--max-fps", 0, "--backend", "cpu"]
+    assert _cli([wide, *base]) == 1
+    err = capsys.readouterr().err
+    assert "gpu-seg view: input:" in err and "20000" in err and "Traceback" not in err
+    assert _cli(["--camera", 2**31, "--model", selfie_model()]) == 1
+    assert f"camera {2**31}" in capsys.readouterr().err
+    assert _cli([photo[0], "--model", selfie_model(), "--frames", 2, "--inject-loss-at", 10]) == 2
+    assert "--inject-loss-at 10" in capsys.readouterr().err
+
+
+def test_with_backend_cpu_an_injected_loss_is_counted(photo, capsys):
+    """The window's context is lost whatever computes the masks; the CPU post-processor never saw
+    it, so the stats bar and the summary said 0 losses."""
+    argv = [photo[0], "--model", selfie_model(), "--frames", 3, "--inject-loss-at", 1, "--hidden"]
+    assert _cli([*argv, "--max-fps", 0, "--backend", "cpu"]) == 0
+    assert "context losses: 1 (windows opened: 2)" in capsys.readouterr().out

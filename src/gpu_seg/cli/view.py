@@ -94,6 +94,9 @@ def _check(args: argparse.Namespace) -> str | None:
         return "give an input file or --camera N (one of them)"
     if args.screenshot is not None and args.frames is None:
         return "--screenshot needs --frames N (it saves the window after frame N)"
+    late = [k for k in args.inject_loss_at if args.frames is not None and k >= args.frames]
+    if late:
+        return f"--inject-loss-at {late[0]} is after the last frame (--frames {args.frames}; from 0)"
     if args.screenshot is not None and not _image_writer_for(args.screenshot):
         return f"--screenshot {args.screenshot}: OpenCV cannot write this kind of file (use .png or .jpg)"
     from ..viewer.compositor import MAX_BLUR_RADIUS

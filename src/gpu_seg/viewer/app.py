@@ -290,6 +290,9 @@ class Viewer:
         if self._loss_requested or index in self.options.inject_loss_at:
             self._loss_requested = False
             self._lose_context()
+            if segmenter.postprocessor.backend == "cpu":  # nothing will report it: the window's loss
+                self._report.context_losses += 1
+                self._fresh_window = False
         result = self._segment(segmenter, frame, stamp)
         text = figures.update(result, self._report.context_losses, self.effect)
         self._draw(frame, result, text)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import moderngl
 import numpy as np
 
+from ..errors import InputError
 from ..gl.programs import ProgramCache, ProgramDefinition
 from . import effects, font
 from .effects import Effect
@@ -209,6 +210,11 @@ class Compositor:
         targets = self._targets
         if targets is not None and targets.size == tuple(size):
             return targets
+        limit = int(self.ctx.info["GL_MAX_TEXTURE_SIZE"])
+        if max(size) > limit:  # the frame is composited at its own size
+            raise InputError(
+                "input", f"a {size[0]}x{size[1]} frame is larger than the window's GL texture limit ({limit})"
+            )
         self._release_targets()
         rows = self._image_texture(size, 4, "f4")
         blurred = self._image_texture(size, 4, "f4")

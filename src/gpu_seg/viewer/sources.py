@@ -134,7 +134,10 @@ def open_source(
         raise InputError("input", "give either a file or a camera index")
     cv2 = _cv2()
     if camera is not None:
-        capture = cv2.VideoCapture(int(camera))
+        try:
+            capture = cv2.VideoCapture(int(camera))
+        except (cv2.error, OverflowError):  # an index beyond a C int
+            raise InputError("camera", f"camera {camera} cannot be opened (is there one?)") from None
         if not capture.isOpened():
             capture.release()
             raise InputError("camera", f"camera {camera} cannot be opened (is there one?)")
