@@ -272,3 +272,19 @@ def test_with_backend_cpu_an_injected_loss_is_counted(photo, capsys):
     argv = [photo[0], "--model", selfie_model(), "--frames", 3, "--inject-loss-at", 1, "--hidden"]
     assert _cli([*argv, "--max-fps", 0, "--backend", "cpu"]) == 0
     assert "context losses: 1 (windows opened: 2)" in capsys.readouterr().out
+
+
+def test_q_quits_at_once_at_a_low_frame_rate(photo):
+    """The frame-rate limiter slept without reading the window's events: at 0.2 frames/s, Q took
+    up to 5 s (17 s at 0.1 frames/s) to quit."""
+    import time
+
+    keyboard = _Keyboard()
+
+    def on_frame(viewer, record):
+        keyboard.press(viewer.window.handle, "q")  # read by the viewer after this frame
+
+    options = ViewerOptions(frames=3, visible=True, max_fps=0.2, blur_radius=RADIUS, backend="cpu")
+    started = time.monotonic()
+    report = Viewer(selfie_model().read_bytes(), open_source(photo[0]), options, on_frame).run()
+    assert report.frames == 1 and time.monotonic() - started < 4.5

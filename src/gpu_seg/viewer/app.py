@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -167,11 +168,22 @@ class _Pacer:
         self._interval = 1.0 / rate if rate else 0.0
         self._due = time.perf_counter()
 
-    def wait(self) -> None:
+    #: Longest sleep between two looks at the window's events while waiting.
+    POLL_S = 0.02
+
+    def wait(self, poll: Callable[[], None] | None = None, done: Callable[[], bool] | None = None) -> None:
+        """Sleep until the next iteration is due, calling ``poll`` every :data:`POLL_S` seconds
+        (the window's events: Q, Esc, closing) and ending early once ``done()`` says so."""
         if not self._interval:
             return
         self._due += self._interval
-        time.sleep(max(0.0, self._due - time.perf_counter()))
+        while not (done is not None and done()):
+            left = self._due - time.perf_counter()
+            if left <= 0:
+                break
+            time.sleep(min(left, self.POLL_S))
+            if poll is not None:
+                poll()
         self._due = max(self._due, time.perf_counter() - self._interval)  # a slow frame banks no time
 
 
@@ -278,7 +290,9 @@ class Viewer:
             self._show(segmenter, index, *item, figures)
             index += 1
             self._system.poll()
-            pacer.wait()
+            pacer.wait(self._system.poll, functools.partial(self._finished, index))
+            if self._finished(index):
+                break
             item = self._source.read()
         self._report.seconds = time.perf_counter() - start
         self._report.postprocessor = dict(segmenter.postprocessor.stats)
