@@ -289,8 +289,10 @@ class Viewer:
         while item is not None and not self._finished(index):
             self._show(segmenter, index, *item, figures)
             index += 1
-            self._system.poll()
-            pacer.wait(self._system.poll, functools.partial(self._finished, index))
+            system = self._system
+            assert system is not None  # opened by run() before the loop
+            system.poll()
+            pacer.wait(system.poll, functools.partial(self._finished, index))
             if self._finished(index):
                 break
             item = self._source.read()
