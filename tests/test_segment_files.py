@@ -30,6 +30,7 @@ from .segmenter_support import (  # noqa: E402
     selfie_model,
     write_wheel,
 )
+from .test_ray_parts import write_video  # noqa: E402
 
 
 def _segment_on_cpu(*inputs: str, out: Path) -> int:
@@ -43,16 +44,6 @@ def _photo(path: Path, size: tuple[int, int] = (96, 128)) -> np.ndarray:
     pixels = np.ascontiguousarray(cv2.resize(skdata.astronaut(), size))
     assert cv2.imwrite(str(path), pixels[..., ::-1])
     return pixels
-
-
-def _video(path: Path, frames: int, size: tuple[int, int] = (64, 48)) -> None:
-    astronaut = skdata.astronaut()
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, size)
-    assert writer.isOpened()
-    for index in range(frames):
-        crop = astronaut[index % 200 : index % 200 + 300, :300]
-        writer.write(np.ascontiguousarray(cv2.resize(crop, size)[..., ::-1]))
-    writer.release()
 
 
 def _files(out: Path) -> set[str]:
@@ -87,7 +78,7 @@ def test_a_file_name_that_is_not_utf8_is_segmented_like_any_other(tmp_path):
     odd = os.path.join(os.fsencode(folder), b"caf\xe9.png")
     with open(odd, "wb") as stream:
         stream.write((folder / "a.png").read_bytes())
-    _video(tmp_path / "clip.avi", 3)  # OpenCV's writer cannot take that name either
+    write_video(tmp_path / "clip.avi", 3, "MJPG", (64, 48))  # OpenCV's writer cannot take that name either
     os.rename(tmp_path / "clip.avi", os.path.join(os.fsencode(folder), b"clip\xe9.avi"))
     _photo(folder / "z.png")
     out = tmp_path / "out"
@@ -217,7 +208,7 @@ def test_output_names_stay_inside_the_output_folder(stem):
 def test_a_video_named_dot_dot_writes_inside_the_output_folder(tmp_path):
     parent = tmp_path / "parent"
     parent.mkdir()
-    _video(tmp_path / "...avi", 2)
+    write_video(tmp_path / "...avi", 2, "MJPG", (64, 48))
     out = parent / "out"
     assert (
         run_segment([str(tmp_path / "...avi"), "--out", str(out), "--model", str(selfie_model()), "--quiet"])
@@ -288,7 +279,7 @@ def test_sigterm_ends_a_run_like_ctrl_c_with_a_consistent_manifest(tmp_path):
     """``timeout``, ``docker stop``, Slurm and systemd send SIGTERM: the run stops between frames,
     every file written has its manifest line, and the exit status says it was terminated."""
     video = tmp_path / "long.avi"
-    _video(video, 400)
+    write_video(video, 400, "MJPG", (64, 48))
     out = tmp_path / "out"
     proc = _cli(str(video), "--out", str(out), "--model", str(selfie_model()), "--backend", "cpu", "--quiet")
     _wait_for_lines(out, 3, proc)
@@ -304,7 +295,7 @@ def test_a_killed_run_leaves_at_most_the_frame_in_progress_unlisted(tmp_path):
     """SIGKILL cannot be handled: the manifest is flushed after every frame, so at most the frame
     being written when the process died has files without a line."""
     video = tmp_path / "long.avi"
-    _video(video, 400)
+    write_video(video, 400, "MJPG", (64, 48))
     out = tmp_path / "out"
     proc = _cli(str(video), "--out", str(out), "--model", str(selfie_model()), "--backend", "cpu", "--quiet")
     _wait_for_lines(out, 3, proc)
@@ -321,7 +312,7 @@ def test_a_truncated_video_is_a_failed_input(tmp_path, capsys):
     """A video cut short (an interrupted copy) decodes fewer frames than its container announces:
     the frames decoded are written, and the input is reported failed, not processed."""
     video = tmp_path / "clip.avi"
-    _video(video, 40)
+    write_video(video, 40, "MJPG", (64, 48))
     data = video.read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: len(data) // 2])
@@ -346,8 +337,8 @@ def test_a_later_run_into_the_same_folder_does_not_overwrite_earlier_outputs(tmp
     second.mkdir()
     _photo(first / "photo.png", (128, 128))
     _photo(second / "photo.png", (70, 50))
-    _video(first / "clip.avi", 3)
-    _video(second / "clip.avi", 2, (48, 32))
+    write_video(first / "clip.avi", 3, "MJPG", (64, 48))
+    write_video(second / "clip.avi", 2, "MJPG", (48, 32))
     out = tmp_path / "out"
     model = str(selfie_model())
     assert run_segment([str(first), "--out", str(out), "--model", model, "--backend", "cpu", "--quiet"]) == 0

@@ -173,6 +173,12 @@ def parse_channels(channels: object, count: int, argument: str = "confidence_cha
     return tuple(selected)
 
 
+def check_backend(backend: object) -> None:
+    """Reject a ``backend`` that is not ``"auto"``, ``"gl"`` or ``"cpu"``."""
+    if backend not in ("auto", "gl", "cpu"):
+        raise InputError("backend", f"unknown backend {backend!r}; expected 'auto', 'gl' or 'cpu'")
+
+
 def check_requested_outputs(confidence: bool, category: bool) -> None:
     """Reject a configuration that asks for nothing."""
     if not confidence and not category:

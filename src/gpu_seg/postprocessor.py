@@ -22,6 +22,7 @@ from .gl.state import reset_state
 from .idle import IdleWatch
 from .inputs import (
     CPU_MAX_OUTPUT_DIM,
+    check_backend,
     check_disjoint_outputs,
     check_output_array,
     check_output_bytes,
@@ -166,8 +167,7 @@ class SegmentationPostprocessor:
         time_gpu = flag(time_gpu, "time_gpu")
         idle_release_context = flag(idle_release_context, "idle_release_context")
         check_requested_outputs(output_confidence_masks, output_category_mask)
-        if backend not in ("auto", "gl", "cpu"):
-            raise InputError("backend", f"unknown backend {backend!r}; expected 'auto', 'gl' or 'cpu'")
+        check_backend(backend)
         if context is not None and not (
             (isinstance(context, str) and context == "current") or isinstance(context, moderngl.Context)
         ):

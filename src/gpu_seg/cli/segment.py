@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from ..errors import GpuSegError
 from ..models import model_bytes
 from ..segmenter.batch import BatchReport, BatchSegmenter, FrameRecord, estimate_frames, find_inputs
+from ..segmenter.files import MANIFEST
 from .args import MAX_THREADS, non_negative_float, positive_int, thread_count
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ def _out_folder_problem(out: str) -> str | None:
         return f"--out {out}: cannot create the folder: {exc.strerror or exc}"
     if not os.access(path, os.W_OK | os.X_OK):
         return f"--out {out}: cannot write in the folder (permission denied)"
-    manifest = path / "manifest.jsonl"  # appended to by the run
+    manifest = path / MANIFEST  # appended to by the run
     if manifest.is_dir() or (manifest.exists() and not os.access(manifest, os.W_OK)):
         return f"--out {out}: cannot append to {manifest}"
     return None

@@ -119,8 +119,8 @@ def ray_session(address: str | None, options: Mapping[str, Any] | None = None) -
         problem = address_problem(address)  # ray.init would retry for good
         if problem:
             raise RayClusterError(f"cannot join the Ray cluster at {address!r}: {problem}")
-    original = signal.getsignal(signal.SIGTERM)  # put back after the run, whatever it is
-    with _sigterm_handler_kept():
+    original = signal.getsignal(signal.SIGTERM)  # ray.init replaces it: see _put_back_sigterm
+    try:
         if address is None:
             ray.init(**{**LOCAL_RAY_OPTIONS, **(options or {})})
         else:
@@ -128,30 +128,29 @@ def ray_session(address: str | None, options: Mapping[str, Any] | None = None) -
                 ray.init(address=address, **{"log_to_driver": False, **(options or {})})
             except (ValueError, ConnectionError, TimeoutError, RuntimeError) as exc:
                 raise RayClusterError(f"cannot join the Ray cluster at {address!r}: {exc}") from exc
+    except BaseException:
+        _put_back_sigterm(original)
+        raise
+    if callable(original):  # the application's own handler, for the run
+        _put_back_sigterm(original)
     try:
         yield ray
     finally:
         ray.shutdown()
-        if original is not None:  # Ray's handlers (its exiting one, or the default) go with it
-            with contextlib.suppress(ValueError, TypeError):  # not the main thread
-                signal.signal(signal.SIGTERM, original)
+        _put_back_sigterm(original)  # whatever it was: Ray's exiting handler goes with Ray
 
 
-@contextlib.contextmanager
-def _sigterm_handler_kept() -> Iterator[None]:
-    """``ray.init`` replaces the process's SIGTERM handler (in Python with one that exits at once,
-    and in C, where its core worker's crash handler dumps a stack and dies of the signal, unseen
-    by ``signal.getsignal``); a Python handler of the application's own (``gpu-seg``'s stops
-    between frames and writes the manifest) is installed again afterwards, for the run (a default
-    or ignored SIGTERM is put back after ``ray.shutdown``: Ray's handler shuts Ray down). Main
+def _put_back_sigterm(handler: Any) -> None:
+    """Install ``handler`` for SIGTERM again. ``ray.init`` replaces it, in Python with a handler
+    that exits at once and in C, where its core worker's crash handler dumps a stack and dies of the
+    signal (unseen by ``signal.getsignal``, so the handler is installed again whatever Python says).
+    An application's own Python handler (``gpu-seg``'s stops between frames and writes the
+    manifest) is put back for the run; a default or ignored SIGTERM after ``ray.shutdown``. Main
     thread only: elsewhere signals cannot be handled anyway."""
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        yield
-    finally:
-        if callable(previous):
-            with contextlib.suppress(ValueError):  # not the main thread
-                signal.signal(signal.SIGTERM, previous)
+    if handler is None:  # installed outside Python: nothing to put back
+        return
+    with contextlib.suppress(ValueError, TypeError):  # not the main thread
+        signal.signal(signal.SIGTERM, handler)
 
 
 @contextlib.contextmanager

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import InputError
-from ..segmenter.files import PARTIAL_SUFFIX, LocalOutput, ManifestError, names_in_use
+from ..segmenter.files import MANIFEST, PARTIAL_SUFFIX, LocalOutput, ManifestError, names_in_use
 
 __all__ = ["MANIFEST", "Manifest", "PyArrowOutput", "is_uri", "open_output", "output_label"]
 
-MANIFEST = "manifest.jsonl"
 #: pyarrow file systems whose objects appear only once written whole (``FileSystem.type_name``).
 _OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
 

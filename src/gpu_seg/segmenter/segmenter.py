@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import forks
 from ..errors import ClosedError, InputError
-from ..inputs import check_requested_outputs, parse_activation, positive_int
+from ..inputs import check_backend, check_requested_outputs, parse_activation, positive_int
 from ..postprocessor import BackendChoice, Event, SegmentationPostprocessor
 from ..resilience import RecoveryPolicy
 from ..types import Activation
@@ -134,10 +134,7 @@ class ImageSegmenter:
             raise InputError(
                 "running_mode", f"unknown running mode {running_mode!r}; expected 'image' or 'video'"
             )
-        if num_threads is not None:
-            num_threads = positive_int(num_threads, "num_threads")
-            if num_threads > _MAX_THREADS:
-                raise InputError("num_threads", f"{num_threads} is more than {_MAX_THREADS}")
+        num_threads = _litert_threads(num_threads)
         if not isinstance(model, (bytes, bytearray, memoryview)):
             raise InputError("model", f"expected the model's bytes, got {type(model).__name__}")
         model = bytes(model)
@@ -326,15 +323,21 @@ def check_model_options(model: bytes, backend: object = "auto", num_threads: obj
     Raises:
         InputError: naming ``model``, ``backend`` or ``num_threads``.
     """
-    if backend not in ("auto", "gl", "cpu"):
-        raise InputError("backend", f"unknown backend {backend!r}; expected 'auto', 'gl' or 'cpu'")
-    if num_threads is not None:
-        num_threads = positive_int(num_threads, "num_threads")
-        if num_threads > _MAX_THREADS:
-            raise InputError("num_threads", f"{num_threads} is more than {_MAX_THREADS}")
+    check_backend(backend)
+    _litert_threads(num_threads)
     info = read_model_info(model)
     _resolve_metadata(info, None, None, None)
     _check_input_tensor(info)
+
+
+def _litert_threads(num_threads: object) -> int | None:
+    """``num_threads`` checked: None (LiteRT's default) or a positive C int."""
+    if num_threads is None:
+        return None
+    threads = positive_int(num_threads, "num_threads")
+    if threads > _MAX_THREADS:
+        raise InputError("num_threads", f"{threads} is more than {_MAX_THREADS}")
+    return threads
 
 
 def _check_input_tensor(info: ModelInfo) -> tuple[int, int]:

@@ -306,9 +306,6 @@ class Viewer:
         if self._loss_requested or index in self.options.inject_loss_at:
             self._loss_requested = False
             self._lose_context()
-            if segmenter.postprocessor.backend == "cpu":  # nothing will report it: the window's loss
-                self._report.context_losses += 1
-                self._fresh_window = False
         result = self._segment(segmenter, frame, stamp)
         text = figures.update(result, self._report.context_losses, self.effect)
         self._draw(frame, result, text)
@@ -352,9 +349,9 @@ class Viewer:
         return any(event.kind == EventKind.CONTEXT_LOST for event in events)
 
     def _recover(self, segmenter: ImageSegmenter) -> None:
-        """The post-processor lost its context, the window's: count the loss, make sure the window
-        has a new context (the viewer may have made it already), attach the post-processor to it."""
-        self._report.context_losses += 1
+        """The post-processor lost its context, the window's: make sure the window has a new
+        context (the viewer may have made it already, and counted the loss), attach the
+        post-processor to it."""
         if not self._fresh_window:
             self._lose_context()
         segmenter.postprocessor.attach("current")
@@ -384,7 +381,9 @@ class Viewer:
         self._compositor.set_background(self._background)
 
     def _lose_context(self) -> None:
-        """Destroy the window and its context (a real loss), and open a new window."""
+        """Destroy the window and its context (a real loss, counted whatever computes the masks:
+        the CPU post-processor never sees it), and open a new window."""
+        self._report.context_losses += 1
         self._compositor.abandon()
         self._window.destroy()
         self._open_window()
