@@ -37,6 +37,8 @@ import functools
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -250,6 +252,9 @@ class FrameSegmenter:
         self._model = model
         self._images = ImageSegmenter(model, running_mode="image", **self._options)  # type: ignore[arg-type]
         self._videos: ImageSegmenter | None = None  # created on the first video
+        #: Called with each frame's record right after its files are written, with Ctrl-C and
+        #: SIGTERM held back until it returns (where the manifest line goes: no file unlisted).
+        self.on_written: Callable[[FrameRecord], None] | None = None
         self._next_timestamp = 0
 
     def run(self, item: WorkItem) -> Iterator[FrameRecord]:
@@ -309,9 +314,14 @@ class FrameSegmenter:
         start = time.perf_counter()
         losses = _losses(segmenter)
         result = segment(image)
-        outputs = self._write(stem, image, result)
-        elapsed = (time.perf_counter() - start) * 1e3
-        return FrameRecord(input_path, index, outputs, result.backend, elapsed, _losses(segmenter) - losses)
+        with _interrupts_held():  # the files and their record: both, or neither
+            outputs = self._write(stem, image, result)
+            elapsed = (time.perf_counter() - start) * 1e3
+            met = _losses(segmenter) - losses
+            record = FrameRecord(input_path, index, outputs, result.backend, elapsed, met)
+            if self.on_written is not None:
+                self.on_written(record)
+        return record
 
     def _segment_video(self, item: WorkItem) -> Iterator[FrameRecord]:
         cv2 = self._cv2
@@ -451,12 +461,12 @@ class BatchSegmenter:
         names = output_names(inputs, self._names)
         start = time.perf_counter()
         manifest = _open_manifest(self.out_dir / MANIFEST)
+        self._engine.on_written = lambda record: _append(manifest, record.to_json())
         try:
             for raw, name in zip(inputs, names, strict=True):
                 path = str(Path(raw))
                 try:
                     for record in self._engine.run(WorkItem(path, name)):
-                        _append(manifest, record.to_json())
                         report.add(record)
                         self._notify(record)
                     report.processed += 1
@@ -469,6 +479,7 @@ class BatchSegmenter:
         except _CallbackError as failed:  # the application's error, not an input's
             raise failed.error from None
         finally:
+            self._engine.on_written = None
             with contextlib.suppress(OSError):  # a failed write raised already
                 manifest.close()
         report.seconds = time.perf_counter() - start
@@ -524,6 +535,21 @@ def failure_reason(input_path: str, exc: Exception) -> str:
     else:
         log.error("gpu_seg: %s failed", input_path, exc_info=exc)
     return reason
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back during the block (main thread, POSIX): a Ctrl-C or SIGTERM
+    arriving meanwhile is handled when it ends, not between a frame's files and its record."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _open_manifest(path: Path) -> TextIO:
