@@ -539,17 +539,25 @@ def failure_reason(input_path: str, exc: Exception) -> str:
 
 @contextlib.contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back during the block (main thread, POSIX): a Ctrl-C or SIGTERM
-    arriving meanwhile is handled when it ends, not between a frame's files and its record."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
+    """Hold SIGINT and SIGTERM back during the block: one arriving meanwhile is raised again when
+    it ends, to the handlers that were there, not between a frame's files and its record. (Python
+    runs signal handlers in the main thread whichever thread the signal reached, so the handlers
+    are swapped there; masking the main thread's signals would not do, other threads get them.)"""
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.getsignal(s) for s in held]
+    if threading.current_thread() is not threading.main_thread() or None in previous:
+        yield  # handlers can be set in the main thread only; None: installed outside Python
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    caught: list[int] = []
+    for signum in held:
+        signal.signal(signum, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in zip(held, previous, strict=True):
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
 
 
 def _open_manifest(path: Path) -> TextIO:
