@@ -227,6 +227,22 @@ def test_cli_on_ray_writes_what_the_single_process_command_writes(ray_process, c
     assert "ray: 10 tasks on" in printed and "retries: 0; worker restarts: 0" in printed
 
 
+def _address_problem_of_this_ray() -> tuple[str, str | None]:
+    """In the Ray process: its cluster's address, and what ``address_problem`` says of it."""
+    import ray
+
+    from gpu_seg.distributed.session import address_problem
+
+    address = ray.get_runtime_context().gcs_address
+    return address, address_problem(address)
+
+
+def test_a_real_ray_cluster_passes_the_address_check(ray_process):
+    """The check that refuses open ports where no Ray answers lets a real cluster's address through."""
+    address, problem = ray_process(_address_problem_of_this_ray)
+    assert ":" in address and problem is None
+
+
 def test_cli_rejects_ray_options_without_ray(tmp_path, capsys):
     from gpu_seg.cli import segment
 

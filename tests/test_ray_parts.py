@@ -7,9 +7,12 @@ The Ray runs themselves are in test_ray.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import socket
 import sys
+import threading
 import time
 
 import numpy as np
@@ -341,6 +344,59 @@ def test_an_unreachable_cluster_address_fails_fast_from_python(tmp_path):
     with pytest.raises(RayClusterError, match="no Ray cluster answers"):
         segment_on_ray([tmp_path], tmp_path / "out", model=selfie_model(), address="127.0.0.1:9")
     assert time.monotonic() - started < 30
+
+
+@contextlib.contextmanager
+def _listener(answer: bytes | None):
+    """A TCP port on the loopback interface whose server sends ``answer`` to every connection
+    (an HTTP/1 server's reply, say), or, with None, accepts and says nothing."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    done = threading.Event()
+
+    def serve():
+        held = []
+        while not done.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            held.append(connection)
+            if answer is not None:
+                with contextlib.suppress(OSError):
+                    connection.recv(1024)
+                    connection.sendall(answer)
+                    connection.close()
+        for connection in held:
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        done.set()
+        thread.join(10)
+        server.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", b"", None],
+    ids=["an HTTP server (Ray's dashboard port, say)", "a server that hangs up", "a silent server"],
+)
+def test_an_open_port_that_is_not_a_ray_cluster_fails_fast(answer):
+    """ray.init on an open port where no Ray answers (the dashboard's 8265 given for the cluster's
+    6379) retried for good: more than 100 s. A port is now asked whether it speaks gRPC, as
+    Ray's servers do."""
+    from gpu_seg.distributed.session import address_problem
+
+    with _listener(answer) as port:
+        started = time.monotonic()
+        problem = address_problem(f"127.0.0.1:{port}", timeout=2.0)
+        took = time.monotonic() - started
+    assert problem is not None and "not a Ray cluster" in problem, problem
+    assert took < 10
 
 
 def test_results_that_arrived_are_written_when_the_run_is_interrupted(tmp_path):

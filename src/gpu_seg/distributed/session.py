@@ -67,10 +67,21 @@ class RayClusterError(GpuSegError, ConnectionError):
 CONNECT_TIMEOUT_S = 5.0
 
 
+#: What a client sends first on an HTTP/2 connection (gRPC's transport): the connection preface and
+#: an empty SETTINGS frame. A server answers with a SETTINGS frame of its own (RFC 9113, 3.4).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_HTTP2_SETTINGS = 4
+#: Set (to 1 or true) when a cluster's gRPC servers use TLS: they cannot be asked in plain text.
+_RAY_TLS = "RAY_USE_TLS"
+
+
 def address_problem(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
     """Why ``address`` names no reachable Ray cluster, or None: ``host:port`` or ``ray://host:port``
-    must accept a TCP connection within ``timeout`` seconds (``ray.init`` would retry for good);
-    ``auto`` and ``local`` are left to Ray. Needs no Ray."""
+    must accept a TCP connection and answer as a gRPC server does (Ray's cluster and client servers
+    both are) within ``timeout`` seconds each; ``ray.init`` would retry for good, also on an open port
+    where something else listens (the dashboard's 8265 given for the cluster's 6379). ``auto`` and
+    ``local`` are left to Ray, and so is the protocol of clusters whose gRPC uses TLS
+    (``RAY_USE_TLS``). Needs no Ray."""
     if address in ("auto", "local") or ("://" in address and not address.startswith("ray://")):
         return None  # Ray's own, or another scheme's (anyscale://...): left to Ray
     target = address.removeprefix("ray://")
@@ -79,10 +90,46 @@ def address_problem(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str | N
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
         return f"{address!r} is not a Ray address (host:port, ray://host:port, auto or local)"
     try:
-        socket.create_connection((host, int(port)), timeout).close()
+        with socket.create_connection((host, int(port)), timeout) as connection:
+            if os.environ.get(_RAY_TLS, "0").lower() in ("1", "true"):
+                return None
+            answer = _http2_answer(connection, timeout)
     except OSError as exc:
         return f"no Ray cluster answers at {host}:{port} ({exc.strerror or exc})"
+    if answer is None:
+        return f"{host}:{port} is open but not a Ray cluster: it gives no answer within {timeout:g} s"
+    if len(answer) < 9 or answer[3] != _HTTP2_SETTINGS:
+        return (
+            f"{host}:{port} is open but not a Ray cluster: it does not speak gRPC "
+            f"({_first_words(answer)}); a cluster's address is its head node's GCS port (6379 by default)"
+        )
     return None
+
+
+def _http2_answer(connection: socket.socket, timeout: float) -> bytes | None:
+    """The first 9 bytes (an HTTP/2 frame header) a server sends after the client's preface, fewer
+    if it hangs up first, None if it says nothing within ``timeout`` seconds."""
+    connection.settimeout(timeout)
+    answer = b""
+    try:
+        connection.sendall(_HTTP2_PREFACE)
+        while len(answer) < 9:
+            chunk = connection.recv(9 - len(answer))
+            if not chunk:
+                break
+            answer += chunk
+    except TimeoutError:
+        return answer or None
+    except OSError:  # reset by a server that does not like the preface
+        pass
+    return answer
+
+
+def _first_words(answer: bytes) -> str:
+    if not answer:
+        return "it hung up"
+    text = answer.decode("ascii", "replace")
+    return f"it answered {text!r}" if text.isprintable() else f"it answered {answer!r}"
 
 
 def import_ray(local: bool = False) -> ModuleType:
