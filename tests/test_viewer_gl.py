@@ -241,6 +241,20 @@ def test_cli_screenshot_after_an_injected_loss_matches_the_cpu_composite(photo, 
     _assert_close(got[:144], want, "screenshot")
 
 
+def test_cli_says_when_the_screenshot_was_not_taken(tmp_path, capsys):
+    """A run that ended before frame N (the window closed, Q pressed) printed its summary and exited 0
+    with no screenshot and no word about it."""
+    from gpu_seg.viewer import ViewerReport
+
+    args = argparse.Namespace(frames=5, screenshot=str(tmp_path / "s.png"))
+    assert view_command.summarise(args, ViewerReport(frames=3, seconds=1.0)) == 1
+    printed = capsys.readouterr()
+    assert "viewed 3 frames" in printed.out
+    assert "no screenshot" in printed.err and "after 3 of the 5 frames" in printed.err
+    assert view_command.summarise(args, ViewerReport(frames=5, seconds=1.0)) == 0
+    assert "screenshot: " in capsys.readouterr().out
+
+
 def test_cli_reports_what_cannot_run(photo, tmp_path, capsys):
     assert _cli([photo[0], "--screenshot", tmp_path / "s.png"]) == 2
     assert "--frames" in capsys.readouterr().err

@@ -9,8 +9,8 @@ destroyed and a new one opened; the view recovers), ``E`` the next effect, ``Q``
 For tests and headless runs (Xvfb): ``--frames N`` stops after N frames, ``--screenshot PATH``
 saves the window after the last of them (PNG), ``--inject-loss-at N`` loses the context before frame
 N (from 0; repeatable), ``--hidden`` keeps the window off screen. A summary goes to stdout. Exit
-status: 0 after a run, 1 when the viewer cannot run (no display, unreadable input), 2 for bad
-arguments.
+status: 0 after a run, 1 when the viewer cannot run (no display, unreadable input) or a screenshot
+asked for was not taken (the window closed before its frame), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -18,10 +18,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import GpuSegError
 from ..models import model_bytes
 from .args import MAX_THREADS, frame_rate, non_negative_int, output_file, positive_int, thread_count
+
+if TYPE_CHECKING:
+    from ..viewer import ViewerReport
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,12 +151,25 @@ def run(args: argparse.Namespace) -> int:
     except GpuSegError as exc:
         print(f"gpu-seg view: {exc}", file=sys.stderr)
         return 1
+    return summarise(args, report)
+
+
+def summarise(args: argparse.Namespace, report: ViewerReport) -> int:
+    """Print the summary of a run; its exit status: 1 when a screenshot was asked for and the run
+    ended (the window closed, ``Q``) before the frame it is taken after."""
     backends = ", ".join(f"{name} {count}" for name, count in sorted(report.backends.items())) or "none"
     print(
         f"viewed {report.frames} frames in {report.seconds:.1f} s ({report.fps:.1f} frames/s); "
         f"post-processing: {backends}; context losses: {report.context_losses} "
         f"(windows opened: {report.windows_opened})"
     )
-    if args.screenshot is not None and report.frames == args.frames:
-        print(f"screenshot: {args.screenshot}")
+    if args.screenshot is None:
+        return 0
+    if report.frames < args.frames:
+        print(
+            f"gpu-seg view: no screenshot: the run ended after {report.frames} of the {args.frames} frames",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"screenshot: {args.screenshot}")
     return 0
