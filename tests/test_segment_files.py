@@ -291,6 +291,24 @@ def test_sigterm_ends_a_run_like_ctrl_c_with_a_consistent_manifest(tmp_path):
     assert not list(out.rglob("*.partial"))
 
 
+def test_an_interrupted_run_says_what_it_did_and_which_inputs_failed(tmp_path):
+    """After Ctrl-C the run printed only "interrupted": the inputs that had failed before (listed at
+    the end of a full run) and what was segmented went unsaid."""
+    (tmp_path / "a_broken.png").write_bytes(b"not a picture")
+    write_video(tmp_path / "long.avi", 400, "MJPG", (64, 48))
+    out = tmp_path / "out"
+    model = str(selfie_model())
+    proc = _cli(str(tmp_path), "--out", str(out), "--model", model, "--backend", "cpu", "--quiet")
+    _wait_for_lines(out, 4, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert f"failed: {tmp_path / 'a_broken.png'}: " in stderr and "Traceback" not in stderr
+    frames = len(manifest_lines(out)) - 1
+    assert f"before the interrupt: segmented {frames} frames from 0/2 inputs" in stderr, stderr[-2000:]
+    assert "failed inputs: 1" in stderr and stderr.rstrip().endswith("interrupted")
+
+
 def test_a_killed_run_leaves_at_most_the_frame_in_progress_unlisted(tmp_path):
     """SIGKILL cannot be handled: the manifest is flushed after every frame, so at most the frame
     being written when the process died has files without a line."""

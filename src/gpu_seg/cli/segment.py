@@ -196,12 +196,16 @@ def run(args: argparse.Namespace) -> int:
     except GpuSegError as exc:
         print(f"gpu-seg segment: {exc}", file=sys.stderr)
         return 1
-    for name, reason in report.failures:
-        print(f"failed: {name}: {reason}", file=sys.stderr)
+    _print_failures(report)
     print(_summary(report))
     if args.ray is not None:
         print(_ray_summary(report))  # type: ignore[arg-type]
     return 0 if report.ok else 1
+
+
+def _print_failures(report: BatchReport) -> None:
+    for name, reason in report.failures:
+        print(f"failed: {name}: {reason}", file=sys.stderr)
 
 
 def _run(
@@ -216,7 +220,13 @@ def _run(
         num_threads=args.threads,
         on_frame=advance,
     ) as engine:
-        return engine.run(inputs)
+        try:
+            return engine.run(inputs)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what was done (its lines are in the manifest)
+            if engine.last_report is not None:
+                _print_failures(engine.last_report)
+                print(f"before the interrupt: {_summary(engine.last_report)}", file=sys.stderr)
+            raise
 
 
 def _run_on_ray(

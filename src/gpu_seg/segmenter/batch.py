@@ -444,6 +444,9 @@ class BatchSegmenter:
             num_threads=num_threads,
         )
         self._names: set[str] = set()
+        #: The report of the latest :meth:`run`, kept up to date while it runs: what an interrupted
+        #: run (``KeyboardInterrupt``) had done. None before the first run.
+        self.last_report: BatchReport | None = None
 
     def run(self, inputs: Sequence[str | os.PathLike[str]]) -> BatchReport:
         """Segment every input; returns the report (failures included, never raised per input).
@@ -455,7 +458,7 @@ class BatchSegmenter:
             ManifestError: the manifest cannot be written (the run stops there).
             Exception: what ``on_frame`` raised (the run stops there; that frame has its line).
         """
-        report = BatchReport(inputs=len(inputs))
+        report = self.last_report = BatchReport(inputs=len(inputs))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._names |= self._output.names_in_use()  # earlier runs' outputs are never overwritten
         names = output_names(inputs, self._names)
@@ -482,7 +485,7 @@ class BatchSegmenter:
             self._engine.on_written = None
             with contextlib.suppress(OSError):  # a failed write raised already
                 manifest.close()
-        report.seconds = time.perf_counter() - start
+            report.seconds = time.perf_counter() - start
         return report
 
     def _notify(self, record: FrameRecord) -> None:
