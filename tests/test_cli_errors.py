@@ -243,3 +243,40 @@ def test_a_ray_cluster_that_cannot_be_joined_is_a_gpu_seg_error():
     with pytest.raises(RayClusterError, match="bogus"):
         with ray_session("bogus"):
             pass
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_an_interrupt_python_drops_in_a_weakref_callback_still_stops_the_command(signum, monkeypatch):
+    """Python drops an exception raised in a weakref callback ("Exception ignored in ..."): a Ctrl-C
+    that landed while a context generation was freed (``Supervisor.contexts`` is a
+    WeakKeyDictionary) was lost, and ``gpu-seg soak`` ran to its end and exited 0. The interrupt is
+    now raised again at the command's next step (its progress callback, drawn or not)."""
+    import os
+    import signal
+    import sys
+    import weakref
+
+    from gpu_seg import cli
+    from gpu_seg.cli.console import progress_bar
+
+    class Thing:
+        pass
+
+    def interrupt_inside(ref):
+        os.kill(os.getpid(), getattr(signal, signum))
+        time.sleep(0.5)  # the handler runs here, in the callback
+
+    expected = cli.Terminated if signum == "SIGTERM" else KeyboardInterrupt
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: dropped.append(unraisable.exc_type))
+    steps = []
+    with cli._interrupts(), pytest.raises(expected):
+        with progress_bar(3, "steps", enabled=False) as progress:
+            thing = Thing()
+            ref = weakref.ref(thing, interrupt_inside)
+            del thing  # the callback runs, and the interrupt raised in it is dropped
+            steps.append("went on")
+            progress(1, "")
+            steps.append("next step")
+    assert ref() is None and steps == ["went on"]
+    assert dropped == [expected]

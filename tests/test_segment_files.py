@@ -326,14 +326,15 @@ def test_a_killed_run_leaves_at_most_the_frame_in_progress_unlisted(tmp_path):
     assert len(unlisted) <= 1, sorted(unlisted)
 
 
-def test_a_truncated_video_is_a_failed_input(tmp_path, capsys):
-    """A video cut short (an interrupted copy) decodes fewer frames than its container announces:
-    the frames decoded are written, and the input is reported failed, not processed."""
+def test_a_video_that_decodes_short_of_its_frame_count_is_a_failed_input(tmp_path, capsys):
+    """A video that decodes fewer frames than its container announces (here the second half of an
+    interrupted download into a preallocated file: zeros, the length right): the frames decoded are
+    written, and the input is reported failed, not processed."""
     video = tmp_path / "clip.avi"
     write_video(video, 40, "MJPG", (64, 48))
     data = video.read_bytes()
     cut = tmp_path / "cut.avi"
-    cut.write_bytes(data[: len(data) // 2])
+    cut.write_bytes(data[: len(data) // 2] + bytes(len(data) - len(data) // 2))
     capture = cv2.VideoCapture(str(cut))
     announced = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     capture.release()
@@ -434,7 +435,7 @@ def test_a_sigterm_while_a_frame_is_written_lets_it_finish_with_its_record(tmp_p
     """SIGTERM (or Ctrl-C) between a frame's files and its manifest line left the files unlisted
     (seen in CI: ``long/000005.mask.png`` on disk, not in the manifest). Now both signals are held
     while a frame's files are written and its record handed on, and act right after."""
-    from gpu_seg.cli import Terminated, _sigterm_interrupts
+    from gpu_seg.cli import Terminated, _interrupts
     from gpu_seg.segmenter.batch import FrameSegmenter, LocalOutput, WorkItem
 
     class SignalledOutput(LocalOutput):
@@ -447,7 +448,161 @@ def test_a_sigterm_while_a_frame_is_written_lets_it_finish_with_its_record(tmp_p
     records = []
     engine = FrameSegmenter(selfie_model().read_bytes(), SignalledOutput(tmp_path / "out"), backend="cpu")
     engine.on_written = records.append
-    with engine, _sigterm_interrupts(), pytest.raises(Terminated):
+    with engine, _interrupts(), pytest.raises(Terminated):
         list(engine.run(WorkItem(str(image), "a")))
     assert [record.outputs for record in records] == [("a.mask.png",)]
     assert (tmp_path / "out" / "a.mask.png").is_file()
+
+
+# ------------------------------------------------------------------------------ damaged files
+def _jpeg(pixels: np.ndarray, progressive: bool = False) -> bytes:
+    ok, data = cv2.imencode(".jpg", pixels[..., ::-1], [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])
+    assert ok
+    return data.tobytes()
+
+
+def _with_thumbnail(jpeg: bytes, thumbnail: bytes) -> bytes:
+    """``jpeg`` with an APP1 segment right after its SOI that holds a whole JPEG, end marker included,
+    as an EXIF thumbnail does."""
+    payload = b"Exif\0\0" + thumbnail
+    return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+def _jpegs(pixels: np.ndarray) -> dict[str, bytes]:
+    small = _jpeg(np.ascontiguousarray(pixels[::4, ::4]))
+    return {
+        "baseline": _jpeg(pixels),
+        "progressive": _jpeg(pixels, progressive=True),
+        "thumbnail": _with_thumbnail(_jpeg(pixels), small),
+    }
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "thumbnail"])
+@pytest.mark.parametrize("kept", [0.5, 0.9])
+def test_a_truncated_jpeg_is_a_failed_input_not_a_half_grey_photo(tmp_path, capsys, kind, kept):
+    """OpenCV decodes a cut JPEG with a warning and grey where the data ended: the run segmented that
+    picture and said nothing. A JPEG's scans must now end in its end-of-image marker (a thumbnail's
+    marker, inside its APP1 segment, does not count)."""
+    data = _jpegs(skdata.astronaut())[kind]
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: int(len(data) * kept)])
+    out = tmp_path / "out"
+    assert _segment_on_cpu(str(path), out=out) == 1
+    (line,) = manifest_lines(out)
+    assert "truncated" in line["error"] and line["input"] == str(path)
+    assert _files(out) == set()
+
+
+def test_whole_jpegs_are_read_with_thumbnails_progressive_scans_and_trailing_data(tmp_path):
+    """What the truncation check must let through: each of these decodes whole."""
+    for kind, data in _jpegs(skdata.astronaut()).items():
+        (tmp_path / f"{kind}.jpg").write_bytes(data)
+    (tmp_path / "trailer.jpg").write_bytes(_jpeg(skdata.astronaut()) + b"MotionPhoto_Data" + bytes(64))
+    out = tmp_path / "out"
+    assert _segment_on_cpu(str(tmp_path), out=out) == 0
+    assert _files(out) == {f"{name}.mask.png" for name in ("baseline", "progressive", "thumbnail", "trailer")}
+
+
+def test_a_damaged_image_is_never_read_as_a_video(tmp_path):
+    """A still image OpenCV and imageio both refuse went on to FFmpeg's video reader, which decodes a
+    cut interlaced GIF as every other row and wrote it as ``NAME/000000.mask.png``, exit 0."""
+    from PIL import Image
+
+    path = tmp_path / "cut.gif"
+    Image.fromarray(skdata.astronaut()).save(path, interlace=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.3)])
+    out = tmp_path / "out"
+    assert _segment_on_cpu(str(path), out=out) == 1
+    (line,) = manifest_lines(out)
+    assert "truncated or corrupt" in line["error"] and "GIF" in line["error"]
+    assert _files(out) == set()
+
+
+def test_a_float_tiff_is_refused_by_name_not_read_as_a_video(tmp_path):
+    path = tmp_path / "depth.tif"
+    assert cv2.imwrite(str(path), np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64))
+    out = tmp_path / "out"
+    assert _segment_on_cpu(str(path), out=out) == 1
+    (line,) = manifest_lines(out)
+    assert "float32" in line["error"] and line["frame"] is None
+    assert _files(out) == set()
+
+
+def test_a_damaged_png_read_by_imageio_keeps_its_exif_orientation(tmp_path):
+    """A PNG whose last chunk's checksum is cut is refused by libpng and read by imageio, which
+    ignored the EXIF orientation OpenCV applies: a mask on its side, of another size."""
+    from PIL import Image
+
+    upright = tmp_path / "upright.png"
+    Image.fromarray(np.ascontiguousarray(cv2.resize(skdata.astronaut(), (120, 160)))).save(upright)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to show
+    stored = tmp_path / "stored.png"
+    Image.open(upright).transpose(Image.Transpose.ROTATE_90).save(stored, exif=exif.tobytes())
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(stored.read_bytes()[:-2])
+    assert cv2.imread(str(damaged)) is None and cv2.imread(str(stored)).shape == (160, 120, 3)
+    out = tmp_path / "out"
+    assert _segment_on_cpu(str(stored), str(damaged), out=out) == 0
+    masks = {
+        name: cv2.imread(str(out / f"{name}.mask.png"), cv2.IMREAD_UNCHANGED)
+        for name in ("stored", "damaged")
+    }
+    assert masks["damaged"].shape == masks["stored"].shape == (160, 120)
+    assert np.array_equal(masks["damaged"], masks["stored"])
+
+
+@pytest.mark.parametrize("kept", [0.5, 0.97])
+def test_a_truncated_avi_is_refused_by_its_own_length(tmp_path, kept):
+    """A cut AVI whose last few frames were missing passed (2 frames or 1% were allowed), with its
+    last frame half decoded. A RIFF file states its length: a shorter file is cut."""
+    video = tmp_path / "clip.avi"
+    write_video(video, 30, "MJPG", (64, 48))
+    data = video.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: int(len(data) * kept)])
+    out = tmp_path / "out"
+    assert _segment_on_cpu(str(cut), out=out) == 1
+    (line,) = manifest_lines(out)
+    assert "truncated" in line["error"] and f"{len(data)}" in line["error"]
+    assert _files(out) == set()
+
+
+def test_a_truncated_mp4_is_refused_by_its_box_sizes(tmp_path):
+    video = tmp_path / "clip.mp4"
+    write_video(video, 30, "mp4v", (64, 48))
+    data = video.read_bytes()
+    assert data[4:8] == b"ftyp"
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.97)])
+    out = tmp_path / "out"
+    assert _segment_on_cpu(str(cut), out=out) == 1
+    (line,) = manifest_lines(out)
+    assert "truncated" in line["error"]
+    assert _files(out) == set()
+
+
+def test_the_overlay_blends_in_little_memory_and_exactly():
+    """The overlay blended the whole picture in float64: 8 bytes per channel in each of several
+    temporaries (about 30 GB for a 20000 x 20000 photo, 10x the time of the blend it needs)."""
+    import tracemalloc
+
+    from gpu_seg.segmenter.files import _FOREGROUND_TINT, _PALETTE, overlay
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (1200, 1600, 3), np.uint8)
+    one_class = rng.integers(0, 2, image.shape[:2], np.uint8) * 255
+    classes = rng.integers(0, 30, image.shape[:2], np.uint8)
+    cases = [
+        (True, one_class, one_class == 0, np.broadcast_to(_FOREGROUND_TINT, image.shape)),
+        (False, classes, classes != 0, _PALETTE[1 + (classes.astype(np.intp) - 1) % (len(_PALETTE) - 1)]),
+    ]
+    for single, mask, tinted, tint in cases:
+        tracemalloc.start()
+        got = overlay(image, mask, single)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 2 * image.nbytes, peak / image.nbytes  # the result, and a few bands' temporaries
+        want = np.where(tinted[..., None], np.round(image * 0.5 + tint * 0.5), image).astype(np.uint8)
+        assert got.dtype == np.uint8 and np.array_equal(got, want)

@@ -83,7 +83,7 @@ def _run(argv: Sequence[str] | None) -> int:
         )
         return 2
     try:
-        with _sigterm_interrupts():
+        with _interrupts():
             return int(args.run(args) or 0)
     except Terminated:
         print("terminated", file=sys.stderr)
@@ -102,22 +102,42 @@ class Terminated(KeyboardInterrupt):
     Ctrl-C) and exits with 128 + SIGTERM."""
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
+#: The interrupt a command's signal handler raised, until the command is over. Python drops an
+#: exception raised where it cannot propagate (a weakref callback, ``__del__``, a gc callback:
+#: "Exception ignored in ..."): a Ctrl-C landing while a context generation is freed was lost,
+#: and the command went on. Each step of a command (its progress callback) raises it again.
+_pending: list[type[KeyboardInterrupt]] = []
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    error = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    _pending[:] = [error]
+    raise error()
+
+
+def raise_pending_interrupt() -> None:
+    """Raise the interrupt of this command again if one was raised (and maybe dropped) before."""
+    if _pending:
+        raise _pending[0]()
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` during the block (main thread only; else as before)."""
+def _interrupts() -> Iterator[None]:
+    """During the block SIGINT raises ``KeyboardInterrupt`` and SIGTERM :class:`Terminated`, each
+    remembered for :func:`raise_pending_interrupt` (main thread only; elsewhere as before)."""
+    _pending.clear()
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, _raise_interrupt)
     except ValueError:  # not the main thread: signals cannot be handled here
-        previous = None
+        pass
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _pending.clear()
 
 
 def _argument_error(parser: argparse.ArgumentParser, exc: InputError) -> None:

@@ -98,14 +98,21 @@ def row(grid: Table, *cells: str | Text) -> None:
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, label: str, enabled: bool = True) -> Iterator[ProgressCallback | None]:
-    """A progress bar on stderr for ``total`` steps; yields the engines' callback (None if not enabled).
+def progress_bar(total: int, label: str, enabled: bool = True) -> Iterator[ProgressCallback]:
+    """A progress bar on stderr for ``total`` steps; yields the engines' callback, which also raises
+    an interrupt that Python dropped since (:func:`~gpu_seg.cli.raise_pending_interrupt`).
 
     On a terminal the bar is redrawn as the work goes; elsewhere (a log file) only its final
-    state is written.
+    state is written. Not ``enabled``: nothing is drawn.
     """
+    from . import raise_pending_interrupt
+
     if not enabled:
-        yield None
+
+        def step(steps: int, note: str) -> None:
+            raise_pending_interrupt()
+
+        yield step
         return
     console = _Console(file=sys.stderr, markup=False, highlight=False, emoji=False)
     bar = Progress(
@@ -121,6 +128,7 @@ def progress_bar(total: int, label: str, enabled: bool = True) -> Iterator[Progr
     task = bar.add_task(label, total=max(1, total), note="")
 
     def advance(steps: int, note: str) -> None:
+        raise_pending_interrupt()
         bar.update(task, advance=steps, note=note)
 
     with bar:

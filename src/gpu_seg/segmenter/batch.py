@@ -50,6 +50,7 @@ import numpy as np
 
 from ..errors import GpuSegError
 from ..postprocessor import BackendChoice
+from .damage import container_truncation
 from .files import (
     IMAGE_SUFFIXES,
     MANIFEST,
@@ -325,6 +326,9 @@ class FrameSegmenter:
 
     def _segment_video(self, item: WorkItem) -> Iterator[FrameRecord]:
         cv2 = self._cv2
+        problem = container_truncation(item.path)  # FFmpeg would decode what is there, last frame half
+        if problem:
+            raise OSError(f"{problem}: {item.input}")
         with opencv_path(item.path) as path:
             try:
                 capture = cv2.VideoCapture(path)

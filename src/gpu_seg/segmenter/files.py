@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import GpuSegError
+from .damage import jpeg_truncation, read_head, still_image_kind
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -284,12 +285,20 @@ class LocalOutput:
 
 
 def read_image(cv2, path: Path) -> np.ndarray | None:
-    """RGB uint8 ``(H, W, 3)``, or None when neither OpenCV nor imageio reads it as an image.
+    """RGB uint8 ``(H, W, 3)`` (EXIF orientation applied), or None when the file is no still image
+    that OpenCV or imageio reads and has no still image's signature either (a video, maybe).
 
     Raises:
-        OSError: OpenCV refused the file outright (``cv2.error``: a header announcing more pixels
-            than OpenCV decodes, CV_IO_MAX_IMAGE_PIXELS); imageio is not tried on such a file.
+        OSError: a still image (by its signature, whatever its name) that is damaged (a JPEG cut
+            short, a file no decoder reads) or whose pixels are not 8- or 16-bit; or one OpenCV
+            refused outright (``cv2.error``: a header announcing more pixels than OpenCV decodes,
+            CV_IO_MAX_IMAGE_PIXELS), on which imageio is not tried.
     """
+    kind = still_image_kind(read_head(path))
+    if kind == "JPEG":
+        problem = jpeg_truncation(Path(path).read_bytes())
+        if problem:
+            raise OSError(f"truncated JPEG: {path}: {problem}")
     with opencv_path(path) as name:
         try:
             bgr = cv2.imread(name, cv2.IMREAD_COLOR)
@@ -297,15 +306,32 @@ def read_image(cv2, path: Path) -> np.ndarray | None:
             raise OSError(f"OpenCV cannot read {path}: {opencv_failure(exc)}") from None
     if bgr is not None:
         return np.ascontiguousarray(bgr[..., ::-1])
+    pixels = _read_with_imageio(path)
+    if pixels is not None:
+        rgb = _as_rgb8(pixels)
+        if rgb is not None:
+            return rgb
+    if kind is None:
+        return None
+    if pixels is not None:
+        raise OSError(f"{path}: a {kind} image of {pixels.dtype} pixels; 8- and 16-bit images are read")
+    raise OSError(f"cannot decode the {kind} image {path}: it is truncated or corrupt")
+
+
+def _read_with_imageio(path: Path) -> np.ndarray | None:
+    """imageio's pixels of ``path`` (EXIF orientation applied where Pillow reads the file), or None."""
     try:
         import imageio.v3 as iio
-
-        with warnings.catch_warnings():  # imageio's plugins warn while probing a file
-            warnings.simplefilter("ignore")
-            pixels = np.asarray(iio.imread(path))
-    except Exception:  # imageio missing, or it cannot read the file either
+    except ImportError:
         return None
-    return _as_rgb8(pixels)
+    with warnings.catch_warnings():  # imageio's plugins warn while probing a file
+        warnings.simplefilter("ignore")
+        for options in ({"plugin": "pillow", "rotate": True}, {}):
+            try:
+                return np.asarray(iio.imread(path, **options))
+            except Exception:  # not Pillow's (or Pillow missing): imageio's other plugins
+                continue
+    return None
 
 
 def seek(cv2, capture, path: str, start: int):
@@ -343,7 +369,10 @@ def encode_npy(array: np.ndarray) -> bytes:
 
 
 def _as_rgb8(pixels: np.ndarray) -> np.ndarray | None:
-    """imageio's pixels as uint8 RGB, or None for what is not an 8-bit still image."""
+    """imageio's pixels as uint8 RGB (16-bit ones scaled as OpenCV scales them), or None for what is
+    not an 8- or 16-bit still image."""
+    if pixels.dtype == np.uint16:
+        pixels = np.round(pixels / 256.0).clip(0, 255).astype(np.uint8)  # OpenCV's IMREAD_COLOR
     if pixels.dtype != np.uint8:
         return None
     if pixels.ndim == 4:  # an animation: its first frame
@@ -361,11 +390,30 @@ def overlay(image: np.ndarray, category_mask: np.ndarray, one_class: bool, alpha
     One-class models (mask values 0 and 255): foreground (0) in green. Several classes: class
     k > 0 in a palette colour; class 0 (usually background) untinted.
     """
+    out = image.copy()
+    rows = max(1, _OVERLAY_BAND_PIXELS // max(1, image.shape[1]))
+    for top in range(0, image.shape[0], rows):  # in bands: temporaries of a band, not of the image
+        band = slice(top, top + rows)
+        _blend(out[band], category_mask[band], one_class, alpha)
+    return out
+
+
+#: Pixels blended at a time by :func:`overlay`.
+_OVERLAY_BAND_PIXELS = 1 << 16
+
+
+def _blend(pixels: np.ndarray, category_mask: np.ndarray, one_class: bool, alpha: float) -> None:
+    """Tint ``pixels`` (uint8 ``(h, W, 3)``) in place where the category mask says so."""
     if one_class:
-        tint = np.broadcast_to(_FOREGROUND_TINT, image.shape)
         tinted = category_mask == 0
+        tint = _FOREGROUND_TINT
     else:
-        tint = _PALETTE[1 + (category_mask.astype(np.intp) - 1) % (len(_PALETTE) - 1)]
         tinted = category_mask != 0
-    blended = image * (1.0 - alpha) + tint * alpha
-    return np.where(tinted[..., None], np.round(blended), image).astype(np.uint8)
+        classes = category_mask[tinted].astype(np.intp)
+        tint = _PALETTE[1 + (classes - 1) % (len(_PALETTE) - 1)]
+    # float32 where it is exact (alpha 0.5: halves of integers), else float64
+    dtype = np.float32 if alpha == 0.5 else np.float64
+    blended = pixels[tinted].astype(dtype)
+    blended *= dtype(1.0 - alpha)
+    blended += tint.astype(dtype) * dtype(alpha)
+    pixels[tinted] = np.round(blended, out=blended)
