@@ -191,3 +191,54 @@ def test_without_a_display_the_viewer_says_so(monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(ViewerError, match="DISPLAY=:4321"):
         WindowSystem(attempts=1)
+
+
+def test_file_names_that_are_not_utf8_are_read_and_written_without_a_crash(tmp_path):
+    """OpenCV's bindings segfault on a name that is not UTF-8 (a Latin-1 name from an old archive):
+    ``gpu-seg view`` died with signal 11 on such an image, video or screenshot name. In a child
+    process, so that a crash fails this test rather than ending the run."""
+    import os
+    import subprocess
+    import sys
+
+    from .test_ray_parts import write_video
+
+    folder = os.fsencode(tmp_path)
+    image, video, shot = (
+        os.fsdecode(folder + b"/caf\xe9" + suffix) for suffix in (b".png", b".avi", b"-shot.png")
+    )
+    assert cv2.imwrite(str(tmp_path / "plain.png"), np.full((48, 64, 3), 90, np.uint8))
+    os.replace(tmp_path / "plain.png", image)
+    write_video(tmp_path / "plain.avi", 3, "MJPG", (64, 48))
+    os.replace(tmp_path / "plain.avi", video)
+    script = (
+        "import sys; from gpu_seg.viewer import open_source, read_image, save_image\n"
+        "image, video, shot = sys.argv[1:]\n"
+        "picture = read_image(image, 'background')\n"
+        "source = open_source(video)\n"
+        "frames = [source.read() for _ in range(4)]\n"
+        "save_image(shot, frames[-1][0], 'screenshot')\n"
+        "print(picture.shape, [frame.shape for frame, _ in frames])\n"
+    )
+    argv = [os.fsencode(a) for a in (image, video, shot)]
+    done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    assert (
+        done.stdout.decode().split()
+        == "(48, 64, 3) [(48, 64, 3), (48, 64, 3), (48, 64, 3), (48, 64, 3)]".split()
+    )
+    assert cv2.imdecode(np.fromfile(shot, np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
+
+
+def test_a_one_frame_video_loops_like_any_other(tmp_path):
+    """OpenCV cannot rewind a one-frame video (the read after seeking to 0 fails): the view ended
+    after its first frame."""
+    from .test_ray_parts import write_video
+
+    write_video(tmp_path / "one.avi", 1, "MJPG", (64, 48))
+    source = open_source(tmp_path / "one.avi")
+    frames = [source.read() for _ in range(3)]
+    source.close()
+    assert all(frame is not None for frame in frames)
+    assert [stamp for _, stamp in frames] == sorted({stamp for _, stamp in frames})
+    assert all(np.array_equal(frames[0][0], frame) for frame, _ in frames)

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InputError
+from ..segmenter import files
 from ..segmenter.batch import DEFAULT_FPS, VIDEO_SUFFIXES, OpenCVUnavailableError
+from ..segmenter.damage import container_truncation
 
 if TYPE_CHECKING:
     import cv2
@@ -35,23 +37,32 @@ def _cv2():
 
 
 def read_image(path: str | os.PathLike[str], argument: str) -> np.ndarray:
-    """uint8 ``(H, W, 3)`` RGB of an image file, or InputError(argument)."""
+    """uint8 ``(H, W, 3)`` RGB of an image file, or InputError(argument): read as ``gpu-seg segment``
+    reads images (any file name; a damaged file is refused, not half-decoded)."""
     cv2 = _cv2()
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
+    try:
+        pixels = files.read_image(cv2, Path(path))
+    except OSError as exc:
+        raise InputError(argument, str(exc)) from None
+    if pixels is None:
         raise InputError(argument, f"OpenCV cannot read an image from {str(path)!r}")
-    return np.ascontiguousarray(bgr[..., ::-1])
+    return pixels
 
 
 def save_image(path: str | os.PathLike[str], image: np.ndarray, argument: str) -> None:
     """Write uint8 ``(H, W, 3)`` RGB to an image file (format from the suffix), or InputError(argument)."""
     cv2 = _cv2()
+    suffix = os.path.splitext(os.fspath(path))[1]
     try:
-        written = cv2.imwrite(str(path), np.ascontiguousarray(image[..., ::-1]))
+        encoded, data = cv2.imencode(suffix, np.ascontiguousarray(image[..., ::-1]))
     except cv2.error as exc:
         raise InputError(argument, f"OpenCV cannot write {str(path)!r}: {exc}") from None
-    if not written:
+    if not encoded:
         raise InputError(argument, f"OpenCV could not write {str(path)!r}")
+    try:
+        Path(path).write_bytes(data.tobytes())  # by Python: OpenCV crashes on names that are not UTF-8
+    except OSError as exc:
+        raise InputError(argument, f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
 
 
 def fit_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -88,6 +99,7 @@ class FrameSource:
         self._image = image
         self._loop = loop
         self._index = 0
+        self._first: np.ndarray | None = None  # a video's first frame, while it may be its only one
         self._last_ms = -1
         self._start = time.monotonic()
 
@@ -113,7 +125,13 @@ class FrameSource:
         if not ok and self._loop and self._index > 0:  # a video file at its end: from the start
             self._capture.set(_cv2().CAP_PROP_POS_FRAMES, 0)
             ok, bgr = self._capture.read()
-        return np.ascontiguousarray(bgr[..., ::-1]) if ok else None
+            if not ok and self._index == 1:  # OpenCV cannot rewind a one-frame video: an image
+                self._image = self._first
+                return self._first
+        frame = np.ascontiguousarray(bgr[..., ::-1]) if ok else None
+        if self._index == 0:
+            self._first = frame
+        return frame
 
     def close(self) -> None:
         if self._capture is not None:
@@ -147,7 +165,11 @@ def open_source(
         raise InputError("input", f"no such file: {file}")
     if file.suffix.lower() not in VIDEO_SUFFIXES:
         return FrameSource(file.name, DEFAULT_FPS, image=read_image(file, "input"))
-    capture = cv2.VideoCapture(str(file))
+    problem = container_truncation(file)
+    if problem:
+        raise InputError("input", f"{problem}: {file}")
+    with files.opencv_path(file) as name:  # the capture keeps the file open once it has opened it
+        capture = cv2.VideoCapture(name)
     if not capture.isOpened():
         capture.release()
         raise InputError("input", f"OpenCV cannot read a video from {str(file)!r}")
