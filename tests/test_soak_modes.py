@@ -162,6 +162,16 @@ def test_fallback_at_reports_the_first_cpu_frame_against_steady_cpu_frames():
     )
 
 
+def test_an_idle_period_on_the_fallback_frame_wakes_on_the_cpu_and_passes():
+    """The idle period ending at frame F runs before the fallback forced at F, so its wake-up frame is
+    the first CPU frame: the report wanted GL there and failed a run whose frames were all right."""
+    plan = IdlePlan(0.3, 4, "trim")
+    report = soak(frames=10, lose_every=0, warmup=2, idle=plan, fallback_at=4, **SMALL)
+    assert report.frames_ok and report.fallback_frame_backend == "cpu"
+    assert [(p.frame, p.wake_backend) for p in report.idle_periods] == [(4, "cpu"), (8, "cpu")]
+    assert report.idle_releases_ok and report.ok
+
+
 def test_mode_arguments_are_checked():
     with pytest.raises(ValueError, match="fallback_at"):
         soak(frames=10, fallback_at=8)

@@ -225,20 +225,20 @@ class SoakReport(LoopReport):
     def idle_releases_ok(self) -> bool:
         """Every idle period saw its release, after which the processor held no pooled GL object
         and no program (only the context after ``trim``; nothing after a context release), and its
-        wake-up frame ran on GL (periods after a forced fallback: on the CPU)."""
+        wake-up frame ran on GL (periods ending at or after a forced fallback's frame: on the CPU;
+        the fallback is forced after the idle period before the same frame)."""
         keeps_context = self.idle_release in ("trim", "auto")
         limit = 1 if keeps_context else 0
 
         def woken_on(period: IdlePeriod) -> str:
-            falling_back = self.fallback_at is not None and period.frame > self.fallback_at
+            falling_back = self.fallback_at is not None and period.frame >= self.fallback_at
             return "cpu" if falling_back else "gl"
 
         return all(
             p.released is not None
             and p.released.live_gl_objects <= limit
             and p.released.programs == 0
-            and p.wake_backend
-            == ("cpu" if self.fallback_at is not None and p.frame > self.fallback_at else "gl")
+            and p.wake_backend == woken_on(p)
             for p in self.idle_periods
         )
 
