@@ -280,3 +280,23 @@ def test_an_interrupt_python_drops_in_a_weakref_callback_still_stops_the_command
             steps.append("next step")
     assert ref() is None and steps == ["went on"]
     assert dropped == [expected]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["soak", "--frames", "3"],
+        ["verify", "--cases", "1"],
+        ["bench", "--quick", "--preset", "selfie", "--outputs", "category", "--backends", "cpu"],
+    ],
+    ids=["soak", "verify", "bench"],
+)
+def test_a_json_file_that_cannot_be_written_at_the_end_keeps_the_report(argv, capsys):
+    """The ``--json`` file is checked before the run, but it is written after it: a full disk (or
+    its folder removed meanwhile) gave a traceback, and the report was never printed."""
+    extra = ["--no-noise"] if argv[0] == "bench" else []
+    status = main([*argv, *extra, "--quiet", "--json", "/dev/full"])
+    printed = capsys.readouterr()
+    assert status == 1
+    assert "cannot write /dev/full" in printed.err and "Traceback" not in printed.err
+    assert printed.out.strip(), "the report is still printed"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..inputs import CPU_MAX_OUTPUT_DIM, physical_memory, seconds
@@ -111,6 +114,30 @@ def output_file(text: str) -> str:
     os.close(fd)
     path.unlink(missing_ok=True)
     return text
+
+
+def write_json(path: str, data: object, **options: Any) -> str | None:
+    """Write ``data`` as JSON (``json.dumps`` ``options``) to ``path``; None, or why it could not be
+    written (a full disk, its folder gone since the run began). A regular file is written whole
+    (``PATH.partial``, then renamed over it); a device or pipe (``/dev/stdout``) directly."""
+    text = json.dumps(data, **options) + "\n"
+    target = Path(path)
+    try:
+        if target.exists() and not target.is_file():
+            with open(target, "w", encoding="utf-8") as out:
+                out.write(text)
+            return None
+        partial = target.with_name(target.name + ".partial")
+        try:
+            partial.write_text(text, encoding="utf-8")
+            os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return None
 
 
 def _bytes_text(count: float) -> str:

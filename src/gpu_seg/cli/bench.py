@@ -31,7 +31,6 @@ semantics, the performance goals, and the environment (CPU, GL renderer, version
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -66,6 +65,7 @@ from .args import (
     output_size,
     positive_int,
     tensor_shape,
+    write_json,
 )
 
 
@@ -252,20 +252,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"tensor {case.title()}", file=sys.stderr)
     with progress_bar(bench.steps, "bench", enabled=not args.quiet) as progress:
         report = bench.run(progress)
-    if args.json:  # first: a closed stdout must not lose the figures
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=1, default=_json_default)
-            out.write("\n")
+    # first: a closed stdout must not lose the figures; a file that cannot be written not the report
+    problems = {}
+    if args.json:
+        problems[args.json] = write_json(args.json, report, indent=1, default=_json_default)
     if args.plot:
         from ..tools.bench.plot import write_plot
 
-        write_plot(report, args.plot)
+        try:
+            write_plot(report, args.plot)
+            problems[args.plot] = None
+        except OSError as exc:
+            problems[args.plot] = f"cannot write {args.plot}: {exc.strerror or exc}"
     print_report(stdout(), report)
-    if args.json:
-        print(f"wrote {args.json}")
-    if args.plot:
-        print(f"wrote {args.plot}")
-    return 0
+    for path, problem in problems.items():
+        if problem:
+            print(f"gpu-seg bench: {problem}", file=sys.stderr)
+        else:
+            print(f"wrote {path}")
+    return 1 if any(problems.values()) else 0
 
 
 def _json_default(value: object) -> object:

@@ -29,7 +29,6 @@ Exit status: 0 when no frame mismatched and every frame returned; 1 otherwise; 2
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -53,6 +52,7 @@ from .args import (
     positive_int,
     tensor_shape,
     wait_seconds,
+    write_json,
 )
 
 if TYPE_CHECKING:
@@ -288,17 +288,17 @@ def run(args: argparse.Namespace) -> int:
     except (ImportError, GpuSegError, OSError) as exc:  # a missing extra, an unusable model
         print(f"gpu-seg soak: {exc}", file=sys.stderr)
         return 1
-    if args.json:  # first: a closed stdout must not lose the figures
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(report.to_dict(), out, indent=2)
-            out.write("\n")
+    # first: a closed stdout must not lose the figures; a file that cannot be written not the report
+    unwritten = write_json(args.json, report.to_dict(), indent=2) if args.json else None
     print_report(stdout(), report)
     if not report.ok:
         print(
             "soak failed: mismatched frames, frames that raised or an incomplete idle release",
             file=sys.stderr,
         )
-    return 0 if report.ok else 1
+    if unwritten:
+        print(f"gpu-seg soak: {unwritten}", file=sys.stderr)
+    return 0 if report.ok and not unwritten else 1
 
 
 # ----------------------------------------------------------------------------- the report

@@ -19,7 +19,6 @@ arguments.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,7 @@ from ..tools import oracle
 from ..tools.messages import INSTALL_MEDIAPIPE
 from ..tools.parity import Parity
 from ..tools.verify import DEFAULT_CASES, VerifyReport, run_verify
-from .args import non_negative_int, output_file, positive_int
+from .args import non_negative_int, output_file, positive_int, write_json
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -59,15 +58,15 @@ def run(args: argparse.Namespace) -> int:
         report = run_verify(args.cases, args.seed, progress)
     if report.gl_error is not None:
         print(f"gpu-seg verify: {report.gl_error}; only the reference is checked", file=sys.stderr)
-    if args.json:  # first: a closed stdout must not lose the figures
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(report.to_dict(), out, indent=1, default=float)
-            out.write("\n")
+    # first: a closed stdout must not lose the figures; a file that cannot be written not the report
+    unwritten = write_json(args.json, report.to_dict(), indent=1, default=float) if args.json else None
     print_report(stdout(), report)
+    if unwritten:
+        print(f"gpu-seg verify: {unwritten}", file=sys.stderr)
     if report.failed:
         print(f"verify failed: {report.failed} case(s) outside tolerance", file=sys.stderr)
         return 1
-    return 0
+    return 1 if unwritten else 0
 
 
 def _mismatch_cell(p: Parity | None) -> str:
