@@ -5,6 +5,7 @@ preprocessing's arguments).
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -184,6 +185,9 @@ def test_read_model_info_takes_bytes_like_objects():
         ({"num_threads": 10**20}, "num_threads"),
         ({"output_confidence_masks": np.array([True, False])}, "output_confidence_masks"),
         ({"output_category_mask": np.array([True, False])}, "output_category_mask"),
+        ({"output_category_mask": "no"}, "output_category_mask"),
+        ({"output_confidence_masks": "False"}, "output_confidence_masks"),
+        ({"cpu_threads": 10**6}, "cpu_threads"),
     ],
 )
 def test_bad_options(options, argument):
@@ -263,3 +267,68 @@ def test_image_to_tensor_checks_its_options(tensor_size, normalization, argument
     with pytest.raises(InputError) as info:
         ImageToTensor(tensor_size, normalization)(np.zeros((5, 5, 3), np.uint8))
     assert info.value.argument == argument
+
+
+# ----------------------------------------------------------------------------- damaged models
+def _with_labels_zip(damage: str) -> bytes:
+    """A 3-class model whose metadata names ``labels.txt``, with its appended zip damaged: a broken
+    deflate stream, an unknown compression method, or the encrypted flag (one byte each)."""
+    import zipfile
+
+    model = picker_model(SIZE, (0, 1, 2), labels=["a", "b", "c"])
+    model = model[: model.index(b"PK\x03\x04")]
+    stream = io.BytesIO(model)
+    stream.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(stream, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("labels.txt", b"a\nb\nc\n" * 50)
+    data = bytearray(stream.getvalue())
+    local, central = data.index(b"PK\x03\x04", len(model)), data.index(b"PK\x01\x02", len(model))
+    if damage == "deflate stream":
+        start = local + 30 + len("labels.txt")
+        data[start : start + 6] = b"\xff" * 6
+    elif damage == "compression method":
+        data[local + 8], data[central + 10] = 99, 99
+    else:
+        data[local + 6] |= 1
+        data[central + 8] |= 1
+    return bytes(data)
+
+
+@pytest.mark.parametrize("damage", ["deflate stream", "compression method", "encrypted"])
+def test_a_damaged_labels_file_is_read_as_no_labels_like_a_bad_checksum(damage):
+    """zipfile raises zlib.error, NotImplementedError or RuntimeError on these: they escaped
+    read_model_info and the constructor. MediaPipe goes on without labels when the file cannot be
+    read, as gpu_seg did for a checksum error."""
+    data = _with_labels_zip(damage)
+    assert read_model_info(data).labels == ()
+    with ImageSegmenter.create_from_buffer(data, backend="cpu") as seg:
+        assert seg.labels == ()
+
+
+def test_a_model_whose_own_labels_do_not_fit_names_the_model_not_the_labels_argument():
+    data = picker_model(SIZE, (0, 1), labels=["a", "b", "c"])
+    with pytest.raises(InputError) as info:
+        ImageSegmenter(data, backend="cpu")
+    assert info.value.argument == "model" and "labels=" in str(info.value)
+    with ImageSegmenter(data, labels=["x", "y"], backend="cpu") as seg:  # the way out it names
+        assert seg.labels == ("x", "y")
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "fifo"])
+def test_a_model_path_that_is_not_a_regular_file_is_refused_before_reading(path, tmp_path):
+    """/dev/zero was read until memory ran out; a FIFO blocked for good."""
+    if path == "fifo":
+        path = tmp_path / "model.tflite"
+        os.mkfifo(path)
+    with pytest.raises(InputError, match="not a regular file") as info:
+        ImageSegmenter.create_from_model_path(path)
+    assert info.value.argument == "model_path"
+
+
+def test_a_model_that_fails_when_it_runs_is_a_gpu_seg_error():
+    """A model whose output no operator writes loads, then LiteRT's ValueError escaped segment()."""
+    from gpu_seg.errors import GpuSegError
+
+    with ImageSegmenter(picker_model(SIZE, no_operators=True), backend="cpu") as seg:
+        with pytest.raises(GpuSegError, match="model"):
+            seg.segment(np.zeros((SIZE[1], SIZE[0], 3), np.uint8))

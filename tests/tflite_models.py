@@ -111,12 +111,14 @@ def picker_model(
     metadata: bool = True,
     reshape_to: Sequence[int] | None = None,
     decoy_output: bool = False,
+    no_operators: bool = False,
 ) -> bytes:
     """A model with input ``[1, h, w, 3]`` float32 and output ``[1, h, w, len(picks)]`` = chosen channels.
 
     ``size`` is ``(width, height)``. ``metadata=False`` leaves out the TFLITE_METADATA buffer.
     ``reshape_to`` reshapes the output (``RESHAPE``); ``decoy_output`` adds a 3-channel copy of the
-    input as a *first* output, before the masks.
+    input as a *first* output, before the masks; ``no_operators`` leaves the operators out (nothing
+    writes the output: LiteRT loads the model and fails when it runs).
     """
     width, height = size
     graph = _Graph()
@@ -135,7 +137,11 @@ def picker_model(
         graph.buffers.append(tfl.BufferT(data=np.frombuffer(meta, np.uint8)))
         entries = [tfl.MetadataT(name="TFLITE_METADATA", buffer=len(graph.buffers) - 1)]
     subgraph = tfl.SubGraphT(
-        tensors=graph.tensors, inputs=[image], outputs=outputs, operators=graph.operators, name="main"
+        tensors=graph.tensors,
+        inputs=[image],
+        outputs=outputs,
+        operators=[] if no_operators else graph.operators,
+        name="main",
     )
     signature = tfl.SignatureDefT(
         inputs=[tfl.TensorMapT(name="image", tensorIndex=image)],

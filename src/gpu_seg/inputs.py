@@ -106,7 +106,10 @@ def positive_int(value: object, argument: str) -> int:
 
 
 def flag(value: object, argument: str) -> bool:
-    """``bool(value)``; InputError naming ``argument`` where that has no single answer (arrays)."""
+    """``bool(value)``; InputError naming ``argument`` where that has no single answer (arrays) or
+    where it would mislead (a string: ``"no"`` and ``"False"`` are true)."""
+    if isinstance(value, (str, bytes)):
+        raise InputError(argument, f"expected True or False, got the string {value!r}")
     try:
         return bool(value)
     except (ValueError, TypeError) as exc:

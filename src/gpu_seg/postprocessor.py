@@ -54,6 +54,9 @@ __all__ = ["Event", "EventKind", "MaskView", "PendingFrame", "SegmentationPostpr
 log = logging.getLogger("gpu_seg")
 T = TypeVar("T")
 
+#: Most threads the fast CPU path may be given (``cpu_threads``); all are started with the processor.
+MAX_CPU_THREADS = 1024
+
 BackendChoice = Literal["auto", "gl", "cpu"]
 
 
@@ -93,7 +96,8 @@ class SegmentationPostprocessor:
             CPU path once per frame configuration and uses the faster (:mod:`gpu_seg.speed_choice`;
             ``result.backend`` and ``stats["speed_choice"]`` say which); ``"gl"`` always uses GL.
             Hardware GPUs always use GL.
-        cpu_threads: threads of the fast CPU path (default: the CPUs this process may use).
+        cpu_threads: threads of the fast CPU path (default: the CPUs this process may use; at most
+            :data:`MAX_CPU_THREADS`).
         time_gpu: measure each GL frame's GPU time with a ``GL_TIME_ELAPSED`` query (upload,
             passes, start of the readback), reported as ``stats["last_gpu_ms"]``; a small cost.
             None for a frame whose answer cannot be its GPU time (longer than the frame took:
@@ -181,6 +185,8 @@ class SegmentationPostprocessor:
             raise InputError("software_renderer", f"{software_renderer!r} is not 'fastest' or 'gl'")
         if cpu_threads is not None:
             cpu_threads = positive_int(cpu_threads, "cpu_threads")
+            if cpu_threads > MAX_CPU_THREADS:  # each is a thread started now
+                raise InputError("cpu_threads", f"{cpu_threads} is more than {MAX_CPU_THREADS}")
         if readback not in ("auto", "direct", "mapped"):
             raise InputError("readback", f"{readback!r} is not 'auto', 'direct' or 'mapped'")
         if gl_passes not in ("auto", "fragment", "compute"):

@@ -114,8 +114,11 @@ class LiteRTModel:
             view = interpreter.tensor(self._input["index"])()
             fill_input(view)
             del view  # LiteRT refuses to invoke while views of its buffers are alive
-            interpreter.invoke()
-            return interpreter.get_tensor(self._output["index"])
+            try:
+                interpreter.invoke()
+                return interpreter.get_tensor(self._output["index"])
+            except (ValueError, RuntimeError) as exc:  # a model LiteRT loads but cannot run
+                raise InputError("model", f"LiteRT cannot run the model: {exc}") from None
 
     def close(self) -> None:
         with self._lock:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 from ..errors import InputError
@@ -242,8 +243,18 @@ def _labels(data: memoryview, tensor_meta: Table, argument: str) -> tuple[str, .
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             text = archive.read(filename)
-    except (zipfile.BadZipFile, KeyError):
-        return ()  # MediaPipe too goes on without labels when the file cannot be read
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        KeyError,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ):
+        # a bad checksum or stream, an unknown compression method, an encrypted file: MediaPipe
+        # too goes on without labels when the file cannot be read
+        return ()
     lines = text.decode("utf-8", "replace").split("\n")
     if lines and lines[-1] == "":
         lines.pop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -147,7 +148,7 @@ class ImageSegmenter:
         self._tensor_size = _check_input_tensor(info)
         self._model = LiteRTModel(model, num_threads, output_index=info.output_index)
         try:
-            self._check_output()
+            self._check_output(labels is not None)
             self._to_tensor = ImageToTensor(self._tensor_size, self._normalization)
             self._postprocessor = SegmentationPostprocessor(
                 self.activation,
@@ -308,12 +309,13 @@ class ImageSegmenter:
             f"activation={self.activation.value} mode={self.running_mode}{' closed' if self._closed else ''}>"
         )
 
-    def _check_output(self) -> None:
+    def _check_output(self, labels_given: bool) -> None:
         channels = self._model.output_shape[3]
         if self.labels and len(self.labels) != channels:
-            raise InputError(
-                "labels", f"{len(self.labels)} labels for a model with {channels} output channels"
-            )
+            count = f"{len(self.labels)} labels for a model with {channels} output channels"
+            if labels_given:
+                raise InputError("labels", count)
+            raise InputError("model", f"its metadata has {count}; pass labels=[...] to name them")
 
 
 def check_model_options(model: bytes, backend: object = "auto", num_threads: object = None) -> None:
@@ -402,6 +404,8 @@ def _resolve_metadata(
 
 
 def _flag(value: object, argument: str) -> bool:
+    if isinstance(value, (str, bytes)):  # "no" and "False" are true
+        raise InputError(argument, f"expected True or False, got the string {value!r}")
     try:
         return bool(value)
     except (TypeError, ValueError) as exc:  # an array of several values, an object refusing bool()
@@ -429,7 +433,27 @@ def _read_model_file(path: object) -> bytes:
     except TypeError as exc:  # __fspath__ returned something else than str or bytes
         raise InputError("model_path", f"{path!r} is not a path: {exc}") from None
     try:
-        with open(name, "rb") as stream:
+        with open(name, "rb", opener=_open_regular_file) as stream:
             return stream.read()
+    except _NotARegularFileError:
+        raise InputError("model_path", f"{name!r} is not a regular file") from None
     except (OSError, ValueError) as exc:  # ValueError: NUL in the name, a non-encodable name
         raise InputError("model_path", f"cannot read the model file {name!r}: {exc}") from None
+
+
+class _NotARegularFileError(Exception):
+    pass
+
+
+def _open_regular_file(name: str | bytes, flags: int) -> int:
+    """``os.open`` of a regular file only: a device (``/dev/zero``) would be read until memory runs
+    out, a FIFO would block (opened without blocking, then checked)."""
+    descriptor = os.open(name, flags | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise _NotARegularFileError()
+        os.set_blocking(descriptor, True)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
