@@ -300,3 +300,20 @@ def test_a_json_file_that_cannot_be_written_at_the_end_keeps_the_report(argv, ca
     assert status == 1
     assert "cannot write /dev/full" in printed.err and "Traceback" not in printed.err
     assert printed.out.strip(), "the report is still printed"
+
+
+def test_a_soak_without_gl_fails_instead_of_passing_on_the_cpu():
+    """With no EGL (here: no vendor library), every frame ran on the CPU, no loss was injected, and
+    the soak said OK with exit 0: a CI gate on it passed without testing any recovery."""
+    import os
+
+    env = {**_env(), "__EGL_VENDOR_LIBRARY_FILENAMES": os.devnull}
+    done = subprocess.run(
+        [str(CONSOLE_SCRIPT), "soak", "--frames", "5", "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stdout[-2000:]
+    assert "no frame ran on GL" in done.stderr and "Traceback" not in done.stderr

@@ -291,7 +291,9 @@ def run(args: argparse.Namespace) -> int:
     # first: a closed stdout must not lose the figures; a file that cannot be written not the report
     unwritten = write_json(args.json, report.to_dict(), indent=2) if args.json else None
     print_report(stdout(), report)
-    if not report.ok:
+    if not report.gl_frames:
+        print("soak failed: no frame ran on GL (is there a GL context? see gpu-seg info)", file=sys.stderr)
+    elif not report.ok:
         print(
             "soak failed: mismatched frames, frames that raised or an incomplete idle release",
             file=sys.stderr,

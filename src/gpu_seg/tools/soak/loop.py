@@ -162,6 +162,7 @@ class SoakLoop:
         frames = report.frames
         for w in range(report.warmup_frames):
             self.frame(f"warm-up frame {w}")
+        _wait_for_the_cpu_kernels()
         report.start, report.rss_source = self.snapshot(0)
         report.baseline_gl_objects = report.start.live_gl_objects
         report.rss_timeline.append((0, report.start.rss_kib))
@@ -211,3 +212,13 @@ class SoakLoop:
 def median_or_none(samples: list[float]) -> float | None:
     """The median of ``samples``, None when there are none."""
     return float(np.median(samples)) if samples else None
+
+
+def _wait_for_the_cpu_kernels() -> None:
+    """Wait for the fast CPU path's warm-up, which a processor starts in the background: its
+    kernels' machine code (about 20 MB of RSS, once per process) belongs in the baseline, not in
+    the growth a soak reports."""
+    from ... import cpu
+
+    if cpu.available():
+        cpu.warm_up()

@@ -153,7 +153,9 @@ class LoopReport:
 
     @property
     def ok(self) -> bool:
-        return self.frames_ok
+        """Every frame returned and right, and some on GL (a soak that never had a GL context
+        tested nothing of what it is for)."""
+        return self.frames_ok and self.gl_frames > 0
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -244,10 +246,10 @@ class SoakReport(LoopReport):
 
     @property
     def ok(self) -> bool:
-        """Every frame returned and right, no result overwritten, every idle release seen and
-        complete, and in the fallback mode the fallback frame on the CPU."""
+        """Every frame returned and right and some on GL, no result overwritten, every idle
+        release seen and complete, and in the fallback mode the fallback frame on the CPU."""
         return (
-            self.frames_ok
+            super().ok
             and self.overwritten_frames == 0
             and self.idle_releases_ok
             and (self.fallback_at is None or self.fallback_frame_backend == "cpu")
