@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gpu_seg.cli import bench, main
@@ -317,3 +318,44 @@ def test_a_soak_without_gl_fails_instead_of_passing_on_the_cpu():
     )
     assert done.returncode == 1, done.stdout[-2000:]
     assert "no frame ran on GL" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bench_json_and_plot_to_the_same_file_is_refused(workdir, capsys):
+    """The plot silently overwrote the JSON."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--quick", "--json", str(workdir / "out.png"), "--plot", f"{workdir}/./out.png"])
+    assert info.value.code == 2 and "same file" in capsys.readouterr().err
+
+
+def test_bench_seeds_beyond_32_bits_give_other_tensors():
+    """``--seed 4294967296`` timed the tensors of ``--seed 0`` while reporting 4294967296."""
+    from gpu_seg.tools.bench.cases import PRESETS, build_cases
+
+    def tensor(seed):
+        return build_cases([PRESETS["selfie"]], ("category",), seed, False)[0].tensor
+
+    assert not np.array_equal(tensor(0), tensor(2**32))
+    assert np.array_equal(tensor(5), tensor(5))
+
+
+def test_bench_agreement_table_lists_the_fast_cpu_path(capsys):
+    """The fast CPU path (what backend='auto' picks on CPU machines) was left out of the table."""
+    argv = ["bench", "--quick", "--quiet", "--preset", "selfie", "--outputs", "category", "--no-noise"]
+    status = main([*argv, "--backends", "cpu"])
+    assert status == 0
+    out = capsys.readouterr().out
+    table = out[out.index("Agreement with MediaPipe semantics") : out.index("Goals")]
+    assert "gpu_seg CPU" in table.splitlines()[3], table
+
+
+def test_info_errors_go_to_stderr_and_a_negative_device_is_an_argument_error(capsys):
+    import os
+
+    with pytest.raises(SystemExit) as info:
+        main(["info", "--device", "-1"])
+    assert info.value.code == 2
+    capsys.readouterr()
+    env = {**_env(), "__EGL_VENDOR_LIBRARY_FILENAMES": os.devnull}
+    done = subprocess.run([str(CONSOLE_SCRIPT), "info"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == "" and "no usable GL context" in done.stderr

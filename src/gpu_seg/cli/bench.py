@@ -31,6 +31,7 @@ semantics, the performance goals, and the environment (CPU, GL renderer, version
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -227,6 +228,10 @@ def run(args: argparse.Namespace) -> int:
         return usage_error("--output-size and --activation describe a custom tensor: give --tensor HxWxC too")
     if args.plot and not _matplotlib_available():
         return usage_error(f"--plot needs matplotlib, which is not installed: {INSTALL_BENCH}")
+    if args.plot and args.json and os.path.realpath(args.plot) == os.path.realpath(args.json):
+        return usage_error(
+            f"--json and --plot name the same file ({args.json}): the plot would replace the figures"
+        )
     problem = (_plot_format_problem(args.plot) if args.plot else None) or _memory_problem(args)
     if problem:
         return usage_error(problem)

@@ -188,7 +188,7 @@ def _agreement_table(rows: list[BenchRow]) -> Table:
     ]
     grid = table(headers, "llrrr")
     keys = (
-        *("gl", "gl_alloc", "gl_view", "gl_async", *VARIANTS),
+        *("gl", "gl_alloc", "gl_view", "gl_async", *VARIANTS, "cpu"),
         *("opencv", "torch", *CUDA_BACKENDS, "mediapipe", *E2E_MEDIAPIPE_PEER),
     )
     for key in keys:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..tools.gl_report import describe_gl
+from .args import non_negative_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument(
-        "--device", type=int, default=None, help="EGL device index (default: $GPU_SEG_EGL_DEVICE or 0)"
+        "--device",
+        type=non_negative_int,
+        default=None,
+        help="EGL device index (default: $GPU_SEG_EGL_DEVICE or 0)",
     )
 
 
@@ -22,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
         return 0 if "error" not in report else 1
     if "error" in report:
-        print(f"no usable GL context: {report['error']}")
+        print(f"gpu-seg info: no usable GL context: {report['error']}", file=sys.stderr)
         return 1
     print(f"renderer       {report['renderer']}")
     print(f"vendor         {report['vendor']}")

@@ -204,9 +204,7 @@ class BenchCase:
 
 def _case(preset: Preset, content: str, seed: int, variants: bool, modes: tuple[str, ...]) -> BenchCase:
     """The ``content`` tensor of ``preset``, seeded by ``seed``, the preset name and the content kind."""
-    rng = np.random.default_rng(
-        [seed & 0xFFFFFFFF, zlib.crc32(preset.name.encode()), zlib.crc32(content.encode())]
-    )
+    rng = np.random.default_rng([seed, zlib.crc32(preset.name.encode()), zlib.crc32(content.encode())])
     make = model_like_tensor if content == "model-like" else iid_noise_tensor
     tensor = make(preset.tensor_shape, rng)
     fraction = boundary_fraction(tensor, preset.activation)
