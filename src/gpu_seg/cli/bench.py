@@ -128,7 +128,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--alloc",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also time the GL path without preallocated outputs (default: on, model-like tensors)",
+        help="also time the GL path without preallocated outputs, as zero-copy views and with frames in "
+        "flight (default: on, model-like tensors; --no-alloc leaves out all three)",
     )
     how = parser.add_argument_group("method")
     how.add_argument(
