@@ -359,3 +359,16 @@ def test_info_errors_go_to_stderr_and_a_negative_device_is_an_argument_error(cap
     env = {**_env(), "__EGL_VENDOR_LIBRARY_FILENAMES": os.devnull}
     done = subprocess.run([str(CONSOLE_SCRIPT), "info"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stdout == "" and "no usable GL context" in done.stderr
+
+
+@pytest.mark.parametrize("redirect", [">&-", ">/dev/full"], ids=["closed stdout", "full disk"])
+def test_a_stdout_that_cannot_be_written_is_a_one_line_error_not_a_traceback(redirect):
+    """A closed stdout (``>&-``: Python's sys.stdout is None) gave an AttributeError traceback, a
+    stdout on a full disk an OSError traceback (only a closed pipe was handled)."""
+    command = f"{CONSOLE_SCRIPT} info {redirect}"
+    done = subprocess.run(["sh", "-c", command], env=_env(), capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    if redirect == ">&-":
+        assert done.returncode == 0  # nobody reads it: the command ran, its output went nowhere
+    else:
+        assert done.returncode == 1 and "cannot write to stdout" in done.stderr

@@ -55,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpu-seg`` console script.
 
-    A closed stdout (or stderr) pipe ends the command quietly with :data:`PIPE_CLOSED_STATUS`.
+    A closed stdout (or stderr) pipe ends the command quietly with :data:`PIPE_CLOSED_STATUS`; a
+    stdout that cannot be written (a full disk) with a line on stderr and status 1. A stdout closed
+    before the start (``>&-``) discards the output.
     """
+    _open_closed_streams()
     try:
         try:
             return _run(argv)
@@ -65,6 +68,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _discard_output()
         return PIPE_CLOSED_STATUS
+    except OSError as exc:
+        if not _stdout_fails():
+            raise
+        _discard_stdout()
+        print(f"gpu-seg: cannot write to stdout: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+def _open_closed_streams() -> None:
+    """Python leaves ``sys.stdout``/``sys.stderr`` None when the process started with that file
+    descriptor closed: point them at /dev/null (nobody reads them)."""
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # for the rest of the process
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
+
+
+def _stdout_fails() -> bool:
+    """Whether stdout cannot be written (a line break written and flushed raises): the failed
+    write that raised may have been dropped from its buffer."""
+    try:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except OSError:
+        return True
+    return False
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        pass
+    os.close(devnull)
 
 
 def _run(argv: Sequence[str] | None) -> int:
