@@ -212,7 +212,8 @@ class ImageSegmenter:
         return self._run(check_image(image, "image"), None, "image")
 
     def segment_for_video(self, frame: np.ndarray, timestamp_ms: int) -> SegmentationResult:
-        """Masks for one video frame (running mode ``"video"``); timestamps must strictly increase.
+        """Masks for one video frame (running mode ``"video"``); timestamps must strictly increase
+        over the frames that returned (a frame that raised used none).
 
         ``frame`` is as :meth:`segment`'s ``image`` (errors name ``"frame"``).
         """
@@ -222,20 +223,23 @@ class ImageSegmenter:
             raise InputError(
                 "timestamp_ms", f"expected an integer number of milliseconds, got {timestamp_ms!r}"
             )
-        frame = check_image(frame, "frame")
+        return self._run(check_image(frame, "frame"), int(timestamp_ms), "frame")
+
+    def _run(self, image: np.ndarray, timestamp_ms: int | None, argument: str) -> SegmentationResult:
+        """Segment ``image``; a video frame's timestamp is used up only by a frame that returns
+        (a refused one, before or after the model ran, leaves it to the next)."""
         with self._lock:
-            if self._last_timestamp is not None and timestamp_ms <= self._last_timestamp:
+            if self._closed:
+                raise ClosedError("this ImageSegmenter was closed")
+            if (
+                timestamp_ms is not None
+                and self._last_timestamp is not None
+                and timestamp_ms <= self._last_timestamp
+            ):
                 raise InputError(
                     "timestamp_ms",
                     f"timestamps must strictly increase: {timestamp_ms} after {self._last_timestamp}",
                 )
-            self._last_timestamp = int(timestamp_ms)
-        return self._run(frame, int(timestamp_ms), "frame")
-
-    def _run(self, image: np.ndarray, timestamp_ms: int | None, argument: str) -> SegmentationResult:
-        with self._lock:
-            if self._closed:
-                raise ClosedError("this ImageSegmenter was closed")
             height, width = image.shape[:2]
             t0 = time.perf_counter()
             timings = [0.0]
@@ -255,10 +259,12 @@ class ImageSegmenter:
                 # "auto" computes such frames on the CPU, up to MAX_IMAGE_DIM), or masks larger
                 # than the machine's memory.
                 reason = str(exc).removeprefix("output_size: ")
-                if "texture limit" in reason:
+                if "for this backend" in reason and self._postprocessor.backend == "gl":
                     reason += f"; backend='auto' or 'cpu' takes sides up to {MAX_IMAGE_DIM}"
                 raise InputError(argument, f"size {width}x{height}: {reason}") from None
             t3 = time.perf_counter()
+            if timestamp_ms is not None:
+                self._last_timestamp = timestamp_ms
             pre, model, post = (timings[0] - t0) * 1e3, (t2 - timings[0]) * 1e3, (t3 - t2) * 1e3
             self._timing.add(pre, model, post)
         return SegmentationResult(
