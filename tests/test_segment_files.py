@@ -4,6 +4,7 @@ the other inputs' outputs or leave files the manifest does not describe."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -262,6 +263,17 @@ def test_a_model_cache_that_cannot_be_written_is_a_model_fetch_error(tmp_path):
     ):
         with pytest.raises(ModelFetchError, match="cache"):
             models.selfie_segmenter()
+
+
+def test_a_model_cache_that_cannot_be_written_is_found_before_any_download(tmp_path, caplog):
+    """The cache was first touched after ``pip download``: every call downloaded a mediapipe wheel
+    (tens of MB on a fresh machine) before saying that it cannot be stored."""
+    (tmp_path / "file").write_text("not a folder")
+    caplog.set_level(logging.INFO, logger="gpu_seg")
+    with environment({"GPU_SEG_CACHE_DIR": str(tmp_path / "file" / "cache")}):
+        with pytest.raises(ModelFetchError, match="GPU_SEG_CACHE_DIR"):
+            models.selfie_segmenter()
+    assert not [record for record in caplog.records if "fetching" in record.getMessage()]
 
 
 def _wait_for_lines(out: Path, lines: int, proc: subprocess.Popen, timeout: float = 120) -> None:

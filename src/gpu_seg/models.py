@@ -138,7 +138,15 @@ def _sha256(data: bytes) -> str:
 
 
 def _fetch_selfie_models(folder: Path) -> None:
-    """Download a wheel, store every selfie model it holds (both are verified)."""
+    """Download a wheel, store every selfie model it holds (both are verified); a cache that
+    cannot be written is found before anything is downloaded."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".writable.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _unwritable_cache(folder, exc) from None
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="gpu_seg-wheel-") as tmp:
         for version in WHEEL_VERSIONS:
@@ -153,15 +161,19 @@ def _fetch_selfie_models(folder: Path) -> None:
                 return
             except (ModelFetchError, zipfile.BadZipFile, KeyError) as exc:
                 failures.append(f"mediapipe=={version}: {exc}")
-            except OSError as exc:  # the cache cannot be written: no other wheel helps
-                raise ModelFetchError(
-                    f"the selfie segmentation model was fetched but cannot be stored in the cache "
-                    f"{folder}: {exc.strerror or exc}. Set GPU_SEG_CACHE_DIR to a writable folder."
-                ) from None
+            except OSError as exc:  # the cache cannot be written (a full disk): no other wheel helps
+                raise _unwritable_cache(folder, exc) from None
     raise ModelFetchError(
         "the selfie segmentation model is not cached and could not be fetched from the package "
         f"registry with pip (cache: {folder}). Check the network or pip's index settings, or put the "
         "file there yourself. pip said:\n" + "\n".join(failures)
+    )
+
+
+def _unwritable_cache(folder: Path, exc: OSError) -> ModelFetchError:
+    return ModelFetchError(
+        f"the selfie segmentation model cannot be stored in the cache {folder}: {exc.strerror or exc}. "
+        "Set GPU_SEG_CACHE_DIR to a writable folder."
     )
 
 
