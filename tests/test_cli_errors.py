@@ -372,3 +372,24 @@ def test_a_stdout_that_cannot_be_written_is_a_one_line_error_not_a_traceback(red
         assert done.returncode == 0  # nobody reads it: the command ran, its output went nowhere
     else:
         assert done.returncode == 1 and "cannot write to stdout" in done.stderr
+
+
+def test_an_interrupted_soak_reports_what_it_ran_and_writes_its_json(tmp_path):
+    """Ctrl-C or SIGTERM (``timeout``, Slurm) on a long soak printed "interrupted" and nothing else:
+    the frames it had checked, its losses and rebuilds were lost, and no JSON was written."""
+    import json
+    import signal
+    import time
+
+    path = tmp_path / "soak.json"
+    argv = [str(CONSOLE_SCRIPT), "soak", "--frames", "100000", "--lose-every", "20", "--json", str(path)]
+    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err and "terminated" in err
+    data = json.loads(path.read_text())
+    assert data["interrupted_after"] > 0 and data["ok"] is False
+    assert data["frames_returned"] > 0 and data["mismatched_frames"] == 0
+    assert "INTERRUPTED" in out and f"after {data['interrupted_after']} of 100000 frames" in out

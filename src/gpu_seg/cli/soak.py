@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         return _usage_error(args, problem)
     from ..errors import GpuSegError
-    from .console import progress_bar, stdout
+    from .console import progress_bar
 
     try:
         with progress_bar(args.frames, "soak", enabled=not args.quiet) as progress:
@@ -288,9 +288,25 @@ def run(args: argparse.Namespace) -> int:
     except (ImportError, GpuSegError, OSError) as exc:  # a missing extra, an unusable model
         print(f"gpu-seg soak: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM: what was measured is kept
+        partial = getattr(interrupt, "partial_report", None)
+        if partial is not None:
+            _report(args, partial)
+        raise
+    return _report(args, report)
+
+
+def _report(args: argparse.Namespace, report: LoopReport) -> int:
+    """Write the JSON, print the report; the exit status."""
+    from .console import stdout
+
     # first: a closed stdout must not lose the figures; a file that cannot be written not the report
     unwritten = write_json(args.json, report.to_dict(), indent=2) if args.json else None
     print_report(stdout(), report)
+    if report.interrupted_after is not None:  # the caller raises the interrupt again
+        if unwritten:
+            print(f"gpu-seg soak: {unwritten}", file=sys.stderr)
+        return 1
     if not report.gl_frames:
         print("soak failed: no frame ran on GL (is there a GL context? see gpu-seg info)", file=sys.stderr)
     elif not report.ok:
@@ -479,4 +495,10 @@ def print_report(console: Console, report: LoopReport) -> None:
         console.print(_idle_table(report))
     for line in [*report.first_mismatches, *report.errors[:10]]:
         console.print(f"  {line}")
+    if report.interrupted_after is not None:
+        stopped = (
+            f"INTERRUPTED after {report.interrupted_after} of {report.frames} frames (the figures so far)"
+        )
+        console.print(Text(stopped, BAD))
+        return
     console.print(Text("OK", GOOD) if report.ok else Text("FAILED", BAD))

@@ -84,6 +84,7 @@ class SoakLoop:
         self.rebuilt_pending = False
         self.trimmed = threading.Event()
         self.last_frame_end = time.monotonic()
+        self.frames_run = 0  # soak frames (after warm-up) run so far
 
     # ----------------------------------------------------------------------------- callbacks
     def on_event(self, event: Event) -> None:
@@ -170,6 +171,7 @@ class SoakLoop:
         for i in range(frames):
             self.before_frame(i)
             self.frame(f"frame {i}")
+            self.frames_run = i + 1
             if i == frames // 2:
                 report.middle, _ = self.snapshot(i + 1)
             if (i + 1) % every == 0 and i + 1 < frames:
@@ -199,9 +201,18 @@ class SoakLoop:
         try:
             self.run(progress)
             self.finish()
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM: the report so far goes with it
+            self.report.interrupted_after = self.frames_run
+            try:
+                self.finish()
+            finally:
+                interrupt.partial_report = self.report  # type: ignore[attr-defined]
+                raise
         finally:
-            self.close()
-        self.report.duration_s = time.perf_counter() - started
+            try:
+                self.close()
+            finally:
+                self.report.duration_s = time.perf_counter() - started
 
     def close(self) -> None:
         """Close the processor; the GL objects it still holds go into the report."""

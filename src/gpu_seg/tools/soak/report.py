@@ -129,6 +129,8 @@ class LoopReport:
     #: The longest pause the soak made between frames to measure memory (``gc.collect()`` and
     #: ``malloc_trim``): 0.1-0.5 s in a process with large libraries loaded.
     measure_pause_s: float = 0.0
+    #: Soak frames run when the soak was interrupted (Ctrl-C, SIGTERM); None: it ran them all.
+    interrupted_after: int | None = None
 
     @property
     def rebuilds_back_to_baseline(self) -> bool | None:
@@ -155,7 +157,7 @@ class LoopReport:
     def ok(self) -> bool:
         """Every frame returned and right, and some on GL (a soak that never had a GL context
         tested nothing of what it is for)."""
-        return self.frames_ok and self.gl_frames > 0
+        return self.frames_ok and self.gl_frames > 0 and self.interrupted_after is None
 
     def to_dict(self) -> dict:
         data = asdict(self)
