@@ -393,3 +393,43 @@ def test_an_interrupted_soak_reports_what_it_ran_and_writes_its_json(tmp_path):
     assert data["interrupted_after"] > 0 and data["ok"] is False
     assert data["frames_returned"] > 0 and data["mismatched_frames"] == 0
     assert "INTERRUPTED" in out and f"after {data['interrupted_after']} of 100000 frames" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["verify", "--cases", "3000"],
+        [
+            "bench",
+            "--preset",
+            "selfie",
+            "--no-noise",
+            "--backends",
+            "cpu",
+            "reference",
+            "--frames",
+            "9000",
+            "--max-seconds",
+            "0",
+        ],
+    ],
+    ids=["verify", "bench"],
+)
+def test_interrupted_verify_and_bench_report_what_they_measured(argv, tmp_path):
+    """As for soak: Ctrl-C kept nothing of a long verify or bench."""
+    import json
+    import signal
+    import time
+
+    path = tmp_path / "run.json"
+    extra = ["--no-noise"] if argv[0] == "bench" else []
+    command = [str(CONSOLE_SCRIPT), *argv, *extra, "--quiet", "--json", str(path)]
+    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(15)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.rstrip().endswith("interrupted")
+    data = json.loads(path.read_text())
+    assert data["interrupted"] is True
+    assert "INTERRUPTED" in out

@@ -236,8 +236,7 @@ def run(args: argparse.Namespace) -> int:
     problem = (_plot_format_problem(args.plot) if args.plot else None) or _memory_problem(args)
     if problem:
         return usage_error(problem)
-    from .bench_report import print_report
-    from .console import progress_bar, stdout
+    from .console import progress_bar
 
     settings = BenchSettings.choose(
         quick=args.quick,
@@ -256,13 +255,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"copy bandwidth {bench.bandwidth['gbps']:.1f} GB/s; GL: {renderer}", file=sys.stderr)
         for case in bench.cases:
             print(f"tensor {case.title()}", file=sys.stderr)
-    with progress_bar(bench.steps, "bench", enabled=not args.quiet) as progress:
-        report = bench.run(progress)
+    try:
+        with progress_bar(bench.steps, "bench", enabled=not args.quiet) as progress:
+            report = bench.run(progress)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM: the cells timed are reported
+        partial = getattr(interrupt, "partial_report", None)
+        if partial is not None:
+            _report(args, partial)
+        raise
+    return _report(args, report)
+
+
+def _report(args: argparse.Namespace, report: dict) -> int:
+    """Write the JSON and the plot, print the report; the exit status."""
+    from .bench_report import print_report
+    from .console import stdout
+
     # first: a closed stdout must not lose the figures; a file that cannot be written not the report
     problems = {}
     if args.json:
         problems[args.json] = write_json(args.json, report, indent=1, default=_json_default)
-    if args.plot:
+    if args.plot and report["cases"]:  # an interrupted run may have timed nothing
         from ..tools.bench.plot import write_plot
 
         try:

@@ -77,6 +77,8 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         for reason in reasons[:20]:
             console.print(f"  {reason}")
     console.print(f"\nwall time {report['wall_s']:.0f} s")
+    if report.get("interrupted"):
+        console.print(Text(f"INTERRUPTED after {len(report['cases'])} rows (figures so far)", BAD))
 
 
 def _preamble(report: dict[str, Any]) -> list[str]:

@@ -52,10 +52,23 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from .console import progress_bar, stdout
+    from .console import progress_bar
 
-    with progress_bar(args.cases, "verify", enabled=not args.quiet) as progress:
-        report = run_verify(args.cases, args.seed, progress)
+    try:
+        with progress_bar(args.cases, "verify", enabled=not args.quiet) as progress:
+            report = run_verify(args.cases, args.seed, progress)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM: the cases checked are reported
+        partial = getattr(interrupt, "partial_report", None)
+        if partial is not None:
+            _report(args, partial)
+        raise
+    return _report(args, report)
+
+
+def _report(args: argparse.Namespace, report: VerifyReport) -> int:
+    """Write the JSON, print the report; the exit status."""
+    from .console import stdout
+
     if report.gl_error is not None:
         print(f"gpu-seg verify: {report.gl_error}; only the reference is checked", file=sys.stderr)
     # first: a closed stdout must not lose the figures; a file that cannot be written not the report
@@ -63,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     print_report(stdout(), report)
     if unwritten:
         print(f"gpu-seg verify: {unwritten}", file=sys.stderr)
+    if report.interrupted:  # the caller raises the interrupt again
+        return 1
     if report.failed:
         print(f"verify failed: {report.failed} case(s) outside tolerance", file=sys.stderr)
         return 1
@@ -113,6 +128,8 @@ def print_report(console: Console, report: VerifyReport) -> None:
             Text("ok", GOOD) if o.ok else Text("FAIL", BAD),
         )
     print_line(grid)
+    if report.interrupted:
+        print_line(Text(f"INTERRUPTED after {len(report.outcomes)} cases (figures so far)", BAD))
     for o in report.outcomes:
         for problem in o.problems:
             print_line(f"  case {o.case.index}: {problem}")

@@ -170,6 +170,8 @@ class VerifyReport:
     mediapipe: str | None
     outcomes: list[CaseOutcome]
     wall_s: float = 0.0
+    #: Whether the run was interrupted (Ctrl-C, SIGTERM): the outcomes are the cases checked by then.
+    interrupted: bool = False
 
     @property
     def failed(self) -> int:
@@ -213,6 +215,7 @@ class VerifyReport:
             "summary": self.summary(),
             "cases": [o.to_dict() for o in self.outcomes],
             "wall_s": self.wall_s,
+            "interrupted": self.interrupted,
         }
 
 
@@ -240,14 +243,18 @@ def run_verify(cases: int = DEFAULT_CASES, seed: int = 0, progress: Progress | N
         renderer = getattr(next(iter(processors.values())).context_info, "renderer", None)
     cpu_processors = {a.value: SegmentationPostprocessor(a, backend="cpu") for a in Activation}
     outcomes: list[CaseOutcome] = []
+    report = VerifyReport(seed, renderer, gl_error, oracle.mediapipe_version(), outcomes)
     try:
         for case in battery:
             outcomes.append(check_case(case, processors, gl_error, cpu_processors))
             if progress is not None:
                 progress(1, f"failed={sum(not o.ok for o in outcomes)}")
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM: the cases checked go with it
+        report.interrupted = True
+        interrupt.partial_report = report  # type: ignore[attr-defined]
+        raise
     finally:
         for processor in (*processors.values(), *cpu_processors.values()):
             processor.close()
-    report = VerifyReport(seed, renderer, gl_error, oracle.mediapipe_version(), outcomes)
-    report.wall_s = time.perf_counter() - started
+        report.wall_s = time.perf_counter() - started
     return report

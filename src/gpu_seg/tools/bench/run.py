@@ -117,11 +117,20 @@ class BenchRun:
                     case, mode, keys, pool, s.frames, s.warmup, s.max_seconds, progress, s.pause_s
                 )
                 pool.close()  # each processor's textures are sized for this cell: free them now
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM: the cells timed go with it
+            interrupt.partial_report = self._report(rows, interrupted=True)  # type: ignore[attr-defined]
+            raise
         finally:
             pool.close()
+        return self._report(rows)
+
+    def _report(self, rows: list[BenchRow], interrupted: bool = False) -> dict[str, Any]:
+        """The report of the cells in ``rows`` (those timed before an interrupt, or all)."""
+        s = self.settings
         finish_rows(rows, self.bandwidth["gbps"])
         self.metadata["load_average_end"] = load_average()
         return {
+            "interrupted": interrupted,
             "metadata": self.metadata,
             "copy_bandwidth_gbps": self.bandwidth["gbps"],
             "copy_bandwidth": self.bandwidth,
