@@ -12,7 +12,7 @@ import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -326,7 +326,8 @@ def _read_with_imageio(path: Path) -> np.ndarray | None:
         return None
     with warnings.catch_warnings():  # imageio's plugins warn while probing a file
         warnings.simplefilter("ignore")
-        for options in ({"plugin": "pillow", "rotate": True}, {}):
+        attempts: tuple[dict[str, Any], ...] = ({"plugin": "pillow", "rotate": True}, {})
+        for options in attempts:
             try:
                 return np.asarray(iio.imread(path, **options))
             except Exception:  # not Pillow's (or Pillow missing): imageio's other plugins
@@ -412,8 +413,8 @@ def _blend(pixels: np.ndarray, category_mask: np.ndarray, one_class: bool, alpha
         classes = category_mask[tinted].astype(np.intp)
         tint = _PALETTE[1 + (classes - 1) % (len(_PALETTE) - 1)]
     # float32 where it is exact (alpha 0.5: halves of integers), else float64
-    dtype = np.float32 if alpha == 0.5 else np.float64
+    dtype = np.dtype(np.float32 if alpha == 0.5 else np.float64)
     blended = pixels[tinted].astype(dtype)
-    blended *= dtype(1.0 - alpha)
-    blended += tint.astype(dtype) * dtype(alpha)
+    blended *= np.asarray(1.0 - alpha, dtype)
+    blended += tint.astype(dtype) * np.asarray(alpha, dtype)
     pixels[tinted] = np.round(blended, out=blended)
