@@ -279,3 +279,16 @@ def test_verify_reports_a_failure(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert "FAIL" in captured.out and "0/2 cases within tolerance" in captured.out
     assert "outside tolerance" in captured.err
+
+
+def test_a_verify_battery_is_drawn_case_by_case_and_keeps_no_tensor_once_checked():
+    """The battery was drawn whole before the first case (23 KiB a case: 2.3 GB for 100,000 cases)
+    and every outcome kept its tensor to the end."""
+    drawn = list(verify.iter_battery(6, 3))
+    assert all(
+        np.array_equal(a.tensor, b.tensor) for a, b in zip(drawn, verify.make_battery(6, 3), strict=True)
+    )
+    report = verify.run_verify(3, 3)
+    assert [o.case.index for o in report.outcomes] == [0, 1, 2]
+    assert [o.case.tensor_shape for o in report.outcomes] == [c.tensor_shape for c in drawn[:3]]
+    assert all(o.case.tensor.size == 0 for o in report.outcomes)

@@ -11,8 +11,10 @@ judged against MediaPipe's with :func:`gpu_seg.tools.parity.parity`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +33,7 @@ __all__ = [
     "VerifyCase",
     "VerifyReport",
     "check_case",
+    "iter_battery",
     "make_battery",
     "make_case",
     "run_verify",
@@ -115,8 +118,18 @@ def make_case(rng: np.random.Generator, index: int) -> VerifyCase:
 
 def make_battery(cases: int, seed: int) -> list[VerifyCase]:
     """``cases`` cases drawn from one generator seeded with ``seed``."""
+    return list(iter_battery(cases, seed))
+
+
+def iter_battery(cases: int, seed: int) -> Iterator[VerifyCase]:
+    """The cases of :func:`make_battery`, drawn one at a time (a long battery is never held whole)."""
     rng = np.random.default_rng(seed)
-    return [make_case(rng, i) for i in range(cases)]
+    for i in range(cases):
+        yield make_case(rng, i)
+
+
+#: The tensor of a case once it was checked (outcomes keep what describes the case, not its tensor).
+_CHECKED = np.empty((0,), np.float32)
 
 
 def check_case(
@@ -230,7 +243,6 @@ def run_verify(cases: int = DEFAULT_CASES, seed: int = 0, progress: Progress | N
     if not oracle.mediapipe_available():
         raise oracle.OracleUnavailableError()
     started = time.perf_counter()
-    battery = make_battery(cases, seed)
     processors: dict[str, SegmentationPostprocessor] = {}
     gl_error = None
     try:
@@ -245,8 +257,10 @@ def run_verify(cases: int = DEFAULT_CASES, seed: int = 0, progress: Progress | N
     outcomes: list[CaseOutcome] = []
     report = VerifyReport(seed, renderer, gl_error, oracle.mediapipe_version(), outcomes)
     try:
-        for case in battery:
-            outcomes.append(check_case(case, processors, gl_error, cpu_processors))
+        for case in iter_battery(cases, seed):
+            outcome = check_case(case, processors, gl_error, cpu_processors)
+            outcome.case = dataclasses.replace(case, tensor=_CHECKED)
+            outcomes.append(outcome)
             if progress is not None:
                 progress(1, f"failed={sum(not o.ok for o in outcomes)}")
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM: the cases checked go with it
