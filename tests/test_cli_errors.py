@@ -433,3 +433,61 @@ def test_interrupted_verify_and_bench_report_what_they_measured(argv, tmp_path):
     data = json.loads(path.read_text())
     assert data["interrupted"] is True
     assert "INTERRUPTED" in out
+
+
+def test_json_written_through_a_symlink_keeps_the_link_the_mode_and_hard_links(tmp_path):
+    """``--json`` was written as PATH.partial and renamed over PATH: a symlink became a regular file
+    (its target left stale), a mode 600 file became 644, a second hard link kept the old bytes."""
+    import os
+    import stat
+
+    from gpu_seg.cli.args import write_json
+
+    real = tmp_path / "real.json"
+    real.write_text("{}")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert write_json(str(link), {"a": 1}) is None
+    assert link.is_symlink() and json_of(real) == {"a": 1}
+    private = tmp_path / "private.json"
+    private.write_text("{}")
+    private.chmod(0o600)
+    os.link(private, tmp_path / "other-name.json")
+    assert write_json(str(private), {"b": 2}) is None
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert json_of(tmp_path / "other-name.json") == {"b": 2}
+    fresh = tmp_path / "fresh.json"
+    assert write_json(str(fresh), {"c": 3}) is None and json_of(fresh) == {"c": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["real.json", "link.json", "private.json", "other-name.json", "fresh.json"]
+    )
+
+
+def json_of(path):
+    import json
+
+    return json.loads(Path(path).read_text())
+
+
+def test_an_inherited_ignored_sigint_stays_ignored():
+    """A background job of a shell script (or ``trap '' INT``) starts with SIGINT ignored, so that a
+    Ctrl-C for the foreground job does not stop it: the commands took SIGINT over and stopped."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [str(CONSOLE_SCRIPT), "soak", "--frames", "1000000", "--lose-every", "0", "--quiet"],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    time.sleep(5)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(2)
+    still_running = proc.poll() is None
+    proc.send_signal(signal.SIGTERM)  # which it does answer
+    _, err = proc.communicate(timeout=300)
+    assert still_running, err[-2000:]
+    assert proc.returncode == 128 + signal.SIGTERM and "interrupted" not in err

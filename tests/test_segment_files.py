@@ -618,3 +618,56 @@ def test_the_overlay_blends_in_little_memory_and_exactly():
         assert peak < 2 * image.nbytes, peak / image.nbytes  # the result, and a few bands' temporaries
         want = np.where(tinted[..., None], np.round(image * 0.5 + tint * 0.5), image).astype(np.uint8)
         assert got.dtype == np.uint8 and np.array_equal(got, want)
+
+
+def test_mp4_and_jpeg_files_with_harmless_extra_bytes_are_read(tmp_path):
+    """A complete MP4 followed by text (a tool's trailer) was refused as truncated: the text was
+    read as a box of gigabytes. A JPEG with stray bytes between header segments (libjpeg skips them
+    with a warning, same pixels) was refused as truncated."""
+    video = tmp_path / "clip.mp4"
+    write_video(video, 5, "mp4v", (64, 48))
+    video.write_bytes(video.read_bytes() + b" trailer written by some tool, not a box\n" * 3)
+    jpeg = _jpeg(skdata.astronaut())
+    at = jpeg.index(b"\xff\xdb")  # the first quantisation table, after APP0
+    (tmp_path / "padded.jpg").write_bytes(jpeg[:at] + b"\x00\x00" + jpeg[at:])
+    out = tmp_path / "out"
+    assert _segment_on_cpu(str(tmp_path), out=out) == 0
+    assert "padded.mask.png" in _files(out) and len([n for n in _files(out) if n.startswith("clip/")]) == 5
+
+
+def test_a_cut_tiff_is_reported_as_damaged_not_as_float_pixels(tmp_path):
+    path = tmp_path / "photo.tif"
+    assert cv2.imwrite(str(path), np.full((64, 80, 3), 100, np.uint8))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    assert _segment_on_cpu(str(path), out=out) == 1
+    (line,) = manifest_lines(out)
+    assert "truncated or corrupt" in line["error"], line["error"]
+
+
+def test_a_frame_interrupted_while_written_is_counted_in_the_report(tmp_path):
+    """A signal held during a frame's write is raised once the frame is on disk and listed: the
+    report (printed as 'before the interrupt: ...') left that frame out."""
+    import signal as signals
+
+    from gpu_seg.cli import _interrupts
+    from gpu_seg.segmenter.batch import BatchSegmenter, LocalOutput
+
+    class SignalledOutput(LocalOutput):
+        writes = 0
+
+        def write(self, relative: str, data: bytes) -> None:
+            super().write(relative, data)
+            SignalledOutput.writes += 1
+            if SignalledOutput.writes == 3:
+                os.kill(os.getpid(), signals.SIGINT)
+
+    video = tmp_path / "clip.avi"
+    write_video(video, 10, "MJPG", (64, 48))
+    engine = BatchSegmenter(selfie_model().read_bytes(), tmp_path / "out", backend="cpu")
+    engine._output = engine._engine.output = SignalledOutput(tmp_path / "out")
+    with engine, _interrupts(), pytest.raises(KeyboardInterrupt):
+        engine.run([video])
+    assert len(manifest_lines(tmp_path / "out")) == 3
+    assert engine.last_report.frames == 3

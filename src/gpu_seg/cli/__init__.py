@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import signal
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _discard_output()
         return PIPE_CLOSED_STATUS
     except OSError as exc:
-        if not _stdout_fails():
+        if not _stdout_fails(exc):
             raise
         _discard_stdout()
         print(f"gpu-seg: cannot write to stdout: {exc.strerror or exc}", file=sys.stderr)
@@ -85,9 +86,16 @@ def _open_closed_streams() -> None:
         sys.stderr = open(os.devnull, "w")
 
 
-def _stdout_fails() -> bool:
-    """Whether stdout cannot be written (a line break written and flushed raises): the failed
-    write that raised may have been dropped from its buffer."""
+def _stdout_fails(exc: OSError) -> bool:
+    """Whether ``exc`` came from stdout: flushing it raises, or (the failed write may have been
+    dropped from its buffer) an error a full or failing device gives, and a line break written and
+    flushed raises too."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        return True
+    if exc.filename is not None or exc.errno not in (errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT):
+        return False
     try:
         sys.stdout.write("\n")
         sys.stdout.flush()
@@ -163,11 +171,15 @@ def raise_pending_interrupt() -> None:
 @contextlib.contextmanager
 def _interrupts() -> Iterator[None]:
     """During the block SIGINT raises ``KeyboardInterrupt`` and SIGTERM :class:`Terminated`, each
-    remembered for :func:`raise_pending_interrupt` (main thread only; elsewhere as before)."""
+    remembered for :func:`raise_pending_interrupt` (main thread only; elsewhere as before). A signal
+    the process started with ignored stays ignored (a shell script's background job ignores SIGINT,
+    so that a Ctrl-C for the job in the foreground does not stop it)."""
     _pending.clear()
     previous = {}
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is signal.SIG_IGN:  # inherited (a background job): kept
+                continue
             previous[signum] = signal.signal(signum, _raise_interrupt)
     except ValueError:  # not the main thread: signals cannot be handled here
         pass

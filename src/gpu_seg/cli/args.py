@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -118,26 +119,46 @@ def output_file(text: str) -> str:
 
 def write_json(path: str, data: object, **options: Any) -> str | None:
     """Write ``data`` as JSON (``json.dumps`` ``options``) to ``path``; None, or why it could not be
-    written (a full disk, its folder gone since the run began). A regular file is written whole
-    (``PATH.partial``, then renamed over it); a device or pipe (``/dev/stdout``) directly."""
+    written (a full disk, its folder gone since the run began). A new file, or a plain one (not a
+    link, one name, its mode kept), is written whole: ``PATH.partial``, then renamed over it; anything
+    else (a symbolic link, a device or pipe such as ``/dev/stdout``, a file with other hard links, a
+    folder that does not let a file be made) is written in place."""
     text = json.dumps(data, **options) + "\n"
     target = Path(path)
     try:
-        if target.exists() and not target.is_file():
+        if not _replace_whole(target, text):
             with open(target, "w", encoding="utf-8") as out:
                 out.write(text)
-            return None
-        partial = target.with_name(target.name + ".partial")
-        try:
-            partial.write_text(text, encoding="utf-8")
-            os.replace(partial, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            raise
     except OSError as exc:
         return f"cannot write {path}: {exc.strerror or exc}"
     return None
+
+
+def _replace_whole(target: Path, text: str) -> bool:
+    """Write ``text`` to ``TARGET.partial`` and rename it over ``target`` if that is a new or plain
+    file; False (nothing done) for anything else, or where ``.partial`` cannot be made."""
+    try:
+        status = os.lstat(target)
+    except FileNotFoundError:
+        status = None
+    if status is not None and not (stat.S_ISREG(status.st_mode) and status.st_nlink == 1):
+        return False
+    partial = target.with_name(target.name + ".partial")
+    try:
+        stream = open(partial, "w", encoding="utf-8")  # closed below
+    except PermissionError:  # the folder does not let a file be made: the file itself may be written
+        return False
+    try:
+        with stream:
+            stream.write(text)
+        if status is not None:
+            os.chmod(partial, stat.S_IMODE(status.st_mode))
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
+    return True
 
 
 def _bytes_text(count: float) -> str:

@@ -87,6 +87,7 @@ def address_problem(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str | N
     target = address.removeprefix("ray://")
     host, colon, port = target.rpartition(":")
     host = host.strip("[]")  # an IPv6 address
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # as it is written
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
         return f"{address!r} is not a Ray address (host:port, ray://host:port, auto or local)"
     try:
@@ -95,12 +96,12 @@ def address_problem(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str | N
                 return None
             answer = _http2_answer(connection, timeout)
     except OSError as exc:
-        return f"no Ray cluster answers at {host}:{port} ({exc.strerror or exc})"
+        return f"no Ray cluster answers at {where} ({exc.strerror or exc})"
     if answer is None:
-        return f"{host}:{port} is open but not a Ray cluster: it gives no answer within {timeout:g} s"
+        return f"{where} is open but not a Ray cluster: it gives no answer within {timeout:g} s"
     if len(answer) < 9 or answer[3] != _HTTP2_SETTINGS:
         return (
-            f"{host}:{port} is open but not a Ray cluster: it does not speak gRPC "
+            f"{where} is open but not a Ray cluster: it does not speak gRPC "
             f"({_first_words(answer)}); a cluster's address is its head node's GCS port (6379 by default)"
         )
     return None

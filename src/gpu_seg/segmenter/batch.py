@@ -468,13 +468,17 @@ class BatchSegmenter:
         names = output_names(inputs, self._names)
         start = time.perf_counter()
         manifest = _open_manifest(self.out_dir / MANIFEST)
-        self._engine.on_written = lambda record: _append(manifest, record.to_json())
+
+        def written(record: FrameRecord) -> None:  # signals held: listed and counted together
+            _append(manifest, record.to_json())
+            report.add(record)
+
+        self._engine.on_written = written
         try:
             for raw, name in zip(inputs, names, strict=True):
                 path = str(Path(raw))
                 try:
                     for record in self._engine.run(WorkItem(path, name)):
-                        report.add(record)
                         self._notify(record)
                     report.processed += 1
                 except (ManifestError, _CallbackError):

@@ -46,6 +46,12 @@ _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 
 #: Top-level box types an MP4/QuickTime file may start with.
 _ISO_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
+#: Top-level boxes of MP4/QuickTime files (ISO/IEC 14496-12, fragmented MP4, QuickTime): one of
+#: these running past the end of the file is cut; anything else there is bytes appended to a whole
+#: file (a tool's trailer), not looked at.
+_ISO_TOP_BOXES = _ISO_FIRST_BOXES | frozenset(
+    {b"moof", b"mfra", b"meta", b"uuid", b"sidx", b"ssix", b"styp", b"emsg", b"prft", b"pdin", b"jumb"}
+)
 
 
 def read_head(path: str | os.PathLike[str]) -> bytes:
@@ -75,8 +81,9 @@ def jpeg_truncation(data: bytes) -> str | None:
         return "it does not start with a JPEG start-of-image marker"
     position, end, scanned = 2, len(data), False
     while True:
-        if position >= end or data[position] != 0xFF:
-            return "cut where a marker should be" if position >= end else "a marker is missing"
+        position = data.find(b"\xff", position)  # bytes before a marker: skipped, as libjpeg does
+        if position < 0:
+            return "cut where a marker should be"
         while position < end and data[position] == 0xFF:  # fill bytes
             position += 1
         if position >= end:
@@ -142,7 +149,7 @@ def _boxes_truncation(stream, size: int) -> str | None:
             if len(header) < 16:
                 return None
             length = int.from_bytes(header[8:16], "big")
-        if length < 8:  # not a box: left to the decoder
+        if length < 8 or header[4:8] not in _ISO_TOP_BOXES:  # not a box: appended bytes
             return None
         offset += length
         if offset > size:

@@ -307,6 +307,8 @@ def read_image(cv2, path: Path) -> np.ndarray | None:
     if bgr is not None:
         return np.ascontiguousarray(bgr[..., ::-1])
     pixels = _read_with_imageio(path)
+    if pixels is not None and (pixels.ndim < 2 or pixels.size == 0):  # a plugin's answer to a cut file
+        pixels = None
     if pixels is not None:
         rgb = _as_rgb8(pixels)
         if rgb is not None:
@@ -370,10 +372,10 @@ def encode_npy(array: np.ndarray) -> bytes:
 
 
 def _as_rgb8(pixels: np.ndarray) -> np.ndarray | None:
-    """imageio's pixels as uint8 RGB (16-bit ones scaled as OpenCV scales them), or None for what is
-    not an 8- or 16-bit still image."""
+    """imageio's pixels as uint8 RGB (16-bit ones divided by 256 and rounded: OpenCV's own decoders
+    differ by up to one level), or None for what is not an 8- or 16-bit still image."""
     if pixels.dtype == np.uint16:
-        pixels = np.round(pixels / 256.0).clip(0, 255).astype(np.uint8)  # OpenCV's IMREAD_COLOR
+        pixels = np.round(pixels / 256.0).clip(0, 255).astype(np.uint8)
     if pixels.dtype != np.uint8:
         return None
     if pixels.ndim == 4:  # an animation: its first frame
