@@ -370,7 +370,12 @@ def _memory_figures(report: LoopReport) -> list[tuple[str, str]]:
     ):
         if snap is not None:
             rows.append((name, _snapshot_text(snap, gl=snap is not report.before)))
-    rows.append(("RSS growth start -> end", f"{report.rss_growth_kib / 1024:+.2f} MiB ({report.rss_source})"))
+    if report.start is None or report.end is None:  # interrupted before the baseline
+        rows.append(("RSS growth start -> end", "n/a (no baseline: interrupted during warm-up)"))
+    else:
+        rows.append(
+            ("RSS growth start -> end", f"{report.rss_growth_kib / 1024:+.2f} MiB ({report.rss_source})")
+        )
     timeline = " ".join(f"{frame}:{rss / 1024:.1f}" for frame, rss in report.rss_timeline)
     rows.append(("RSS over time (frame:MiB)", timeline or "-"))
     rows.append(("most live GL objects", str(report.max_live_gl_objects)))
@@ -380,7 +385,7 @@ def _memory_figures(report: LoopReport) -> list[tuple[str, str]]:
         False: "NOT back to baseline",
         None: "n/a (sizes change every frame)",
     }
-    back = verdict[report.rebuilds_back_to_baseline]
+    back = verdict[report.rebuilds_back_to_baseline] if report.start is not None else "n/a (no baseline)"
     baseline = report.baseline_gl_objects
     rows.append(("GL objects after rebuilds", f"{after or '-'} vs baseline {baseline}: {back}"))
     rows.append(("GL objects after close", str(report.live_gl_objects_after_close)))
