@@ -37,8 +37,6 @@ import functools
 import json
 import logging
 import os
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +46,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from .. import interrupts
 from ..errors import GpuSegError
 from ..postprocessor import BackendChoice
 from .damage import container_truncation
@@ -315,7 +314,7 @@ class FrameSegmenter:
         start = time.perf_counter()
         losses = _losses(segmenter)
         result = segment(image)
-        with _interrupts_held():  # the files and their record: both, or neither
+        with interrupts.held():  # the files and their record: both, or neither
             outputs = self._write(stem, image, result)
             elapsed = (time.perf_counter() - start) * 1e3
             met = _losses(segmenter) - losses
@@ -546,29 +545,6 @@ def failure_reason(input_path: str, exc: Exception) -> str:
     else:
         log.error("gpu_seg: %s failed", input_path, exc_info=exc)
     return reason
-
-
-@contextlib.contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back during the block: one arriving meanwhile is raised again when
-    it ends, to the handlers that were there, not between a frame's files and its record. (Python
-    runs signal handlers in the main thread whichever thread the signal reached, so the handlers
-    are swapped there; masking the main thread's signals would not do, other threads get them.)"""
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = [signal.getsignal(s) for s in held]
-    if threading.current_thread() is not threading.main_thread() or None in previous:
-        yield  # handlers can be set in the main thread only; None: installed outside Python
-        return
-    caught: list[int] = []
-    for signum in held:
-        signal.signal(signum, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        for signum, handler in zip(held, previous, strict=True):
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(caught):
-            signal.raise_signal(signum)
 
 
 def _open_manifest(path: Path) -> TextIO:

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import interrupts
 from ..errors import GpuSegError, InputError
 from ..inputs import as_hwc_float32, check_requested_outputs, parse_activation, parse_output_size
 from ..types import Activation, Result
@@ -306,8 +307,8 @@ def blank_image(width: int, height: int) -> Any:
 def _segment(model: bytes, width: int, height: int, confidence: bool, category: bool) -> Any:
     """Run MediaPipe's ImageSegmenter (CPU delegate, IMAGE mode) on a blank ``width x height`` image."""
     image = blank_image(width, height)
-    try:
-        with open_segmenter(model, confidence, category) as segmenter:
+    try:  # not interrupted midway: MediaPipe freed its graph under the running call (a segfault)
+        with interrupts.held(), open_segmenter(model, confidence, category) as segmenter:
             return segmenter.segment(image)
     except (RuntimeError, ValueError, OSError, IndexError) as exc:  # what MediaPipe's status mapping raises
         raise GpuSegError(f"MediaPipe's ImageSegmenter failed: {exc}") from exc
