@@ -671,3 +671,17 @@ def test_a_frame_interrupted_while_written_is_counted_in_the_report(tmp_path):
         engine.run([video])
     assert len(manifest_lines(tmp_path / "out")) == 3
     assert engine.last_report.frames == 3
+
+
+def test_a_damaged_file_read_from_elsewhere_is_named_as_the_user_gave_it(tmp_path):
+    """Ray workers read inputs by absolute path (``WorkItem.source``): their errors named the absolute
+    path where the single-process run names the input as given, so the manifests differed."""
+    from gpu_seg.segmenter.batch import FrameSegmenter, LocalOutput, WorkItem
+
+    data = _jpeg(skdata.astronaut())
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    item = WorkItem("photos/cut.jpg", "cut", source=str(tmp_path / "cut.jpg"))
+    with FrameSegmenter(selfie_model().read_bytes(), LocalOutput(tmp_path / "out"), backend="cpu") as engine:
+        with pytest.raises(OSError) as info:
+            list(engine.run(item))
+    assert "photos/cut.jpg" in str(info.value) and str(tmp_path) not in str(info.value)

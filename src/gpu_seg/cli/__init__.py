@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import importlib
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from ..errors import InputError
 
@@ -176,6 +178,8 @@ def _interrupts() -> Iterator[None]:
     so that a Ctrl-C for the job in the foreground does not stop it)."""
     _pending.clear()
     previous = {}
+    unraisable_hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_quiet_about_dropped_interrupts, unraisable_hook)
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(signum) is signal.SIG_IGN:  # inherited (a background job): kept
@@ -188,7 +192,17 @@ def _interrupts() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = unraisable_hook
         _pending.clear()
+
+
+def _quiet_about_dropped_interrupts(hook: Callable[[Any], object], unraisable: Any) -> None:
+    """``sys.unraisablehook`` of a command: an interrupt its handler raised where Python drops it
+    (printed as "Exception ignored in ..." with a traceback) is not printed: it is raised again at
+    the command's next step. Anything else goes to ``hook``."""
+    if _pending and unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        return
+    hook(unraisable)
 
 
 def _argument_error(parser: argparse.ArgumentParser, exc: InputError) -> None:

@@ -370,8 +370,10 @@ def _memory_figures(report: LoopReport) -> list[tuple[str, str]]:
     ):
         if snap is not None:
             rows.append((name, _snapshot_text(snap, gl=snap is not report.before)))
-    if report.start is None or report.end is None:  # interrupted before the baseline
-        rows.append(("RSS growth start -> end", "n/a (no baseline: interrupted during warm-up)"))
+    if report.start is None:  # interrupted before the baseline
+        rows.append(("RSS growth start -> end", "n/a (interrupted during warm-up: no baseline)"))
+    elif report.end is None:
+        rows.append(("RSS growth start -> end", "n/a (no end snapshot)"))
     else:
         rows.append(
             ("RSS growth start -> end", f"{report.rss_growth_kib / 1024:+.2f} MiB ({report.rss_source})")

@@ -269,7 +269,7 @@ class FrameSegmenter:
             problem = "not a regular file" if path.exists() else "no such file"
             raise OSError(f"{problem}: {item.input}")
         if not is_video(path):
-            image = read_image(self._cv2, path)
+            image = read_image(self._cv2, path, item.input)
             if image is not None:
                 yield self._segment_image(item, image)
                 return

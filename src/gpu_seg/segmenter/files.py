@@ -284,9 +284,10 @@ class LocalOutput:
             return set()
 
 
-def read_image(cv2, path: Path) -> np.ndarray | None:
+def read_image(cv2, path: Path, name: str | None = None) -> np.ndarray | None:
     """RGB uint8 ``(H, W, 3)`` (EXIF orientation applied), or None when the file is no still image
     that OpenCV or imageio reads and has no still image's signature either (a video, maybe).
+    ``name``: the file as errors name it (default: ``path``; a Ray worker's path is absolute).
 
     Raises:
         OSError: a still image (by its signature, whatever its name) that is damaged (a JPEG cut
@@ -294,16 +295,17 @@ def read_image(cv2, path: Path) -> np.ndarray | None:
             refused outright (``cv2.error``: a header announcing more pixels than OpenCV decodes,
             CV_IO_MAX_IMAGE_PIXELS), on which imageio is not tried.
     """
+    shown = str(path) if name is None else name
     kind = still_image_kind(read_head(path))
     if kind == "JPEG":
         problem = jpeg_truncation(Path(path).read_bytes())
         if problem:
-            raise OSError(f"truncated JPEG: {path}: {problem}")
-    with opencv_path(path) as name:
+            raise OSError(f"truncated JPEG: {shown}: {problem}")
+    with opencv_path(path) as plain:
         try:
-            bgr = cv2.imread(name, cv2.IMREAD_COLOR)
+            bgr = cv2.imread(plain, cv2.IMREAD_COLOR)
         except cv2.error as exc:
-            raise OSError(f"OpenCV cannot read {path}: {opencv_failure(exc)}") from None
+            raise OSError(f"OpenCV cannot read {shown}: {opencv_failure(exc)}") from None
     if bgr is not None:
         return np.ascontiguousarray(bgr[..., ::-1])
     pixels = _read_with_imageio(path)
@@ -316,8 +318,8 @@ def read_image(cv2, path: Path) -> np.ndarray | None:
     if kind is None:
         return None
     if pixels is not None:
-        raise OSError(f"{path}: a {kind} image of {pixels.dtype} pixels; 8- and 16-bit images are read")
-    raise OSError(f"cannot decode the {kind} image {path}: it is truncated or corrupt")
+        raise OSError(f"{shown}: a {kind} image of {pixels.dtype} pixels; 8- and 16-bit images are read")
+    raise OSError(f"cannot decode the {kind} image {shown}: it is truncated or corrupt")
 
 
 def _read_with_imageio(path: Path) -> np.ndarray | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
@@ -204,6 +206,8 @@ class SoakLoop:
         except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM: the report so far goes with it
             self.report.interrupted_after = self.frames_run
             try:
+                if self.report.start is not None:  # past warm-up: the growth up to now
+                    self.report.end, _ = self.snapshot(self.frames_run)
                 self.finish()
             finally:
                 interrupt.partial_report = self.report  # type: ignore[attr-defined]
@@ -233,3 +237,16 @@ def _wait_for_the_cpu_kernels() -> None:
 
     if cpu.available():
         cpu.warm_up()
+
+
+@contextlib.contextmanager
+def reported_if_interrupted(report: LoopReport) -> Iterator[None]:
+    """A ``KeyboardInterrupt`` in the block (a soak being set up: its processor, its GL context)
+    carries ``report`` as a soak interrupted after 0 frames, as :meth:`SoakLoop.execute` does later."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        if getattr(interrupt, "partial_report", None) is None:
+            report.interrupted_after = 0
+            interrupt.partial_report = report  # type: ignore[attr-defined]
+        raise

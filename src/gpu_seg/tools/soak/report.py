@@ -162,7 +162,7 @@ class LoopReport:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["rebuilds_back_to_baseline"] = self.rebuilds_back_to_baseline
-        data["rss_growth_kib"] = self.rss_growth_kib
+        data["rss_growth_kib"] = self.rss_growth_kib if self.start and self.end else None
         data["ok"] = self.ok
         return data
 

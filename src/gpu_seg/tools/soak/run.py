@@ -41,7 +41,7 @@ from ...results import PendingFrame
 from ...testing import exhaust_loss_budget, lose_context
 from ...types import Activation, Result
 from .. import Progress
-from .loop import SoakLoop, default_budget, judge, median_or_none, recovery_policy
+from .loop import SoakLoop, default_budget, judge, median_or_none, recovery_policy, reported_if_interrupted
 from .plan import AUTO_RELEASE_GRACE_S, ChurnSizes, IdlePlan
 from .report import IdlePeriod, SoakReport, snapshot
 
@@ -344,5 +344,6 @@ def soak(
     )
     report.before, _ = snapshot(0)
     started = time.perf_counter()
-    _TensorSoak(report, activation, policy, idle, sizes, in_flight, gl_passes).execute(progress, started)
+    with reported_if_interrupted(report):
+        _TensorSoak(report, activation, policy, idle, sizes, in_flight, gl_passes).execute(progress, started)
     return report

@@ -29,7 +29,7 @@ from ...segmenter.inference import LiteRTModel
 from ...types import Activation
 from .. import Progress
 from ..parity import Parity
-from .loop import SoakLoop, default_budget, judge, recovery_policy
+from .loop import SoakLoop, default_budget, judge, recovery_policy, reported_if_interrupted
 from .report import LoopReport, snapshot
 from .video import photo_video
 
@@ -236,8 +236,9 @@ def segmenter_soak(
         activation="",
         before=before,
     )
-    run = _SegmenterSoak(report, data, (width, height), policy)
-    report.model_channels = run.seg.num_classes
-    report.activation = run.seg.activation.value
-    run.execute(progress, started)
+    with reported_if_interrupted(report):
+        run = _SegmenterSoak(report, data, (width, height), policy)
+        report.model_channels = run.seg.num_classes
+        report.activation = run.seg.activation.value
+        run.execute(progress, started)
     return report
