@@ -302,3 +302,32 @@ def test_q_quits_at_once_at_a_low_frame_rate(photo):
     started = time.monotonic()
     report = Viewer(selfie_model().read_bytes(), open_source(photo[0]), options, on_frame).run()
     assert report.frames == 1 and time.monotonic() - started < 4.5
+
+
+def test_the_command_takes_file_names_that_are_not_utf8(photo, tmp_path):
+    """``gpu-seg view`` with a Latin-1 input or screenshot name: cv2.haveImageWriter segfaulted on the
+    screenshot's name (exit 139), and the window title raised UnicodeEncodeError. In a child
+    process, so that a crash fails this test rather than ending the run."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    folder = os.fsencode(tmp_path)
+    image, shot = os.fsdecode(folder + b"/caf\xe9.png"), os.fsdecode(folder + b"/shot\xe9.png")
+    shutil.copyfile(photo[0], image)
+    argv = [sys.executable, "-m", "gpu_seg", "view", os.fsencode(image), "--model", str(selfie_model())]
+    argv += [
+        "--frames",
+        "2",
+        "--hidden",
+        "--max-fps",
+        "0",
+        "--backend",
+        "cpu",
+        "--screenshot",
+        os.fsencode(shot),
+    ]
+    done = subprocess.run(argv, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    assert cv2.imdecode(np.fromfile(shot, np.uint8), cv2.IMREAD_COLOR) is not None

@@ -23,7 +23,9 @@ Modes (combine freely, except --segmenter):
   --segmenter               the ImageSegmenter (selfie model, video mode) on a stream made from
                             scikit-image's photos, every frame checked against backend="cpu"
 
-Exit status: 0 when no frame mismatched and every frame returned; 1 otherwise; 2 for bad arguments.
+Exit status: 0 when every frame returned and matched and some ran on GL; 1 otherwise (also when the
+--json file cannot be written); 2 for bad arguments; 130 after Ctrl-C and 143 after SIGTERM, with the
+report of the frames run so far (INTERRUPTED; the JSON's interrupted_after).
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ none); category masks identical except at near ties, output pixels whose top two
 interpolated values differ by less than 1e-5; one-class category masks identical.
 
 Needs the mediapipe extra: pip install "gpu_seg[mediapipe]".
-Exit status: 0 when every case is within tolerance, 1 otherwise, 2 without MediaPipe or for bad
-arguments.
+Exit status: 0 when every case is within tolerance, 1 otherwise (also when the --json file cannot be
+written), 2 without MediaPipe or for bad arguments, 130 after Ctrl-C and 143 after SIGTERM, with the
+report of the cases checked so far (INTERRUPTED; "interrupted" in the JSON).
 """
 
 from __future__ import annotations

@@ -10,12 +10,14 @@ For tests and headless runs (Xvfb): ``--frames N`` stops after N frames, ``--scr
 saves the window after the last of them (PNG), ``--inject-loss-at N`` loses the context before frame
 N (from 0; repeatable), ``--hidden`` keeps the window off screen. A summary goes to stdout. Exit
 status: 0 after a run, 1 when the viewer cannot run (no display, unreadable input) or a screenshot
-asked for was not taken (the window closed before its frame), 2 for bad arguments.
+asked for was not taken (the run ended before its frame: the window closed, Q/Esc, a camera that
+stopped), 2 for bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -117,7 +119,8 @@ def _image_writer_for(path: str) -> bool:
         import cv2
     except ImportError:
         return True
-    return bool(cv2.haveImageWriter(path))
+    suffix = "".join(c for c in os.path.splitext(path)[1] if c.isascii() and c.isprintable())
+    return bool(cv2.haveImageWriter("screenshot" + suffix))  # OpenCV crashes on names not in UTF-8
 
 
 def run(args: argparse.Namespace) -> int:

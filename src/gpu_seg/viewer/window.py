@@ -91,7 +91,7 @@ class Window:
             (glfw.OPENGL_FORWARD_COMPAT, True),
         ):
             glfw.window_hint(hint, int(value))
-        self.handle = glfw.create_window(size[0], size[1], title, None, None)
+        self.handle = glfw.create_window(size[0], size[1], _displayable(title), None, None)
         if not self.handle:
             raise ViewerError(f"glfw could not create a {size[0]}x{size[1]} window with OpenGL 3.3 core")
         glfw.make_context_current(self.handle)
@@ -123,7 +123,7 @@ class Window:
         self._glfw.set_window_should_close(self.handle, True)
 
     def set_title(self, title: str) -> None:
-        self._glfw.set_window_title(self.handle, title)
+        self._glfw.set_window_title(self.handle, _displayable(title))
 
     def swap(self) -> None:
         self._glfw.swap_buffers(self.handle)
@@ -133,3 +133,9 @@ class Window:
         if self.handle:
             self._glfw.destroy_window(self.handle)
             self.handle = None
+
+
+def _displayable(title: str) -> str:
+    """``title`` as UTF-8 can carry it: a file name that is not UTF-8 (surrogate escapes) gets
+    replacement characters (glfw encodes titles as UTF-8, which raised)."""
+    return title.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
