@@ -196,6 +196,19 @@ def _interrupts() -> Iterator[None]:
         _pending.clear()
 
 
+@contextlib.contextmanager
+def partial_report_on_interrupt(report: Callable[[Any], object]) -> Iterator[None]:
+    """A command's engine interrupted in the block (Ctrl-C, SIGTERM) carries what it had done as its
+    ``KeyboardInterrupt``'s ``partial_report``: ``report`` it, and let the interrupt go on."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        partial = getattr(interrupt, "partial_report", None)
+        if partial is not None:
+            report(partial)
+        raise
+
+
 def _quiet_about_dropped_interrupts(hook: Callable[[Any], object], unraisable: Any) -> None:
     """``sys.unraisablehook`` of a command: an interrupt its handler raised where Python drops it
     (printed as "Exception ignored in ..." with a traceback) is not printed: it is raised again at

@@ -35,6 +35,7 @@ Exit status: 0 after a run, 1 when the --json or --plot file cannot be written, 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -62,6 +63,7 @@ from ..tools.bench.run import (
 )
 from ..tools.messages import INSTALL_BENCH
 from ..types import Activation
+from . import partial_report_on_interrupt
 from .args import (
     memory_problem,
     non_negative_float,
@@ -259,14 +261,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"copy bandwidth {bench.bandwidth['gbps']:.1f} GB/s; GL: {renderer}", file=sys.stderr)
         for case in bench.cases:
             print(f"tensor {case.title()}", file=sys.stderr)
-    try:
+    with partial_report_on_interrupt(functools.partial(_report, args)):  # the cells timed so far
         with progress_bar(bench.steps, "bench", enabled=not args.quiet) as progress:
             report = bench.run(progress)
-    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM: the cells timed are reported
-        partial = getattr(interrupt, "partial_report", None)
-        if partial is not None:
-            _report(args, partial)
-        raise
     return _report(args, report)
 
 

@@ -31,6 +31,7 @@ report of the frames run so far (INTERRUPTED; the JSON's interrupted_after).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,7 @@ from ..tools.soak import (
 )
 from ..tools.soak.report import LoopReport, Snapshot
 from ..types import Activation
+from . import partial_report_on_interrupt
 from .args import (
     memory_problem,
     non_negative_float,
@@ -284,17 +286,13 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import GpuSegError
     from .console import progress_bar
 
-    try:
-        with progress_bar(args.frames, "soak", enabled=not args.quiet) as progress:
-            report = _run_soak(args, progress)
-    except (ImportError, GpuSegError, OSError) as exc:  # a missing extra, an unusable model
-        print(f"gpu-seg soak: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM: what was measured is kept
-        partial = getattr(interrupt, "partial_report", None)
-        if partial is not None:
-            _report(args, partial)
-        raise
+    with partial_report_on_interrupt(functools.partial(_report, args)):  # the frames run so far
+        try:
+            with progress_bar(args.frames, "soak", enabled=not args.quiet) as progress:
+                report = _run_soak(args, progress)
+        except (ImportError, GpuSegError, OSError) as exc:  # a missing extra, an unusable model
+            print(f"gpu-seg soak: {exc}", file=sys.stderr)
+            return 1
     return _report(args, report)
 
 

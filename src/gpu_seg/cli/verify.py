@@ -20,6 +20,7 @@ report of the cases checked so far (INTERRUPTED; "interrupted" in the JSON).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from ..tools import oracle
 from ..tools.messages import INSTALL_MEDIAPIPE
 from ..tools.parity import Parity
 from ..tools.verify import DEFAULT_CASES, VerifyReport, run_verify
+from . import partial_report_on_interrupt
 from .args import non_negative_int, output_file, positive_int, write_json
 
 if TYPE_CHECKING:
@@ -55,14 +57,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from .console import progress_bar
 
-    try:
+    with partial_report_on_interrupt(functools.partial(_report, args)):  # the cases checked so far
         with progress_bar(args.cases, "verify", enabled=not args.quiet) as progress:
             report = run_verify(args.cases, args.seed, progress)
-    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM: the cases checked are reported
-        partial = getattr(interrupt, "partial_report", None)
-        if partial is not None:
-            _report(args, partial)
-        raise
     return _report(args, report)
 
 

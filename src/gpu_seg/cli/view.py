@@ -17,7 +17,6 @@ stopped), 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,8 +118,11 @@ def _image_writer_for(path: str) -> bool:
         import cv2
     except ImportError:
         return True
-    suffix = "".join(c for c in os.path.splitext(path)[1] if c.isascii() and c.isprintable())
-    return bool(cv2.haveImageWriter("screenshot" + suffix))  # OpenCV crashes on names not in UTF-8
+    from ..segmenter.files import plain_suffix
+
+    return bool(
+        cv2.haveImageWriter("screenshot" + plain_suffix(path))
+    )  # OpenCV crashes on names not in UTF-8
 
 
 def run(args: argparse.Namespace) -> int:

@@ -170,11 +170,16 @@ def opencv_path(path: str | os.PathLike[str]) -> Iterator[str]:
     else:
         yield text
         return
-    suffix = "".join(c for c in os.path.splitext(text)[1] if c.isascii() and c.isprintable())
     with tempfile.TemporaryDirectory(prefix="gpu_seg-") as folder:
-        link = os.path.join(folder, "input" + suffix)
+        link = os.path.join(folder, "input" + plain_suffix(text))
         os.symlink(os.path.abspath(text), link)
         yield link
+
+
+def plain_suffix(path: str | os.PathLike[str]) -> str:
+    """The suffix of ``path`` without what OpenCV's bindings cannot take (characters that are not
+    printable ASCII): what tells OpenCV a file's format."""
+    return "".join(c for c in os.path.splitext(os.fspath(path))[1] if c.isascii() and c.isprintable())
 
 
 def opencv_failure(exc: Exception) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import forks
 from ..errors import ClosedError, InputError
-from ..inputs import check_backend, check_requested_outputs, parse_activation, positive_int
+from ..inputs import check_backend, check_requested_outputs, flag, parse_activation, positive_int
 from ..postprocessor import BackendChoice, Event, SegmentationPostprocessor
 from ..resilience import RecoveryPolicy
 from ..types import Activation
@@ -128,8 +128,8 @@ class ImageSegmenter:
         software_renderer: Literal["fastest", "gl"] = "fastest",
         cpu_threads: int | None = None,
     ) -> None:
-        output_confidence_masks = _flag(output_confidence_masks, "output_confidence_masks")
-        output_category_mask = _flag(output_category_mask, "output_category_mask")
+        output_confidence_masks = flag(output_confidence_masks, "output_confidence_masks")
+        output_category_mask = flag(output_category_mask, "output_category_mask")
         check_requested_outputs(output_confidence_masks, output_category_mask)
         if running_mode not in ("image", "video"):
             raise InputError(
@@ -407,15 +407,6 @@ def _resolve_metadata(
     else:
         resolved_labels = info.labels
     return resolved_norm, resolved_activation, resolved_labels
-
-
-def _flag(value: object, argument: str) -> bool:
-    if isinstance(value, (str, bytes)):  # "no" and "False" are true
-        raise InputError(argument, f"expected True or False, got the string {value!r}")
-    try:
-        return bool(value)
-    except (TypeError, ValueError) as exc:  # an array of several values, an object refusing bool()
-        raise InputError(argument, f"expected True or False, got {type(value).__name__}: {exc}") from None
 
 
 def _read_model_file(path: object) -> bytes:

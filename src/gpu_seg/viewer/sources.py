@@ -52,9 +52,8 @@ def read_image(path: str | os.PathLike[str], argument: str) -> np.ndarray:
 def save_image(path: str | os.PathLike[str], image: np.ndarray, argument: str) -> None:
     """Write uint8 ``(H, W, 3)`` RGB to an image file (format from the suffix), or InputError(argument)."""
     cv2 = _cv2()
-    suffix = os.path.splitext(os.fspath(path))[1]
     try:
-        encoded, data = cv2.imencode(suffix, np.ascontiguousarray(image[..., ::-1]))
+        encoded, data = cv2.imencode(files.plain_suffix(path), np.ascontiguousarray(image[..., ::-1]))
     except cv2.error as exc:
         raise InputError(argument, f"OpenCV cannot write {str(path)!r}: {exc}") from None
     if not encoded:
@@ -129,8 +128,7 @@ class FrameSource:
                 self._image = self._first
                 return self._first
         frame = np.ascontiguousarray(bgr[..., ::-1]) if ok else None
-        if self._index == 0:
-            self._first = frame
+        self._first = frame if self._index == 0 else None  # kept until a second frame is read
         return frame
 
     def close(self) -> None:
