@@ -36,5 +36,5 @@ def held() -> Iterator[None]:
     finally:
         for signum, handler in zip(signals, previous, strict=True):
             signal.signal(signum, handler)
-        for signum in dict.fromkeys(caught):
-            signal.raise_signal(signum)
+        for arrived in dict.fromkeys(caught):
+            signal.raise_signal(arrived)
