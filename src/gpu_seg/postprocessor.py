@@ -18,6 +18,7 @@ from .errors import ClosedError, GLUnavailableError, InputError
 from .events import Event, EventKind, EventLog
 from .frame import ConfidenceFormat, Frame
 from .gl.pipeline import TensorLayout
+from .gl.session import released
 from .gl.state import reset_state
 from .idle import IdleWatch
 from .inputs import (
@@ -58,6 +59,16 @@ T = TypeVar("T")
 MAX_CPU_THREADS = 1024
 
 BackendChoice = Literal["auto", "gl", "cpu"]
+
+
+def _check_context(context: object, expected: str) -> None:
+    """``context`` of the constructor and :meth:`SegmentationPostprocessor.attach`."""
+    if isinstance(context, str) and context == "current":
+        return
+    if not isinstance(context, moderngl.Context):
+        raise InputError("context", expected)
+    if released(context):
+        raise InputError("context", "this moderngl.Context was released")
 
 
 class SegmentationPostprocessor:
@@ -172,10 +183,8 @@ class SegmentationPostprocessor:
         idle_release_context = flag(idle_release_context, "idle_release_context")
         check_requested_outputs(output_confidence_masks, output_category_mask)
         check_backend(backend)
-        if context is not None and not (
-            (isinstance(context, str) and context == "current") or isinstance(context, moderngl.Context)
-        ):
-            raise InputError("context", "expected None, 'current' or a moderngl.Context")
+        if context is not None:
+            _check_context(context, "expected None, 'current' or a moderngl.Context")
         if gl_timeout is not None:
             gl_timeout = seconds(gl_timeout, "gl_timeout")
         whole = isinstance(device_index, numbers.Integral) and not isinstance(device_index, bool)
@@ -549,13 +558,13 @@ class SegmentationPostprocessor:
         destroyed). The previous generation's objects are dropped without GL calls if its context
         is gone, or released if it is still alive and current.
         """
-        if not ((isinstance(context, str) and context == "current") or isinstance(context, moderngl.Context)):
-            raise InputError("context", "expected 'current' or a moderngl.Context")
+        _check_context(context, "expected 'current' or a moderngl.Context")
         try:
             with self._lock:
                 self._check_open()
                 if self._supervisor is None:
                     raise InputError("context", "a processor created with backend='cpu' has no GL side")
+                self._end_lease("attach() began a new context generation")
                 self._supervisor.attach(context)
         finally:
             self._events.deliver()

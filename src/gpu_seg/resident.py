@@ -25,7 +25,7 @@ from .errors import ContextLostError, ExpiredResultError, GLUnavailableError, In
 from .frame import ConfidenceFormat, Frame
 from .gl.pipeline import RELEASED_WITH_A_LOSS, TensorLayout
 from .gl.resident import GLSource, ResidentImages, SourceLostError, names_an_object
-from .gl.session import GLSession
+from .gl.session import GLSession, released
 from .inputs import parse_channels, parse_output_size, positive_int
 from .supervisor import Generation, GLSupervisor, Verdict
 
@@ -64,7 +64,7 @@ class GLTensor:
     def __init__(
         self, source: moderngl.Buffer | moderngl.Texture, shape: Sequence[int] | None = None
     ) -> None:
-        if isinstance(source, (moderngl.Buffer, moderngl.Texture)) and _released(source):
+        if isinstance(source, (moderngl.Buffer, moderngl.Texture)) and released(source):
             if _lost_with_its_generation(source):
                 raise SourceLostError(
                     f"the {type(source).__name__} given belongs to a context that is gone (a lost context "
@@ -141,14 +141,10 @@ def _check_texture(texture: moderngl.Texture, shape: object) -> tuple[int, int, 
     return expected
 
 
-def _released(obj: moderngl.Buffer | moderngl.Texture | moderngl.Context) -> bool:
-    return type(getattr(obj, "mglo", None)).__name__ == "InvalidObject"
-
-
 def _lost_with_its_generation(obj: moderngl.Buffer | moderngl.Texture) -> bool:
     """Whether a released object went with its context generation (a loss, or an owned context
     released), not on its own (``trim()``, the application)."""
-    return obj in RELEASED_WITH_A_LOSS or _released(getattr(obj, "ctx", None))
+    return obj in RELEASED_WITH_A_LOSS or released(getattr(obj, "ctx", None))
 
 
 def device_frame(
@@ -183,7 +179,7 @@ def resolve_source(supervisor: GLSupervisor, generation: Generation, tensor: GLT
     obj = tensor.source
     ctx = obj.ctx
     number = None if ctx is generation.session.mgl else supervisor.contexts.get(ctx)
-    if _released(obj) and number is None:
+    if released(obj) and number is None:
         if _lost_with_its_generation(obj):
             raise SourceLostError(
                 f"the GLTensor's {tensor.kind} went with a context generation that is gone; upload the "
@@ -205,6 +201,12 @@ def resolve_source(supervisor: GLSupervisor, generation: Generation, tensor: GLT
             "tensor",
             "the GLTensor's object belongs to another GL context; an owned processor only takes objects "
             "created in its own context (see SegmentationPostprocessor.run_gl)",
+        )
+    if generation.session.strict_identity:
+        raise InputError(
+            "tensor",
+            "the GLTensor's object belongs to another moderngl context than the one given to the processor "
+            "(context=ctx); for objects of contexts that share with it, attach with context='current'",
         )
     return source  # attached to the current context through another moderngl wrapper: checked on GL
 

@@ -53,10 +53,23 @@ from .memory import query_gpu_memory
 from .state import reset_state
 from .worker import GLThread
 
-__all__ = ["AttachedSession", "ContextInfo", "GLError", "GLSession", "OwnedSession", "native_current_context"]
+__all__ = [
+    "AttachedSession",
+    "ContextInfo",
+    "GLError",
+    "GLSession",
+    "OwnedSession",
+    "native_current_context",
+    "released",
+]
 
 log = logging.getLogger("gpu_seg")
 T = TypeVar("T")
+
+
+def released(obj: object) -> bool:
+    """Whether a moderngl object or context was released (its ``mglo`` is moderngl's ``InvalidObject``)."""
+    return type(getattr(obj, "mglo", None)).__name__ == "InvalidObject"
 
 
 def _frame_error(error: str) -> str | None:
@@ -151,6 +164,13 @@ class GLSession:
     def lost(self) -> bool:
         """Whether this session was found lost or abandoned (its GL objects are dead handles)."""
         return bool(getattr(self, "_dead", False))
+
+    @property
+    def strict_identity(self) -> bool:
+        """Whether only objects made through ``mgl`` itself belong to this session's context (an
+        owned context; an application's named by ``context=ctx``). Otherwise objects of other
+        moderngl wrappers of the current context are the application's too (checked on GL)."""
+        return True
 
     def check(self) -> str | None:
         """Loss reason, or None while healthy (call with the context current, inside :meth:`run`).
@@ -522,7 +542,15 @@ class AttachedSession(GLSession):
             raise GLUnavailableError(f"cannot attach to the current OpenGL context: {exc}") from exc
         self.info = _describe(f"attached-{native[0]}", self.mgl, robustness)
 
+    @property
+    def strict_identity(self) -> bool:
+        """Whether the application named its moderngl context (``context=ctx``): then only objects
+        of that very context are its own."""
+        return not self._owns_mgl
+
     def _lost_reason(self) -> str | None:
+        if released(self.mgl):
+            return "the application released its moderngl context"
         if native_current_context() != self.native:
             return "the application's context is no longer current (destroyed or switched)"
         if not self.sentinel.present():
