@@ -338,3 +338,10 @@ def test_attach_checks_its_context(processors, context):
     with pytest.raises(InputError) as info:
         processors("softmax", "gl").attach(context)
     assert info.value.argument == "context"
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gl"])
+def test_a_negative_confidence_channel_is_named_as_such(backend):
+    with pytest.raises(gpu_seg.InputError, match="channel -1 is negative") as caught:
+        gpu_seg.SegmentationPostprocessor("softmax", backend=backend, confidence_channels=[-1])
+    assert caught.value.argument == "confidence_channels"

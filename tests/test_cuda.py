@@ -66,6 +66,16 @@ def test_arguments_are_checked_before_cuda_is_needed(pp):
         _Interface(np.zeros((2, 4, 3, 2), np.float32)),  # batch 2
         _Interface(tensor, strides=(4, 32, 96)),  # not C-contiguous
         _Interface(tensor, shape=(4, 0, 2)),
+        # malformed interfaces
+        _Interface(tensor, data=None),
+        _Interface(tensor, data=()),
+        _Interface(tensor, data=("0x10", False)),
+        _Interface(tensor, shape="abc"),
+        _Interface(tensor, shape=None),
+        _Interface(tensor, shape=(4.5, 3, 2)),
+        _Interface(tensor, strides="abc"),
+        _Interface(tensor, strides=5),
+        _Interface(tensor, stream="default"),
     ]
     for case in cases:
         with pytest.raises(gpu_seg.InputError) as info:

@@ -368,3 +368,22 @@ def test_attached_application_uses_the_textures_and_its_own_buffers(glfw_windows
             _assert_reference(conf, cat, tensor, "softmax", size)
             assert app.error == "GL_NO_ERROR"
     buffer.release()
+
+
+def test_a_buffer_made_smaller_after_its_gltensor_is_refused_naming_the_tensor():
+    tensor = _tensor((8, 8, 4), 12)
+    size = (16, 16)
+    with gpu_seg.SegmentationPostprocessor("softmax", backend="gl") as pp:
+        buffer = pp.run_gl(lambda ctx: ctx.buffer(tensor.tobytes()))
+        source = GLTensor(buffer, tensor.shape)
+        pp.run_gl(lambda ctx: buffer.orphan(16))  # re-specified smaller (moderngl's documented way)
+        with pytest.raises(gpu_seg.InputError, match="holds 16 bytes") as caught:
+            pp.process_resident(source, size)
+        assert caught.value.argument == "tensor"
+        with pytest.raises(AttributeError):
+            source.shape = (2, 2, 1)  # the shape checked against the object cannot change
+        pp.run_gl(lambda ctx: buffer.orphan(tensor.nbytes))
+        pp.run_gl(lambda ctx: buffer.write(tensor.tobytes()))
+        masks = pp.process_resident(source, size)
+        _assert_reference(masks.read_confidence(), masks.read_category(), tensor, "softmax", size)
+        pp.run_gl(lambda ctx: buffer.release())

@@ -168,7 +168,9 @@ def parse_channels(channels: object, count: int, argument: str = "confidence_cha
     for channel in channels:  # type: ignore[union-attr]
         if isinstance(channel, bool) or not isinstance(channel, numbers.Integral):
             raise InputError(argument, f"{channel!r} is not an integer channel index")
-        if not 0 <= int(channel) < count:
+        if channel < 0:
+            raise InputError(argument, f"channel {channel} is negative (channels count from 0)")
+        if int(channel) >= count:
             raise InputError(argument, f"channel {channel} is out of range for {count} channels")
         selected.append(int(channel))
     if not selected:

@@ -81,13 +81,7 @@ class GLTensor:
             if shape is None:
                 raise InputError("tensor", "a GLTensor over a buffer needs its shape=(H, W, C)")
             height, width, channels = _parse_shape(shape)
-            needed = height * width * channels * 4
-            if source.size < needed:
-                raise InputError(
-                    "tensor",
-                    f"the buffer holds {source.size} bytes; float32 shape ({height}, {width}, {channels}) "
-                    f"needs {needed}",
-                )
+            _check_buffer_size(source, (height, width, channels))
         elif isinstance(source, moderngl.Texture):
             height, width, channels = _check_texture(source, shape)
         else:
@@ -96,7 +90,12 @@ class GLTensor:
                 f"a GLTensor holds a moderngl.Buffer or moderngl.Texture, not {type(source).__name__}",
             )
         self.source = source
-        self.shape: tuple[int, int, int] = (height, width, channels)
+        self._shape = (height, width, channels)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)``, checked against the object (read-only)."""
+        return self._shape
 
     @property
     def kind(self) -> str:
@@ -122,6 +121,16 @@ def _parse_shape(shape: object) -> tuple[int, int, int]:
         raise InputError("tensor", f"shape {dims} is not (H, W), (H, W, C) or (1, H, W, C)")
     height, width, channels = (positive_int(d, "tensor") for d in dims)
     return height, width, channels
+
+
+def _check_buffer_size(buffer: moderngl.Buffer, shape: tuple[int, int, int]) -> None:
+    """A buffer too small for ``shape`` (when the GLTensor is made, and at each frame: the
+    application may have re-specified the buffer since, e.g. ``Buffer.orphan(size)``)."""
+    needed = int(np.prod(shape)) * 4
+    if buffer.size < needed:
+        raise InputError(
+            "tensor", f"the buffer holds {buffer.size} bytes; float32 shape {shape} needs {needed}"
+        )
 
 
 def _check_texture(texture: moderngl.Texture, shape: object) -> tuple[int, int, int]:
@@ -187,6 +196,8 @@ def resolve_source(supervisor: GLSupervisor, generation: Generation, tensor: GLT
                 reason="input from a dead generation",
             )
         raise InputError("tensor", f"the {tensor.kind} of this GLTensor was released")
+    if isinstance(obj, moderngl.Buffer):
+        _check_buffer_size(obj, tensor.shape)
     source = GLSource("texture" if tensor.kind == "texture" else "hwc", obj, *tensor.shape)
     if ctx is generation.session.mgl:
         return source

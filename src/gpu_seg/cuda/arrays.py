@@ -14,6 +14,7 @@ frames call no ``cudaMalloc``; ``trim()``/``close()`` free the pooled blocks.
 
 from __future__ import annotations
 
+import numbers
 import threading
 import weakref
 from dataclasses import dataclass
@@ -85,15 +86,31 @@ def _parse(tensor: object) -> tuple[int, tuple[int, int, int], int | None, objec
             "expected a CUDA array with __cuda_array_interface__ or __dlpack__ (torch, CuPy, JAX, Numba), "
             f"got {kind}",
         )
-    raw_shape = tuple(int(d) for d in interface.get("shape", ()))
+    raw_shape = _integers(interface.get("shape"), "shape")
     typestr = str(interface.get("typestr", ""))
     if typestr not in ("<f4", "=f4"):
         raise InputError("tensor", f"dtype {typestr!r} is not supported; pass float32 ('<f4')")
     strides = interface.get("strides")
-    if strides is not None and not _c_contiguous(raw_shape, tuple(int(s) for s in strides)):
+    if strides is not None and not _c_contiguous(raw_shape, _integers(strides, "strides")):
         raise InputError("tensor", f"strides {tuple(strides)} are not C-contiguous; pass a contiguous tensor")
+    data = interface.get("data")
+    if not isinstance(data, (tuple, list)) or not data or not _integral(data[0]):
+        raise InputError("tensor", f"__cuda_array_interface__ 'data' {data!r} is not (pointer, read_only)")
     stream = interface.get("stream")
-    return int(interface["data"][0]), _hwc(raw_shape), None if stream is None else int(stream), tensor
+    if stream is not None and not _integral(stream):
+        raise InputError("tensor", f"__cuda_array_interface__ 'stream' {stream!r} is not None or an int")
+    return int(data[0]), _hwc(raw_shape), None if stream is None else int(stream), tensor
+
+
+def _integral(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _integers(values: object, field: str) -> tuple[int, ...]:
+    """A ``__cuda_array_interface__`` tuple of ints (``shape``, ``strides``)."""
+    if not isinstance(values, (tuple, list)) or not all(_integral(v) for v in values):
+        raise InputError("tensor", f"__cuda_array_interface__ {field!r} {values!r} is not a tuple of ints")
+    return tuple(int(v) for v in values)
 
 
 def _parse_dlpack(tensor: object) -> tuple[int, tuple[int, int, int], int | None, object]:
