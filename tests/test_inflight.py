@@ -143,6 +143,35 @@ def test_a_dropped_pending_frame_frees_its_buffer(make_pp):
         _assert_correct(p.result(), tensor)
 
 
+class _Cycle:
+    """A record that refers to itself, as callbacks and closures often make: freed only by a
+    garbage collection."""
+
+    def __init__(self, held, *derived) -> None:
+        self.held, self.derived = held, derived
+        self.me = self
+
+
+@pytest.mark.parametrize("kind", ["view", "pending frame"])
+def test_results_dropped_in_reference_cycles_do_not_fill_the_ring(make_pp, kind):
+    pp = make_pp(backend="gl")
+    tensor = _tensor(7)
+    gc.collect()
+    gc.disable()  # the cycles are freed by the processor's collection, not by an automatic one
+    try:
+        for _ in range(8):
+            if kind == "view":
+                view = pp.process_view(tensor, SIZE)
+                record = _Cycle(view, view.category_mask)  # an array taken from the view
+                del view
+            else:
+                record = _Cycle(pp.submit(tensor, SIZE))
+            del record  # unreachable, not freed
+        _assert_correct(pp.process_view(tensor, SIZE), tensor)
+    finally:
+        gc.enable()
+
+
 def test_submit_into_callers_arrays_writes_them_when_collected(make_pp):
     pp = make_pp(backend="gl")
     tensor = _tensor(7)

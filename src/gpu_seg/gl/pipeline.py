@@ -395,7 +395,7 @@ class GLPipeline:
         if not self.lends or not isinstance(self._readback, MappedReadback):
             return False
         try:
-            self._readback.check_capacity(purpose)
+            self._readback.check_capacity(purpose, collect_garbage=False)  # a question, asked every frame
         except CapacityError:
             return False
         return True

@@ -47,6 +47,7 @@ arrays while the GPU moves the next (a candidate, ``GLPipeline.stream_collect``)
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -259,7 +260,7 @@ class Readback:
     ) -> None:
         raise NotImplementedError
 
-    def check_capacity(self, purpose: Purpose) -> None:
+    def check_capacity(self, purpose: Purpose, collect_garbage: bool = True) -> None:
         """Raise CapacityError unless a frame of ``purpose`` can start now (see MappedReadback)."""
 
     def lent_views(self) -> int:
@@ -427,17 +428,30 @@ class MappedReadback(Readback):
                     started += 1
         return started, lent, owned
 
-    def check_capacity(self, purpose: Purpose) -> None:
-        """Raise CapacityError unless a frame of ``purpose`` can take a slot now."""
+    def check_capacity(self, purpose: Purpose, collect_garbage: bool = True) -> None:
+        """Raise CapacityError unless a frame of ``purpose`` can take a slot now.
+
+        Results dropped inside reference cycles hold their buffers until Python's cycle collector
+        runs: with ``collect_garbage``, a full ring is looked at again after one ``gc.collect()``
+        (only when the frame would otherwise be refused).
+        """
+        problem = self._capacity_problem(purpose)
+        if problem is not None and collect_garbage:
+            gc.collect()
+            problem = self._capacity_problem(purpose)
+        if problem is not None:
+            raise CapacityError(problem)
+
+    def _capacity_problem(self, purpose: Purpose) -> str | None:
         started, lent, owned = self.busy_slots()
         if purpose == "owned":
             if owned < self.MAX_OWNED and started + lent < self.MAX_SLOTS:  # a synchronous frame
-                return
-            raise CapacityError(f"all {self.MAX_OWNED} buffers for owned views are held")
+                return None
+            return f"all {self.MAX_OWNED} buffers for owned views are held"
         spare = self.MAX_SLOTS - started - lent - (0 if purpose == "sync" else 1)
         if spare >= 1:
-            return
-        raise CapacityError(
+            return None
+        return (
             f"all {self.MAX_SLOTS} result buffers are in use ({started} frame(s) in flight, {lent} held "
             "by zero-copy results): collect pending frames, release() zero-copy results and drop the "
             "arrays taken from them"
