@@ -77,6 +77,25 @@ def test_auto_on_llvmpipe_runs_the_faster_path_and_stays_exact():
         assert pp.stats["chosen_cpu_frames"] == 1 + 3 * (decided == "cpu")
 
 
+@pytest.mark.parametrize("readback", ["auto", "direct", "mapped"])
+def test_submitted_frames_count_once_in_the_choice(readback):
+    """Frames collected from submit() take the same turns as process() frames: the untimed warm-up
+    first, then one timed GL and one timed CPU frame (not the cold first frame timed)."""
+    with gpu_seg.SegmentationPostprocessor("softmax", readback=readback) as pp:
+        info = pp.context_info
+        if info is None or not is_software_renderer(info.renderer):
+            pytest.skip(f"the renderer here is a hardware GPU ({info and info.renderer}): GL always")
+        tensor = _tensor(3)
+        backends, undecided = [], []
+        for _ in range(4):
+            result = pp.submit(tensor, SIZE).result()
+            _assert_exact(result, tensor)
+            backends.append(result.backend)
+            undecided.append(pp.stats["speed_choice"]["undecided"])
+        assert backends[:3] == ["gl", "gl", "cpu"]  # warm-up, timed GL, timed CPU
+        assert undecided == [1, 1, 0, 0]
+
+
 def test_software_renderer_gl_keeps_every_frame_on_gl():
     with gpu_seg.SegmentationPostprocessor("softmax", software_renderer="gl") as pp:
         tensor = _tensor(3)

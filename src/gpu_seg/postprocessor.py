@@ -405,7 +405,8 @@ class SegmentationPostprocessor:
         self._check_open()
         frame, confidence_dst, category_dst = self._prepare(tensor, output_size, confidence_out, category_out)
         pending = PendingFrame(self._collect_pending, frame, confidence_dst, category_dst)
-        if self._supervisor is not None and self._route(frame)[0] is Route.GL:
+        routed = None if self._supervisor is None else self._route(frame)
+        if routed is not None and routed[0] is Route.GL:
             try:
                 with self._lock:
                     self._check_open()
@@ -417,7 +418,7 @@ class SegmentationPostprocessor:
                 if self._idle is not None:
                     self._idle.touch()
                 return pending
-        computed = self._process_frame(frame, confidence_dst, category_dst)
+        computed = self._process_frame(frame, confidence_dst, category_dst, routed=routed)
         assert isinstance(computed, Result)
         pending.computed = computed
         return pending
@@ -707,13 +708,18 @@ class SegmentationPostprocessor:
         category_dst: np.ndarray | None,
         lend: bool = False,
         flight: InFlight | None = None,
+        routed: tuple[Route, object] | None = None,
     ) -> Result | MaskView:
-        """One frame on the route it takes (GL, or the CPU); a MaskView when ``lend``."""
+        """One frame on the route it takes (GL, or the CPU); a MaskView when ``lend``. ``routed``:
+        the route already taken for this frame (``submit``: each frame counts once in the choice)."""
         if self._idle is not None:
             self._idle.touch()
         if self._supervisor is None:
             return _shaped(self._cpu_frame(frame, confidence_dst, category_dst), lend)
-        route, key = (Route.GL, None) if flight is not None else self._route(frame)
+        if flight is not None:
+            route, key = Route.GL, None
+        else:
+            route, key = routed if routed is not None else self._route(frame)
         if route in (Route.TIME_GL, Route.TIME_CPU):
             # The CPU kernels' warm-up (a background thread from the start) is part of neither time:
             # the CPU frame would wait for it, and a GL frame would share the cores with it.
