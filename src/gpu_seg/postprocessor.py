@@ -89,7 +89,8 @@ class SegmentationPostprocessor:
         policy: loss budget, backoff and re-probe settings (:class:`~gpu_seg.resilience.RecoveryPolicy`,
             immutable; one instance may be shared: each processor keeps its own state).
         device_index: EGL device for the owned context (default: env ``GPU_SEG_EGL_DEVICE`` or 0).
-        gl_timeout: seconds a frame may take on the GL thread before the driver is considered hung.
+        gl_timeout: seconds a frame (or a :meth:`run_gl` function) may take on the GL thread before
+            the driver is considered hung (a context loss); None: no limit.
         confidence_dtype: ``"float32"`` (default), ``"float16"`` (round to nearest even) or
             ``"uint8"`` (``floor(v * 255 + 0.5)`` clamped to [0, 255], NaN -> 0). The values are
             quantised after the resize; MediaPipe's own uint8 option (0.10.32+) quantises before
@@ -510,7 +511,10 @@ class SegmentationPostprocessor:
         current generation; make a new one if not). Attached
         mode: on the calling thread, which must be the attaching one. The context's health is
         checked afterwards: a loss raises ``ContextLostError`` (the next frame rebuilds).
-        Creates the GL generation if there is none yet.
+        Creates the GL generation if there is none yet. In owned mode ``function`` runs under
+        ``gl_timeout`` like a frame: if it takes longer, the driver is taken for hung, which is a
+        context loss (``ContextLostError``; the generation goes, with the objects ``function``
+        made). Raise ``gl_timeout`` for long work such as large uploads.
 
         ``function`` must not use the processor (owned mode): any method or property of it, or of
         its lent results, would wait for the GL thread that runs ``function``; it raises
