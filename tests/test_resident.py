@@ -387,3 +387,27 @@ def test_a_buffer_made_smaller_after_its_gltensor_is_refused_naming_the_tensor()
         masks = pp.process_resident(source, size)
         _assert_reference(masks.read_confidence(), masks.read_category(), tensor, "softmax", size)
         pp.run_gl(lambda ctx: buffer.release())
+
+
+@pytest.mark.parametrize("gl_passes", ["fragment", "compute"])
+@pytest.mark.parametrize("which", ["confidence", "category"])
+def test_a_lent_texture_the_application_released_is_made_again(gl_passes, which, caplog):
+    """Lent textures must never be released (documented); if one is, the next frames still run
+    exactly on new textures and the misuse is logged."""
+    tensor = _tensor((8, 8, 3), 13)
+    size = (16, 16)
+    options = {"readback": "mapped"} if gl_passes == "compute" else {}
+    with gpu_seg.SegmentationPostprocessor("softmax", backend="gl", gl_passes=gl_passes, **options) as pp:
+        masks = pp.process_resident(tensor, size)
+        texture = masks.confidence_textures[0] if which == "confidence" else masks.category_texture
+        pp.run_gl(lambda ctx: texture.release())
+        with caplog.at_level("WARNING", logger="gpu_seg"):
+            again = pp.process_resident(tensor, size)
+            _assert_reference(again.read_confidence(), again.read_category(), tensor, "softmax", size)
+            result = pp.process(tensor, size)
+            _assert_reference(result.confidence_masks, result.category_mask, tensor, "softmax", size)
+        assert "released" in caplog.text
+        objects = pp.live_gl_objects()
+        for _ in range(3):
+            pp.process_resident(tensor, size)
+        assert pp.live_gl_objects() == objects  # made again once, not per frame

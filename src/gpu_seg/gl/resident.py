@@ -237,6 +237,7 @@ def _exact_output_slot(pipeline: GLPipeline, kind: OutputKind, width: int, heigh
     if slot is None:
         slot = OutputSlot(kind, (width, height))
         pipeline._release(pipeline._outputs.add(slot))
+    pipeline._outputs.lent(slot)
     return slot
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..frame import ConfidenceFormat
 from .plan import BlockRanges, ConfidencePlan, TensorLayout, resize_tables
+from .session import released
 
 __all__ = [
     "CategoryPart",
@@ -333,10 +334,36 @@ class OutputPool:
         self._streak: tuple[tuple, int] = ((), 0)
         self._frame = 0
         self._last_used: dict[tuple[OutputKind, tuple[int, int]], int] = {}
+        #: Slots whose textures were lent (resident frames), and the objects of damaged slots
+        #: taken out, released with the next :meth:`release_idle`.
+        self._lent: set[tuple[OutputKind, tuple[int, int]]] = set()
+        self._damaged: list = []
+
+    def lent(self, slot: OutputSlot) -> None:
+        """``slot``'s textures were lent to the application (checked by every later frame)."""
+        self._lent.add((slot.kind, slot.capacity))
+
+    def _take_out_damaged(self) -> None:
+        """Take out the lent slots with an object the application released (lent textures must
+        never be released): the frame makes new ones instead of using a dead handle."""
+        for key in list(self._lent):
+            slot = self.slots.get(key)
+            if slot is None:
+                self._lent.discard(key)
+            elif any(released(obj) for obj in slot.objects()):
+                log.warning(
+                    "gpu_seg: a texture lent by process_resident() was released by the application (lent "
+                    "textures must never be released); gpu_seg makes the %dx%d output textures again",
+                    *slot.capacity,
+                )
+                self._lent.discard(key)
+                self._damaged += self._pop(key).objects()
 
     def find(self, kind: OutputKind, width: int, height: int) -> tuple[OutputSlot | None, tuple[int, int]]:
         """The slot to use for a frame, or None and the capacity of the slot to create for it."""
         self._frame += 1
+        if self._lent:
+            self._take_out_damaged()
         request = (kind, width, height)
         streak = self._streak[1] + 1 if self._streak[0] == request else 1
         self._streak = (request, streak)
@@ -357,6 +384,8 @@ class OutputPool:
         """The slot of exactly ``(width, height)`` (resident frames lend whole textures), or None:
         then create one of that capacity and :meth:`add` it."""
         self._frame += 1
+        if self._lent:
+            self._take_out_damaged()
         exact = self.slots.get((kind, (width, height)))
         return None if exact is None else self._use(exact)
 
@@ -384,9 +413,11 @@ class OutputPool:
         return evicted
 
     def release_idle(self) -> list:
-        """Take out the slots idle for ``IDLE_FRAMES``; returns their GL objects."""
+        """Take out the slots idle for ``IDLE_FRAMES``; returns their GL objects (and those of
+        damaged slots taken out)."""
         idle = [key for key in self.slots if self._frame - self._last_used.get(key, 0) > self.IDLE_FRAMES]
-        return [obj for key in idle for obj in self._pop(key).objects()]
+        damaged, self._damaged = self._damaged, []
+        return damaged + [obj for key in idle for obj in self._pop(key).objects()]
 
     def _pop(self, key: tuple[OutputKind, tuple[int, int]]) -> OutputSlot:
         self._last_used.pop(key, None)
@@ -396,9 +427,11 @@ class OutputPool:
         return [obj for slot in list(self.slots.values()) for obj in slot.objects()]
 
     def clear(self) -> list:
-        objects = self.objects()
+        objects = self._damaged + self.objects()
         self.slots.clear()
         self._last_used.clear()
+        self._lent.clear()
+        self._damaged = []
         return objects
 
 
