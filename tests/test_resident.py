@@ -411,3 +411,23 @@ def test_a_lent_texture_the_application_released_is_made_again(gl_passes, which,
         for _ in range(3):
             pp.process_resident(tensor, size)
         assert pp.live_gl_objects() == objects  # made again once, not per frame
+
+
+def test_an_input_texture_with_a_swizzle_is_refused_naming_the_tensor():
+    tensor = _tensor((8, 8, 3), 14)
+    size = (16, 16)
+    with gpu_seg.SegmentationPostprocessor("softmax", backend="gl") as pp:
+        texture = pp.run_gl(lambda ctx: ctx.texture((8, 8), 3, tensor.tobytes(), dtype="f4"))
+        source = GLTensor(texture)
+
+        def swizzle(value):
+            texture.swizzle = value
+
+        pp.run_gl(lambda ctx: swizzle("BGRA"))
+        with pytest.raises(gpu_seg.InputError, match="swizzle") as caught:
+            pp.process_resident(source, size)
+        assert caught.value.argument == "tensor"
+        pp.run_gl(lambda ctx: swizzle("RGB1"))  # the fourth component is not read: fine
+        masks = pp.process_resident(source, size)
+        _assert_reference(masks.read_confidence(), masks.read_category(), tensor, "softmax", size)
+        pp.run_gl(lambda ctx: texture.release())

@@ -56,7 +56,8 @@ class GLTensor:
 
     Raises:
         InputError: (argument ``"tensor"``) wrong object type, shape, texture format, a buffer
-            smaller than the shape needs, or a released object.
+            smaller than the shape needs, or a released object; at the frame also a buffer
+            re-specified smaller since, or a texture whose swizzle moves its channels.
         ContextLostError: (``SourceLostError``) an object released with its context generation
             (a result's texture kept past a loss, or past its owned context's release).
     """
@@ -228,6 +229,15 @@ def _checked_on_gl(source: GLSource, generation: Generation) -> GLSource:
             "tensor",
             f"the GLTensor's {source.kind} (name {source.obj.glo}) is not an object of the attached context",
         )
+    if source.kind == "texture":
+        channels = source.channels
+        swizzle = source.obj.swizzle  # the texture's state: it would permute the channels the passes read
+        if swizzle[:channels] != "RGBA"[:channels]:
+            raise InputError(
+                "tensor",
+                f"the GLTensor's texture has swizzle {swizzle!r}, which would permute its channels; set "
+                f"texture.swizzle = 'RGBA' (gpu_seg reads channels as stored)",
+            )
     return source
 
 
