@@ -105,6 +105,31 @@ def test_too_many_held_views_raise_capacity_error_and_ordinary_frames_still_run(
     assert all(v.zero_copy for v in views)
 
 
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_copies_of_a_view_are_owned_read_only_and_say_so(make_pp, how):
+    import copy
+    import pickle
+
+    duplicate = {
+        "copy": copy.copy,
+        "deepcopy": copy.deepcopy,
+        "pickle": lambda v: pickle.loads(pickle.dumps(v)),
+    }[how]
+    pp = make_pp(backend="gl")
+    tensor = _tensor(8)
+    view = pp.process_view(tensor, SIZE)
+    twin = duplicate(view)
+    assert not twin.zero_copy and "owned" in repr(twin)
+    _assert_correct(twin, tensor)
+    for original, copied in (
+        (view.confidence_masks, twin.confidence_masks),
+        (view.category_mask, twin.category_mask),
+    ):
+        assert not copied.flags.writeable and not np.shares_memory(original, copied)
+    view.release()
+    assert duplicate(view).released
+
+
 def test_views_on_the_cpu_path_are_owned_copies(make_pp):
     pp = make_pp(backend="cpu")
     tensor = _tensor(5)

@@ -106,6 +106,22 @@ class MaskView:
         state = "released" if self._released else ("zero-copy" if self.zero_copy else "owned")
         return f"<MaskView backend={self.backend} {state}>"
 
+    def __reduce__(self) -> tuple:
+        """Copies (``copy``, ``deepcopy``) and pickles hold owned copies of the masks: read-only,
+        ``zero_copy`` False; a released view's stay released."""
+        confidence = None if self._confidence is None else self._confidence.copy()
+        category = None if self._category is None else self._category.copy()
+        return _copied_view, (confidence, category, self.backend, self._released)
+
+
+def _copied_view(
+    confidence: np.ndarray | None, category: np.ndarray | None, backend: Backend, released: bool
+) -> MaskView:
+    view = MaskView(confidence, category, backend, zero_copy=False)
+    if released:
+        view.release()
+    return view
+
 
 def _read_only(array: np.ndarray | None) -> np.ndarray | None:
     """A read-only view of ``array`` (which stays as it was: it may be the caller's own
