@@ -8,6 +8,7 @@ or a crash shows as such; the rest call :func:`gpu_seg.cli.main` in-process.
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from gpu_seg.cli import bench, main
 from gpu_seg.errors import InputError
 
 from .test_cli import CONSOLE_SCRIPT, _env
+from .test_cli_bench_verify import needs_mediapipe
 
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 HAS_CV2 = importlib.util.find_spec("cv2") is not None
@@ -320,6 +322,30 @@ def test_a_soak_without_gl_fails_instead_of_passing_on_the_cpu():
     )
     assert done.returncode == 1, done.stdout[-2000:]
     assert "no frame ran on GL" in done.stderr and "Traceback" not in done.stderr
+
+
+@needs_mediapipe
+def test_verify_without_gl_says_why_it_fails_and_reports_no_gl_figures(tmp_path):
+    """Without EGL, verify said "only the reference is checked", then failed every case as "outside
+    tolerance", and its summary and JSON gave the GL path that never ran an error of 0."""
+    import os
+
+    path = tmp_path / "v.json"
+    env = {**_env(), "__EGL_VENDOR_LIBRARY_FILENAMES": os.devnull}
+    done = subprocess.run(
+        [str(CONSOLE_SCRIPT), "verify", "--cases", "2", "--quiet", "--json", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stdout[-2000:]
+    assert "outside tolerance" not in done.stderr and "Traceback" not in done.stderr
+    assert "not checked on GL" in done.stderr and "GL unavailable" in done.stderr
+    assert "GL conf |diff| n/a" in done.stdout
+    summary = json.loads(path.read_text())["summary"]
+    assert summary["worst_gl_confidence_error"] is None and summary["gl_category_mismatches"] is None
+    assert summary["worst_reference_confidence_error"] is not None
 
 
 def test_bench_json_and_plot_to_the_same_file_is_refused(workdir, capsys):

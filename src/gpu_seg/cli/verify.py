@@ -68,13 +68,23 @@ def _report(args: argparse.Namespace, report: VerifyReport) -> int:
     from .console import stdout
 
     if report.gl_error is not None:
-        print(f"gpu-seg verify: {report.gl_error}; only the reference is checked", file=sys.stderr)
+        print(
+            f"gpu-seg verify: {report.gl_error}; the GL path cannot be checked (the reference and the fast "
+            "CPU path are), so the run fails",
+            file=sys.stderr,
+        )
     # first: a closed stdout must not lose the figures; a file that cannot be written not the report
     unwritten = write_json(args.json, report.to_dict(), indent=1, default=float) if args.json else None
     print_report(stdout(), report)
     if unwritten:
         print(f"gpu-seg verify: {unwritten}", file=sys.stderr)
     if report.interrupted:  # the caller raises the interrupt again
+        return 1
+    if report.gl_error is not None:
+        print(
+            f"verify failed: {report.gl_error}; {len(report.outcomes)} case(s) not checked on GL",
+            file=sys.stderr,
+        )
         return 1
     if report.failed:
         print(f"verify failed: {report.failed} case(s) outside tolerance", file=sys.stderr)
@@ -131,14 +141,23 @@ def print_report(console: Console, report: VerifyReport) -> None:
     for o in report.outcomes:
         for problem in o.problems:
             print_line(f"  case {o.case.index}: {problem}")
-    figures = report.summary()
+    figures = {k: "n/a" if v is None else v for k, v in report.summary().items()}  # None: not checked
+
+    def worst(key: str) -> str:
+        value = figures[key]
+        return value if isinstance(value, str) else f"{value:.2g}"
+
+    def mismatches(side: str) -> str:
+        if figures[f"{side}_category_mismatches"] == "n/a":
+            return "n/a"
+        return (
+            f"{figures[f'{side}_category_mismatches']} ({figures[f'{side}_category_near_ties']} at near ties)"
+        )
+
     print_line(
-        f"worst: GL conf |diff| {figures['worst_gl_confidence_error']:.2g}, "
-        f"reference conf |diff| {figures['worst_reference_confidence_error']:.2g}; category mismatches: "
-        f"GL {figures['gl_category_mismatches']} ({figures['gl_category_near_ties']} at near ties), "
-        f"reference {figures['reference_category_mismatches']} "
-        f"({figures['reference_category_near_ties']} at near ties), "
-        f"fast CPU {figures['cpu_category_mismatches']} ({figures['cpu_category_near_ties']} at near ties); "
-        f"fast CPU conf |diff| {figures['worst_cpu_confidence_error']:.2g}; "
+        f"worst: GL conf |diff| {worst('worst_gl_confidence_error')}, "
+        f"reference conf |diff| {worst('worst_reference_confidence_error')}; category mismatches: "
+        f"GL {mismatches('gl')}, reference {mismatches('reference')}, fast CPU {mismatches('cpu')}; "
+        f"fast CPU conf |diff| {worst('worst_cpu_confidence_error')}; "
         f"{figures['passed']}/{figures['cases']} cases within tolerance"
     )

@@ -194,23 +194,30 @@ class VerifyReport:
         """Counts and worst figures over the battery (the ``summary`` of the JSON)."""
         outcomes = self.outcomes
 
-        def worst(side: str) -> float:
-            values = [getattr(o, side).confidence_error for o in outcomes if getattr(o, side) is not None]
-            return max(values) if values else 0.0
+        def measured(side: str) -> list[judge.Parity]:
+            return [getattr(o, side) for o in outcomes if getattr(o, side) is not None]
 
-        return {
+        def worst(side: str) -> float | None:
+            values = [p.confidence_error for p in measured(side)]
+            return max(values) if values else (None if outcomes else 0.0)
+
+        def total(side: str, field: str) -> int | None:
+            values = [getattr(p, field) for p in measured(side)]
+            return sum(values) if values or not outcomes else None
+
+        return {  # None: a path that checked no case (GL unavailable)
             "cases": len(outcomes),
             "passed": sum(o.ok for o in outcomes),
             "failed": self.failed,
             "worst_gl_confidence_error": worst("gl"),
             "worst_reference_confidence_error": worst("reference"),
-            "gl_category_mismatches": sum(o.gl.mismatches for o in outcomes if o.gl),
-            "gl_category_near_ties": sum(o.gl.near_ties for o in outcomes if o.gl),
-            "reference_category_mismatches": sum(o.reference.mismatches for o in outcomes if o.reference),
-            "reference_category_near_ties": sum(o.reference.near_ties for o in outcomes if o.reference),
+            "gl_category_mismatches": total("gl", "mismatches"),
+            "gl_category_near_ties": total("gl", "near_ties"),
+            "reference_category_mismatches": total("reference", "mismatches"),
+            "reference_category_near_ties": total("reference", "near_ties"),
             "worst_cpu_confidence_error": worst("cpu"),
-            "cpu_category_mismatches": sum(o.cpu.mismatches for o in outcomes if o.cpu),
-            "cpu_category_near_ties": sum(o.cpu.near_ties for o in outcomes if o.cpu),
+            "cpu_category_mismatches": total("cpu", "mismatches"),
+            "cpu_category_near_ties": total("cpu", "near_ties"),
         }
 
     def to_dict(self) -> dict[str, Any]:
