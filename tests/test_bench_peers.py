@@ -168,3 +168,32 @@ def test_end_to_end_preset_times_gpu_seg_and_mediapipe_on_a_photo(
         assert parity["passed"] is True, parity["detail"]  # MediaPipe's own masks, end to end
     out = capsys.readouterr().out
     assert "End to end: selfie model on a 640x480 photo" in out and "frames/s" in out
+
+
+def test_the_commit_is_gpu_segs_own_never_that_of_a_repository_around_an_installed_copy(tmp_path):
+    """An installed gpu_seg in a virtual environment inside the user's own git project reported that
+    project's commit as gpu_seg's."""
+    import shutil
+    import subprocess
+
+    from gpu_seg.tools.bench import metadata
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    project = tmp_path / "project"
+    installed = project / ".venv" / "site-packages" / "gpu_seg" / "tools" / "bench" / "metadata.py"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("# an installed copy\n")
+    checkout = project / "src" / "metadata.py"
+    checkout.parent.mkdir()
+    checkout.write_text("# a checkout\n")
+
+    def git(*argv: str) -> str:
+        command = ["git", "-C", str(project), "-c", "user.name=u", "-c", "user.email=u@x", *argv]
+        return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("add", "src/metadata.py")
+    git("commit", "-q", "-m", "x")
+    assert metadata._git(installed) == {"commit": None, "dirty": None}
+    assert metadata._git(checkout) == {"commit": git("rev-parse", "HEAD"), "dirty": False}

@@ -61,15 +61,20 @@ def load_average() -> list[float] | None:
         return None
 
 
-def _git() -> dict[str, Any]:
-    """The commit of the checkout gpu_seg runs from, and whether tracked files have changes."""
-    root = Path(__file__).resolve().parent
+def _git(source: Path | None = None) -> dict[str, Any]:
+    """The commit of the checkout gpu_seg runs from, and whether tracked files have changes.
+
+    Only a checkout that tracks ``source`` (this file) counts: an installed gpu_seg in a virtual
+    environment inside another project's repository has no commit (None), not that project's.
+    """
+    source = Path(__file__).resolve() if source is None else source
 
     def git(*argv: str) -> str:
-        command = ["git", "-C", str(root), *argv]
+        command = ["git", "-C", str(source.parent), *argv]
         return subprocess.run(command, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
 
     try:
+        git("ls-files", "--error-unmatch", "--", source.name)
         commit = git("rev-parse", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
