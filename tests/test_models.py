@@ -109,3 +109,20 @@ def test_cache_dir_follows_the_platform(monkeypatch, tmp_path):
     assert models.cache_dir() == tmp_path / "local" / "gpu_seg" / "Cache"
     monkeypatch.setenv("GPU_SEG_CACHE_DIR", str(tmp_path / "mine"))
     assert models.cache_dir() == tmp_path / "mine"
+
+
+def test_a_python_without_pip_is_named_as_the_cause(tmp_path, monkeypatch):
+    """In a virtual environment without pip (``venv --without-pip``, ``uv venv``), the error said
+    "Check the network" and "pip exited with status 1" three times; the cause was dropped."""
+    import subprocess
+    import sys
+
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    monkeypatch.setattr(sys, "executable", str(bare / "bin" / "python"))
+    with environment({"GPU_SEG_CACHE_DIR": str(tmp_path / "cache")}):
+        with pytest.raises(models.ModelFetchError) as info:
+            models.selfie_segmenter()
+    message = str(info.value)
+    assert "no pip" in message and str(bare) in message and "ensurepip" in message
+    assert "network" not in message and message.count("mediapipe==") == 0

@@ -151,6 +151,12 @@ def _fetch_selfie_models(folder: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="gpu_seg-wheel-") as tmp:
         for version in WHEEL_VERSIONS:
             wheel, failure, unreachable = _download_wheel(version, Path(tmp))
+            if failure == _NO_PIP:
+                raise ModelFetchError(
+                    f"the selfie segmentation model is not cached, and this Python ({sys.executable}) has no "
+                    "pip to fetch it from the package registry with (`python -m pip`: No module named pip). "
+                    f"Install pip (`python -m ensurepip`), or put the file in the cache ({folder}) yourself."
+                )
             if wheel is None:
                 failures.append(f"mediapipe=={version}: {failure}")
                 if unreachable:
@@ -175,6 +181,10 @@ def _unwritable_cache(folder: Path, exc: OSError) -> ModelFetchError:
         f"the selfie segmentation model cannot be stored in the cache {folder}: {exc.strerror or exc}. "
         "Set GPU_SEG_CACHE_DIR to a writable folder."
     )
+
+
+#: ``_download_wheel``'s answer where the interpreter has no pip.
+_NO_PIP = "no pip"
 
 
 def _download_wheel(version: str, tmp: Path) -> tuple[Path | None, str, bool]:
@@ -206,6 +216,8 @@ def _download_wheel(version: str, tmp: Path) -> tuple[Path | None, str, bool]:
     if done.returncode == 0 and wheels:
         return wheels[0], "", False
     output = done.stderr + done.stdout
+    if "No module named pip" in output:
+        return None, _NO_PIP, True
     unreachable = any(marker in output for marker in _NETWORK_FAILURES)
     summary = [line for line in output.splitlines() if line.startswith("ERROR")][-2:]
     if unreachable:
