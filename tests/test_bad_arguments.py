@@ -345,3 +345,13 @@ def test_a_negative_confidence_channel_is_named_as_such(backend):
     with pytest.raises(gpu_seg.InputError, match="channel -1 is negative") as caught:
         gpu_seg.SegmentationPostprocessor("softmax", backend=backend, confidence_channels=[-1])
     assert caught.value.argument == "confidence_channels"
+
+
+@pytest.mark.parametrize("value", ["garbage", "-1", "1.5"])
+def test_a_bad_egl_device_variable_is_an_error_naming_it(monkeypatch, value):
+    """A bad ``GPU_SEG_EGL_DEVICE`` made ``backend="auto"`` compute on the CPU without a word (a
+    configuration error taken for "no GPU"); "-1" was reported as ``device_index``."""
+    monkeypatch.setenv("GPU_SEG_EGL_DEVICE", value)
+    with pytest.raises(gpu_seg.InputError, match="GPU_SEG_EGL_DEVICE") as caught:
+        gpu_seg.SegmentationPostprocessor("softmax")
+    assert caught.value.argument == "device_index"

@@ -360,8 +360,10 @@ def test_trim_releases_everything_and_the_next_frame_is_exact(pipeline, gl_clean
         _assert_exact(tensor, "softmax", (33, 27), conf, cat)
 
 
-def test_shader_errors_are_logged_not_printed(gl_clean, monkeypatch, capsys, caplog):
-    monkeypatch.setenv("GPU_SEG_PRINT_GLSL_ON_ERROR", "1")
+@pytest.mark.parametrize("value", ["1", "yes", "0", "false", ""])
+def test_shader_errors_are_logged_not_printed(gl_clean, monkeypatch, capsys, caplog, value):
+    """The source goes to the log where ``GPU_SEG_PRINT_GLSL_ON_ERROR`` is on ("0" was on too)."""
+    monkeypatch.setenv("GPU_SEG_PRINT_GLSL_ON_ERROR", value)
     cache = ProgramCache(gl_clean.ctx, 98, gl_clean.glsl, lambda: None)
     bad = ProgramDefinition.of(
         "fullscreen.vert.glsl", "activate.frag.glsl", ACTIVATION=1, TENSOR_W="broken", TENSOR_H=1,
@@ -371,6 +373,8 @@ def test_shader_errors_are_logged_not_printed(gl_clean, monkeypatch, capsys, cap
         cache.get(bad)
     assert capsys.readouterr().out == ""
     assert any("broken" in record.getMessage() for record in caplog.records)
+    sources = [record for record in caplog.records if record.getMessage().startswith("source of")]
+    assert bool(sources) == (value in ("1", "yes"))
 
 
 def test_large_copies_out_of_the_mapping_are_split_over_threads(monkeypatch):

@@ -17,6 +17,7 @@ from .cpu.backend import CPUBackend
 from .errors import ClosedError, GLUnavailableError, InputError
 from .events import Event, EventKind, EventLog
 from .frame import ConfidenceFormat, Frame
+from .gl.egl.devices import env_device_index
 from .gl.pipeline import TensorLayout
 from .gl.session import released
 from .gl.state import reset_state
@@ -191,6 +192,11 @@ class SegmentationPostprocessor:
         whole = isinstance(device_index, numbers.Integral) and not isinstance(device_index, bool)
         if device_index is not None and not (whole and device_index >= 0):
             raise InputError("device_index", f"{device_index!r} is not an EGL device number (an int >= 0)")
+        if device_index is None and backend != "cpu":
+            try:
+                env_device_index()  # a bad variable is a configuration error, not "no GPU"
+            except ValueError as exc:
+                raise InputError("device_index", f"None, so {exc}") from None
         if software_renderer not in ("fastest", "gl"):
             raise InputError("software_renderer", f"{software_renderer!r} is not 'fastest' or 'gl'")
         if cpu_threads is not None:

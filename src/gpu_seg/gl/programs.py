@@ -320,7 +320,7 @@ class ProgramCache:
             error = ShaderBuildError(definition.name, str(exc), line_numbered(sources[failing]))
             self.counters.remember_failure(definition, error)
             log.error("shader build failed on a healthy context: %s", error)
-            if os.environ.get("GPU_SEG_PRINT_GLSL_ON_ERROR"):
+            if _print_glsl_on_error():
                 log.error("source of %s:\n%s", definition.name, error.source)
             raise error from exc
 
@@ -346,3 +346,9 @@ def _params_for(name: str, params: Mapping[str, object]) -> dict[str, object]:
     """The subset of ``params`` that the template ``name`` (with its includes) uses."""
     wanted = set(_PLACEHOLDER.findall(_expand_includes(name, set())))
     return {k: v for k, v in params.items() if k in wanted}
+
+
+def _print_glsl_on_error() -> bool:
+    """``GPU_SEG_PRINT_GLSL_ON_ERROR`` is on: set, and not empty, ``0``, ``false``, ``no`` or ``off``."""
+    value = os.environ.get("GPU_SEG_PRINT_GLSL_ON_ERROR", "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")

@@ -297,7 +297,7 @@ def library() -> EGLLibrary:
                     _library = EGLLibrary(candidate)
                     break
                 except (OSError, AttributeError) as exc:
-                    errors.append(f"{candidate}: {exc}")
+                    errors.append(f"${ENV_LIBEGL}={candidate}: {exc}" if override else str(exc))
             else:
                 raise EGLError("load libEGL", None, "; ".join(errors))
             forks.note_egl_loaded()

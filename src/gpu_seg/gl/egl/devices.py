@@ -35,7 +35,7 @@ from .bindings import (
     split_extensions,
 )
 
-__all__ = ["ENV_DEVICE", "PLATFORMS", "DeviceInfo", "Display", "egl_info", "open_display"]
+__all__ = ["ENV_DEVICE", "PLATFORMS", "DeviceInfo", "Display", "egl_info", "env_device_index", "open_display"]
 
 ENV_DEVICE = "GPU_SEG_EGL_DEVICE"
 
@@ -169,14 +169,22 @@ _displays: dict[int, Display] = {}
 _displays_lock = threading.Lock()
 
 
-def _env_device_index() -> int:
+def env_device_index() -> int:
+    """The EGL device that ``$GPU_SEG_EGL_DEVICE`` names (0 where it is unset or empty).
+
+    Raises:
+        ValueError: the variable is not an integer >= 0 (the message names it).
+    """
     raw = os.environ.get(ENV_DEVICE, "").strip()
     if not raw:
         return 0
     try:
-        return int(raw)
+        index = int(raw)
     except ValueError:
         raise ValueError(f"${ENV_DEVICE} must be an integer device index, got {raw!r}") from None
+    if index < 0:
+        raise ValueError(f"${ENV_DEVICE} must be a device index >= 0, got {raw!r}")
+    return index
 
 
 def _initialize(
@@ -271,7 +279,7 @@ def open_display(device_index: int | None = None, *, platforms: Sequence[str] = 
             or ``platforms`` names an unknown platform.
         EGLError: libEGL is missing, the device index is out of range, or no display initialises.
     """
-    index = _env_device_index() if device_index is None else int(device_index)
+    index = env_device_index() if device_index is None else int(device_index)
     if index < 0:
         raise ValueError(f"device_index must be >= 0, got {index}")
     unknown = [p for p in platforms if p not in PLATFORMS]
