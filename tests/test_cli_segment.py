@@ -17,6 +17,7 @@ from gpu_seg.segmenter import ImageSegmenter  # noqa: E402
 from gpu_seg.segmenter.batch import overlay  # noqa: E402
 
 from .segmenter_support import environment, manifest_lines, run_segment, selfie_model, session_cache  # noqa: E402
+from .test_cli import _env  # noqa: E402
 
 
 @pytest.fixture
@@ -178,3 +179,30 @@ def test_no_inputs_and_bad_model(tmp_path, capsys):
     assert "model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run_segment(["--out", str(tmp_path / "out")])  # INPUT is required
+
+
+@pytest.mark.parametrize("command", ["segment", "view"])
+def test_without_opencv_the_message_says_what_to_install_once(tmp_path, photos, command):
+    """No gpu_seg extra installs OpenCV: the message names a wheel, is printed once (the command's
+    name was printed twice), and comes before any progress bar."""
+    import subprocess
+    import sys
+
+    folder, _ = photos
+    argv = [command, str(folder / "astronaut.png")]
+    argv += ["--out", str(tmp_path / "out")] if command == "segment" else ["--frames", "1", "--hidden"]
+    script = "\n".join(
+        [
+            "import sys",
+            "sys.modules['cv2'] = None",
+            "from gpu_seg.cli import main",
+            "sys.exit(main(sys.argv[1:]))",
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120, env=_env()
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "opencv-python-headless" in lines[0], done.stderr
+    assert lines[0].count(f"gpu-seg {command}") == 1

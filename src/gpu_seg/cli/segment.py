@@ -23,6 +23,7 @@ written listed in the manifest; with ``--ray`` the lines of every task that came
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING
 from ..errors import GpuSegError
 from ..models import model_bytes
 from ..segmenter.batch import BatchReport, BatchSegmenter, FrameRecord, estimate_frames, find_inputs
-from ..segmenter.files import MANIFEST
+from ..segmenter.files import MANIFEST, opencv
 from .args import MAX_THREADS, non_negative_float, positive_int, thread_count
 
 if TYPE_CHECKING:
@@ -181,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     from .console import progress_bar
 
     try:
+        _check_dependencies(args)  # before the progress bar: a missing package is one line
         model = model_bytes(args.model)
         with progress_bar(estimate_frames(inputs), "segment", enabled=not args.quiet) as progress:
 
@@ -201,6 +203,16 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
         print(_ray_summary(report))  # type: ignore[arg-type]
     return 0 if report.ok else 1
+
+
+def _check_dependencies(args: argparse.Namespace) -> None:
+    """OpenCV here (it reads and writes the files), or Ray (the workers check their own OpenCV)."""
+    if args.ray is None:
+        opencv()
+    elif importlib.util.find_spec("ray") is None:
+        from ..distributed.session import RayUnavailableError
+
+        raise RayUnavailableError('running on Ray needs ray[data]: pip install "gpu_seg[ray]"')
 
 
 def _print_failures(report: BatchReport) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import GpuSegError
+from ..tools.messages import INSTALL_OPENCV
 from .damage import jpeg_truncation, read_head, still_image_kind
 
 __all__ = [
@@ -93,7 +94,8 @@ def opencv():
         import cv2
     except ImportError as exc:
         raise OpenCVUnavailableError(
-            f"gpu-seg segment reads and writes files with OpenCV: pip install opencv-python-headless ({exc})"
+            "images and videos are read and written with OpenCV, which no gpu_seg extra installs: "
+            f"{INSTALL_OPENCV} ({exc})"
         ) from exc
     return cv2
 

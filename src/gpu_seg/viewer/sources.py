@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..segmenter import files
 from ..segmenter.batch import DEFAULT_FPS, VIDEO_SUFFIXES, OpenCVUnavailableError
 from ..segmenter.damage import container_truncation
+from ..tools.messages import INSTALL_OPENCV
 
 if TYPE_CHECKING:
     import cv2
@@ -31,7 +32,8 @@ def _cv2():
         import cv2
     except ImportError as exc:
         raise OpenCVUnavailableError(
-            f"gpu-seg view reads images, videos and cameras with OpenCV: pip install opencv-python ({exc})"
+            "images, videos and cameras are read with OpenCV, which no gpu_seg extra installs: "
+            f"{INSTALL_OPENCV} ({exc})"
         ) from exc
     return cv2
 

@@ -29,7 +29,7 @@ def _glfw():
     try:
         import glfw
     except ImportError as exc:  # pragma: no cover - glfw is a dependency of the viewer extra
-        raise ViewerError(f"the viewer needs glfw: pip install glfw ({exc})") from exc
+        raise ViewerError(f'the viewer needs glfw: pip install "gpu_seg[viewer]" ({exc})') from exc
     return glfw
 
 

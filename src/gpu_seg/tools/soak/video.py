@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..messages import INSTALL_BENCH
+
 __all__ = ["PHOTOS", "SkimageUnavailableError", "frame_of", "load_photos", "photo_at_size", "photo_video"]
 
 #: The scikit-image photos the stream is made of, in scene order.
@@ -36,7 +38,8 @@ def load_photos(names: tuple[str, ...] = PHOTOS) -> list[np.ndarray]:
         from skimage import data
     except ImportError as exc:
         raise SkimageUnavailableError(
-            f"the video stream is made of scikit-image's photos: pip install scikit-image ({exc})"
+            f"the video stream is made of scikit-image's photos: {INSTALL_BENCH} "
+            f"(or pip install scikit-image) ({exc})"
         ) from exc
     photos = []
     for name in names:
