@@ -93,3 +93,16 @@ def test_commands_that_draw_tables_name_the_cli_extra_without_rich(command):
     assert done.returncode == 2
     assert 'pip install "gpu_seg[cli]"' in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert done.stdout == ""
+
+
+def test_help_texts_show_no_rest_markup():
+    """The commands' docstrings are their --help descriptions: ``literals`` printed their backticks."""
+    from gpu_seg.cli import COMMANDS, build_parser
+
+    import argparse
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == set(COMMANDS)
+    for name, command in commands.items():
+        assert "``" not in command.format_help(), name

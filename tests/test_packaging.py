@@ -45,3 +45,13 @@ def test_every_data_file_of_the_package_is_in_the_wheel():
     assert any(path.suffix == ".glsl" for path in data)
     missing = [str(path.relative_to(PACKAGE)) for path in data if not _shipped(path, _package_data())]
     assert not missing, f"not in pyproject.toml's package-data, so not in the wheel: {missing}"
+
+
+def test_the_licence_text_ships_with_the_package():
+    """Apache-2.0 asks for its text to go with every copy: the SPDX expression alone is not that."""
+    with open(ROOT / "pyproject.toml", "rb") as handle:
+        project = tomllib.load(handle)["project"]
+    assert project["license"] == "Apache-2.0"
+    for name in project["license-files"]:
+        text = (ROOT / name).read_text()
+        assert "Apache License" in text and "Version 2.0, January 2004" in text

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"{__name__}.{name}")
-        command = sub.add_parser(name, help=help_text, description=module.__doc__)
+        description = (module.__doc__ or "").replace("``", "")  # reST literals read as plain text in --help
+        command = sub.add_parser(name, help=help_text, description=description)
         module.add_arguments(command)
         command.set_defaults(run=module.run, command_parser=command)
     return parser

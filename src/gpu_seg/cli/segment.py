@@ -6,7 +6,8 @@ foreground, 255 = background), with ``--confidence`` ``DIR/NAME.confidence.npy``
 mode): ``DIR/NAME/000000.mask.png``, ... ``DIR/manifest.jsonl`` gets one line per image or frame
 (input, frame index, outputs, backend, ms, context losses). Folders given as inputs are searched for
 images and videos. The default model is MediaPipe's selfie segmenter, fetched once from PyPI and
-cached.
+cached. Files are read and written with OpenCV, which no gpu_seg extra installs (``pip install
+opencv-python-headless``, or mediapipe's OpenCV).
 
 With ``--ray`` the same files are computed by a pool of Ray workers (``pip install
 "gpu_seg[ray]"``): a local Ray started for the run, or the cluster at ADDRESS (write
