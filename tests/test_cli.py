@@ -97,9 +97,9 @@ def test_commands_that_draw_tables_name_the_cli_extra_without_rich(command):
 
 def test_help_texts_show_no_rest_markup():
     """The commands' docstrings are their --help descriptions: ``literals`` printed their backticks."""
-    from gpu_seg.cli import COMMANDS, build_parser
-
     import argparse
+
+    from gpu_seg.cli import COMMANDS, build_parser
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
