@@ -292,3 +292,16 @@ def test_a_verify_battery_is_drawn_case_by_case_and_keeps_no_tensor_once_checked
     assert [o.case.index for o in report.outcomes] == [0, 1, 2]
     assert [o.case.tensor_shape for o in report.outcomes] == [c.tensor_shape for c in drawn[:3]]
     assert all(o.case.tensor.size == 0 for o in report.outcomes)
+
+
+def test_bench_that_could_time_nothing_fails_and_says_why(monkeypatch, tmp_path, capsys):
+    """``--backends mediapipe`` without MediaPipe (or the end-to-end preset without its parts)
+    printed a table of unavailable rows and exited 0."""
+    monkeypatch.setattr(oracle, "mediapipe_available", lambda: False)
+    path = tmp_path / "b.json"
+    argv = ["bench", "--tensor", "8x8x2", "--output-size", "12x10", "--backends", "mediapipe"]
+    argv += ["--outputs", "category", "--no-noise", "--quick", "--bandwidth-mib", "4", "--json", str(path)]
+    assert main([*argv, "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "nothing was timed" in captured.err and "not installed" in captured.err
+    assert json.loads(path.read_text())["cases"], "the report is still written"

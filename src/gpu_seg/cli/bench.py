@@ -290,7 +290,19 @@ def _report(args: argparse.Namespace, report: dict) -> int:
             print(f"gpu-seg bench: {problem}", file=sys.stderr)
         else:
             print(f"wrote {path}")
-    return 1 if any(problems.values()) else 0
+    untimed = _nothing_timed(report)
+    if untimed:
+        print(f"gpu-seg bench: nothing was timed: {untimed}", file=sys.stderr)
+    return 1 if any(problems.values()) or untimed else 0
+
+
+def _nothing_timed(report: dict) -> str | None:
+    """Why no row of a finished run has a time (every row unavailable), or None."""
+    rows = report["cases"]
+    if report.get("interrupted") or not rows or any(row.get("median_ms") is not None for row in rows):
+        return None
+    reasons = dict.fromkeys(str(row.get("unavailable") or "no time") for row in rows)
+    return "; ".join(reasons)
 
 
 def _json_default(value: object) -> object:
