@@ -27,7 +27,8 @@ masks out), the floor time of those bytes at the copy bandwidth measured in the 
 (np.copyto of a 256 MiB buffer, read + write), the agreement of each backend with MediaPipe's
 semantics, the performance goals, and the environment (CPU, GL renderer, versions, git commit).
 
-Exit status: 0 after a run, 1 when the --json or --plot file cannot be written, 2 for bad arguments,
+Exit status: 0 after a run, 1 when the --json or --plot file cannot be written or no row could be
+timed (every backend asked for unavailable), 2 for bad arguments,
 130 after Ctrl-C and 143 after SIGTERM, with the report of the cells timed so far (INTERRUPTED;
 "interrupted" in the JSON).
 """
