@@ -231,3 +231,44 @@ def test_stats_and_lifetime():
     with pytest.raises(ClosedError):
         segmenter.segment(_image())
     assert isinstance(ClosedError("x"), GpuSegError)
+
+
+@pytest.mark.parametrize("call", ["close", "segment", "stats"])
+def test_an_event_callback_may_use_the_segmenter(call):
+    """``on_event`` callbacks ran while the segmenter held its own lock: one that closed the
+    segmenter, or segmented another image, on a context loss deadlocked for good."""
+    import threading
+
+    from gpu_seg import testing
+
+    holder, seen, outcome = {}, [], []
+    image = _image()
+
+    def on_event(event) -> None:
+        seen.append(event.kind)
+        segmenter = holder["segmenter"]
+        if call == "close":
+            segmenter.close()
+        elif call == "segment" and len(seen) == 1:
+            outcome.append(segmenter.segment(image).backend)
+        else:
+            outcome.append(segmenter.stats["frames"])
+
+    segmenter = ImageSegmenter(picker_model(SIZE), output_category_mask=True, backend="gl", on_event=on_event)
+    holder["segmenter"] = segmenter
+    segmenter.segment(image)
+    testing.lose_context(segmenter.postprocessor)
+    worker = threading.Thread(target=lambda: outcome.append(segmenter.segment(image).backend), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the segmenter deadlocked in its own callback"  # (left unclosed)
+    try:
+        assert seen and seen[0] == "context_lost"
+        assert outcome[-1] == "gl"  # the frame hit by the loss was recomputed and returned
+        if call == "close":
+            with pytest.raises(ClosedError):
+                segmenter.segment(image)
+        elif call == "segment":
+            assert outcome[0] == "gl"
+    finally:
+        segmenter.close()

@@ -8,14 +8,15 @@ logged and changes nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["Event", "EventKind", "EventLog", "EventQueue"]
+__all__ = ["DeferredCallback", "Event", "EventKind", "EventLog", "EventQueue"]
 
 log = logging.getLogger("gpu_seg")
 
@@ -102,3 +103,39 @@ class EventLog:
                 self.callback(event)
             except Exception:
                 log.exception("gpu_seg on_event callback raised for %s; ignored", event.kind.value)
+
+
+class DeferredCallback:
+    """An ``on_event`` callback for a processor inside an object with a lock of its own (the
+    :class:`~gpu_seg.segmenter.ImageSegmenter`): events that arrive on a thread while it runs
+    :meth:`deferring` are kept and delivered when that block ends, after the owner's lock is
+    released, so the callback may call the owner; events of other threads go through at once.
+    """
+
+    def __init__(self, callback: Callable[[Event], None]) -> None:
+        self.callback = callback
+        self._held = threading.local()
+
+    def __call__(self, event: Event) -> None:
+        held = getattr(self._held, "events", None)
+        if held is not None:
+            held.append(event)
+        else:
+            self.callback(event)
+
+    @contextlib.contextmanager
+    def deferring(self) -> Iterator[None]:
+        """Keep this thread's events until the block ends (enter it outside the owner's lock)."""
+        if getattr(self._held, "events", None) is not None:  # nested: the outer block delivers
+            yield
+            return
+        self._held.events = []
+        try:
+            yield
+        finally:
+            events, self._held.events = self._held.events, None
+            for event in events:
+                try:
+                    self.callback(event)
+                except Exception:
+                    log.exception("gpu_seg on_event callback raised for %s; ignored", event.kind.value)

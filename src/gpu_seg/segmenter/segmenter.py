@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 import os
@@ -16,6 +17,7 @@ import numpy as np
 
 from .. import forks
 from ..errors import ClosedError, InputError
+from ..events import DeferredCallback
 from ..inputs import check_backend, check_requested_outputs, flag, parse_activation, positive_int
 from ..postprocessor import BackendChoice, Event, SegmentationPostprocessor
 from ..resilience import RecoveryPolicy
@@ -102,7 +104,9 @@ class ImageSegmenter:
         labels: one name per output channel, overriding the metadata.
         context, on_event, policy, software_renderer, cpu_threads: passed to
             ``SegmentationPostprocessor`` (attached GL context, event callback, recovery policy,
-            GL or CPU on a software rasteriser, CPU threads).
+            GL or CPU on a software rasteriser, CPU threads). A frame's events reach ``on_event``
+            after the segmenter is free again: the callback may call the segmenter (``close()``,
+            another ``segment()``).
 
     Raises:
         InputError: bad option, corrupt or unsupported model (``argument == "model"``), missing
@@ -150,13 +154,16 @@ class ImageSegmenter:
         try:
             self._check_output(labels is not None)
             self._to_tensor = ImageToTensor(self._tensor_size, self._normalization)
+            # Events of a frame reach on_event after this segmenter's lock is released (the
+            # callback may call the segmenter), as the post-processor delivers its own.
+            self._events = DeferredCallback(on_event) if callable(on_event) else None
             self._postprocessor = SegmentationPostprocessor(
                 self.activation,
                 output_confidence_masks,
                 output_category_mask,
                 backend=backend,
                 context=context,  # type: ignore[arg-type]
-                on_event=on_event,
+                on_event=self._events or on_event,
                 policy=policy,
                 software_renderer=software_renderer,
                 cpu_threads=cpu_threads,
@@ -228,7 +235,7 @@ class ImageSegmenter:
     def _run(self, image: np.ndarray, timestamp_ms: int | None, argument: str) -> SegmentationResult:
         """Segment ``image``; a video frame's timestamp is used up only by a frame that returns
         (a refused one, before or after the model ran, leaves it to the next)."""
-        with self._lock:
+        with self._events.deferring() if self._events else contextlib.nullcontext(), self._lock:
             if self._closed:
                 raise ClosedError("this ImageSegmenter was closed")
             if (
