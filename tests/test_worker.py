@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import concurrent.futures
+import sys
 import threading
+import time
 
 import pytest
 
@@ -36,27 +37,6 @@ def test_a_call_past_its_timeout_is_a_loss_and_abandons_the_thread(gl_thread: GL
         gl_thread.call(lambda: None)
 
 
-class _Py310FuturesTimeoutError(Exception):
-    """``concurrent.futures.TimeoutError`` as Python 3.10 defines it: not the builtin TimeoutError."""
-
-
-def test_the_timeout_is_caught_where_futures_timeout_is_not_the_builtin(
-    gl_thread: GLThread, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Before Python 3.11, ``Future.result(timeout)`` raises ``concurrent.futures.TimeoutError``,
-    a class of its own; catching the builtin ``TimeoutError`` let the raw timeout escape
-    ``process()`` with no loss counted. Only 3.11+ is installed here, so the 3.10 class layout is
-    recreated: ``Future.result`` raises what ``concurrent.futures._base.TimeoutError`` names.
-    """
-    monkeypatch.setattr(concurrent.futures._base, "TimeoutError", _Py310FuturesTimeoutError)
-    monkeypatch.setattr(concurrent.futures, "TimeoutError", _Py310FuturesTimeoutError)
-    release = threading.Event()
-    with pytest.raises(ContextLostError):
-        gl_thread.call(release.wait, timeout=0.2)
-    release.set()
-    assert not gl_thread.usable
-
-
 def test_a_new_thread_with_the_ident_of_a_finished_gl_thread_is_not_it() -> None:
     """Thread idents are reused once a thread ends (glibc hands its stack to the next one): a GL
     thread abandoned after a timeout must not take a later thread for itself (the processor's lock
@@ -79,3 +59,53 @@ def test_a_new_thread_with_the_ident_of_a_finished_gl_thread_is_not_it() -> None
     if not seen:
         pytest.skip("no new thread got the finished thread's ident here (not glibc?)")
     assert seen == [False]
+
+
+class _InjectedError(Exception):
+    """Stands for what a signal handler raises (a request timeout, KeyboardInterrupt)."""
+
+
+def _call_interrupted_at(point: int) -> bool:
+    """One call whose caller gets an exception at its ``point``-th traced event (a Python line,
+    call or return anywhere in what the caller runs); whether it was raised. Whatever it
+    interrupted, the GL thread must serve the next call."""
+    thread = GLThread("gpu_seg-test")
+    events, fired = [0], [False]
+
+    def tracer(frame, event, arg):
+        events[0] += 1
+        if events[0] == point:
+            fired[0] = True
+            raise _InjectedError
+        return tracer
+
+    def work() -> int:
+        time.sleep(0.002)  # the caller is waiting when it ends
+        return 1
+
+    sys.settrace(tracer)
+    try:
+        thread.call(work, timeout=30)
+    except _InjectedError:
+        pass
+    finally:
+        sys.settrace(None)
+    try:
+        assert thread.call(lambda: 2, timeout=3) == 2, f"interrupted at event {point}"
+    except ContextLostError:
+        pytest.fail(f"an exception at the caller's traced event {point} wedged the GL thread")
+    finally:
+        thread.stop(timeout=1.0)
+    return fired[0]
+
+
+def test_an_exception_anywhere_in_the_callers_wait_never_wedges_the_gl_thread() -> None:
+    """A signal handler's exception (a request timeout, Ctrl-C) can land anywhere in the caller,
+    even just after it took a lock it shares with the GL thread and before it could let go of it
+    (``concurrent.futures.Future``'s condition): the GL thread then blocked on that lock for good
+    and every later frame waited until ``gl_timeout``. Every point of the caller is tried."""
+    point = 1
+    while _call_interrupted_at(point):
+        point += 1
+        assert point < 5000, "the call never ended without an injection"
+    assert point > 5, "too few points of the caller were tried"

@@ -12,13 +12,12 @@ next generation gets a new thread.
 
 from __future__ import annotations
 
-import concurrent.futures as futures
-import functools
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..errors import ContextLostError
 
@@ -29,12 +28,70 @@ _STOP = object()
 log = logging.getLogger("gpu_seg")
 
 
+def _claim(token: list) -> bool:
+    """Take a one-shot right (``list.pop`` is atomic): True for the one taker."""
+    try:
+        token.pop()
+    except IndexError:
+        return False
+    return True
+
+
+class _Call(Generic[T]):
+    """One call handed to the GL thread.
+
+    The caller and the GL thread share no lock: a signal handler's exception (a request timeout,
+    Ctrl-C) may land anywhere in the waiting caller, even just after it took a lock and before it
+    could let go of it, and a GL thread waiting for such a lock would wait for good. So the
+    hand-off is a ``queue.SimpleQueue`` (C, safe against such exceptions: the GL thread's ``put``
+    never waits) and one-shot rights taken with an atomic ``list.pop``: ``start`` (taken by the GL
+    thread to run ``fn``, or by a caller who gave up to cancel it) and ``disposal`` (taken by
+    whoever hands a result nobody waits for to ``abandoned``).
+    """
+
+    __slots__ = ("abandoned", "disposal", "done", "error", "fn", "reply", "result", "start")
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self.fn: Callable[[], T] | None = fn
+        self.start: list = [True]
+        self.disposal: list = [True]
+        self.reply: queue.SimpleQueue = queue.SimpleQueue()
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.done = False
+        self.abandoned: Callable[[T], None] | None = None
+
+    def run(self) -> None:
+        """On the GL thread: run ``fn`` unless cancelled, answer, dispose of an abandoned result."""
+        fn, self.fn = self.fn, None
+        if fn is None or not _claim(self.start):
+            return
+        try:
+            self.result = fn()
+        except BaseException as exc:
+            self.error = exc
+        self.done = True
+        self.reply.put(True)
+        if self.abandoned is not None:
+            self.dispose()
+
+    def dispose(self) -> None:
+        """Hand the result to ``abandoned`` (on the GL thread) unless someone already did."""
+        if self.error is None and self.abandoned is not None and _claim(self.disposal):
+            try:
+                self.abandoned(self.result)  # type: ignore[arg-type]
+            except Exception:
+                log.exception("gpu_seg: disposing of an abandoned GL result failed")
+        self.result = None
+
+
 class GLThread:
     """A daemon thread that runs callables in order."""
 
     def __init__(self, name: str) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._pid = os.getpid()
         self._stopped = False
         self._thread.start()
 
@@ -54,17 +111,11 @@ class GLThread:
 
     def _serve(self) -> None:
         while True:
-            item = self._queue.get()
+            item: Any = self._queue.get()
             if item is _STOP:
                 return
-            future, fn = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
-            del item, future, fn  # nothing of the work (a frame's result arrays) kept while idle
+            item()  # a _Call, or a disposal (neither raises)
+            del item  # nothing of the work (a frame's result arrays) kept while idle
 
     def call(
         self,
@@ -86,24 +137,30 @@ class GLThread:
             return fn()
         if self._stopped:
             raise ContextLostError("the GL thread was stopped", reason="gl thread stopped")
-        if not self._thread.is_alive():  # e.g. in a forked child: nothing would ever serve the call
+        if os.getpid() != self._pid:  # a forked child: nothing would ever serve the call
             self._stopped = True
             raise ContextLostError("the GL thread is gone", reason="gl thread gone")
-        future: futures.Future = futures.Future()
-        self._queue.put((future, fn))
+        call = _Call(fn)
+        self._queue.put(call.run)
         try:
-            return future.result(timeout)
-        except futures.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-            future.cancel()
+            call.reply.get(timeout=timeout)
+        except queue.Empty:
+            _claim(call.start)  # not started yet: it never will
             self.abandon()
             raise ContextLostError(
                 f"GL work did not finish within {timeout:g} s; the driver is considered hung",
                 reason="gl call timed out",
             ) from None
         except BaseException:
-            if abandoned is not None and not future.cancel():  # cancelled: fn never runs
-                future.add_done_callback(functools.partial(_dispose, abandoned))
+            if abandoned is not None and not _claim(call.start):  # claimed: fn never runs
+                call.abandoned = abandoned
+                if call.done:  # finished before it could see that nobody waits
+                    self._queue.put(call.dispose)
             raise
+        if call.error is not None:
+            error, call.error = call.error, None
+            raise error
+        return call.result  # type: ignore[return-value]
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """Finish queued work, then end the thread."""
@@ -118,13 +175,3 @@ class GLThread:
         """Stop accepting work without waiting (the thread may be stuck in a driver call)."""
         self._stopped = True
         self._queue.put(_STOP)
-
-
-def _dispose(abandoned: Callable[[T], None], future: futures.Future) -> None:
-    """A done-callback: hand a result that nobody waits for to ``abandoned`` (errors are logged)."""
-    if future.cancelled() or future.exception() is not None:
-        return
-    try:
-        abandoned(future.result())
-    except Exception:
-        log.exception("gpu_seg: disposing of an abandoned GL result failed")
