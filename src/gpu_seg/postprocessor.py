@@ -413,7 +413,7 @@ class SegmentationPostprocessor:
         frame, confidence_dst, category_dst = self._prepare(tensor, output_size, confidence_out, category_out)
         pending = PendingFrame(self._collect_pending, frame, confidence_dst, category_dst)
         routed = None if self._supervisor is None else self._route(frame)
-        if routed is not None and routed[0] is Route.GL:
+        if self._supervisor is not None and routed is not None and routed[0] is Route.GL:
             try:
                 with self._lock:
                     self._check_open()

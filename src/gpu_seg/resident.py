@@ -229,7 +229,7 @@ def _checked_on_gl(source: GLSource, generation: Generation) -> GLSource:
             "tensor",
             f"the GLTensor's {source.kind} (name {source.obj.glo}) is not an object of the attached context",
         )
-    if source.kind == "texture":
+    if isinstance(source.obj, moderngl.Texture):
         channels = source.channels
         swizzle = source.obj.swizzle  # the texture's state: it would permute the channels the passes read
         if swizzle[:channels] != "RGBA"[:channels]:
