@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 
 import numpy as np
@@ -211,3 +212,79 @@ def test_a_close_cut_short_is_finished_by_the_next(new_processor, interruptible)
     pp.close()
     assert not gl_thread._thread.is_alive()
     assert _live_egl_contexts() == baseline - 1
+
+
+# ----------------------------------------------------------------------------- at any point
+#: The profiled events where a signal handler's exception can land: a Python function's start
+#: (pending signals are checked there) and the return of any call, Python's or C's (they are
+#: checked again right after every call). Not any line: between two lines without a call none is.
+_SIGNAL_POINTS = ("call", "return", "c_return")
+
+
+class _InjectedError(Exception):
+    """Stands for what a signal handler raises, at a chosen point of the caller."""
+
+
+def _injected_at(point: int, call) -> bool:
+    """``call()`` with an exception raised at its ``point``-th signal point (a call or return anywhere
+    in what it runs); whether it was raised."""
+    events, fired = [0], [False]
+
+    def tracer(frame, event, arg):
+        if event not in _SIGNAL_POINTS:
+            return
+        events[0] += 1
+        if events[0] == point:
+            fired[0] = True
+            raise _InjectedError
+
+    sys.setprofile(tracer)
+    try:
+        call()
+    except _InjectedError:
+        pass
+    finally:
+        sys.setprofile(None)
+    return fired[0]
+
+
+def _from_another_thread(function, seconds: float = 5.0) -> None:
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (function(), done.set()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert done.is_set(), "another thread still waits"
+
+
+def test_an_exception_anywhere_in_a_call_never_leaves_the_processors_lock_held():
+    """The lock's ``__enter__`` was Python code: an exception from a signal handler could land
+    after the lock was taken and before ``with`` could give it back, and every other thread's
+    frames then waited for good (``gl_timeout`` does not cover a lock)."""
+    with gpu_seg.SegmentationPostprocessor("softmax", backend="cpu") as pp:
+        point = 1
+        while _injected_at(point, lambda: pp.stats):
+            _from_another_thread(lambda: pp.stats)
+            point += 1
+        assert point > 3
+
+
+def test_an_exception_anywhere_in_a_frames_idle_touch_never_stops_the_idle_release():
+    """``IdleWatch.touch`` (every frame with ``idle_release_after``) entered a ``Condition`` in Python:
+    an exception there could keep its lock from the watch thread, and no idle release came again."""
+    from gpu_seg.idle import IdleWatch
+
+    point, released = 1, threading.Event()
+    watch = IdleWatch(0.02, released.set)
+    try:
+        while True:
+            released.clear()
+            fired = _injected_at(point, watch.touch)
+            watch.touch()
+            assert released.wait(5), f"no idle release after an exception at point {point}"
+            if not fired:
+                break
+            point += 1
+        assert point > 3
+        _from_another_thread(watch.stop)
+    finally:
+        watch.stop()

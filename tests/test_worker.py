@@ -61,41 +61,54 @@ def test_a_new_thread_with_the_ident_of_a_finished_gl_thread_is_not_it() -> None
     assert seen == [False]
 
 
+#: The profiled events where a signal handler's exception can land: a Python function's start
+#: (pending signals are checked there) and the return of any call, Python's or C's (they are
+#: checked again right after every call). Not any line: between two lines without a call none is.
+_SIGNAL_POINTS = ("call", "return", "c_return")
+
+
 class _InjectedError(Exception):
     """Stands for what a signal handler raises (a request timeout, KeyboardInterrupt)."""
 
 
 def _call_interrupted_at(point: int) -> bool:
-    """One call whose caller gets an exception at its ``point``-th traced event (a Python line,
-    call or return anywhere in what the caller runs); whether it was raised. Whatever it
+    """One call whose caller gets an exception at its ``point``-th signal point (a call or return
+    anywhere in what the caller runs); whether it was raised. Whatever it
     interrupted, the GL thread must serve the next call."""
     thread = GLThread("gpu_seg-test")
     events, fired = [0], [False]
+    made, returned, disposed = [], [], []
 
     def tracer(frame, event, arg):
+        if event not in _SIGNAL_POINTS:
+            return
         events[0] += 1
         if events[0] == point:
             fired[0] = True
+            if event == "return" and frame.f_code is GLThread.call.__code__:
+                returned.append(arg)  # handed back: from here on the caller's to keep
             raise _InjectedError
-        return tracer
 
-    def work() -> int:
+    def work() -> object:
         time.sleep(0.002)  # the caller is waiting when it ends
-        return 1
+        made.append(object())  # a context being made, say: nobody may lose it
+        return made[-1]
 
-    sys.settrace(tracer)
+    sys.setprofile(tracer)
     try:
-        thread.call(work, timeout=30)
+        returned.append(thread.call(work, timeout=30, abandoned=disposed.append))
     except _InjectedError:
         pass
     finally:
-        sys.settrace(None)
+        sys.setprofile(None)
     try:
-        assert thread.call(lambda: 2, timeout=3) == 2, f"interrupted at event {point}"
+        assert thread.call(lambda: 2, timeout=3) == 2, f"interrupted at point {point}"
     except ContextLostError:
-        pytest.fail(f"an exception at the caller's traced event {point} wedged the GL thread")
+        pytest.fail(f"an exception at the caller's signal point {point} wedged the GL thread")
     finally:
         thread.stop(timeout=1.0)
+    # made: returned to the caller or handed to ``abandoned``, once (or never made: cancelled)
+    assert sorted(map(id, made)) == sorted(map(id, returned + disposed)), f"lost at point {point}"
     return fired[0]
 
 
@@ -109,3 +122,20 @@ def test_an_exception_anywhere_in_the_callers_wait_never_wedges_the_gl_thread() 
         point += 1
         assert point < 5000, "the call never ended without an injection"
     assert point > 5, "too few points of the caller were tried"
+
+
+def test_a_result_that_comes_after_the_timeout_goes_to_abandoned() -> None:
+    """A call that timed out (the thread is taken for hung) and finished later lost its result: a
+    context made by a slow creation was never destroyed."""
+    thread = GLThread("gpu_seg-test")
+    release, disposed = threading.Event(), []
+
+    def slow() -> str:
+        release.wait(10)
+        return "context"
+
+    with pytest.raises(ContextLostError):
+        thread.call(slow, timeout=0.1, abandoned=disposed.append)
+    release.set()
+    thread._thread.join(5)
+    assert disposed == ["context"]

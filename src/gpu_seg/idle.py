@@ -28,7 +28,10 @@ class IdleWatch:
     def __init__(self, after: float, on_idle: Callable[[], None]) -> None:
         self.after = after
         self._on_idle = on_idle
-        self._wake = threading.Condition()
+        # Callers take the plain lock in a ``with`` (in C: an exception a signal handler raises in
+        # the caller cannot keep it); the watch waits on the condition, never for good.
+        self._mutex = threading.Lock()
+        self._wake = threading.Condition(self._mutex)
         self._last_frame: float | None = None  # None: already released (or no frame yet)
         self._stopped = False
         self._thread = threading.Thread(target=self._watch, name="gpu_seg-idle", daemon=True)
@@ -36,14 +39,14 @@ class IdleWatch:
 
     def touch(self) -> None:
         """A frame arrived now."""
-        with self._wake:
+        with self._mutex:
             first = self._last_frame is None
             self._last_frame = time.monotonic()
             if first:
                 self._wake.notify()
 
     def stop(self) -> None:
-        with self._wake:
+        with self._mutex:
             self._stopped = True
             self._wake.notify()
         if self._thread is not threading.current_thread():
@@ -54,7 +57,7 @@ class IdleWatch:
             with self._wake:
                 while not self._stopped:
                     if self._last_frame is None:
-                        self._wake.wait()
+                        self._wake.wait(self.after)  # not for good: a touch cut short may not notify
                         continue
                     remaining = self._last_frame + self.after - time.monotonic()
                     if remaining <= 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 
@@ -22,25 +22,29 @@ __all__ = ["ProcessorLock"]
 
 
 class ProcessorLock:
-    """``threading.RLock`` semantics for ``with``; raises InputError (argument ``"function"``)
-    when the processor's GL thread (``gl_thread()``) would wait for it."""
+    """The processor's ``threading.RLock``, handed out by calling it: ``with lock():``.
+
+    Calling it raises InputError (argument ``"function"``) when the processor's GL thread
+    (``gl_thread()``) would wait for the lock. The ``with`` statement then takes the lock itself,
+    in C: a lock taken in a Python ``__enter__`` could be kept for good by an exception a signal
+    handler raises just after it is taken (a request timeout, Ctrl-C), and every other thread
+    would wait for it.
+    """
 
     def __init__(self, gl_thread: Callable[[], GLThread | None]) -> None:
         self._lock = threading.RLock()
         self._gl_thread = gl_thread
 
-    def __enter__(self) -> ProcessorLock:
-        if not self._lock.acquire(blocking=False):
-            thread = self._gl_thread()
-            if thread is not None and thread.is_current_thread():
+    def __call__(self) -> Any:
+        thread = self._gl_thread()
+        # Only the GL thread tries the lock here, and signal handlers never run on it.
+        if thread is not None and thread.is_current_thread():
+            if not self._lock.acquire(blocking=False):
                 raise InputError(
                     "function",
                     "the processor was used inside run_gl (on its GL thread, while the run_gl caller "
                     "waits for it): that would wait for itself. Return what you need from the "
                     "function and use the processor after run_gl returns",
                 )
-            self._lock.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
+            self._lock.release()
+        return self._lock

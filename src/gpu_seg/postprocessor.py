@@ -415,7 +415,7 @@ class SegmentationPostprocessor:
         routed = None if self._supervisor is None else self._route(frame)
         if self._supervisor is not None and routed is not None and routed[0] is Route.GL:
             try:
-                with self._lock:
+                with self._lock():
                     self._check_open()
                     self._end_lease("superseded by a later frame")  # again, under the lock
                     pending.flight = self._supervisor.submit(frame)
@@ -529,7 +529,7 @@ class SegmentationPostprocessor:
         if not callable(function):
             raise InputError("function", f"{type(function).__name__} is not callable; pass function(ctx)")
         try:
-            with self._lock:
+            with self._lock():
                 self._check_open()
                 if self._supervisor is None:
                     raise GLUnavailableError("a processor created with backend='cpu' has no GL context")
@@ -549,7 +549,7 @@ class SegmentationPostprocessor:
     def _run_leased(self, lease: Lease, work: Callable[[], T]) -> T:
         """Run ``work`` (GL) on the lease's generation while the lease holds."""
         try:
-            with self._lock:
+            with self._lock():
                 lease.check()
                 assert self._supervisor is not None
                 return self._supervisor.run_on_session(lease.session, work)
@@ -571,7 +571,7 @@ class SegmentationPostprocessor:
         """
         _check_context(context, "expected 'current' or a moderngl.Context")
         try:
-            with self._lock:
+            with self._lock():
                 self._check_open()
                 if self._supervisor is None:
                     raise InputError("context", "a processor created with backend='cpu' has no GL side")
@@ -588,7 +588,7 @@ class SegmentationPostprocessor:
         when the application goes idle; ``idle_release_after`` does it automatically.
         """
         try:
-            with self._lock:
+            with self._lock():
                 self._check_open()
                 self._end_lease("trim() released the pooled GL objects")
                 if self._supervisor is not None:
@@ -608,7 +608,7 @@ class SegmentationPostprocessor:
         total/dedicated/available/evicted KiB; ``GL_ATI_meminfo``: free texture KiB), or None
         where it says nothing (llvmpipe).
         """
-        with self._lock:
+        with self._lock():
             supervisor = self._supervisor
             gl = supervisor.counters if supervisor else None
             generation = supervisor.generation if supervisor else None
@@ -643,13 +643,13 @@ class SegmentationPostprocessor:
     @property
     def context_info(self) -> ContextInfo | None:
         """The current session's :class:`~gpu_seg.gl.session.ContextInfo`, or None without GL."""
-        with self._lock:
+        with self._lock():
             generation = self._supervisor.generation if self._supervisor else None
             return generation.session.info if generation else None
 
     def live_gl_objects(self) -> int:
         """GL objects held now: the context plus textures, framebuffers, vertex arrays, programs."""
-        with self._lock:
+        with self._lock():
             return self._supervisor.live_gl_objects() if self._supervisor else 0
 
     def close(self) -> None:
@@ -658,7 +658,7 @@ class SegmentationPostprocessor:
         idle, self._idle = self._idle, None
         if idle is not None:
             idle.stop()
-        with self._lock:
+        with self._lock():
             if self._close_done:
                 return
             self._closed = True
@@ -817,7 +817,7 @@ class SegmentationPostprocessor:
         lend = lend and confidence_dst is None and category_dst is None
         while True:
             try:
-                with self._lock:
+                with self._lock():
                     self._check_open()
                     # Again under the lock: a resident frame of another thread may have started a
                     # lease since _prepare(); a frame computed now may release the textures it
@@ -858,7 +858,7 @@ class SegmentationPostprocessor:
         confidence = confidence_dst if confidence_dst is not None else frame.allocate_confidence(self._arrays)
         category = category_dst if category_dst is not None else frame.allocate_category(self._arrays)
         self._cpu.compute(frame, confidence, category)
-        with self._lock:
+        with self._lock():
             self._frames += 1
             self._cpu_frames += 1
             self._chosen_cpu_frames += int(chosen)
@@ -871,7 +871,7 @@ class SegmentationPostprocessor:
             return Route.CPU, None
         if self._speed is None:
             return Route.GL, None
-        with self._lock:
+        with self._lock():
             supervisor = self._supervisor
             generation = supervisor.generation if supervisor is not None else None
             if generation is None or not generation.session.owned:
@@ -883,7 +883,7 @@ class SegmentationPostprocessor:
 
     def _record_speed(self, key: object, route: Route, seconds: float) -> None:
         if self._speed is not None and key is not None:
-            with self._lock:
+            with self._lock():
                 self._speed.record(key, route, seconds)
 
     def _prepare_cpu(self, frame: Frame) -> None:
@@ -898,7 +898,7 @@ class SegmentationPostprocessor:
     def _trim_if_idle(self, release_context: bool) -> None:
         """Called by the idle watch on its own thread."""
         try:
-            with self._lock:
+            with self._lock():
                 if self._closed:
                     return
                 self._arrays.release()

@@ -404,7 +404,7 @@ def run_leased_frame(pp: SegmentationPostprocessor, work) -> tuple:
         pp._idle.touch()
     while True:
         try:
-            with pp._lock:
+            with pp._lock():
                 pp._check_open()
                 pp._end_lease("superseded by a later frame")
                 verdict, delay, done = supervisor.run_resident(work)

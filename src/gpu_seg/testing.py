@@ -24,7 +24,7 @@ def lose_context(pp: SegmentationPostprocessor) -> None:
         GpuSegError: the processor has no owned GL context right now (CPU backend, fallback,
             or an attached context, which belongs to the application).
     """
-    with pp._lock:
+    with pp._lock():
         supervisor = pp._supervisor
         generation = supervisor.generation if supervisor is not None else None
         if generation is None or not isinstance(generation.session, OwnedSession):

@@ -141,26 +141,35 @@ class GLThread:
             self._stopped = True
             raise ContextLostError("the GL thread is gone", reason="gl thread gone")
         call = _Call(fn)
-        self._queue.put(call.run)
         try:
+            self._queue.put(call.run)  # inside: an exception just after it still finds the call
             call.reply.get(timeout=timeout)
         except queue.Empty:
-            _claim(call.start)  # not started yet: it never will
+            self._give_up(call, abandoned, cancel=True)
             self.abandon()
             raise ContextLostError(
                 f"GL work did not finish within {timeout:g} s; the driver is considered hung",
                 reason="gl call timed out",
             ) from None
         except BaseException:
-            if abandoned is not None and not _claim(call.start):  # claimed: fn never runs
-                call.abandoned = abandoned
-                if call.done:  # finished before it could see that nobody waits
-                    self._queue.put(call.dispose)
+            self._give_up(call, abandoned)
             raise
         if call.error is not None:
             error, call.error = call.error, None
             raise error
         return call.result  # type: ignore[return-value]
+
+    def _give_up(self, call: _Call[T], abandoned: Callable[[T], None] | None, cancel: bool = False) -> None:
+        """Nobody waits for ``call`` any more. Where its result needs ``abandoned`` (or ``cancel``:
+        the thread is given up), it never runs if it has not started; otherwise its result goes to
+        ``abandoned`` on this thread (now, if it already finished). Other calls run as queued."""
+        if abandoned is None and not cancel:
+            return
+        if _claim(call.start) or abandoned is None:  # claimed: fn never runs
+            return
+        call.abandoned = abandoned
+        if call.done:  # finished before it could see that nobody waits
+            self._queue.put(call.dispose)
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """Finish queued work, then end the thread."""
