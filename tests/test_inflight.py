@@ -197,6 +197,24 @@ def test_results_dropped_in_reference_cycles_do_not_fill_the_ring(make_pp, kind)
         gc.enable()
 
 
+def test_views_held_for_real_are_refused_without_a_collection_each_time(make_pp, monkeypatch):
+    """A full collection on every refusal (the back-pressure an application with 3 views held
+    meets each frame) took tens of ms under the processor's lock with a large heap."""
+    from gpu_seg.gl import readback
+
+    collections = []
+    monkeypatch.setattr(readback.gc, "collect", lambda *args: collections.append(args) or 0)
+    pp = make_pp(backend="gl")
+    tensor = _tensor(9)
+    held = [pp.process_view(tensor, SIZE) for _ in range(3)]
+    for _ in range(5):
+        with pytest.raises(gpu_seg.CapacityError):
+            pp.process_view(tensor, SIZE)
+    assert len(collections) == 1  # the first refusal looked for dropped views; none were there
+    held.clear()
+    _assert_correct(pp.process_view(tensor, SIZE), tensor)
+
+
 def test_submit_into_callers_arrays_writes_them_when_collected(make_pp):
     pp = make_pp(backend="gl")
     tensor = _tensor(7)

@@ -51,6 +51,7 @@ import gc
 import os
 import sys
 import threading
+import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -409,6 +410,7 @@ class MappedReadback(Readback):
         self._gl = gl
         self._slots: list[_ReadSlot] = []
         self._last: int | None = None
+        self._useless_collection_at: float | None = None  # see check_capacity
         #: Map the buffers of later frames for writing too, so that their results can be lent as
         #: writeable arrays (``lend(writeable=True)``); a free buffer of the other kind is replaced.
         self.writable = False
@@ -433,14 +435,24 @@ class MappedReadback(Readback):
 
         Results dropped inside reference cycles hold their buffers until Python's cycle collector
         runs: with ``collect_garbage``, a full ring is looked at again after one ``gc.collect()``
-        (only when the frame would otherwise be refused).
+        (only when the frame would otherwise be refused, and after one that freed nothing not
+        again for :attr:`COLLECT_AGAIN_AFTER_S`).
         """
         problem = self._capacity_problem(purpose)
-        if problem is not None and collect_garbage:
+        if problem is not None and collect_garbage and self._collection_may_help():
             gc.collect()
             problem = self._capacity_problem(purpose)
+            self._useless_collection_at = None if problem is None else time.monotonic()
         if problem is not None:
             raise CapacityError(problem)
+
+    #: After a collection that freed no buffer, seconds before a refused frame collects again (an
+    #: application that holds its views for real gets CapacityError without a collection each time).
+    COLLECT_AGAIN_AFTER_S = 1.0
+
+    def _collection_may_help(self) -> bool:
+        last = self._useless_collection_at
+        return last is None or time.monotonic() - last >= self.COLLECT_AGAIN_AFTER_S
 
     def _capacity_problem(self, purpose: Purpose) -> str | None:
         started, lent, owned = self.busy_slots()
