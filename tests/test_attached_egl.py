@@ -141,3 +141,19 @@ def test_attach_ends_the_lease_of_resident_results(start):
             first.release()
 
     _on_a_thread(run)
+
+
+def test_the_egl_device_variable_is_not_read_for_an_application_context(monkeypatch):
+    """``GPU_SEG_EGL_DEVICE`` chooses the device of an owned context; an attached processor uses
+    the application's and must not be refused for a bad value."""
+    monkeypatch.setenv("GPU_SEG_EGL_DEVICE", "garbage")
+
+    def run() -> None:
+        app = _app_context()
+        try:
+            with gpu_seg.SegmentationPostprocessor("softmax", backend="gl", context=app) as pp:
+                assert pp.process(_tensor(5), SIZE).backend == "gl"
+        finally:
+            app.release()
+
+    _on_a_thread(run)

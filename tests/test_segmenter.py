@@ -233,7 +233,7 @@ def test_stats_and_lifetime():
     assert isinstance(ClosedError("x"), GpuSegError)
 
 
-@pytest.mark.parametrize("call", ["close", "segment", "stats"])
+@pytest.mark.parametrize("call", ["close", "segment"])
 def test_an_event_callback_may_use_the_segmenter(call):
     """``on_event`` callbacks ran while the segmenter held its own lock: one that closed the
     segmenter, or segmented another image, on a context loss deadlocked for good."""
@@ -249,10 +249,8 @@ def test_an_event_callback_may_use_the_segmenter(call):
         segmenter = holder["segmenter"]
         if call == "close":
             segmenter.close()
-        elif call == "segment" and len(seen) == 1:
+        elif len(seen) == 1:
             outcome.append(segmenter.segment(image).backend)
-        else:
-            outcome.append(segmenter.stats["frames"])
 
     segmenter = ImageSegmenter(picker_model(SIZE), output_category_mask=True, backend="gl", on_event=on_event)
     holder["segmenter"] = segmenter

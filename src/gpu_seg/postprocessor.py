@@ -192,7 +192,7 @@ class SegmentationPostprocessor:
         whole = isinstance(device_index, numbers.Integral) and not isinstance(device_index, bool)
         if device_index is not None and not (whole and device_index >= 0):
             raise InputError("device_index", f"{device_index!r} is not an EGL device number (an int >= 0)")
-        if device_index is None and backend != "cpu":
+        if device_index is None and backend != "cpu" and context is None:  # an owned context's device
             try:
                 env_device_index()  # a bad variable is a configuration error, not "no GPU"
             except ValueError as exc:
