@@ -106,12 +106,20 @@ class MaskView:
         state = "released" if self._released else ("zero-copy" if self.zero_copy else "owned")
         return f"<MaskView backend={self.backend} {state}>"
 
-    def __reduce__(self) -> tuple:
+    def __copy__(self) -> MaskView:
         """Copies (``copy``, ``deepcopy``) and pickles hold owned copies of the masks: read-only,
         ``zero_copy`` False; a released view's stay released."""
-        confidence = None if self._confidence is None else self._confidence.copy()
-        category = None if self._category is None else self._category.copy()
-        return _copied_view, (confidence, category, self.backend, self._released)
+        if self._released:
+            return _copied_view(None, None, self.backend, released=True)
+        result = self.to_result()
+        return _copied_view(result.confidence_masks, result.category_mask, self.backend, released=False)
+
+    def __deepcopy__(self, memo: dict) -> MaskView:
+        return self.__copy__()
+
+    def __reduce__(self) -> tuple:
+        copied = self.__copy__()
+        return _copied_view, (copied._confidence, copied._category, self.backend, self._released)
 
 
 def _copied_view(

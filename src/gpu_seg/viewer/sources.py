@@ -17,9 +17,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..segmenter import files
-from ..segmenter.batch import DEFAULT_FPS, VIDEO_SUFFIXES, OpenCVUnavailableError
+from ..segmenter.batch import DEFAULT_FPS, VIDEO_SUFFIXES
 from ..segmenter.damage import container_truncation
-from ..tools.messages import INSTALL_OPENCV
 
 if TYPE_CHECKING:
     import cv2
@@ -27,21 +26,10 @@ if TYPE_CHECKING:
 __all__ = ["FrameSource", "fit_image", "open_source", "read_image", "save_image"]
 
 
-def _cv2():
-    try:
-        import cv2
-    except ImportError as exc:
-        raise OpenCVUnavailableError(
-            "images, videos and cameras are read with OpenCV, which no gpu_seg extra installs: "
-            f"{INSTALL_OPENCV} ({exc})"
-        ) from exc
-    return cv2
-
-
 def read_image(path: str | os.PathLike[str], argument: str) -> np.ndarray:
     """uint8 ``(H, W, 3)`` RGB of an image file, or InputError(argument): read as ``gpu-seg segment``
     reads images (any file name; a damaged file is refused, not half-decoded)."""
-    cv2 = _cv2()
+    cv2 = files.opencv()
     try:
         pixels = files.read_image(cv2, Path(path))
     except OSError as exc:
@@ -53,7 +41,7 @@ def read_image(path: str | os.PathLike[str], argument: str) -> np.ndarray:
 
 def save_image(path: str | os.PathLike[str], image: np.ndarray, argument: str) -> None:
     """Write uint8 ``(H, W, 3)`` RGB to an image file (format from the suffix), or InputError(argument)."""
-    cv2 = _cv2()
+    cv2 = files.opencv()
     try:
         encoded, data = cv2.imencode(files.plain_suffix(path), np.ascontiguousarray(image[..., ::-1]))
     except cv2.error as exc:
@@ -72,7 +60,7 @@ def fit_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     width, height = size
     if image.shape[1] == width and image.shape[0] == height:
         return np.ascontiguousarray(image)
-    cv2 = _cv2()
+    cv2 = files.opencv()
     shrinks = width * height < image.shape[0] * image.shape[1]
     interpolation = cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR
     return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=interpolation))
@@ -124,7 +112,7 @@ class FrameSource:
     def _read_capture(self) -> np.ndarray | None:
         ok, bgr = self._capture.read()
         if not ok and self._loop and self._index > 0:  # a video file at its end: from the start
-            self._capture.set(_cv2().CAP_PROP_POS_FRAMES, 0)
+            self._capture.set(files.opencv().CAP_PROP_POS_FRAMES, 0)
             ok, bgr = self._capture.read()
             if not ok and self._index == 1:  # OpenCV cannot rewind a one-frame video: an image
                 self._image = self._first
@@ -150,7 +138,7 @@ def open_source(
     """
     if (path is None) == (camera is None):
         raise InputError("input", "give either a file or a camera index")
-    cv2 = _cv2()
+    cv2 = files.opencv()
     if camera is not None:
         try:
             capture = cv2.VideoCapture(int(camera))
