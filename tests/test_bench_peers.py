@@ -24,10 +24,10 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 CUDA = cuda_status()["available"]
 
 
-def _bench(tmp_path, *argv: str) -> dict:
+def _bench(tmp_path, *argv: str, status: int = 0) -> dict:
     path = tmp_path / "b.json"
     code = main(["bench", *argv, "--quick", "--bandwidth-mib", "4", "--json", str(path), "--quiet"])
-    assert code == 0
+    assert code == status
     return json.loads(path.read_text())
 
 
@@ -118,7 +118,7 @@ def test_end_to_end_without_its_parts_reports_why(monkeypatch, tmp_path):
         raise models.ModelFetchError("the package registry cannot be reached")
 
     monkeypatch.setattr(models, "selfie_segmenter", unreachable)
-    report = _bench(tmp_path, "--preset", E2E_PRESET, "--backends", "gl", "cpu")
+    report = _bench(tmp_path, "--preset", E2E_PRESET, "--backends", "gl", "cpu", status=1)  # nothing timed
     rows = report["cases"]
     assert {r["backend"] for r in rows} == {"e2e_auto", "e2e_video", "e2e_cpu"}
     assert all(r["median_ms"] is None and "registry cannot be reached" in r["unavailable"] for r in rows)
