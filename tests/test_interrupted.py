@@ -225,15 +225,18 @@ class _InjectedError(Exception):
     """Stands for what a signal handler raises, at a chosen point of the caller."""
 
 
-def _injected_at(point: int, call) -> bool:
+def _injected_at(point: int, call, returned: list | None = None) -> bool:
     """``call()`` with an exception raised at its ``point``-th signal point (a call or return anywhere
-    in what it runs); whether it was raised."""
+    in what it runs); whether it was raised. ``returned`` gets the names of the functions that had
+    returned before the exception."""
     events, fired = [0], [False]
 
     def tracer(frame, event, arg):
         if event not in _SIGNAL_POINTS:
             return
         events[0] += 1
+        if event == "return" and returned is not None:  # (at its return: its caller gets the value)
+            returned.append(frame.f_code.co_name)
         if events[0] == point:
             fired[0] = True
             raise _InjectedError
@@ -288,3 +291,32 @@ def test_an_exception_anywhere_in_a_frames_idle_touch_never_stops_the_idle_relea
         _from_another_thread(watch.stop)
     finally:
         watch.stop()
+
+
+@pytest.mark.parametrize("readback", ["direct", "mapped"])
+def test_a_collection_interrupted_at_any_point_may_be_retried(new_processor, readback):
+    """``PendingFrame`` marked itself collected before the ``try`` that gives the mark back: an
+    exception just after the mark (Python checks for signals right after the lock's ``__exit__``)
+    made every retry raise ExpiredResultError, and an in-flight frame kept its ring buffer."""
+    pp = new_processor(backend="gl", readback=readback)
+    tensor = _tensor()
+    want = gpu_seg.reference_postprocess(tensor, "softmax", SIZE)
+    point = 1
+    while True:
+        pending = pp.submit(tensor, SIZE)
+        returned: list = []
+        fired = _injected_at(point, pending.result, returned)
+        if not fired:
+            break
+        if "_take" in returned:  # the frame had been handed back: it is collected
+            with pytest.raises(gpu_seg.ExpiredResultError):
+                pending.result()
+        else:
+            result = pending.result()  # a retry computes the frame
+            np.testing.assert_array_equal(result.category_mask, want.category_mask, err_msg=f"point {point}")
+        del pending
+        views = [pp.process_view(tensor, SIZE) for _ in range(3)]  # no ring buffer kept
+        for view in views:
+            view.release()
+        point += 1
+    assert point > 5

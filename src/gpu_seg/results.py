@@ -196,14 +196,15 @@ class PendingFrame:
         return result
 
     def _take(self, lend: bool) -> Result | MaskView:
-        with self._lock:
-            if self._collected:
-                raise ExpiredResultError("this PendingFrame was already collected")
-            self._collected = True
-        try:
+        taken = False
+        try:  # before the mark: an interrupt just after it (signals are checked there) gives it back
+            with self._lock:
+                if self._collected:
+                    raise ExpiredResultError("this PendingFrame was already collected")
+                self._collected = taken = True
             return self._collect(self, lend)
         except BaseException:  # (an interrupt while it waited, a loss...): may be collected again,
-            with self._lock:  # computed anew (its buffer was given up with its flight)
+            if taken:  # computed anew (its buffer was given up with its flight)
                 self._collected = False
             raise
 
