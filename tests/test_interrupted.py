@@ -225,10 +225,12 @@ class _InjectedError(Exception):
     """Stands for what a signal handler raises, at a chosen point of the caller."""
 
 
-def _injected_at(point: int, call, returned: list | None = None) -> bool:
+def _injected_at(
+    point: int, call, returned: list | None = None, error: type = _InjectedError, propagates: bool = False
+) -> bool:
     """``call()`` with an exception raised at its ``point``-th signal point (a call or return anywhere
     in what it runs); whether it was raised. ``returned`` gets the names of the functions that had
-    returned before the exception."""
+    returned before the exception; ``propagates``: the exception must reach the caller."""
     events, fired = [0], [False]
 
     def tracer(frame, event, arg):
@@ -239,15 +241,24 @@ def _injected_at(point: int, call, returned: list | None = None) -> bool:
             returned.append(frame.f_code.co_name)
         if events[0] == point:
             fired[0] = True
-            raise _InjectedError
+            raise error
 
+    caught, dropped = False, []
+
+    def unraisable(info) -> None:  # raised in a weakref callback or finalizer: Python drops it there
+        dropped.append(info.exc_type)
+
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable
     sys.setprofile(tracer)
     try:
         call()
-    except _InjectedError:
-        pass
+    except error:
+        caught = True
     finally:
         sys.setprofile(None)
+        sys.unraisablehook = hook
+    swallowed = propagates and fired[0] and not caught and error not in dropped
+    assert not swallowed, f"the exception raised at point {point} was swallowed"
     return fired[0]
 
 
@@ -319,4 +330,55 @@ def test_a_collection_interrupted_at_any_point_may_be_retried(new_processor, rea
         for view in views:
             view.release()
         point += 1
+    assert point > 5
+
+
+class _RequestTimeoutError(Exception):
+    """A server's timeout raised by a signal handler: an ``Exception``, unlike KeyboardInterrupt."""
+
+
+@pytest.mark.parametrize("error", [_InjectedError, _RequestTimeoutError], ids=["base", "exception"])
+def test_a_context_release_interrupted_at_any_point_leaves_no_context_behind(new_processor, error):
+    """``trim(release_context=True)`` cut short after the processor forgot its generation and before
+    the GL thread had its release: the context and its objects stayed for good (6 MB each on
+    llvmpipe). An ``Exception`` there was taken for a dying driver's and swallowed."""
+    tensor = _tensor()
+    pp = new_processor(backend="gl", readback="direct")
+    pp.process(tensor, SIZE)
+    baseline = _live_egl_contexts()
+    point = 1
+    while True:
+        fired = _injected_at(point, lambda: pp.trim(release_context=True), error=error, propagates=True)
+        if not fired:
+            break
+        _assert_reference(pp.process(tensor, SIZE), tensor)
+        assert _live_egl_contexts() == baseline, f"a context left behind at point {point}"
+        point += 1
+    assert point > 5
+
+
+@pytest.mark.parametrize("error", [_InjectedError, _RequestTimeoutError], ids=["base", "exception"])
+def test_a_close_interrupted_at_any_point_is_finished_by_the_next(error):
+    """``close()`` cut short: the exception reaches the caller (an ``Exception`` was logged and
+    swallowed, the GL thread and its context left for good) and the next ``close()`` ends the GL
+    thread and its context; an idle watch cut short while it stopped is stopped too."""
+    tensor = _tensor()
+    point, stride = 1, 3  # (a processor per point: every third one is tried)
+    while True:
+        before = {t for t in threading.enumerate() if t.name.startswith("gpu_seg")}
+        baseline = _live_egl_contexts()
+        pp = gpu_seg.SegmentationPostprocessor(
+            "softmax", backend="gl", readback="direct", idle_release_after=60
+        )
+        pp.process(tensor, SIZE)
+        fired = _injected_at(point, pp.close, error=error, propagates=True)
+        pp.close()
+        left = {t for t in threading.enumerate() if t.name.startswith("gpu_seg")} - before
+        for thread in left:
+            thread.join(5)
+        assert not [t.name for t in left if t.is_alive()], f"threads left at point {point}"
+        assert _live_egl_contexts() == baseline, f"a context left behind at point {point}"
+        if not fired:
+            break
+        point += stride
     assert point > 5

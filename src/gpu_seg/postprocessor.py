@@ -19,7 +19,7 @@ from .events import Event, EventKind, EventLog
 from .frame import ConfidenceFormat, Frame
 from .gl.egl.devices import env_device_index
 from .gl.pipeline import TensorLayout
-from .gl.session import released
+from .gl.session import DRIVER_ERRORS, released
 from .gl.state import reset_state
 from .idle import IdleWatch
 from .inputs import (
@@ -655,9 +655,10 @@ class SegmentationPostprocessor:
     def close(self) -> None:
         """Release every GL object and the owned context. Idempotent; a ``close()`` cut short (an
         interrupt while it waited for the GL thread) is finished by the next one."""
-        idle, self._idle = self._idle, None
+        idle = self._idle
         if idle is not None:
-            idle.stop()
+            idle.stop()  # idempotent: cut short, the next close() stops it again
+            self._idle = None
         with self._lock():
             if self._close_done:
                 return
@@ -920,15 +921,17 @@ def _release(parts: dict[str, Any]) -> None:
     :meth:`~SegmentationPostprocessor.close`, the finalizer of a processor collected without it,
     and a failed constructor. A part is forgotten once closed, so a release cut short (an
     interrupt) is finished by the next."""
-    idle = parts.pop("idle", None)
+    idle = parts.get("idle")
     if idle is not None:
         idle.stop()
+        parts.pop("idle", None)
     for name in ("supervisor", "cuda", "cpu"):
         part = parts.get(name)
         if part is not None:
             try:
                 part.close()
-            except Exception:  # a dying driver: what can be released is
+            except DRIVER_ERRORS:  # a dying driver: what can be released is. Anything else (an
+                # interrupt) goes on, and the part is kept for the next close() to finish
                 log.exception("gpu_seg: releasing the %s of a processor failed", name)
             parts.pop(name, None)
     arrays = parts.get("arrays")

@@ -38,7 +38,7 @@ from .gl.pipeline import GLPipeline
 from .gl.programs import BuildCounters, ProgramCache
 from .gl.readback import Purpose
 from .gl.resident import SourceLostError
-from .gl.session import AttachedSession, GLError, GLSession, OwnedSession
+from .gl.session import DRIVER_ERRORS, AttachedSession, GLError, GLSession, OwnedSession
 from .gl.worker import GLThread
 from .recycled import RecycledArrays
 from .resilience import RecoveryPolicy, RecoveryState
@@ -297,6 +297,16 @@ class GLSupervisor:
         generation, self.generation = self.generation, None
         if generation is None:
             return
+        try:
+            self._end(generation, release)
+        except BaseException:
+            # Cut short (a signal handler's exception): ended without GL calls, not forgotten with
+            # its context, and without waiting for a GL thread that may be busy. Where the release
+            # was under way, the GL thread does both: each is idempotent.
+            _abandon(generation, wait=False)
+            raise
+
+    def _end(self, generation: Generation, release: bool) -> None:
         if generation.pipeline.lent_views() and generation.session.lend_anchor() is None:
             self._keep_for_views(generation, release)
             return
@@ -308,7 +318,7 @@ class GLSupervisor:
                 _abandon(generation)
                 self._report_loss(exc, generation.number)
                 return
-            except Exception as exc:  # a dying context: fall through to abandon
+            except DRIVER_ERRORS as exc:  # a dying context: fall through to abandon
                 log.debug("release of generation %d failed: %s", generation.number, exc)
         _abandon(generation)
 
@@ -316,7 +326,7 @@ class GLSupervisor:
         if healthy:
             try:
                 generation.session.run(generation.pipeline.release)  # keeps the lent buffers
-            except Exception as exc:  # lost meanwhile: keep it as a dead one
+            except DRIVER_ERRORS as exc:  # lost meanwhile: keep it as a dead one
                 log.debug("release of generation %d failed: %s", generation.number, exc)
                 healthy = False
         if not healthy:
@@ -334,7 +344,7 @@ class GLSupervisor:
                 try:
                     generation.session.close(release=generation.pipeline.release_lent)
                     continue
-                except Exception as exc:
+                except DRIVER_ERRORS as exc:
                     log.debug("release of kept generation %d failed: %s", generation.number, exc)
             _abandon(generation)
         self._graveyard = kept
@@ -831,8 +841,11 @@ def _submit_and_wait(pipeline: GLPipeline, frame: Frame, purpose: Purpose = "syn
     return ticket
 
 
-def _abandon(generation: Generation) -> None:
+def _abandon(generation: Generation, wait: bool = True) -> None:
     """End a lost generation without GL calls: its session releases the pipeline's objects with
-    no context current where it can (see ``GLSession.abandon``); the pipeline forgets the rest."""
-    generation.session.abandon(release=generation.pipeline.release_lost)
-    generation.pipeline.abandon()
+    no context current where it can (see ``GLSession.abandon``); the pipeline forgets the rest.
+    ``wait=False`` (after an interrupt): the GL thread does it later, maybe after a release under
+    way there, so the pipeline is left to it and to the garbage collector."""
+    generation.session.abandon(release=generation.pipeline.release_lost, wait=wait)
+    if wait:
+        generation.pipeline.abandon()

@@ -54,6 +54,7 @@ from .state import reset_state
 from .worker import GLThread
 
 __all__ = [
+    "DRIVER_ERRORS",
     "AttachedSession",
     "ContextInfo",
     "GLError",
@@ -65,6 +66,12 @@ __all__ = [
 
 log = logging.getLogger("gpu_seg")
 T = TypeVar("T")
+
+
+#: What a dying driver raises while a generation is released or abandoned (EGL and GL failures, a
+#: moderngl object already gone). Anything else (a signal handler's exception: a request timeout,
+#: which may be an ``Exception`` too) goes on to the caller.
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (GpuSegError, moderngl.Error, AttributeError)
 
 
 def released(obj: object) -> bool:
@@ -184,9 +191,10 @@ class GLSession:
         then destroy the EGL context if the session owns it."""
         raise NotImplementedError
 
-    def abandon(self, release: Callable[[], None] | None = None) -> None:
+    def abandon(self, release: Callable[[], None] | None = None, wait: bool = True) -> None:
         """End a lost session without GL calls on its objects (an owned EGL context is destroyed
-        through EGL unless its handle was found recycled).
+        through EGL unless its handle was found recycled). ``wait=False``: an owned session's
+        GL thread is handed the work and not waited for (after an interrupt).
 
         ``release`` (gpu_seg's releases of the generation's objects) is run on an owned session's
         thread once no context is current there: every GL call then lands in libglvnd's no-op
@@ -407,7 +415,7 @@ class OwnedSession(GLSession):
         if lost:
             raise ContextLostError(f"the context was lost before its release: {lost[0]}", reason=lost[0])
 
-    def abandon(self, release: Callable[[], None] | None = None) -> None:
+    def abandon(self, release: Callable[[], None] | None = None, wait: bool = True) -> None:
         self._dead = True
         self.egl_context.retire()  # deletes through it do nothing from now on, even if drop() hangs
 
@@ -418,9 +426,14 @@ class OwnedSession(GLSession):
             if release is not None:
                 self._release_host_side(release)
 
+        if not wait:  # (after an interrupt: the caller must not wait for a GL thread that may be busy)
+            self.thread.post(drop)
+            if self.owns_thread:
+                self.thread.stop(timeout=0)
+            return
         try:
             self.thread.call(drop, 5.0)
-        except Exception as exc:  # a hung or broken driver: leave the thread behind
+        except DRIVER_ERRORS as exc:  # a hung or broken driver: leave the thread behind
             log.debug("abandoning generation %d: %s", self.generation, exc)
         finally:
             if self.owns_thread:
@@ -613,7 +626,7 @@ class AttachedSession(GLSession):
             self.sentinel.delete()
             self._release_mgl()
 
-    def abandon(self, release: Callable[[], None] | None = None) -> None:
+    def abandon(self, release: Callable[[], None] | None = None, wait: bool = True) -> None:
         self._dead = True
         if release is None or native_current_context() is not None:
             return

@@ -12,6 +12,7 @@ next generation gets a new thread.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -159,6 +160,14 @@ class GLThread:
             raise error
         return call.result  # type: ignore[return-value]
 
+    def post(self, fn: Callable[[], object]) -> bool:
+        """Queue ``fn`` without waiting for it (what it raises is logged); False where the thread
+        takes no more work (stopped, or a forked child's)."""
+        if self._stopped or os.getpid() != self._pid:
+            return False
+        self._queue.put(functools.partial(_logged, fn))
+        return True
+
     def _give_up(self, call: _Call[T], abandoned: Callable[[T], None] | None, cancel: bool = False) -> None:
         """Nobody waits for ``call`` any more. Where its result needs ``abandoned`` (or ``cancel``:
         the thread is given up), it never runs if it has not started; otherwise its result goes to
@@ -175,8 +184,8 @@ class GLThread:
         """Finish queued work, then end the thread."""
         if self._stopped:
             return
+        self._queue.put(_STOP)  # first: cut short after it, the next stop() puts another (harmless)
         self._stopped = True
-        self._queue.put(_STOP)
         if not self.is_current_thread():
             self._thread.join(timeout)
 
@@ -184,3 +193,10 @@ class GLThread:
         """Stop accepting work without waiting (the thread may be stuck in a driver call)."""
         self._stopped = True
         self._queue.put(_STOP)
+
+
+def _logged(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except Exception:
+        log.exception("gpu_seg: work posted to the GL thread failed")
