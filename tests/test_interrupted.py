@@ -382,3 +382,23 @@ def test_a_close_interrupted_at_any_point_is_finished_by_the_next(error):
             break
         point += stride
     assert point > 5
+
+
+def test_a_rebuild_interrupted_at_any_point_leaves_no_context_behind(new_processor):
+    """A frame that makes a new context generation (after a release here; after a loss alike) cut
+    short between the context's creation and the generation's storing: the context stayed for
+    good (3 MB each on llvmpipe)."""
+    tensor = _tensor()
+    pp = new_processor(backend="gl", readback="direct")
+    pp.process(tensor, SIZE)
+    baseline = _live_egl_contexts()
+    point = 1
+    while True:
+        pp.trim(release_context=True)
+        fired = _injected_at(point, lambda: pp.process(tensor, SIZE))
+        _assert_reference(pp.process(tensor, SIZE), tensor)
+        assert _live_egl_contexts() == baseline, f"a context left behind at point {point}"
+        if not fired:
+            break
+        point += 1
+    assert point > 5

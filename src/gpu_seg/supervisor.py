@@ -190,6 +190,8 @@ class GLSupervisor:
         #: stay undestroyed (so the mapped memory stays valid) until those views are gone.
         #: Each entry: (generation, whether it was healthy when dropped).
         self._graveyard: list[tuple[Generation, bool]] = []
+        #: Sessions the GL thread made for a generation not stored yet (see _create_generation).
+        self._made: list[OwnedSession] = []
         #: The process this supervisor was made in, when this one is a forked child of it.
         self.forked_from: int | None = None
         forks.track(self)
@@ -216,7 +218,7 @@ class GLSupervisor:
     def start(self) -> None:
         """Create the first generation; with ``backend="auto"`` a failure enters the fallback."""
         try:
-            self.generation = self._create_generation()
+            self._create_generation()
         except (GLUnavailableError, ContextLostError) as exc:
             if self.backend == "gl":
                 raise
@@ -273,6 +275,7 @@ class GLSupervisor:
 
     def close(self) -> None:
         self.drop_staging()
+        self._abandon_made()
         self.drop_generation(release=True)
         self.bury()
         if self._graveyard:
@@ -417,9 +420,8 @@ class GLSupervisor:
             return _CPU, None
         while True:
             try:
-                if self.generation is None:
-                    self.generation = self._create_generation()
-                result = work(self.generation)
+                generation = self.generation or self._create_generation()
+                result = work(generation)
             except SourceLostError:
                 raise  # the caller's input is dead, not this generation: no loss to count
             except ContextLostError as exc:
@@ -743,43 +745,75 @@ class GLSupervisor:
 
     # ----------------------------------------------------------------------------- the rebuild path
     def _create_generation(self) -> Generation:
-        """The one rebuild path: a session, a program cache and a pipeline for a new generation."""
+        """The one rebuild path: a session, a program cache and a pipeline for a new generation,
+        stored as :attr:`generation`.
+
+        Cut short (a signal handler's exception), nothing is left behind: the GL thread hands each
+        session it makes to ``_made`` before the creation returns, and a session not stored as the
+        generation is abandoned (here, or by the next creation or ``close()`` where the GL thread
+        was still making it).
+        """
         if self.faults.take_creation_failure():
             raise GLUnavailableError("injected context-creation failure")
+        self._abandon_made()
         number = self.last_number + 1
-        if self._attached_mode:
-            pending = self._pending_attach
-            if pending is None:
-                raise self._no_context_attached()
-            session: GLSession = AttachedSession(number, None if pending == "current" else pending)
-            self._pending_attach = None
-        else:
-            forks.check_egl_usable()  # before a GL thread is made for nothing
-            if self._thread is None or not self._thread.usable:
-                self._thread = GLThread("gpu_seg-gl")
-            session = OwnedSession.create(
-                number, self._device_index, timeout=self._gl_timeout, thread=self._thread
-            )
-        self.last_number = number
-        self.contexts[session.mgl] = number
-        programs = ProgramCache(
-            session.mgl,
-            number,
-            session.info.glsl_version,
-            session.check,
-            self.counters.builds,
-            self.faults.take_link_failure,
-        )
+        session: GLSession | None = None
+        programs: ProgramCache | None = None
         try:
-            pipeline = session.run(
-                lambda: GLPipeline(session.mgl, programs, readback=self.readback, passes=self.passes)
+            if self._attached_mode:
+                pending = self._pending_attach
+                if pending is None:
+                    raise self._no_context_attached()
+                session = AttachedSession(number, None if pending == "current" else pending)
+                self._pending_attach = None
+            else:
+                forks.check_egl_usable()  # before a GL thread is made for nothing
+                if self._thread is None or not self._thread.usable:
+                    self._thread = GLThread("gpu_seg-gl")
+                session = OwnedSession.create(
+                    number,
+                    self._device_index,
+                    timeout=self._gl_timeout,
+                    thread=self._thread,
+                    made=self._note_made,
+                )
+            self.last_number = number
+            self.contexts[session.mgl] = number
+            programs = ProgramCache(
+                session.mgl,
+                number,
+                session.info.glsl_version,
+                session.check,
+                self.counters.builds,
+                self.faults.take_link_failure,
             )
+            made = session
+            pipeline = session.run(
+                lambda: GLPipeline(made.mgl, programs, readback=self.readback, passes=self.passes)
+            )
+            self.max_texture_size = pipeline.limits.max_texture_size
+            pipeline.time_gpu = self.time_gpu
+            generation = Generation(number, session, pipeline)
+            others = [s for s in self._made if s is not session]
+            self.generation, self._made[:] = generation, others  # no call between: stored, unlisted at once
         except BaseException:
-            session.abandon(release=programs.release)
+            release = None if programs is None else programs.release
+            if session is not None and all(s is not session for s in self._made):
+                session.abandon(release=release, wait=False)
+            self._abandon_made(release)
             raise
-        self.max_texture_size = pipeline.limits.max_texture_size
-        pipeline.time_gpu = self.time_gpu
-        return Generation(number, session, pipeline)
+        self._abandon_made()  # made for creations cut short earlier (the GL thread made them before ours)
+        return generation
+
+    def _note_made(self, session: OwnedSession) -> None:
+        """On the GL thread: a session was made for the generation being created."""
+        self._made.append(session)  # the same list for good: the GL thread may append late
+
+    def _abandon_made(self, release: Callable[[], None] | None = None) -> None:
+        """Abandon the sessions made for generations that were never stored (see _create_generation)."""
+        while self._made:
+            self._made[-1].abandon(release=release, wait=False)  # (cut short here: again next time)
+            self._made.pop()
 
     def _take_staging(
         self, frame: Frame, confidence_dst: np.ndarray | None, category_dst: np.ndarray | None

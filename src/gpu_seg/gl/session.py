@@ -273,9 +273,14 @@ class OwnedSession(GLSession):
         timeout: float | None = 60.0,
         reset_poll_interval: float = 0.005,
         thread: GLThread | None = None,
+        made: Callable[[OwnedSession], None] | None = None,
     ) -> OwnedSession:
         """Create the EGL context on ``thread`` (a healthy GL thread kept across generations), or
         on a new thread that the session owns and stops on close.
+
+        ``made(session)``: called on the GL thread with the session before it is returned, so that
+        a caller cut short (an interrupt) just after it returned can still find and end it. A
+        session made after its caller stopped waiting is closed on the GL thread.
 
         Raises:
             GLUnavailableError: EGL or a suitable OpenGL context is not available.
@@ -294,14 +299,19 @@ class OwnedSession(GLSession):
                 moderngl_refs.give_back_addresses(loader.deletes.addresses)
                 # mgl.info is read (and cached by moderngl) in _describe, with the context current.
                 health = egl.ContextHealth(egl_context, reset_poll_interval=reset_poll_interval)
-                return cls(generation, thread, egl_context, mgl, health, timeout, owns_thread)
+                session = cls(generation, thread, egl_context, mgl, health, timeout, owns_thread)
             except BaseException:
                 egl_context.destroy()
                 raise
             finally:
                 egl_context.release_current()
+            if made is not None:
+                made(session)
+            return session
 
         try:
+            # abandoned: a session made after its caller gave up waiting (interrupted, or timed out
+            # on a GL thread given up) is closed on that thread (``made``'s owner may end it too)
             return thread.call(build, timeout, abandoned=OwnedSession.close)
         except (egl.EGLError, OSError, moderngl.Error, ValueError) as exc:
             if owns_thread:
