@@ -337,7 +337,17 @@ class _RequestTimeoutError(Exception):
     """A server's timeout raised by a signal handler: an ``Exception``, unlike KeyboardInterrupt."""
 
 
-@pytest.mark.parametrize("error", [_InjectedError, _RequestTimeoutError], ids=["base", "exception"])
+class _TimedOutError(TimeoutError):
+    """The builtin ``TimeoutError`` (an ``OSError``), what most signal-based timeouts raise."""
+
+
+#: What a signal handler may raise: a BaseException (KeyboardInterrupt), an Exception, an OSError.
+_INTERRUPTS = pytest.mark.parametrize(
+    "error", [_InjectedError, _RequestTimeoutError, _TimedOutError], ids=["base", "exception", "timeout"]
+)
+
+
+@_INTERRUPTS
 def test_a_context_release_interrupted_at_any_point_leaves_no_context_behind(new_processor, error):
     """``trim(release_context=True)`` cut short after the processor forgot its generation and before
     the GL thread had its release: the context and its objects stayed for good (6 MB each on
@@ -357,7 +367,7 @@ def test_a_context_release_interrupted_at_any_point_leaves_no_context_behind(new
     assert point > 5
 
 
-@pytest.mark.parametrize("error", [_InjectedError, _RequestTimeoutError], ids=["base", "exception"])
+@_INTERRUPTS
 def test_a_close_interrupted_at_any_point_is_finished_by_the_next(error):
     """``close()`` cut short: the exception reaches the caller (an ``Exception`` was logged and
     swallowed, the GL thread and its context left for good) and the next ``close()`` ends the GL
@@ -384,10 +394,12 @@ def test_a_close_interrupted_at_any_point_is_finished_by_the_next(error):
     assert point > 5
 
 
-def test_a_rebuild_interrupted_at_any_point_leaves_no_context_behind(new_processor):
+@_INTERRUPTS
+def test_a_rebuild_interrupted_at_any_point_leaves_no_context_behind(new_processor, error):
     """A frame that makes a new context generation (after a release here; after a loss alike) cut
     short between the context's creation and the generation's storing: the context stayed for
-    good (3 MB each on llvmpipe)."""
+    good (3 MB each on llvmpipe). A TimeoutError in the wait for the new context was taken for
+    "GL unavailable": the frame went to the CPU (auto) or raised GLUnavailableError (gl)."""
     tensor = _tensor()
     pp = new_processor(backend="gl", readback="direct")
     pp.process(tensor, SIZE)
@@ -395,7 +407,7 @@ def test_a_rebuild_interrupted_at_any_point_leaves_no_context_behind(new_process
     point = 1
     while True:
         pp.trim(release_context=True)
-        fired = _injected_at(point, lambda: pp.process(tensor, SIZE))
+        fired = _injected_at(point, lambda: pp.process(tensor, SIZE), error=error, propagates=True)
         _assert_reference(pp.process(tensor, SIZE), tensor)
         assert _live_egl_contexts() == baseline, f"a context left behind at point {point}"
         if not fired:

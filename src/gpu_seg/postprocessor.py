@@ -19,7 +19,7 @@ from .events import Event, EventKind, EventLog
 from .frame import ConfidenceFormat, Frame
 from .gl.egl.devices import env_device_index
 from .gl.pipeline import TensorLayout
-from .gl.session import DRIVER_ERRORS, released
+from .gl.session import driver_failure, released
 from .gl.state import reset_state
 from .idle import IdleWatch
 from .inputs import (
@@ -930,8 +930,9 @@ def _release(parts: dict[str, Any]) -> None:
         if part is not None:
             try:
                 part.close()
-            except DRIVER_ERRORS:  # a dying driver: what can be released is. Anything else (an
-                # interrupt) goes on, and the part is kept for the next close() to finish
+            except Exception as exc:  # a dying driver: what can be released is. An interrupt goes
+                if not driver_failure(exc):  # on, and the part is kept for the next close()
+                    raise
                 log.exception("gpu_seg: releasing the %s of a processor failed", name)
             parts.pop(name, None)
     arrays = parts.get("arrays")

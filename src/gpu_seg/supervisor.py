@@ -38,7 +38,7 @@ from .gl.pipeline import GLPipeline
 from .gl.programs import BuildCounters, ProgramCache
 from .gl.readback import Purpose
 from .gl.resident import SourceLostError
-from .gl.session import DRIVER_ERRORS, AttachedSession, GLError, GLSession, OwnedSession
+from .gl.session import AttachedSession, GLError, GLSession, OwnedSession, driver_failure
 from .gl.worker import GLThread
 from .recycled import RecycledArrays
 from .resilience import RecoveryPolicy, RecoveryState
@@ -321,7 +321,9 @@ class GLSupervisor:
                 _abandon(generation)
                 self._report_loss(exc, generation.number)
                 return
-            except DRIVER_ERRORS as exc:  # a dying context: fall through to abandon
+            except Exception as exc:  # a dying context: fall through to abandon
+                if not driver_failure(exc):
+                    raise
                 log.debug("release of generation %d failed: %s", generation.number, exc)
         _abandon(generation)
 
@@ -329,7 +331,9 @@ class GLSupervisor:
         if healthy:
             try:
                 generation.session.run(generation.pipeline.release)  # keeps the lent buffers
-            except DRIVER_ERRORS as exc:  # lost meanwhile: keep it as a dead one
+            except Exception as exc:  # lost meanwhile: keep it as a dead one
+                if not driver_failure(exc):
+                    raise
                 log.debug("release of generation %d failed: %s", generation.number, exc)
                 healthy = False
         if not healthy:
@@ -347,7 +351,9 @@ class GLSupervisor:
                 try:
                     generation.session.close(release=generation.pipeline.release_lent)
                     continue
-                except DRIVER_ERRORS as exc:
+                except Exception as exc:
+                    if not driver_failure(exc):
+                        raise
                     log.debug("release of kept generation %d failed: %s", generation.number, exc)
             _abandon(generation)
         self._graveyard = kept

@@ -51,15 +51,15 @@ from . import egl, moderngl_refs, rawgl
 from .egl.bindings import CurrentContextGL
 from .memory import query_gpu_memory
 from .state import reset_state
-from .worker import GLThread
+from .worker import GLThread, raised_on_gl_thread
 
 __all__ = [
-    "DRIVER_ERRORS",
     "AttachedSession",
     "ContextInfo",
     "GLError",
     "GLSession",
     "OwnedSession",
+    "driver_failure",
     "native_current_context",
     "released",
 ]
@@ -68,10 +68,12 @@ log = logging.getLogger("gpu_seg")
 T = TypeVar("T")
 
 
-#: What a dying driver raises while a generation is released or abandoned (EGL and GL failures, a
-#: moderngl object already gone). Anything else (a signal handler's exception: a request timeout,
-#: which may be an ``Exception`` too) goes on to the caller.
-DRIVER_ERRORS: tuple[type[BaseException], ...] = (GpuSegError, moderngl.Error, AttributeError)
+def driver_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, met while a generation was released or abandoned, is a dying driver's: any
+    exception raised on a GL thread, and gpu_seg's and moderngl's own. Anything else was raised in
+    the waiting caller, by a signal handler (a request timeout: any type, ``TimeoutError`` say),
+    and goes on to the caller."""
+    return raised_on_gl_thread(exc) or isinstance(exc, (GpuSegError, moderngl.Error))
 
 
 def released(obj: object) -> bool:
@@ -309,14 +311,21 @@ class OwnedSession(GLSession):
                 made(session)
             return session
 
+        def build_or_say_why() -> OwnedSession:
+            # Here, on the GL thread: what the caller's wait raises (an interrupt) is not translated.
+            try:
+                return build()
+            except (egl.EGLError, OSError, moderngl.Error, ValueError) as exc:
+                raise GLUnavailableError(f"cannot create an EGL OpenGL context: {exc}") from exc
+
         try:
             # abandoned: a session made after its caller gave up waiting (interrupted, or timed out
             # on a GL thread given up) is closed on that thread (``made``'s owner may end it too)
-            return thread.call(build, timeout, abandoned=OwnedSession.close)
-        except (egl.EGLError, OSError, moderngl.Error, ValueError) as exc:
+            return thread.call(build_or_say_why, timeout, abandoned=OwnedSession.close)
+        except GLUnavailableError:
             if owns_thread:
                 thread.stop()
-            raise GLUnavailableError(f"cannot create an EGL OpenGL context: {exc}") from exc
+            raise
 
     def check(self) -> str | None:
         return self.health.lost_reason() or _frame_error(self.mgl.error)
@@ -443,8 +452,10 @@ class OwnedSession(GLSession):
             return
         try:
             self.thread.call(drop, 5.0)
-        except DRIVER_ERRORS as exc:  # a hung or broken driver: leave the thread behind
-            log.debug("abandoning generation %d: %s", self.generation, exc)
+        except Exception as exc:
+            if not driver_failure(exc):
+                raise
+            log.debug("abandoning generation %d: %s", self.generation, exc)  # hung or broken: left behind
         finally:
             if self.owns_thread:
                 self.thread.stop(timeout=1.0)

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from ..errors import ContextLostError
 
-__all__ = ["GLThread"]
+__all__ = ["GLThread", "raised_on_gl_thread"]
 
 T = TypeVar("T")
 _STOP = object()
@@ -94,6 +94,7 @@ class GLThread:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._pid = os.getpid()
         self._stopped = False
+        self._abandoned = False
         self._thread.start()
 
     @property
@@ -135,7 +136,11 @@ class GLThread:
             ContextLostError: ``fn`` did not finish within ``timeout`` seconds.
         """
         if self.is_current_thread():
-            return fn()
+            try:
+                return fn()
+            except BaseException as exc:
+                _mark(exc)
+                raise
         if self._stopped:
             raise ContextLostError("the GL thread was stopped", reason="gl thread stopped")
         if os.getpid() != self._pid:  # a forked child: nothing would ever serve the call
@@ -157,6 +162,7 @@ class GLThread:
             raise
         if call.error is not None:
             error, call.error = call.error, None
+            _mark(error)
             raise error
         return call.result  # type: ignore[return-value]
 
@@ -181,22 +187,36 @@ class GLThread:
             self._queue.put(call.dispose)
 
     def stop(self, timeout: float | None = 5.0) -> None:
-        """Finish queued work, then end the thread."""
-        if self._stopped:
-            return
-        self._queue.put(_STOP)  # first: cut short after it, the next stop() puts another (harmless)
-        self._stopped = True
-        if not self.is_current_thread():
+        """Finish queued work, then end the thread (and wait for it, unless it was abandoned: each
+        call waits, so a stop cut short is finished by the next)."""
+        if not self._stopped:
+            self._queue.put(_STOP)  # first: cut short after it, the next stop() puts another (harmless)
+            self._stopped = True
+        if not self._abandoned and not self.is_current_thread():
             self._thread.join(timeout)
 
     def abandon(self) -> None:
         """Stop accepting work without waiting (the thread may be stuck in a driver call)."""
+        self._abandoned = True
         self._stopped = True
         self._queue.put(_STOP)
+
+
+def raised_on_gl_thread(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by work on a GL thread (a driver's failure, say), not in the
+    waiting caller (where a signal handler's exception lands)."""
+    return getattr(exc, "_gpu_seg_gl_thread", False) is True
+
+
+def _mark(exc: BaseException) -> None:
+    try:
+        exc._gpu_seg_gl_thread = True  # type: ignore[attr-defined]
+    except AttributeError:  # (an exception type without a __dict__)
+        pass
 
 
 def _logged(fn: Callable[[], object]) -> None:
     try:
         fn()
-    except Exception:
+    except BaseException:  # the thread never dies of posted work
         log.exception("gpu_seg: work posted to the GL thread failed")
