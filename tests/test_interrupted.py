@@ -384,9 +384,7 @@ def test_a_close_interrupted_at_any_point_is_finished_by_the_next(error):
         fired = _injected_at(point, pp.close, error=error, propagates=True)
         pp.close()
         left = {t for t in threading.enumerate() if t.name.startswith("gpu_seg")} - before
-        for thread in left:
-            thread.join(5)
-        assert not [t.name for t in left if t.is_alive()], f"threads left at point {point}"
+        assert not [t.name for t in left if t.is_alive()], f"threads left at point {point}"  # (joined)
         assert _live_egl_contexts() == baseline, f"a context left behind at point {point}"
         if not fired:
             break

@@ -139,3 +139,39 @@ def test_a_result_that_comes_after_the_timeout_goes_to_abandoned() -> None:
     release.set()
     thread._thread.join(5)
     assert disposed == ["context"]
+
+
+def _stop_cut_short_at(point: int) -> bool:
+    """``stop()`` with an exception at its ``point``-th signal point, then ``stop()`` again: the
+    thread must have ended; whether the exception was raised."""
+    thread = GLThread("gpu_seg-test")
+    thread.post(lambda: time.sleep(0.05))  # the thread is busy when stop() waits
+    events, fired = [0], [False]
+
+    def tracer(frame, event, arg):
+        if event not in _SIGNAL_POINTS:
+            return
+        events[0] += 1
+        if events[0] == point:
+            fired[0] = True
+            raise _InjectedError
+
+    sys.setprofile(tracer)
+    try:
+        thread.stop(timeout=5)
+    except _InjectedError:
+        pass
+    finally:
+        sys.setprofile(None)
+    thread.stop(timeout=5)
+    assert not thread._thread.is_alive(), f"the thread still runs after a stop cut short at point {point}"
+    return fired[0]
+
+
+def test_a_stop_cut_short_at_any_point_is_finished_by_the_next() -> None:
+    """``stop()`` cut short after it marked the thread stopped and before it waited: the next
+    ``stop()`` returned at once, with the thread still running (``close()`` then left it)."""
+    point = 1
+    while _stop_cut_short_at(point):
+        point += 1
+    assert point > 3
