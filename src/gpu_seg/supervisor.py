@@ -803,10 +803,9 @@ class GLSupervisor:
             others = [s for s in self._made if s is not session]
             self.generation, self._made[:] = generation, others  # no call between: stored, unlisted at once
         except BaseException:
-            release = None if programs is None else programs.release
-            if session is not None and all(s is not session for s in self._made):
-                session.abandon(release=release, wait=False)
-            self._abandon_made(release)
+            if session is not None:  # ours, with its programs (abandoned again below if listed: idempotent)
+                session.abandon(release=None if programs is None else programs.release, wait=False)
+            self._abandon_made()
             raise
         self._abandon_made()  # made for creations cut short earlier (the GL thread made them before ours)
         return generation
@@ -815,10 +814,10 @@ class GLSupervisor:
         """On the GL thread: a session was made for the generation being created."""
         self._made.append(session)  # the same list for good: the GL thread may append late
 
-    def _abandon_made(self, release: Callable[[], None] | None = None) -> None:
+    def _abandon_made(self) -> None:
         """Abandon the sessions made for generations that were never stored (see _create_generation)."""
         while self._made:
-            self._made[-1].abandon(release=release, wait=False)  # (cut short here: again next time)
+            self._made[-1].abandon(wait=False)  # (cut short here: again next time)
             self._made.pop()
 
     def _take_staging(
