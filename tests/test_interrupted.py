@@ -342,13 +342,18 @@ class _TimedOutError(TimeoutError):
 
 
 #: What a signal handler may raise: a BaseException (KeyboardInterrupt), an Exception, an OSError.
+#: The sweeps below try every third point for each, each from its own first point: together they
+#: try every point (a sweep over every point for each took six minutes on the 2-core VM).
 _INTERRUPTS = pytest.mark.parametrize(
-    "error", [_InjectedError, _RequestTimeoutError, _TimedOutError], ids=["base", "exception", "timeout"]
+    ("error", "first"),
+    [(_InjectedError, 1), (_RequestTimeoutError, 2), (_TimedOutError, 3)],
+    ids=["base", "exception", "timeout"],
 )
+_STRIDE = 3
 
 
 @_INTERRUPTS
-def test_a_context_release_interrupted_at_any_point_leaves_no_context_behind(new_processor, error):
+def test_a_context_release_interrupted_at_any_point_leaves_no_context_behind(new_processor, error, first):
     """``trim(release_context=True)`` cut short after the processor forgot its generation and before
     the GL thread had its release: the context and its objects stayed for good (6 MB each on
     llvmpipe). An ``Exception`` there was taken for a dying driver's and swallowed."""
@@ -356,24 +361,24 @@ def test_a_context_release_interrupted_at_any_point_leaves_no_context_behind(new
     pp = new_processor(backend="gl", readback="direct")
     pp.process(tensor, SIZE)
     baseline = _live_egl_contexts()
-    point = 1
+    point = first
     while True:
         fired = _injected_at(point, lambda: pp.trim(release_context=True), error=error, propagates=True)
         if not fired:
             break
         _assert_reference(pp.process(tensor, SIZE), tensor)
         assert _live_egl_contexts() == baseline, f"a context left behind at point {point}"
-        point += 1
+        point += _STRIDE
     assert point > 5
 
 
 @_INTERRUPTS
-def test_a_close_interrupted_at_any_point_is_finished_by_the_next(error):
+def test_a_close_interrupted_at_any_point_is_finished_by_the_next(error, first):
     """``close()`` cut short: the exception reaches the caller (an ``Exception`` was logged and
     swallowed, the GL thread and its context left for good) and the next ``close()`` ends the GL
     thread and its context; an idle watch cut short while it stopped is stopped too."""
     tensor = _tensor()
-    point, stride = 1, 3  # (a processor per point: every third one is tried)
+    point, stride = first, 2 * _STRIDE  # (a processor per point: every sixth, three apart per error type)
     while True:
         before = {t for t in threading.enumerate() if t.name.startswith("gpu_seg")}
         baseline = _live_egl_contexts()
@@ -393,7 +398,7 @@ def test_a_close_interrupted_at_any_point_is_finished_by_the_next(error):
 
 
 @_INTERRUPTS
-def test_a_rebuild_interrupted_at_any_point_leaves_no_context_behind(new_processor, error):
+def test_a_rebuild_interrupted_at_any_point_leaves_no_context_behind(new_processor, error, first):
     """A frame that makes a new context generation (after a release here; after a loss alike) cut
     short between the context's creation and the generation's storing: the context stayed for
     good (3 MB each on llvmpipe). A TimeoutError in the wait for the new context was taken for
@@ -402,7 +407,7 @@ def test_a_rebuild_interrupted_at_any_point_leaves_no_context_behind(new_process
     pp = new_processor(backend="gl", readback="direct")
     pp.process(tensor, SIZE)
     baseline = _live_egl_contexts()
-    point = 1
+    point = first
     while True:
         pp.trim(release_context=True)
         fired = _injected_at(point, lambda: pp.process(tensor, SIZE), error=error, propagates=True)
@@ -410,5 +415,5 @@ def test_a_rebuild_interrupted_at_any_point_leaves_no_context_behind(new_process
         assert _live_egl_contexts() == baseline, f"a context left behind at point {point}"
         if not fired:
             break
-        point += 1
+        point += _STRIDE
     assert point > 5
