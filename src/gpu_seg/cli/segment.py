@@ -6,8 +6,8 @@ foreground, 255 = background), with ``--confidence`` ``DIR/NAME.confidence.npy``
 mode): ``DIR/NAME/000000.mask.png``, ... ``DIR/manifest.jsonl`` gets one line per image or frame
 (input, frame index, outputs, backend, ms, context losses). Folders given as inputs are searched for
 images and videos. The default model is MediaPipe's selfie segmenter, fetched once from PyPI and
-cached. Files are read and written with OpenCV, which no gpu_seg extra installs (``pip install
-opencv-python-headless``, or mediapipe's OpenCV).
+cached. Files are read and written with OpenCV, which only mediapipe brings (the mediapipe, bench
+and test extras); else ``pip install opencv-python-headless``.
 
 With ``--ray`` the same files are computed by a pool of Ray workers (``pip install
 "gpu_seg[ray]"``): a local Ray started for the run, or the cluster at ADDRESS (write
@@ -45,6 +45,7 @@ RAY_OPTIONS = ("workers", "cpus_per_worker", "gpus_per_worker", "frames_per_task
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # the description as written
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, or folders of them")
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="output folder (created); with --ray also a pyarrow URI"

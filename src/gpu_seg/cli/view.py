@@ -5,8 +5,8 @@ or a built-in gradient) or the person tinted (``overlay``); below it a bar of fi
 model ms, post-processing ms, the backend of the last frame, context losses. The post-processing
 runs in the window's own OpenGL context. Keys: ``L`` loses that context for real (the window is
 destroyed and a new one opened; the view recovers), ``E`` the next effect, ``Q``/``Esc`` quits.
-Needs the viewer extra (``pip install "gpu_seg[viewer]"``) and OpenCV, which no extra installs
-(``pip install opencv-python-headless``, or mediapipe's OpenCV).
+Needs the viewer extra (``pip install "gpu_seg[viewer]"``) and OpenCV, which only mediapipe brings
+(the mediapipe, bench and test extras); else ``pip install opencv-python-headless``.
 
 For tests and headless runs (Xvfb): ``--frames N`` stops after N frames, ``--screenshot PATH``
 saves the window after the last of them (PNG), ``--inject-loss-at N`` loses the context before frame
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # the description as written
     parser.add_argument("input", nargs="?", default=None, help="a video or image file")
     parser.add_argument("--camera", type=non_negative_int, default=None, metavar="N", help="camera N instead")
     parser.add_argument(

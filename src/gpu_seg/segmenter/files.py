@@ -94,8 +94,8 @@ def opencv():
         import cv2
     except ImportError as exc:
         raise OpenCVUnavailableError(
-            "images and videos are read and written with OpenCV, which no gpu_seg extra installs: "
-            f"{INSTALL_OPENCV} ({exc})"
+            "images and videos are read and written with OpenCV, which only gpu_seg's mediapipe, bench and "
+            f"test extras bring (with mediapipe): {INSTALL_OPENCV} ({exc})"
         ) from exc
     return cv2
 
