@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 
 import numpy as np
 import pytest
 
 import gpu_seg
+
+from .interrupting import InjectedError, injected_at, sweep
 
 SIZE = (40, 32)
 
@@ -215,53 +216,6 @@ def test_a_close_cut_short_is_finished_by_the_next(new_processor, interruptible)
 
 
 # ----------------------------------------------------------------------------- at any point
-#: The profiled events where a signal handler's exception can land: a Python function's start
-#: (pending signals are checked there) and the return of any call, Python's or C's (they are
-#: checked again right after every call). Not any line: between two lines without a call none is.
-_SIGNAL_POINTS = ("call", "return", "c_return")
-
-
-class _InjectedError(Exception):
-    """Stands for what a signal handler raises, at a chosen point of the caller."""
-
-
-def _injected_at(
-    point: int, call, returned: list | None = None, error: type = _InjectedError, propagates: bool = False
-) -> bool:
-    """``call()`` with an exception raised at its ``point``-th signal point (a call or return anywhere
-    in what it runs); whether it was raised. ``returned`` gets the names of the functions that had
-    returned before the exception; ``propagates``: the exception must reach the caller."""
-    events, fired = [0], [False]
-
-    def tracer(frame, event, arg):
-        if event not in _SIGNAL_POINTS:
-            return
-        events[0] += 1
-        if event == "return" and returned is not None:  # (at its return: its caller gets the value)
-            returned.append(frame.f_code.co_name)
-        if events[0] == point:
-            fired[0] = True
-            raise error
-
-    caught, dropped = False, []
-
-    def unraisable(info) -> None:  # raised in a weakref callback or finalizer: Python drops it there
-        dropped.append(info.exc_type)
-
-    hook, sys.unraisablehook = sys.unraisablehook, unraisable
-    sys.setprofile(tracer)
-    try:
-        call()
-    except error:
-        caught = True
-    finally:
-        sys.setprofile(None)
-        sys.unraisablehook = hook
-    swallowed = propagates and fired[0] and not caught and error not in dropped
-    assert not swallowed, f"the exception raised at point {point} was swallowed"
-    return fired[0]
-
-
 def _from_another_thread(function, seconds: float = 5.0) -> None:
     done = threading.Event()
     worker = threading.Thread(target=lambda: (function(), done.set()), daemon=True)
@@ -275,11 +229,13 @@ def test_an_exception_anywhere_in_a_call_never_leaves_the_processors_lock_held()
     after the lock was taken and before ``with`` could give it back, and every other thread's
     frames then waited for good (``gl_timeout`` does not cover a lock)."""
     with gpu_seg.SegmentationPostprocessor("softmax", backend="cpu") as pp:
-        point = 1
-        while _injected_at(point, lambda: pp.stats):
+
+        def attempt(point: int) -> bool:
+            fired = injected_at(point, lambda: pp.stats)
             _from_another_thread(lambda: pp.stats)
-            point += 1
-        assert point > 3
+            return fired
+
+        sweep(attempt)
 
 
 def test_an_exception_anywhere_in_a_frames_idle_touch_never_stops_the_idle_release():
@@ -287,18 +243,18 @@ def test_an_exception_anywhere_in_a_frames_idle_touch_never_stops_the_idle_relea
     an exception there could keep its lock from the watch thread, and no idle release came again."""
     from gpu_seg.idle import IdleWatch
 
-    point, released = 1, threading.Event()
+    released = threading.Event()
     watch = IdleWatch(0.02, released.set)
+
+    def attempt(point: int) -> bool:
+        released.clear()
+        fired = injected_at(point, watch.touch)
+        watch.touch()
+        assert released.wait(5), f"no idle release after an exception at point {point}"
+        return fired
+
     try:
-        while True:
-            released.clear()
-            fired = _injected_at(point, watch.touch)
-            watch.touch()
-            assert released.wait(5), f"no idle release after an exception at point {point}"
-            if not fired:
-                break
-            point += 1
-        assert point > 3
+        sweep(attempt)
         _from_another_thread(watch.stop)
     finally:
         watch.stop()
@@ -312,13 +268,17 @@ def test_a_collection_interrupted_at_any_point_may_be_retried(new_processor, rea
     pp = new_processor(backend="gl", readback=readback)
     tensor = _tensor()
     want = gpu_seg.reference_postprocess(tensor, "softmax", SIZE)
-    point = 1
-    while True:
+
+    def attempt(point: int) -> bool:
         pending = pp.submit(tensor, SIZE)
-        returned: list = []
-        fired = _injected_at(point, pending.result, returned)
-        if not fired:
-            break
+        returned: list = []  # (a function raising at its return has handed its value back)
+
+        def watch(frame, event, arg, raising) -> None:
+            if event == "return":
+                returned.append(frame.f_code.co_name)
+
+        if not injected_at(point, pending.result, watch=watch):
+            return False
         if "_take" in returned:  # the frame had been handed back: it is collected
             with pytest.raises(gpu_seg.ExpiredResultError):
                 pending.result()
@@ -329,8 +289,9 @@ def test_a_collection_interrupted_at_any_point_may_be_retried(new_processor, rea
         views = [pp.process_view(tensor, SIZE) for _ in range(3)]  # no ring buffer kept
         for view in views:
             view.release()
-        point += 1
-    assert point > 5
+        return True
+
+    sweep(attempt)
 
 
 class _RequestTimeoutError(Exception):
@@ -346,7 +307,7 @@ class _TimedOutError(TimeoutError):
 #: try every point (a sweep over every point for each took six minutes on the 2-core VM).
 _INTERRUPTS = pytest.mark.parametrize(
     ("error", "first"),
-    [(_InjectedError, 1), (_RequestTimeoutError, 2), (_TimedOutError, 3)],
+    [(InjectedError, 1), (_RequestTimeoutError, 2), (_TimedOutError, 3)],
     ids=["base", "exception", "timeout"],
 )
 _STRIDE = 3
@@ -361,15 +322,14 @@ def test_a_context_release_interrupted_at_any_point_leaves_no_context_behind(new
     pp = new_processor(backend="gl", readback="direct")
     pp.process(tensor, SIZE)
     baseline = _live_egl_contexts()
-    point = first
-    while True:
-        fired = _injected_at(point, lambda: pp.trim(release_context=True), error=error, propagates=True)
-        if not fired:
-            break
+
+    def attempt(point: int) -> bool:
+        fired = injected_at(point, lambda: pp.trim(release_context=True), error=error, propagates=True)
         _assert_reference(pp.process(tensor, SIZE), tensor)
         assert _live_egl_contexts() == baseline, f"a context left behind at point {point}"
-        point += _STRIDE
-    assert point > 5
+        return fired
+
+    sweep(attempt, first, _STRIDE)
 
 
 @_INTERRUPTS
@@ -378,23 +338,22 @@ def test_a_close_interrupted_at_any_point_is_finished_by_the_next(error, first):
     swallowed, the GL thread and its context left for good) and the next ``close()`` ends the GL
     thread and its context; an idle watch cut short while it stopped is stopped too."""
     tensor = _tensor()
-    point, stride = first, 2 * _STRIDE  # (a processor per point: every sixth, three apart per error type)
-    while True:
+
+    def attempt(point: int) -> bool:
         before = {t for t in threading.enumerate() if t.name.startswith("gpu_seg")}
         baseline = _live_egl_contexts()
         pp = gpu_seg.SegmentationPostprocessor(
             "softmax", backend="gl", readback="direct", idle_release_after=60
         )
         pp.process(tensor, SIZE)
-        fired = _injected_at(point, pp.close, error=error, propagates=True)
+        fired = injected_at(point, pp.close, error=error, propagates=True)
         pp.close()
         left = {t for t in threading.enumerate() if t.name.startswith("gpu_seg")} - before
         assert not [t.name for t in left if t.is_alive()], f"threads left at point {point}"  # (joined)
         assert _live_egl_contexts() == baseline, f"a context left behind at point {point}"
-        if not fired:
-            break
-        point += stride
-    assert point > 5
+        return fired
+
+    sweep(attempt, first, 2 * _STRIDE)  # (a processor per point: every sixth, three apart per error type)
 
 
 @_INTERRUPTS
@@ -407,13 +366,12 @@ def test_a_rebuild_interrupted_at_any_point_leaves_no_context_behind(new_process
     pp = new_processor(backend="gl", readback="direct")
     pp.process(tensor, SIZE)
     baseline = _live_egl_contexts()
-    point = first
-    while True:
+
+    def attempt(point: int) -> bool:
         pp.trim(release_context=True)
-        fired = _injected_at(point, lambda: pp.process(tensor, SIZE), error=error, propagates=True)
+        fired = injected_at(point, lambda: pp.process(tensor, SIZE), error=error, propagates=True)
         _assert_reference(pp.process(tensor, SIZE), tensor)
         assert _live_egl_contexts() == baseline, f"a context left behind at point {point}"
-        if not fired:
-            break
-        point += _STRIDE
-    assert point > 5
+        return fired
+
+    sweep(attempt, first, _STRIDE)

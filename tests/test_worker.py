@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
@@ -10,6 +9,8 @@ import pytest
 
 from gpu_seg.errors import ContextLostError
 from gpu_seg.gl.worker import GLThread
+
+from .interrupting import injected_at, sweep
 
 
 @pytest.fixture
@@ -61,47 +62,27 @@ def test_a_new_thread_with_the_ident_of_a_finished_gl_thread_is_not_it() -> None
     assert seen == [False]
 
 
-#: The profiled events where a signal handler's exception can land: a Python function's start
-#: (pending signals are checked there) and the return of any call, Python's or C's (they are
-#: checked again right after every call). Not any line: between two lines without a call none is.
-_SIGNAL_POINTS = ("call", "return", "c_return")
-
-
-class _InjectedError(Exception):
-    """Stands for what a signal handler raises (a request timeout, KeyboardInterrupt)."""
-
-
 def _call_interrupted_at(point: int) -> bool:
-    """One call whose caller gets an exception at its ``point``-th signal point (a call or return
-    anywhere in what the caller runs); whether it was raised. Whatever it
-    interrupted, the GL thread must serve the next call."""
+    """One call whose caller gets an exception at its ``point``-th signal point; whether it was
+    raised. Whatever it interrupted, the GL thread must serve the next call, and the result must
+    reach the caller or ``abandoned``, once."""
     thread = GLThread("gpu_seg-test")
-    events, fired = [0], [False]
     made, returned, disposed = [], [], []
 
-    def tracer(frame, event, arg):
-        if event not in _SIGNAL_POINTS:
-            return
-        events[0] += 1
-        if events[0] == point:
-            fired[0] = True
-            if event == "return" and frame.f_code is GLThread.call.__code__:
-                returned.append(arg)  # handed back: from here on the caller's to keep
-            raise _InjectedError
+    def watch(frame, event, arg, raising) -> None:
+        if raising and event == "return" and frame.f_code is GLThread.call.__code__:
+            returned.append(arg)  # handed back: from here on the caller's to keep
 
     def work() -> object:
         time.sleep(0.002)  # the caller is waiting when it ends
         made.append(object())  # a context being made, say: nobody may lose it
         return made[-1]
 
-    sys.setprofile(tracer)
-    try:
+    def call() -> None:
         returned.append(thread.call(work, timeout=30, abandoned=disposed.append))
-    except _InjectedError:
-        pass
-    finally:
-        sys.setprofile(None)
+
     try:
+        fired = injected_at(point, call, watch=watch)
         assert thread.call(lambda: 2, timeout=3) == 2, f"interrupted at point {point}"
     except ContextLostError:
         pytest.fail(f"an exception at the caller's signal point {point} wedged the GL thread")
@@ -109,7 +90,7 @@ def _call_interrupted_at(point: int) -> bool:
         thread.stop(timeout=1.0)
     # made: returned to the caller or handed to ``abandoned``, once (or never made: cancelled)
     assert sorted(map(id, made)) == sorted(map(id, returned + disposed)), f"lost at point {point}"
-    return fired[0]
+    return fired
 
 
 def test_an_exception_anywhere_in_the_callers_wait_never_wedges_the_gl_thread() -> None:
@@ -117,11 +98,7 @@ def test_an_exception_anywhere_in_the_callers_wait_never_wedges_the_gl_thread() 
     even just after it took a lock it shares with the GL thread and before it could let go of it
     (``concurrent.futures.Future``'s condition): the GL thread then blocked on that lock for good
     and every later frame waited until ``gl_timeout``. Every point of the caller is tried."""
-    point = 1
-    while _call_interrupted_at(point):
-        point += 1
-        assert point < 5000, "the call never ended without an injection"
-    assert point > 5, "too few points of the caller were tried"
+    sweep(_call_interrupted_at, at_least=5)
 
 
 def test_a_result_that_comes_after_the_timeout_goes_to_abandoned() -> None:
@@ -146,32 +123,13 @@ def _stop_cut_short_at(point: int) -> bool:
     thread must have ended; whether the exception was raised."""
     thread = GLThread("gpu_seg-test")
     thread.post(lambda: time.sleep(0.05))  # the thread is busy when stop() waits
-    events, fired = [0], [False]
-
-    def tracer(frame, event, arg):
-        if event not in _SIGNAL_POINTS:
-            return
-        events[0] += 1
-        if events[0] == point:
-            fired[0] = True
-            raise _InjectedError
-
-    sys.setprofile(tracer)
-    try:
-        thread.stop(timeout=5)
-    except _InjectedError:
-        pass
-    finally:
-        sys.setprofile(None)
+    fired = injected_at(point, lambda: thread.stop(timeout=5))
     thread.stop(timeout=5)
     assert not thread._thread.is_alive(), f"the thread still runs after a stop cut short at point {point}"
-    return fired[0]
+    return fired
 
 
 def test_a_stop_cut_short_at_any_point_is_finished_by_the_next() -> None:
     """``stop()`` cut short after it marked the thread stopped and before it waited: the next
     ``stop()`` returned at once, with the thread still running (``close()`` then left it)."""
-    point = 1
-    while _stop_cut_short_at(point):
-        point += 1
-    assert point > 3
+    sweep(_stop_cut_short_at)

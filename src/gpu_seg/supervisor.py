@@ -793,9 +793,9 @@ class GLSupervisor:
                 self.counters.builds,
                 self.faults.take_link_failure,
             )
-            made = session
+            mgl = session.mgl
             pipeline = session.run(
-                lambda: GLPipeline(made.mgl, programs, readback=self.readback, passes=self.passes)
+                lambda: GLPipeline(mgl, programs, readback=self.readback, passes=self.passes)
             )
             self.max_texture_size = pipeline.limits.max_texture_size
             pipeline.time_gpu = self.time_gpu

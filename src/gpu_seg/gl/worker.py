@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from .. import forks
 from ..errors import ContextLostError
 
 __all__ = ["GLThread", "raised_on_gl_thread"]
@@ -81,7 +81,7 @@ class _Call(Generic[T]):
         if self.error is None and self.abandoned is not None and _claim(self.disposal):
             try:
                 self.abandoned(self.result)  # type: ignore[arg-type]
-            except Exception:
+            except BaseException:  # the thread never dies of a disposal
                 log.exception("gpu_seg: disposing of an abandoned GL result failed")
         self.result = None
 
@@ -92,7 +92,7 @@ class GLThread:
     def __init__(self, name: str) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._pid = os.getpid()
+        self._pid = forks.pid()
         self._stopped = False
         self._abandoned = False
         self._thread.start()
@@ -116,7 +116,7 @@ class GLThread:
             item: Any = self._queue.get()
             if item is _STOP:
                 return
-            item()  # a _Call, or a disposal (neither raises)
+            item()  # a call's run or dispose, or posted work: none of them raises
             del item  # nothing of the work (a frame's result arrays) kept while idle
 
     def call(
@@ -143,7 +143,7 @@ class GLThread:
                 raise
         if self._stopped:
             raise ContextLostError("the GL thread was stopped", reason="gl thread stopped")
-        if os.getpid() != self._pid:  # a forked child: nothing would ever serve the call
+        if forks.pid() != self._pid:  # a forked child: nothing would ever serve the call
             self._stopped = True
             raise ContextLostError("the GL thread is gone", reason="gl thread gone")
         call = _Call(fn)
@@ -169,7 +169,7 @@ class GLThread:
     def post(self, fn: Callable[[], object]) -> bool:
         """Queue ``fn`` without waiting for it (what it raises is logged); False where the thread
         takes no more work (stopped, or a forked child's)."""
-        if self._stopped or os.getpid() != self._pid:
+        if self._stopped or forks.pid() != self._pid:
             return False
         self._queue.put(functools.partial(_logged, fn))
         return True
